@@ -1,0 +1,355 @@
+// SPDX-License-Identifier: GPL-2.0
+/* One program per Bitcoin Core tracepoint. Each copies its arguments synchronously (they
+ * point into temporaries that die when the probe returns) into a fixed record and emits it.
+ * An event that cannot be emitted is counted in `drops`, never lost silently. */
+#include <stdbool.h>
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/ptrace.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/usdt.bpf.h>
+
+#include "records.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* P2P messages: bulky, so kept apart from the rarer events they would otherwise crowd out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} messages SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 2 << 20);
+} events SEC(".maps");
+
+/* Key: tracepoint_id * DROP_CAUSES + drop_cause. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TP_COUNT * DROP_CAUSES);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops SEC(".maps");
+
+struct message_event {
+	struct record_header hdr;
+	struct message_record rec;
+	__u8 payload[MAX_PAYLOAD_CAPTURE];
+};
+
+/* A message is assembled here first, because its length is only known at run time and a
+ * ring reservation must have a constant size. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct message_event);
+} message_scratch SEC(".maps");
+
+/* Never read or written. Clang emits BTF only for types that globals or maps use (behind a
+ * pointer, only a forward declaration); this keeps every record layout and id enum in the
+ * object's BTF for bpf/tests/layout.rs. */
+struct btf_anchor {
+	struct record_header header;
+	struct message_record message;
+	struct connection_record connection;
+	struct misbehaving_record misbehaving;
+	struct mempool_added_record mempool_added;
+	struct mempool_removed_record mempool_removed;
+	struct mempool_replaced_record mempool_replaced;
+	struct mempool_rejected_record mempool_rejected;
+	struct block_connected_record block_connected;
+	struct addrman_new_record addrman_new;
+	struct addrman_tried_record addrman_tried;
+	enum tracepoint_id tracepoint;
+	enum drop_cause drop_cause;
+} btf_anchor;
+
+#define EVENT(type)                        \
+	struct {                           \
+		struct record_header hdr;  \
+		struct type rec;           \
+	}
+
+static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause cause)
+{
+	__u32 key = tp * DROP_CAUSES + cause;
+	__u64 *n = bpf_map_lookup_elem(&drops, &key);
+
+	if (n)
+		*n += 1; /* per-CPU slot: no other writer */
+}
+
+static __always_inline void fill_header(struct record_header *hdr, enum tracepoint_id tp)
+{
+	hdr->ktime_ns = bpf_ktime_get_ns();
+	hdr->tracepoint = tp;
+	hdr->_pad[0] = hdr->_pad[1] = hdr->_pad[2] = 0;
+}
+
+/* Reserves a fixed-size record in `events`; `size` is a compile-time constant at every caller. */
+static __always_inline void *reserve_event(enum tracepoint_id tp, __u64 size)
+{
+	struct record_header *hdr = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!hdr) {
+		count_drop(tp, DROP_RING_FULL);
+		return NULL;
+	}
+	fill_header(hdr, tp);
+	return hdr;
+}
+
+static __always_inline int read_failed(enum tracepoint_id tp, void *event)
+{
+	bpf_ringbuf_discard(event, 0);
+	count_drop(tp, DROP_READ_FAILED);
+	return 0;
+}
+
+#define READ_STR(dst, src) (bpf_probe_read_user_str(dst, sizeof(dst), src) < 0)
+#define READ_HASH(dst, src) (bpf_probe_read_user(dst, 32, src) < 0)
+
+static __always_inline int emit_message(enum tracepoint_id tp, __s64 peer_id, const char *addr,
+					const char *conn_type, const char *msg_type, __u64 size,
+					const void *data)
+{
+	__u32 zero = 0;
+	struct message_event *e;
+	__u32 len;
+
+	if (size > MAX_PAYLOAD_CAPTURE) {
+		count_drop(tp, DROP_PAYLOAD_TOO_LARGE);
+		return 0;
+	}
+	len = size;
+	e = bpf_map_lookup_elem(&message_scratch, &zero);
+	if (!e)
+		return 0;
+	fill_header(&e->hdr, tp);
+	e->rec.peer_id = peer_id;
+	e->rec.msg_size = size;
+	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.conn_type, conn_type) ||
+	    READ_STR(e->rec.msg_type, msg_type) ||
+	    bpf_probe_read_user(e->payload, len, data) < 0) {
+		count_drop(tp, DROP_READ_FAILED);
+		return 0;
+	}
+	if (bpf_ringbuf_output(&messages, e, sizeof(e->hdr) + sizeof(e->rec) + len, 0) < 0)
+		count_drop(tp, DROP_RING_FULL);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(net_inbound_message, __s64 peer_id, const char *addr, const char *conn_type,
+	     const char *msg_type, __u64 size, const void *data)
+{
+	return emit_message(TP_NET_INBOUND_MESSAGE, peer_id, addr, conn_type, msg_type, size, data);
+}
+
+SEC("usdt")
+int BPF_USDT(net_outbound_message, __s64 peer_id, const char *addr, const char *conn_type,
+	     const char *msg_type, __u64 size, const void *data)
+{
+	return emit_message(TP_NET_OUTBOUND_MESSAGE, peer_id, addr, conn_type, msg_type, size, data);
+}
+
+static __always_inline int emit_connection(enum tracepoint_id tp, __s64 peer_id, const char *addr,
+					   const char *conn_type, __u32 network, __u64 value)
+{
+	EVENT(connection_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.peer_id = peer_id;
+	e->rec.network = network;
+	e->rec._pad = 0;
+	e->rec.value = value;
+	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.conn_type, conn_type))
+		return read_failed(tp, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(net_inbound_connection, __s64 peer_id, const char *addr, const char *conn_type,
+	     __u32 network, __u64 existing_connections)
+{
+	return emit_connection(TP_NET_INBOUND_CONNECTION, peer_id, addr, conn_type, network,
+			       existing_connections);
+}
+
+SEC("usdt")
+int BPF_USDT(net_outbound_connection, __s64 peer_id, const char *addr, const char *conn_type,
+	     __u32 network, __u64 existing_connections)
+{
+	return emit_connection(TP_NET_OUTBOUND_CONNECTION, peer_id, addr, conn_type, network,
+			       existing_connections);
+}
+
+SEC("usdt")
+int BPF_USDT(net_closed_connection, __s64 peer_id, const char *addr, const char *conn_type,
+	     __u32 network, __s64 time_established)
+{
+	return emit_connection(TP_NET_CLOSED_CONNECTION, peer_id, addr, conn_type, network,
+			       time_established);
+}
+
+SEC("usdt")
+int BPF_USDT(net_evicted_inbound_connection, __s64 peer_id, const char *addr,
+	     const char *conn_type, __u32 network, __s64 time_established)
+{
+	return emit_connection(TP_NET_EVICTED_INBOUND_CONNECTION, peer_id, addr, conn_type,
+			       network, time_established);
+}
+
+SEC("usdt")
+int BPF_USDT(net_misbehaving_connection, __s64 peer_id, const char *message)
+{
+	const enum tracepoint_id tp = TP_NET_MISBEHAVING_CONNECTION;
+	EVENT(misbehaving_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.peer_id = peer_id;
+	if (READ_STR(e->rec.message, message))
+		return read_failed(tp, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(mempool_added, const void *txid, __s32 vsize, __s64 fee)
+{
+	const enum tracepoint_id tp = TP_MEMPOOL_ADDED;
+	EVENT(mempool_added_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.vsize = vsize;
+	e->rec._pad = 0;
+	e->rec.fee = fee;
+	if (READ_HASH(e->rec.txid, txid))
+		return read_failed(tp, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(mempool_removed, const void *txid, const char *reason, __s32 vsize, __s64 fee,
+	     __u64 entry_time)
+{
+	const enum tracepoint_id tp = TP_MEMPOOL_REMOVED;
+	EVENT(mempool_removed_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.vsize = vsize;
+	e->rec._pad = 0;
+	e->rec.fee = fee;
+	e->rec.entry_time = entry_time;
+	if (READ_HASH(e->rec.txid, txid) || READ_STR(e->rec.reason, reason))
+		return read_failed(tp, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(mempool_replaced, const void *replaced_txid, __s32 replaced_vsize,
+	     __s64 replaced_fee, __u64 replaced_entry_time, const void *replacement_id,
+	     __s32 replacement_vsize, __s64 replacement_fee, __u8 replaced_by_tx)
+{
+	const enum tracepoint_id tp = TP_MEMPOOL_REPLACED;
+	EVENT(mempool_replaced_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.replaced_vsize = replaced_vsize;
+	e->rec.replaced_fee = replaced_fee;
+	e->rec.replaced_entry_time = replaced_entry_time;
+	e->rec.replacement_vsize = replacement_vsize;
+	e->rec.replacement_fee = replacement_fee;
+	e->rec.replaced_by_tx = replaced_by_tx;
+	__builtin_memset(e->rec._pad, 0, sizeof(e->rec._pad));
+	if (READ_HASH(e->rec.replaced_txid, replaced_txid) ||
+	    READ_HASH(e->rec.replacement_id, replacement_id))
+		return read_failed(tp, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(mempool_rejected, const void *txid, const char *reason)
+{
+	const enum tracepoint_id tp = TP_MEMPOOL_REJECTED;
+	EVENT(mempool_rejected_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	if (READ_HASH(e->rec.txid, txid) || READ_STR(e->rec.reason, reason))
+		return read_failed(tp, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(validation_block_connected, const void *hash, __s32 height, __u64 transactions,
+	     __s32 inputs, __s64 sigops, __s64 connection_time_ns)
+{
+	const enum tracepoint_id tp = TP_VALIDATION_BLOCK_CONNECTED;
+	EVENT(block_connected_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.height = height;
+	e->rec.transactions = transactions;
+	e->rec.inputs = inputs;
+	e->rec.sigops = sigops;
+	e->rec.connection_time_ns = connection_time_ns;
+	if (READ_HASH(e->rec.hash, hash))
+		return read_failed(tp, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(addrman_attempt_add, __u8 inserted, __s32 bucket, __s32 bucket_pos,
+	     const char *addr, __u32 addr_as, const char *source, __u32 source_as)
+{
+	const enum tracepoint_id tp = TP_ADDRMAN_ATTEMPT_ADD;
+	EVENT(addrman_new_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.inserted = inserted;
+	__builtin_memset(e->rec._pad, 0, sizeof(e->rec._pad));
+	e->rec.bucket = bucket;
+	e->rec.bucket_pos = bucket_pos;
+	e->rec.addr_as = addr_as;
+	e->rec.source_as = source_as;
+	e->rec._pad2 = 0;
+	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.source, source))
+		return read_failed(tp, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(addrman_move_to_good, __s32 bucket, __s32 bucket_pos, const char *addr,
+	     __u32 addr_as, const char *source, __u32 source_as)
+{
+	const enum tracepoint_id tp = TP_ADDRMAN_MOVE_TO_GOOD;
+	EVENT(addrman_tried_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.bucket = bucket;
+	e->rec.bucket_pos = bucket_pos;
+	e->rec.addr_as = addr_as;
+	e->rec.source_as = source_as;
+	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.source, source))
+		return read_failed(tp, e);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

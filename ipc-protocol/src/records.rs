@@ -1,0 +1,253 @@
+//! Record bodies as the BPF programs write them (`bpf/records.h`), mirrored in Rust.
+//!
+//! Both sides must agree byte for byte; `extractor-bpf`'s layout test compares every struct
+//! here with the BTF of the compiled BPF object. Strings are fixed NUL-terminated buffers that
+//! hold at least one byte more than the published cap, so an over-long string is detectable.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Published cap of a peer or addrman address (spec nats-wire.md Q3).
+pub const ADDR_CAP: usize = 512;
+pub const ADDR_BUF: usize = 520;
+/// Connection types are at most 19 characters; they are only mapped, never published.
+pub const CONN_TYPE_BUF: usize = 32;
+/// P2P message types are at most 12 characters (`CMessageHeader::MESSAGE_TYPE_SIZE`).
+pub const MSG_TYPE_CAP: usize = 12;
+pub const MSG_TYPE_BUF: usize = 16;
+/// Published cap of removal, reject and misbehaving reasons (Q2, Q5, Q6).
+pub const REASON_CAP: usize = 256;
+pub const REASON_BUF: usize = 264;
+/// Largest P2P payload one record carries.
+pub const MAX_PAYLOAD_CAPTURE: usize = 16384;
+
+/// Size of the header the BPF program puts in front of every record body:
+/// `u64 ktime_ns`, `u16 tracepoint id`, 6 bytes padding. Only the loader reads it.
+pub const RECORD_HEADER_LEN: usize = 16;
+
+/// One field of a record layout, for the C/Rust layout check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    pub offset: usize,
+    pub size: usize,
+}
+
+/// Name (the C struct tag), size and fields of a record body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub c_name: &'static str,
+    pub size: usize,
+    pub fields: &'static [Field],
+}
+
+pub trait RecordLayout: Pod {
+    const LAYOUT: Layout;
+}
+
+macro_rules! record {
+    ($(#[$meta:meta])* $name:ident = $c_name:literal { $( $field:ident : $ty:ty, )+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Pod, Zeroable)]
+        #[repr(C)]
+        pub struct $name {
+            $( pub $field: $ty, )+
+        }
+
+        impl RecordLayout for $name {
+            const LAYOUT: Layout = Layout {
+                c_name: $c_name,
+                size: std::mem::size_of::<$name>(),
+                fields: &[ $( Field {
+                    name: stringify!($field),
+                    offset: std::mem::offset_of!($name, $field),
+                    size: std::mem::size_of::<$ty>(),
+                }, )+ ],
+            };
+        }
+    };
+}
+
+record! {
+    /// `net:inbound_message`, `net:outbound_message`. The captured payload follows the body.
+    MessageRecord = "message_record" {
+        peer_id: i64,
+        msg_size: u64,
+        addr: [u8; ADDR_BUF],
+        conn_type: [u8; CONN_TYPE_BUF],
+        msg_type: [u8; MSG_TYPE_BUF],
+    }
+}
+
+record! {
+    /// `net:{inbound,outbound,closed,evicted_inbound}_connection`. `value` is
+    /// `existing_connections` for inbound/outbound and `time_established` (an `int64`) for
+    /// closed/evicted.
+    ConnectionRecord = "connection_record" {
+        peer_id: i64,
+        addr: [u8; ADDR_BUF],
+        conn_type: [u8; CONN_TYPE_BUF],
+        network: u32,
+        _pad: u32,
+        value: u64,
+    }
+}
+
+record! {
+    /// `net:misbehaving_connection`.
+    MisbehavingRecord = "misbehaving_record" {
+        peer_id: i64,
+        message: [u8; REASON_BUF],
+    }
+}
+
+record! {
+    /// `mempool:added`.
+    MempoolAddedRecord = "mempool_added_record" {
+        txid: [u8; 32],
+        vsize: i32,
+        _pad: u32,
+        fee: i64,
+    }
+}
+
+record! {
+    /// `mempool:removed`.
+    MempoolRemovedRecord = "mempool_removed_record" {
+        txid: [u8; 32],
+        vsize: i32,
+        _pad: u32,
+        fee: i64,
+        entry_time: u64,
+        reason: [u8; REASON_BUF],
+    }
+}
+
+record! {
+    /// `mempool:replaced`.
+    MempoolReplacedRecord = "mempool_replaced_record" {
+        replaced_txid: [u8; 32],
+        replacement_id: [u8; 32],
+        replaced_vsize: i32,
+        replacement_vsize: i32,
+        replaced_fee: i64,
+        replaced_entry_time: u64,
+        replacement_fee: i64,
+        replaced_by_tx: u8,
+        _pad: [u8; 7],
+    }
+}
+
+record! {
+    /// `mempool:rejected`.
+    MempoolRejectedRecord = "mempool_rejected_record" {
+        txid: [u8; 32],
+        reason: [u8; REASON_BUF],
+    }
+}
+
+record! {
+    /// `validation:block_connected`.
+    BlockConnectedRecord = "block_connected_record" {
+        hash: [u8; 32],
+        height: i32,
+        inputs: i32,
+        transactions: u64,
+        sigops: i64,
+        connection_time_ns: i64,
+    }
+}
+
+record! {
+    /// `addrman:attempt_add` (out-of-tree tracepoint).
+    AddrmanNewRecord = "addrman_new_record" {
+        inserted: u8,
+        _pad: [u8; 3],
+        bucket: i32,
+        bucket_pos: i32,
+        addr_as: u32,
+        source_as: u32,
+        _pad2: u32,
+        addr: [u8; ADDR_BUF],
+        source: [u8; ADDR_BUF],
+    }
+}
+
+record! {
+    /// `addrman:move_to_good` (out-of-tree tracepoint).
+    AddrmanTriedRecord = "addrman_tried_record" {
+        bucket: i32,
+        bucket_pos: i32,
+        addr_as: u32,
+        source_as: u32,
+        addr: [u8; ADDR_BUF],
+        source: [u8; ADDR_BUF],
+    }
+}
+
+/// Why the BPF side or the loader could not hand an event on. Indexes the BPF drop-counter
+/// map (`enum drop_cause` in C) for the first three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum DropCause {
+    /// The BPF ring buffer had no room.
+    RingFull = 0,
+    /// `bpf_probe_read_user*` failed on a tracepoint argument.
+    ReadFailed = 1,
+    /// The P2P payload was larger than one record can carry.
+    PayloadTooLarge = 2,
+    /// The loader could not fit the record into an IPC datagram.
+    IpcTooLarge = 3,
+}
+
+impl DropCause {
+    /// Causes counted in the BPF map, in index order.
+    pub const BPF: [DropCause; 3] = [Self::RingFull, Self::ReadFailed, Self::PayloadTooLarge];
+
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::RingFull),
+            1 => Some(Self::ReadFailed),
+            2 => Some(Self::PayloadTooLarge),
+            3 => Some(Self::IpcTooLarge),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RingFull => "ring_full",
+            Self::ReadFailed => "read_failed",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::IpcTooLarge => "ipc_too_large",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_buffers_hold_one_byte_past_the_cap_plus_nul() {
+        for (cap, buf) in [
+            (ADDR_CAP, ADDR_BUF),
+            (MSG_TYPE_CAP, MSG_TYPE_BUF),
+            (REASON_CAP, REASON_BUF),
+        ] {
+            assert!(buf >= cap + 2, "cap {cap} buf {buf}");
+        }
+    }
+
+    #[test]
+    fn layouts_have_no_gaps() {
+        for tp in crate::Tracepoint::ALL {
+            let layout = tp.layout();
+            let mut end = 0;
+            for f in layout.fields {
+                assert_eq!(f.offset, end, "{}.{}", layout.c_name, f.name);
+                end = f.offset + f.size;
+            }
+            assert_eq!(end, layout.size, "{}", layout.c_name);
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! `ebpf-loader`: the privileged half of the extractor.
+//!
+//! Start-up: resolve the traced process, connect to the publisher, load and attach the BPF
+//! programs, send the hello. Steady state, the only syscalls: `epoll_wait` on the ring
+//! buffers (wait for records), `send` on the publisher socket (forward them), `bpf`
+//! map lookups once a second (read the drop counters), and `write` to stderr (logs).
+//! It never parses P2P payloads and reads nothing from the publisher.
+
+mod forward;
+mod probes;
+mod target;
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ipc_protocol::{Category, Hello, Tracepoint};
+use libbpf_rs::{PrintLevel, RingBufferBuilder};
+use rustix::time::{clock_gettime, ClockId};
+
+use forward::{ForwardError, Forwarder};
+use probes::{ProbeError, Probes};
+use target::{PidSource, Target, TargetError};
+
+/// Hooks Bitcoin Core's tracepoints and forwards raw records to ebpf-publisher.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Path to the Bitcoin Core (bitcoind) binary that should be hooked into
+    #[arg(short = 'b', long)]
+    bitcoind_path: PathBuf,
+    /// PID of the bitcoind process to hook into. Either this or --bitcoind-pid-file must be set
+    #[arg(long, required_unless_present = "bitcoind_pid_file", conflicts_with = "bitcoind_pid_file")]
+    bitcoind_pid: Option<i32>,
+    /// File containing the PID of the bitcoind process (bitcoind's -pid=<file>)
+    #[arg(long)]
+    bitcoind_pid_file: Option<PathBuf>,
+    /// Unix socket (SOCK_SEQPACKET) of ebpf-publisher
+    #[arg(short = 's', long, default_value = "/run/peer-observer-ebpf/publisher.sock")]
+    socket: PathBuf,
+    /// Don't hook the P2P message tracepoints
+    #[arg(long)]
+    no_p2pmsg_tracepoints: bool,
+    /// Don't hook the connection tracepoints
+    #[arg(long)]
+    no_connection_tracepoints: bool,
+    /// Don't hook the mempool tracepoints
+    #[arg(long)]
+    no_mempool_tracepoints: bool,
+    /// Don't hook the validation tracepoints
+    #[arg(long)]
+    no_validation_tracepoints: bool,
+    /// Hook the addrman tracepoints (not in Bitcoin Core; needs a patched binary)
+    #[arg(long)]
+    addrman_tracepoints: bool,
+    /// Log level: trace, debug, info, warn, error
+    #[arg(short = 'l', long, default_value = "info")]
+    log_level: tracing::Level,
+    /// Print libbpf's debug output while loading and attaching
+    #[arg(long)]
+    libbpf_debug: bool,
+}
+
+impl Cli {
+    fn categories(&self) -> Vec<Category> {
+        [
+            (!self.no_p2pmsg_tracepoints, Category::P2pMessages),
+            (!self.no_connection_tracepoints, Category::Connections),
+            (!self.no_mempool_tracepoints, Category::Mempool),
+            (!self.no_validation_tracepoints, Category::Validation),
+            (self.addrman_tracepoints, Category::Addrman),
+        ]
+        .into_iter()
+        .filter_map(|(on, category)| on.then_some(category))
+        .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum LoaderError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error("every tracepoint category is switched off: nothing to hook")]
+    NothingEnabled,
+    #[error("cannot set up the BPF ring buffers: {0}")]
+    RingBuffer(#[source] libbpf_rs::Error),
+    #[error("polling the BPF ring buffers failed: {0}")]
+    Poll(std::io::Error),
+}
+
+const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
+
+fn realtime_offset_ns() -> i64 {
+    let ns = |t: rustix::time::Timespec| t.tv_sec as i64 * 1_000_000_000 + t.tv_nsec as i64;
+    ns(clock_gettime(ClockId::Realtime)) - ns(clock_gettime(ClockId::Monotonic))
+}
+
+fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
+    let enabled = Tracepoint::enabled(&cli.categories());
+    if enabled.is_empty() {
+        return Err(LoaderError::NothingEnabled);
+    }
+    let pid = match (&cli.bitcoind_pid, &cli.bitcoind_pid_file) {
+        (Some(pid), _) => PidSource::Pid(*pid),
+        (None, Some(file)) => PidSource::File(file),
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    let target = Target::resolve(&cli.bitcoind_path, pid)?;
+    // Connect before touching the kernel: a missing publisher is the likelier mistake.
+    let forwarder = RefCell::new(Forwarder::connect(&cli.socket)?);
+
+    let mut storage = MaybeUninit::uninit();
+    let probes = Probes::attach(&mut storage, &target, &enabled)?;
+    tracing::info!(
+        pid = target.pid,
+        binary = %target.binary.display(),
+        tracepoints = enabled.len(),
+        "attached"
+    );
+
+    let failure = RefCell::new(None);
+    let on_record = |raw: &[u8]| match forwarder.borrow_mut().record(raw) {
+        Ok(()) => 0,
+        Err(e) => {
+            *failure.borrow_mut() = Some(e);
+            -1
+        }
+    };
+    let mut rings = RingBufferBuilder::new();
+    rings
+        .add(&probes.skel.maps.messages, on_record)
+        .and_then(|r| r.add(&probes.skel.maps.events, on_record))
+        .map_err(LoaderError::RingBuffer)?;
+    let rings = rings.build().map_err(LoaderError::RingBuffer)?;
+
+    forwarder.borrow().hello(&Hello {
+        loader_version: env!("CARGO_PKG_VERSION").into(),
+        pid: target.pid as u32,
+        binary: target.binary.display().to_string(),
+        tracepoints: enabled.iter().map(|tp| tp.id()).collect(),
+        realtime_offset_ns: realtime_offset_ns(),
+    })?;
+    notify_ready();
+
+    let mut last_counts = Vec::new();
+    let mut next_counts = Instant::now() + COUNTER_INTERVAL;
+    while !stop.load(Ordering::Relaxed) {
+        let rc = rings.poll_raw(Duration::from_millis(100));
+        if let Some(e) = failure.borrow_mut().take() {
+            return Err(e.into());
+        }
+        if rc < 0 && rc != -libc_eintr() {
+            return Err(LoaderError::Poll(std::io::Error::from_raw_os_error(-rc)));
+        }
+        forwarder.borrow_mut().flush()?;
+        if Instant::now() >= next_counts {
+            next_counts += COUNTER_INTERVAL;
+            let counts = probes.drop_counts()?;
+            if counts != last_counts {
+                forwarder.borrow().drop_counts(&counts)?;
+                last_counts = counts;
+            }
+        }
+    }
+    // Hand on what is still in the rings before detaching.
+    rings.consume_raw();
+    if let Some(e) = failure.borrow_mut().take() {
+        return Err(e.into());
+    }
+    forwarder.borrow_mut().flush()?;
+    forwarder.borrow().drop_counts(&probes.drop_counts()?)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+const fn libc_eintr() -> i32 {
+    rustix::io::Errno::INTR.raw_os_error()
+}
+
+/// Tells a supervisor (systemd `Type=notify`, or a test) that the probes are attached.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|sock| {
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        match bytes.strip_prefix(b"@") {
+            Some(abstract_name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)?;
+                sock.send_to_addr(b"READY=1", &addr)
+            }
+            None => sock.send_to(b"READY=1", &path),
+        }
+    });
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify readiness on {}: {e}", path.to_string_lossy());
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .init();
+    let libbpf_level = if cli.libbpf_debug { PrintLevel::Debug } else { PrintLevel::Warn };
+    libbpf_rs::set_print(Some((libbpf_level, |level, msg| match level {
+        PrintLevel::Warn => tracing::warn!(target: "libbpf", "{}", msg.trim_end()),
+        _ => tracing::info!(target: "libbpf", "{}", msg.trim_end()),
+    })));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).expect("install signal handler");
+    }
+    match run(&cli, &stop) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ebpf-loader: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Loading the BPF skeleton, attaching one program per enabled tracepoint, reading the BPF
+//! drop counters.
+
+use std::mem::MaybeUninit;
+
+use extractor_bpf::{ExtractorSkel, ExtractorSkelBuilder};
+use ipc_protocol::{DropCause, DropCount, Tracepoint};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+
+use crate::target::Target;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot open the BPF object: {0}")]
+    Open(#[source] libbpf_rs::Error),
+    #[error("the kernel refused the BPF programs (needs CAP_BPF and CAP_PERFMON, Linux >= 5.11 with BTF): {0}")]
+    Load(#[source] libbpf_rs::Error),
+    #[error("cannot attach to tracepoint {tracepoint} in {binary}: {source}; is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?")]
+    Attach {
+        tracepoint: Tracepoint,
+        binary: String,
+        source: libbpf_rs::Error,
+        hint: &'static str,
+    },
+    #[error("cannot read the BPF drop counters: {0}")]
+    Counters(#[source] libbpf_rs::Error),
+}
+
+pub struct Probes<'obj> {
+    pub skel: ExtractorSkel<'obj>,
+    _links: Vec<Link>,
+}
+
+impl<'obj> Probes<'obj> {
+    /// Loads only the programs of `enabled` and attaches each to its USDT probe in `target`.
+    pub fn attach(
+        storage: &'obj mut MaybeUninit<OpenObject>,
+        target: &Target,
+        enabled: &[Tracepoint],
+    ) -> Result<Self, ProbeError> {
+        let mut open = ExtractorSkelBuilder::default().open(storage).map_err(ProbeError::Open)?;
+        for mut prog in open.open_object_mut().progs_mut() {
+            let wanted = enabled.iter().any(|tp| prog.name() == tp.program());
+            prog.set_autoload(wanted);
+        }
+        let mut skel = open.load().map_err(ProbeError::Load)?;
+        let mut links = Vec::with_capacity(enabled.len());
+        for tp in enabled {
+            let prog = skel
+                .object_mut()
+                .progs_mut()
+                .find(|p| p.name() == tp.program())
+                .expect("extractor-bpf's layout test proves every tracepoint has its program");
+            let link = prog
+                .attach_usdt(target.pid, &target.binary, tp.provider(), tp.name())
+                .map_err(|source| ProbeError::Attach {
+                    tracepoint: *tp,
+                    binary: target.binary.display().to_string(),
+                    source,
+                    hint: if tp.category() == ipc_protocol::Category::Addrman {
+                        " and patched with the addrman tracepoints"
+                    } else {
+                        ""
+                    },
+                })?;
+            links.push(link);
+        }
+        Ok(Probes { skel, _links: links })
+    }
+
+    /// Totals of the BPF drop counters, summed over CPUs, for the non-zero ones.
+    pub fn drop_counts(&self) -> Result<Vec<DropCount>, ProbeError> {
+        let mut counts = Vec::new();
+        for tp in Tracepoint::ALL {
+            for cause in DropCause::BPF {
+                let key = u32::from(tp.id()) * DropCause::BPF.len() as u32 + cause as u32;
+                let per_cpu = self
+                    .skel
+                    .maps
+                    .drops
+                    .lookup_percpu(&key.to_ne_bytes(), MapFlags::ANY)
+                    .map_err(ProbeError::Counters)?
+                    .unwrap_or_default();
+                let total: u64 = per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8))
+                    .map(|v| u64::from_ne_bytes(v.try_into().expect("8 bytes")))
+                    .sum();
+                if total > 0 {
+                    counts.push(DropCount { tracepoint: *tp, cause, total });
+                }
+            }
+        }
+        Ok(counts)
+    }
+}

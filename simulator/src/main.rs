@@ -1,0 +1,162 @@
+//! Fires Bitcoin Core's tracepoints with deterministic values (see the library) and prints,
+//! at exit, how many firings of each tracepoint a tracer saw.
+
+use std::ffi::{c_char, CString};
+use std::io::BufRead;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use ipc_protocol::Tracepoint;
+use tracepoint_simulator::{args, Args};
+
+extern "C" {
+    fn sim_net_inbound_message(id: i64, addr: *const c_char, conn_type: *const c_char, msg_type: *const c_char, size: usize, data: *const u8) -> bool;
+    fn sim_net_outbound_message(id: i64, addr: *const c_char, conn_type: *const c_char, msg_type: *const c_char, size: usize, data: *const u8) -> bool;
+    fn sim_net_inbound_connection(id: i64, addr: *const c_char, conn_type: *const c_char, network: u32, existing: usize) -> bool;
+    fn sim_net_outbound_connection(id: i64, addr: *const c_char, conn_type: *const c_char, network: u32, existing: usize) -> bool;
+    fn sim_net_closed_connection(id: i64, addr: *const c_char, conn_type: *const c_char, network: u32, time_established: i64) -> bool;
+    fn sim_net_evicted_inbound_connection(id: i64, addr: *const c_char, conn_type: *const c_char, network: u32, time_established: i64) -> bool;
+    fn sim_net_misbehaving_connection(id: i64, message: *const c_char) -> bool;
+    fn sim_mempool_added(txid: *const u8, vsize: i32, fee: i64) -> bool;
+    fn sim_mempool_removed(txid: *const u8, reason: *const c_char, vsize: i32, fee: i64, entry_time: u64) -> bool;
+    fn sim_mempool_replaced(replaced_txid: *const u8, replaced_vsize: i32, replaced_fee: i64, replaced_entry_time: u64, replacement_id: *const u8, replacement_vsize: i32, replacement_fee: i64, replaced_by_tx: bool) -> bool;
+    fn sim_mempool_rejected(txid: *const u8, reason: *const c_char) -> bool;
+    fn sim_validation_block_connected(hash: *const u8, height: i32, transactions: usize, inputs: i32, sigops: i64, duration_ns: i64) -> bool;
+    fn sim_addrman_attempt_add(inserted: bool, bucket: i32, bucket_pos: i32, addr: *const c_char, addr_as: u32, source: *const c_char, source_as: u32) -> bool;
+    fn sim_addrman_move_to_good(bucket: i32, bucket_pos: i32, addr: *const c_char, addr_as: u32, source: *const c_char, source_as: u32) -> bool;
+}
+
+/// Fires Bitcoin Core's USDT tracepoints with deterministic values.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Tracepoints to fire: `default` (Bitcoin Core's twelve), `all` (plus addrman), or a
+    /// comma-separated list such as `net:inbound_message,mempool:added`.
+    #[arg(long, default_value = "default")]
+    tracepoints: String,
+    /// Rounds to fire (each round fires every selected tracepoint once); 0 = until SIGINT.
+    #[arg(long, default_value_t = 1)]
+    count: u64,
+    /// Rounds per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Seed of the deterministic values.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Wait for a line on standard input before firing (lets a test attach its tracer first).
+    #[arg(long)]
+    start_on_stdin: bool,
+}
+
+fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {
+    match spec {
+        "all" => Ok(Tracepoint::ALL.to_vec()),
+        "default" => Ok(Tracepoint::ALL
+            .iter()
+            .copied()
+            .filter(|tp| tp.category() != ipc_protocol::Category::Addrman)
+            .collect()),
+        list => list
+            .split(',')
+            .map(|name| Tracepoint::from_full_name(name.trim()).ok_or_else(|| format!("unknown tracepoint {name:?}")))
+            .collect(),
+    }
+}
+
+fn c(s: &str) -> CString {
+    CString::new(s).expect("simulated strings have no NUL")
+}
+
+/// Runs the probe site of `tp`; true if a tracer was attached (the semaphore was set).
+fn fire(tp: Tracepoint, args: &Args) -> bool {
+    use Tracepoint as T;
+    // SAFETY: every pointer is to a live, NUL-terminated CString or a buffer of the stated
+    // length, valid for the duration of the call.
+    unsafe {
+        match (tp, args) {
+            (T::NetInboundMessage | T::NetOutboundMessage, Args::Message { peer_id, addr, conn_type, msg_type, payload }) => {
+                let f = if tp == T::NetInboundMessage { sim_net_inbound_message } else { sim_net_outbound_message };
+                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), c(msg_type).as_ptr(), payload.len(), payload.as_ptr())
+            }
+            (T::NetInboundConnection | T::NetOutboundConnection, Args::Connection { peer_id, addr, conn_type, network, existing_connections }) => {
+                let f = if tp == T::NetInboundConnection { sim_net_inbound_connection } else { sim_net_outbound_connection };
+                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), *network, *existing_connections as usize)
+            }
+            (T::NetClosedConnection | T::NetEvictedInboundConnection, Args::ClosedConnection { peer_id, addr, conn_type, network, time_established }) => {
+                let f = if tp == T::NetClosedConnection { sim_net_closed_connection } else { sim_net_evicted_inbound_connection };
+                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), *network, *time_established)
+            }
+            (T::NetMisbehavingConnection, Args::Misbehaving { peer_id, message }) => {
+                sim_net_misbehaving_connection(*peer_id, c(message).as_ptr())
+            }
+            (T::MempoolAdded, Args::MempoolAdded { txid, vsize, fee }) => sim_mempool_added(txid.as_ptr(), *vsize, *fee),
+            (T::MempoolRemoved, Args::MempoolRemoved { txid, reason, vsize, fee, entry_time }) => {
+                sim_mempool_removed(txid.as_ptr(), c(reason).as_ptr(), *vsize, *fee, *entry_time)
+            }
+            (T::MempoolReplaced, Args::MempoolReplaced { replaced_txid, replaced_vsize, replaced_fee, replaced_entry_time, replacement_id, replacement_vsize, replacement_fee, replaced_by_tx }) => {
+                sim_mempool_replaced(replaced_txid.as_ptr(), *replaced_vsize, *replaced_fee, *replaced_entry_time, replacement_id.as_ptr(), *replacement_vsize, *replacement_fee, *replaced_by_tx)
+            }
+            (T::MempoolRejected, Args::MempoolRejected { txid, reason }) => sim_mempool_rejected(txid.as_ptr(), c(reason).as_ptr()),
+            (T::ValidationBlockConnected, Args::BlockConnected { hash, height, transactions, inputs, sigops, connection_time_ns }) => {
+                sim_validation_block_connected(hash.as_ptr(), *height, *transactions as usize, *inputs, *sigops, *connection_time_ns)
+            }
+            (T::AddrmanAttemptAdd, Args::AddrmanAttemptAdd { inserted, bucket, bucket_pos, addr, addr_as, source, source_as }) => {
+                sim_addrman_attempt_add(*inserted, *bucket, *bucket_pos, c(addr).as_ptr(), *addr_as, c(source).as_ptr(), *source_as)
+            }
+            (T::AddrmanMoveToGood, Args::AddrmanMoveToGood { bucket, bucket_pos, addr, addr_as, source, source_as }) => {
+                sim_addrman_move_to_good(*bucket, *bucket_pos, c(addr).as_ptr(), *addr_as, c(source).as_ptr(), *source_as)
+            }
+            (tp, args) => unreachable!("args {args:?} do not belong to {tp}"),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let tracepoints = match parse_tracepoints(&cli.tracepoints) {
+        Ok(tps) => tps,
+        Err(e) => {
+            eprintln!("tracepoint-simulator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).expect("install signal handler");
+    }
+    if cli.start_on_stdin {
+        let mut line = String::new();
+        if std::io::stdin().lock().read_line(&mut line).is_err() {
+            eprintln!("tracepoint-simulator: cannot read standard input");
+            return ExitCode::from(2);
+        }
+    }
+
+    let mut fired = vec![0u64; tracepoints.len()];
+    let mut untraced = vec![0u64; tracepoints.len()];
+    let period = (cli.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cli.rate));
+    let start = Instant::now();
+    let mut seq = 0u64;
+    while (cli.count == 0 || seq < cli.count) && !stop.load(Ordering::Relaxed) {
+        for (i, tp) in tracepoints.iter().enumerate() {
+            if fire(*tp, &args(*tp, cli.seed, seq)) {
+                fired[i] += 1;
+            } else {
+                untraced[i] += 1;
+            }
+        }
+        seq += 1;
+        if let Some(period) = period {
+            if let Some(wait) = (start + period * seq as u32).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+    for (i, tp) in tracepoints.iter().enumerate() {
+        println!("{tp} fired={} untraced={}", fired[i], untraced[i]);
+    }
+    ExitCode::SUCCESS
+}
