@@ -1,1 +1,8 @@
+//! The unprivileged half of the extractor: validates and decodes the records the loader
+//! forwards and publishes them to NATS in peer-observer's wire format.
 
+pub mod counters;
+pub mod decode;
+pub mod p2p;
+pub mod proto;
+pub mod server;

@@ -1,1 +1,108 @@
-fn main(){}
+//! `ebpf-publisher`: receives records from ebpf-loader over a Unix SOCK_SEQPACKET socket and
+//! publishes peer-observer events to NATS. Runs without any capability.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use publisher::counters::Counters;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_seqpacket::UnixSeqpacketListener;
+
+/// Publishes the loader's tracepoint records to NATS in peer-observer's wire format.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Address of the NATS server to publish to
+    #[arg(short = 'n', long, default_value = "127.0.0.1:4222")]
+    nats_address: String,
+    /// Unix socket (SOCK_SEQPACKET) to listen on for ebpf-loader
+    #[arg(short = 's', long, default_value = "/run/peer-observer-ebpf/publisher.sock")]
+    socket: PathBuf,
+    /// Permissions of the socket file, in octal; the loader's user needs write permission
+    #[arg(long, default_value = "660", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Log level: trace, debug, info, warn, error
+    #[arg(short = 'l', long, default_value = "info")]
+    log_level: tracing::Level,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode"))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PublisherError {
+    #[error("cannot connect to NATS at {address}: {source}; is nats-server running there?")]
+    Nats {
+        address: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot listen on {path}: {source}")]
+    Listen { path: PathBuf, source: std::io::Error },
+    #[error("cannot install a signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+fn listen(path: &Path, mode: u32) -> Result<UnixSeqpacketListener, PublisherError> {
+    let err = |source| PublisherError::Listen { path: path.to_owned(), source };
+    // A socket file left by an earlier run would make bind fail; anything else is not ours.
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixSeqpacketListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    Ok(listener)
+}
+
+async fn run(cli: Cli) -> Result<(), PublisherError> {
+    let nats = async_nats::connect(&cli.nats_address)
+        .await
+        .map_err(|source| PublisherError::Nats { address: cli.nats_address.clone(), source })?;
+    let listener = listen(&cli.socket, cli.socket_mode)?;
+    tracing::info!(socket = %cli.socket.display(), nats = %cli.nats_address, "listening");
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(PublisherError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(PublisherError::Signal)?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => {},
+            _ = sigint.recv() => {},
+        }
+    };
+    let counters = Arc::new(Counters::default());
+    publisher::server::serve(listener, nats.clone(), Arc::clone(&counters), shutdown).await;
+    if let Err(e) = nats.flush().await {
+        tracing::warn!("flushing NATS at shutdown failed: {e}");
+    }
+    let _ = std::fs::remove_file(&cli.socket);
+    tracing::info!("stopped: {}", counters.snapshot());
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ebpf-publisher: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ebpf-publisher: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! What happened to every event that reached the publisher, and what the loader reports as
+//! dropped before it. Logged at exit; exported for scraping by a later change.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use ipc_protocol::{DropCount, Tracepoint};
+
+#[derive(Default)]
+pub struct Counters {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub published: BTreeMap<Tracepoint, u64>,
+    /// Records refused by validation, by reason label.
+    pub invalid: BTreeMap<(Tracepoint, &'static str), u64>,
+    /// Published events with something worth counting (truncation, bad UTF-8, undecodable).
+    pub anomalies: BTreeMap<(Tracepoint, String), u64>,
+    /// Events that could not be handed to NATS.
+    pub publish_failed: BTreeMap<Tracepoint, u64>,
+    /// Latest totals the loader reported, by `tracepoint/cause`.
+    pub dropped_before: BTreeMap<(Tracepoint, &'static str), u64>,
+    /// Datagrams refused whole (malformed framing).
+    pub malformed_datagrams: u64,
+}
+
+type Inner = Snapshot;
+
+impl Counters {
+    fn with(&self, f: impl FnOnce(&mut Inner)) {
+        f(&mut self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    }
+
+    pub fn published(&self, tp: Tracepoint) {
+        self.with(|c| *c.published.entry(tp).or_default() += 1);
+    }
+
+    pub fn invalid(&self, tp: Tracepoint, reason: &'static str) {
+        self.with(|c| *c.invalid.entry((tp, reason)).or_default() += 1);
+    }
+
+    pub fn anomaly(&self, tp: Tracepoint, label: String) {
+        self.with(|c| *c.anomalies.entry((tp, label)).or_default() += 1);
+    }
+
+    pub fn publish_failed(&self, tp: Tracepoint) {
+        self.with(|c| *c.publish_failed.entry(tp).or_default() += 1);
+    }
+
+    pub fn malformed_datagram(&self) {
+        self.with(|c| c.malformed_datagrams += 1);
+    }
+
+    /// Records the loader's running totals; returns those that grew.
+    pub fn dropped_before(&self, counts: &[DropCount]) -> Vec<(DropCount, u64)> {
+        let mut grown = Vec::new();
+        self.with(|c| {
+            for count in counts {
+                let slot = c.dropped_before.entry((count.tracepoint, count.cause.as_str())).or_default();
+                if count.total > *slot {
+                    grown.push((*count, count.total - *slot));
+                    *slot = count.total;
+                }
+            }
+        });
+        grown
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+impl std::fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sum = |m: &BTreeMap<_, u64>| m.values().sum::<u64>();
+        write!(
+            f,
+            "published={} invalid={} publish_failed={} dropped_before_publisher={} malformed_datagrams={}",
+            sum(&self.published),
+            self.invalid.values().sum::<u64>(),
+            sum(&self.publish_failed),
+            self.dropped_before.values().sum::<u64>(),
+            self.malformed_datagrams
+        )
+    }
+}

@@ -1,0 +1,326 @@
+//! Record bodies → peer-observer events. Every record is validated against its tracepoint's
+//! layout before a field is used: exact size, NUL-terminated strings, value ranges.
+
+use bytemuck::Pod;
+use ipc_protocol::records::*;
+use ipc_protocol::{Category, Record, Tracepoint};
+
+use crate::p2p;
+use crate::proto::bitcoin_primitives::ConnType;
+use crate::proto::ebpf_extractor::{self as ebpf, addrman, connection, mempool, message, validation};
+use crate::proto::event::{event::PeerObserverEvent, Event};
+
+/// The NATS subject of a tracepoint's events (nats-wire.md §1).
+pub const fn subject(tp: Tracepoint) -> &'static str {
+    match tp.category() {
+        Category::P2pMessages => "netmsg",
+        Category::Connections => "netconn",
+        Category::Mempool => "mempool",
+        Category::Validation => "validation",
+        Category::Addrman => "addrman",
+    }
+}
+
+/// Why a record was refused. The event is counted as invalid and not published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is {got} bytes, its layout needs {expected}")]
+    WrongSize { expected: usize, got: usize },
+    #[error("string field {0} has no terminating NUL")]
+    MissingNul(&'static str),
+    #[error("field {field} out of range: {value}")]
+    OutOfRange { field: &'static str, value: u64 },
+}
+
+impl RecordError {
+    /// Short label for counters.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RecordError::WrongSize { .. } => "wrong_size",
+            RecordError::MissingNul(_) => "missing_nul",
+            RecordError::OutOfRange { .. } => "out_of_range",
+        }
+    }
+}
+
+/// Something worth counting about an event that was still published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Anomaly {
+    /// A string was longer than its cap and was cut, ending in `...` (nats-wire.md Q2-Q6).
+    Truncated(&'static str),
+    /// A string was not UTF-8; invalid sequences became U+FFFD, as upstream does.
+    InvalidUtf8(&'static str),
+    /// A known P2P message whose payload did not decode; published as `unknown` (Q11).
+    Undecodable(String),
+}
+
+#[derive(Debug)]
+pub struct Decoded {
+    pub subject: &'static str,
+    pub event: ebpf::Ebpf,
+    pub anomalies: Vec<Anomaly>,
+}
+
+impl Decoded {
+    /// Wraps the event in peer-observer's envelope.
+    pub fn into_event(self, timestamp_ms: u64) -> Event {
+        Event {
+            peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(self.event)),
+            timestamp: timestamp_ms,
+        }
+    }
+}
+
+pub fn decode(record: &Record<'_>) -> Result<Decoded, RecordError> {
+    let mut cx = Context::default();
+    let event = cx.event(record.tracepoint, record.data)?;
+    Ok(Decoded {
+        subject: subject(record.tracepoint),
+        event: ebpf::Ebpf { ebpf_event: Some(event) },
+        anomalies: cx.anomalies,
+    })
+}
+
+/// Maps Bitcoin Core's connection type string (nats-wire.md §5.4 and Q1).
+pub fn conn_type(s: &[u8]) -> ConnType {
+    match s {
+        b"inbound" => ConnType::Inbound,
+        b"outbound-full-relay" => ConnType::OutboundFullRelay,
+        b"block-relay-only" => ConnType::BlockRelayOnly,
+        b"feeler" => ConnType::Feeler,
+        _ => ConnType::Unknown,
+    }
+}
+
+fn fixed<T: Pod>(data: &[u8]) -> Result<T, RecordError> {
+    let expected = std::mem::size_of::<T>();
+    if data.len() != expected {
+        return Err(RecordError::WrongSize { expected, got: data.len() });
+    }
+    Ok(bytemuck::pod_read_unaligned(data))
+}
+
+fn until_nul<'a>(buf: &'a [u8], field: &'static str) -> Result<&'a [u8], RecordError> {
+    let len = buf.iter().position(|b| *b == 0).ok_or(RecordError::MissingNul(field))?;
+    Ok(&buf[..len])
+}
+
+fn boolean(value: u8, field: &'static str) -> Result<bool, RecordError> {
+    match value {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(RecordError::OutOfRange { field, value: v.into() }),
+    }
+}
+
+/// Bitcoin Core's `enum Network` without the `NET_MAX` sentinel.
+fn network(value: u32) -> Result<u32, RecordError> {
+    if value <= 6 {
+        Ok(value)
+    } else {
+        Err(RecordError::OutOfRange { field: "network", value: value.into() })
+    }
+}
+
+/// Cuts `bytes` to at most `cap` bytes without splitting a UTF-8 sequence at the end.
+fn cut_to_char_boundary(bytes: &[u8], cap: usize) -> &[u8] {
+    let cut = &bytes[..cap];
+    // Look back at most 3 bytes for the start of a sequence that the cut left incomplete.
+    for back in 1..=cut.len().min(3) {
+        let b = cut[cut.len() - back];
+        if b & 0xc0 == 0x80 {
+            continue; // continuation byte
+        }
+        let needed = match b {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => 1,
+        };
+        return if needed > back { &cut[..cut.len() - back] } else { cut };
+    }
+    cut
+}
+
+#[derive(Default)]
+struct Context {
+    anomalies: Vec<Anomaly>,
+}
+
+impl Context {
+    /// A published string: whole up to `cap` bytes, else explicitly truncated.
+    fn text(&mut self, buf: &[u8], cap: usize, field: &'static str) -> Result<String, RecordError> {
+        let bytes = until_nul(buf, field)?;
+        let (bytes, truncated) = if bytes.len() > cap {
+            self.anomalies.push(Anomaly::Truncated(field));
+            (cut_to_char_boundary(bytes, cap), true)
+        } else {
+            (bytes, false)
+        };
+        let mut text = match String::from_utf8_lossy(bytes) {
+            std::borrow::Cow::Borrowed(s) => s.to_owned(),
+            std::borrow::Cow::Owned(s) => {
+                self.anomalies.push(Anomaly::InvalidUtf8(field));
+                s
+            }
+        };
+        if truncated {
+            text.push_str("...");
+        }
+        Ok(text)
+    }
+
+    fn conn(&mut self, peer_id: i64, addr: &[u8], conn_type_buf: &[u8], network_value: u32) -> Result<connection::Connection, RecordError> {
+        Ok(connection::Connection {
+            peer_id: peer_id as u64,
+            addr: self.text(addr, ADDR_CAP, "addr")?,
+            conn_type: conn_type(until_nul(conn_type_buf, "conn_type")?) as i32,
+            network: network(network_value)?,
+        })
+    }
+
+    fn event(&mut self, tp: Tracepoint, data: &[u8]) -> Result<ebpf::ebpf::EbpfEvent, RecordError> {
+        use ebpf::ebpf::EbpfEvent;
+        use Tracepoint as T;
+        Ok(match tp {
+            T::NetInboundMessage | T::NetOutboundMessage => EbpfEvent::Message(self.message(tp, data)?),
+            T::NetInboundConnection | T::NetOutboundConnection | T::NetClosedConnection | T::NetEvictedInboundConnection => {
+                let r: ConnectionRecord = fixed(data)?;
+                let conn = self.conn(r.peer_id, &r.addr, &r.conn_type, r.network)?;
+                use connection::connection_event::Event as C;
+                let event = match tp {
+                    T::NetInboundConnection => C::Inbound(connection::InboundConnection { conn, existing_connections: r.value }),
+                    T::NetOutboundConnection => C::Outbound(connection::OutboundConnection { conn, existing_connections: r.value }),
+                    T::NetClosedConnection => C::Closed(connection::ClosedConnection { conn, time_established: r.value }),
+                    _ => C::InboundEvicted(connection::EvictedInboundConnection { conn, time_established: r.value }),
+                };
+                EbpfEvent::Connection(connection::ConnectionEvent { event: Some(event) })
+            }
+            T::NetMisbehavingConnection => {
+                let r: MisbehavingRecord = fixed(data)?;
+                let event = connection::connection_event::Event::Misbehaving(connection::MisbehavingConnection {
+                    id: r.peer_id as u64,
+                    message: self.text(&r.message, REASON_CAP, "message")?,
+                });
+                EbpfEvent::Connection(connection::ConnectionEvent { event: Some(event) })
+            }
+            T::MempoolAdded => {
+                let r: MempoolAddedRecord = fixed(data)?;
+                mempool_event(mempool::mempool_event::Event::Added(mempool::Added {
+                    txid: r.txid.to_vec(),
+                    vsize: r.vsize,
+                    fee: r.fee,
+                }))
+            }
+            T::MempoolRemoved => {
+                let r: MempoolRemovedRecord = fixed(data)?;
+                mempool_event(mempool::mempool_event::Event::Removed(mempool::Removed {
+                    txid: r.txid.to_vec(),
+                    reason: self.text(&r.reason, REASON_CAP, "reason")?,
+                    vsize: r.vsize,
+                    fee: r.fee,
+                    entry_time: r.entry_time,
+                }))
+            }
+            T::MempoolReplaced => {
+                let r: MempoolReplacedRecord = fixed(data)?;
+                mempool_event(mempool::mempool_event::Event::Replaced(mempool::Replaced {
+                    replaced_txid: r.replaced_txid.to_vec(),
+                    replaced_vsize: r.replaced_vsize,
+                    replaced_fee: r.replaced_fee,
+                    replaced_entry_time: r.replaced_entry_time,
+                    replacement_id: r.replacement_id.to_vec(),
+                    replacement_vsize: r.replacement_vsize,
+                    replacement_fee: r.replacement_fee,
+                    replaced_by_transaction: boolean(r.replaced_by_tx, "replaced_by_tx")?,
+                }))
+            }
+            T::MempoolRejected => {
+                let r: MempoolRejectedRecord = fixed(data)?;
+                mempool_event(mempool::mempool_event::Event::Rejected(mempool::Rejected {
+                    txid: r.txid.to_vec(),
+                    reason: self.text(&r.reason, REASON_CAP, "reason")?,
+                }))
+            }
+            T::ValidationBlockConnected => {
+                let r: BlockConnectedRecord = fixed(data)?;
+                let event = validation::validation_event::Event::BlockConnected(validation::BlockConnected {
+                    hash: r.hash.to_vec(),
+                    height: r.height,
+                    transactions: r.transactions as i64,
+                    inputs: r.inputs,
+                    sigops: r.sigops,
+                    connection_time: r.connection_time_ns as u64,
+                });
+                EbpfEvent::Validation(validation::ValidationEvent { event: Some(event) })
+            }
+            T::AddrmanAttemptAdd => {
+                let r: AddrmanNewRecord = fixed(data)?;
+                let event = addrman::addrman_event::Event::New(addrman::InsertNew {
+                    inserted: boolean(r.inserted, "inserted")?,
+                    bucket: r.bucket,
+                    bucket_pos: r.bucket_pos,
+                    addr: self.text(&r.addr, ADDR_CAP, "addr")?,
+                    addr_as: r.addr_as,
+                    source: self.text(&r.source, ADDR_CAP, "source")?,
+                    source_as: r.source_as,
+                });
+                EbpfEvent::Addrman(addrman::AddrmanEvent { event: Some(event) })
+            }
+            T::AddrmanMoveToGood => {
+                let r: AddrmanTriedRecord = fixed(data)?;
+                let event = addrman::addrman_event::Event::Tried(addrman::InsertTried {
+                    bucket: r.bucket,
+                    bucket_pos: r.bucket_pos,
+                    addr: self.text(&r.addr, ADDR_CAP, "addr")?,
+                    addr_as: r.addr_as,
+                    source: self.text(&r.source, ADDR_CAP, "source")?,
+                    source_as: r.source_as,
+                });
+                EbpfEvent::Addrman(addrman::AddrmanEvent { event: Some(event) })
+            }
+        })
+    }
+
+    fn message(&mut self, tp: Tracepoint, data: &[u8]) -> Result<message::MessageEvent, RecordError> {
+        let header_len = std::mem::size_of::<MessageRecord>();
+        if data.len() < header_len {
+            return Err(RecordError::WrongSize { expected: header_len, got: data.len() });
+        }
+        let (header, payload) = data.split_at(header_len);
+        let r: MessageRecord = bytemuck::pod_read_unaligned(header);
+        if payload.len() as u64 != r.msg_size {
+            return Err(RecordError::WrongSize {
+                expected: header_len.saturating_add(r.msg_size as usize),
+                got: data.len(),
+            });
+        }
+        let command = self.text(&r.msg_type, MSG_TYPE_CAP, "msg_type")?;
+        let msg = match p2p::decode(&command, payload) {
+            Ok(msg) => msg,
+            Err(e) => {
+                tracing::debug!(%command, "undecodable payload: {e}");
+                self.anomalies.push(Anomaly::Undecodable(command.clone()));
+                p2p::unknown(&command, payload)
+            }
+        };
+        Ok(message::MessageEvent {
+            meta: message::Metadata {
+                peer_id: r.peer_id as u64,
+                addr: self.text(&r.addr, ADDR_CAP, "addr")?,
+                conn_type: conn_type(until_nul(&r.conn_type, "conn_type")?) as i32,
+                command,
+                inbound: tp == Tracepoint::NetInboundMessage,
+                size: r.msg_size,
+            },
+            msg: Some(msg),
+        })
+    }
+}
+
+fn mempool_event(event: mempool::mempool_event::Event) -> ebpf::ebpf::EbpfEvent {
+    ebpf::ebpf::EbpfEvent::Mempool(mempool::MempoolEvent { event: Some(event) })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,281 @@
+//! Golden vectors of nats-wire.md §8 and malformed records.
+
+use super::*;
+use bytemuck::Zeroable;
+use prost::Message as _;
+
+const TS: u64 = 1_700_000_000_123;
+const H: [u8; 32] = {
+    let mut h = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        h[i] = i as u8;
+        i += 1;
+    }
+    h
+};
+
+fn r_hash() -> [u8; 32] {
+    let mut r = H;
+    r.reverse();
+    r
+}
+
+fn s<const N: usize>(text: &str) -> [u8; N] {
+    let mut buf = [0u8; N];
+    buf[..text.len()].copy_from_slice(text.as_bytes());
+    buf
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn encode(tp: Tracepoint, data: &[u8], ts: u64) -> String {
+    let record = Record { tracepoint: tp, ktime_ns: 0, data };
+    hex(&decode(&record).expect("valid record").into_event(ts).encode_to_vec())
+}
+
+fn message(peer_id: i64, addr: &str, conn_type: &str, command: &str, payload: &[u8]) -> Vec<u8> {
+    let mut r = MessageRecord::zeroed();
+    r.peer_id = peer_id;
+    r.msg_size = payload.len() as u64;
+    r.addr = s(addr);
+    r.conn_type = s(conn_type);
+    r.msg_type = s(command);
+    let mut data = bytemuck::bytes_of(&r).to_vec();
+    data.extend_from_slice(payload);
+    data
+}
+
+fn connection(peer_id: i64, addr: &str, conn_type: &str, network: u32, value: u64) -> Vec<u8> {
+    let mut r = ConnectionRecord::zeroed();
+    r.peer_id = peer_id;
+    r.addr = s(addr);
+    r.conn_type = s(conn_type);
+    r.network = network;
+    r.value = value;
+    bytemuck::bytes_of(&r).to_vec()
+}
+
+fn removed(reason: &str) -> Vec<u8> {
+    let mut r = MempoolRemovedRecord::zeroed();
+    r.txid = H;
+    r.reason = s(reason);
+    r.vsize = 141;
+    r.fee = 282;
+    r.entry_time = 1_699_000_000;
+    bytemuck::bytes_of(&r).to_vec()
+}
+
+#[test]
+fn v1_outbound_ping() {
+    let data = message(9674439, "209.222.252.40:64809", "inbound", "ping", &[0x92, 0xe4, 0x20, 0x0d, 0x30, 0x21, 0xc2, 0x1b]);
+    assert_eq!(encode(Tracepoint::NetOutboundMessage, &data, TS), "0a360a340a2708c7bdce0412143230392e3232322e3235322e34303a36343830391801220470696e672800300812090992e4200d3021c21b50fbd095ffbc31");
+}
+
+#[test]
+fn v2_verack() {
+    let data = message(7, "127.0.0.1:8333", "outbound-full-relay", "verack", &[]);
+    assert_eq!(encode(Tracepoint::NetOutboundMessage, &data, TS), "0a270a250a200807120e3132372e302e302e313a383333331802220676657261636b2800300080020150fbd095ffbc31");
+}
+
+#[test]
+fn v3_inv_wtx() {
+    let mut payload = vec![1, 5, 0, 0, 0];
+    payload.extend_from_slice(&H);
+    let data = message(7, "[2001:db8::1]:8333", "inbound", "inv", &payload);
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, TS), "0a4b0a490a21080712125b323030313a6462383a3a315d3a3833333318012203696e762801302522240a221a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f50fbd095ffbc31");
+}
+
+#[test]
+fn v5_oldping_and_v6_unknown_command() {
+    let data = message(1, "1.2.3.4:8333", "inbound", "ping", &[]);
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, 1_700_000_000_000), "0a230a210a1c0801120c312e322e332e343a383333331801220470696e6728013000c802015080d095ffbc31");
+    let payload = [1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    let data = message(1, "1.2.3.4:8333", "manual", "sendtxrcncl", &payload);
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, 1_700_000_000_000), "0a450a430a230801120c312e322e332e343a383333331800220b73656e64747872636e636c2801300cfa011b0a0b73656e64747872636e636c120c0100000001020304050607085080d095ffbc31");
+}
+
+#[test]
+fn v9_v10_v18_connections() {
+    let v9 = connection(7, "127.0.0.1:8333", "inbound", 0, 123);
+    assert_eq!(encode(Tracepoint::NetInboundConnection, &v9, 1_700_000_000_999), "0a1e121c1a1a0a160807120e3132372e302e302e313a3833333318012000107b50e7d795ffbc31");
+    let v10 = connection(8, "5.6.7.8:8333", "block-relay-only", 1, 1_699_990_000);
+    assert_eq!(encode(Tracepoint::NetClosedConnection, &v10, 1_700_000_000_000), "0a20121e0a1c0a140808120c352e362e372e383a383333331803200110f093cfaa065080d095ffbc31");
+    let v18 = connection(11, "5.6.7.8:8333", "feeler", 1, 9);
+    assert_eq!(encode(Tracepoint::NetOutboundConnection, &v18, TS), "0a1c121a22180a14080b120c352e362e372e383a3833333318042001100950fbd095ffbc31");
+}
+
+#[test]
+fn v11_misbehaving() {
+    let mut r = MisbehavingRecord::zeroed();
+    r.peer_id = 9;
+    r.message = s("headers message size = 2001");
+    assert_eq!(encode(Tracepoint::NetMisbehavingConnection, bytemuck::bytes_of(&r), 1_700_000_000_000), "0a2312212a1f0809121b68656164657273206d6573736167652073697a65203d20323030315080d095ffbc31");
+}
+
+#[test]
+fn v12_to_v15_mempool() {
+    let mut added = MempoolAddedRecord::zeroed();
+    added.txid = H;
+    added.vsize = 453;
+    added.fee = 123;
+    assert_eq!(encode(Tracepoint::MempoolAdded, bytemuck::bytes_of(&added), TS), "0a2b22290a270a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f10c503187b50fbd095ffbc31");
+
+    assert_eq!(encode(Tracepoint::MempoolRemoved, &removed("expiry"), TS), "0a3a22381a360a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f1206657870697279188d01209a0228c0dd92aa0650fbd095ffbc31");
+
+    let mut replaced = MempoolReplacedRecord::zeroed();
+    replaced.replaced_txid = H;
+    replaced.replaced_vsize = 141;
+    replaced.replaced_fee = 282;
+    replaced.replaced_entry_time = 1_699_000_000;
+    replaced.replacement_id = r_hash();
+    replaced.replacement_vsize = 141;
+    replaced.replacement_fee = 500;
+    replaced.replaced_by_tx = 1;
+    assert_eq!(encode(Tracepoint::MempoolReplaced, bytemuck::bytes_of(&replaced), TS), "0a5c225a12580a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f108d01189a0220c0dd92aa062a201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100308d0138f403400150fbd095ffbc31");
+
+    let mut rejected = MempoolRejectedRecord::zeroed();
+    rejected.txid = H;
+    rejected.reason = s("min relay fee not met");
+    assert_eq!(encode(Tracepoint::MempoolRejected, bytemuck::bytes_of(&rejected), TS), "0a3d223b22390a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f12156d696e2072656c617920666565206e6f74206d657450fbd095ffbc31");
+}
+
+#[test]
+fn v16_block_connected() {
+    let mut r = BlockConnectedRecord::zeroed();
+    r.hash = H;
+    r.height = 1337;
+    r.transactions = 13;
+    r.inputs = 3;
+    r.sigops = 7;
+    r.connection_time_ns = 5000;
+    assert_eq!(encode(Tracepoint::ValidationBlockConnected, bytemuck::bytes_of(&r), TS), "0a322a300a2e0a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f10b90a180d2003280730882750fbd095ffbc31");
+}
+
+#[test]
+fn v17_addrman_new() {
+    let mut r = AddrmanNewRecord::zeroed();
+    r.inserted = 1;
+    r.bucket = 1023;
+    r.bucket_pos = 63;
+    r.addr = s("5.6.7.8:8333");
+    r.source = s("1.2.3.4");
+    assert_eq!(encode(Tracepoint::AddrmanAttemptAdd, bytemuck::bytes_of(&r), TS), "0a261a240a22080110ff07183f220c352e362e372e383a3833333328003207312e322e332e34380050fbd095ffbc31");
+}
+
+#[test]
+fn v19_getcfheaders_with_its_twelve_character_command() {
+    let mut payload = vec![0, 0x00, 0x35, 0x0c, 0x00];
+    payload.extend_from_slice(&H);
+    let data = message(3, "1.2.3.4:8333", "inbound", "getcfheaders", &payload);
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, TS), "0a530a510a240803120c312e322e332e343a383333331801220c67657463666865616465727328013025e2012808001080ea301a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f50fbd095ffbc31");
+}
+
+#[test]
+fn v21_msg_error_consumes_its_hash() {
+    let mut payload = vec![2, 0, 0, 0, 0];
+    payload.extend_from_slice(&H);
+    payload.extend_from_slice(&[1, 0, 0, 0]);
+    payload.extend_from_slice(&r_hash());
+    let data = message(3, "1.2.3.4:8333", "inbound", "inv", &payload);
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, TS), "0a490a470a1b0803120c312e322e332e343a3833333318012203696e762801304922280a0278010a220a201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a0908070605040302010050fbd095ffbc31");
+}
+
+#[test]
+fn v23_undecodable_pong_is_published_as_unknown_and_counted() {
+    let data = message(3, "1.2.3.4:8333", "inbound", "pong", &[1, 2, 3, 4]);
+    let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data }).unwrap();
+    assert_eq!(decoded.anomalies, vec![Anomaly::Undecodable("pong".into())]);
+    assert_eq!(hex(&decoded.into_event(TS).encode_to_vec()), "0a2f0a2d0a1c0803120c312e322e332e343a3833333318012204706f6e6728013004fa010c0a04706f6e6712040102030450fbd095ffbc31");
+}
+
+#[test]
+fn v24_sizelimit_is_kept_whole() {
+    assert_eq!(encode(Tracepoint::MempoolRemoved, &removed("sizelimit"), TS), "0a3d223b1a390a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f120973697a656c696d6974188d01209a0228c0dd92aa0650fbd095ffbc31");
+}
+
+fn reject(tp: Tracepoint, data: &[u8]) -> RecordError {
+    decode(&Record { tracepoint: tp, ktime_ns: 0, data }).expect_err("must be refused")
+}
+
+#[test]
+fn short_and_long_records_are_refused() {
+    let good = removed("expiry");
+    assert_eq!(reject(Tracepoint::MempoolRemoved, &good[..good.len() - 1]), RecordError::WrongSize { expected: good.len(), got: good.len() - 1 });
+    let mut long = good.clone();
+    long.push(0);
+    assert_eq!(reject(Tracepoint::MempoolRemoved, &long), RecordError::WrongSize { expected: good.len(), got: good.len() + 1 });
+    assert!(matches!(reject(Tracepoint::NetInboundMessage, &[0u8; 10]), RecordError::WrongSize { .. }));
+    // A message whose payload length disagrees with its msg_size.
+    let mut msg = message(1, "1.2.3.4:8333", "inbound", "ping", &[0; 8]);
+    msg.pop();
+    assert!(matches!(reject(Tracepoint::NetInboundMessage, &msg), RecordError::WrongSize { .. }));
+}
+
+#[test]
+fn strings_without_nul_are_refused() {
+    let mut r = MempoolRejectedRecord::zeroed();
+    r.reason = [b'x'; REASON_BUF];
+    assert_eq!(reject(Tracepoint::MempoolRejected, bytemuck::bytes_of(&r)), RecordError::MissingNul("reason"));
+    let mut c = ConnectionRecord::zeroed();
+    c.addr = s("1.2.3.4:8333");
+    c.conn_type = [b'i'; CONN_TYPE_BUF];
+    assert_eq!(reject(Tracepoint::NetInboundConnection, bytemuck::bytes_of(&c)), RecordError::MissingNul("conn_type"));
+}
+
+#[test]
+fn out_of_range_values_are_refused() {
+    let data = connection(1, "1.2.3.4:8333", "inbound", 7, 1);
+    assert_eq!(reject(Tracepoint::NetInboundConnection, &data), RecordError::OutOfRange { field: "network", value: 7 });
+    let mut r = MempoolReplacedRecord::zeroed();
+    r.replaced_by_tx = 2;
+    assert_eq!(reject(Tracepoint::MempoolReplaced, bytemuck::bytes_of(&r)), RecordError::OutOfRange { field: "replaced_by_tx", value: 2 });
+}
+
+#[test]
+fn invalid_utf8_becomes_replacement_characters_and_is_counted() {
+    let data = connection(1, "host-\u{0}", "inbound", 0, 1);
+    let mut data = data;
+    let addr_at = std::mem::offset_of!(ConnectionRecord, addr);
+    data[addr_at + 5] = 0xff;
+    let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundConnection, ktime_ns: 0, data: &data }).unwrap();
+    assert_eq!(decoded.anomalies, vec![Anomaly::InvalidUtf8("addr")]);
+    let Some(ebpf::ebpf::EbpfEvent::Connection(c)) = decoded.event.ebpf_event else { panic!() };
+    let Some(connection::connection_event::Event::Inbound(i)) = c.event else { panic!() };
+    assert_eq!(i.conn.addr, "host-\u{fffd}");
+}
+
+#[test]
+fn over_long_strings_are_cut_explicitly() {
+    // 511 ASCII bytes, then a 2-byte character straddling the 512-byte cap.
+    let long = format!("{}é{}", "a".repeat(511), "b".repeat(6));
+    let data = connection(1, &long, "inbound", 0, 1);
+    let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundConnection, ktime_ns: 0, data: &data }).unwrap();
+    assert_eq!(decoded.anomalies, vec![Anomaly::Truncated("addr")]);
+    let Some(ebpf::ebpf::EbpfEvent::Connection(c)) = decoded.event.ebpf_event else { panic!() };
+    let Some(connection::connection_event::Event::Inbound(i)) = c.event else { panic!() };
+    assert_eq!(i.conn.addr, format!("{}...", "a".repeat(511)));
+
+    let exact = "c".repeat(ADDR_CAP);
+    let data = connection(1, &exact, "inbound", 0, 1);
+    let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundConnection, ktime_ns: 0, data: &data }).unwrap();
+    assert!(decoded.anomalies.is_empty());
+}
+
+#[test]
+fn every_connection_type_maps_as_decided() {
+    let cases = [
+        ("inbound", ConnType::Inbound),
+        ("outbound-full-relay", ConnType::OutboundFullRelay),
+        ("block-relay-only", ConnType::BlockRelayOnly),
+        ("feeler", ConnType::Feeler),
+        ("manual", ConnType::Unknown),
+        ("addr-fetch", ConnType::Unknown),
+        ("private-broadcast", ConnType::Unknown),
+    ];
+    for (s, expected) in cases {
+        assert_eq!(conn_type(s.as_bytes()), expected, "{s}");
+    }
+}

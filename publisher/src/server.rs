@@ -1,0 +1,144 @@
+//! Accepting loader connections and publishing what they forward.
+
+use std::sync::Arc;
+
+use async_nats::Client;
+use ipc_protocol::{decode_datagram, decode_hello, Datagram, Hello, Record, MAX_DATAGRAM};
+use prost::Message;
+use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
+
+use crate::counters::Counters;
+use crate::decode::{decode, Anomaly};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("reading from the loader failed: {0}")]
+    Recv(#[from] std::io::Error),
+    #[error("the loader closed the connection before its hello")]
+    NoHello,
+    #[error("bad hello: {0}")]
+    Hello(#[from] ipc_protocol::DecodeError),
+    #[error("datagram larger than {MAX_DATAGRAM} bytes")]
+    Oversized,
+}
+
+/// Accepts loaders until `shutdown` completes; each connection is served on its own task.
+pub async fn serve(
+    mut listener: UnixSeqpacketListener,
+    nats: Client,
+    counters: Arc<Counters>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => {
+                    let (nats, counters) = (nats.clone(), Arc::clone(&counters));
+                    tokio::spawn(async move {
+                        match serve_loader(conn, &nats, &counters).await {
+                            Ok(()) => tracing::info!("loader disconnected"),
+                            Err(e) => tracing::warn!("loader connection ended: {e}"),
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("accept failed: {e}"),
+            },
+            () = &mut shutdown => break,
+        }
+    }
+}
+
+async fn recv<'b>(conn: &UnixSeqpacket, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, ConnectionError> {
+    let info = conn.recv(buf).await?;
+    if info.truncated() {
+        return Err(ConnectionError::Oversized);
+    }
+    Ok((info.bytes_read() > 0).then_some(&buf[..info.bytes_read()]))
+}
+
+async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -> Result<(), ConnectionError> {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let hello = decode_hello(recv(&conn, &mut buf).await?.ok_or(ConnectionError::NoHello)?)?;
+    tracing::info!(
+        loader_version = %hello.loader_version,
+        pid = hello.pid,
+        binary = %hello.binary,
+        tracepoints = hello.tracepoints.len(),
+        "loader connected"
+    );
+    let mut expected_seq = 0u64;
+    loop {
+        let datagram = match recv(&conn, &mut buf).await {
+            Ok(Some(datagram)) => datagram,
+            Ok(None) => return Ok(()),
+            Err(ConnectionError::Oversized) => {
+                tracing::warn!("oversized datagram from the loader, dropped");
+                counters.malformed_datagram();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match decode_datagram(datagram) {
+            Ok(Datagram::Records { seq, records }) => {
+                if seq != expected_seq {
+                    tracing::warn!(expected_seq, seq, "record datagrams missing");
+                }
+                expected_seq = seq + 1;
+                for record in records {
+                    publish(&record, &hello, nats, counters).await;
+                }
+            }
+            Ok(Datagram::DropCounts(counts)) => {
+                for (count, grown) in counters.dropped_before(&counts) {
+                    tracing::warn!(
+                        tracepoint = %count.tracepoint,
+                        cause = count.cause.as_str(),
+                        total = count.total,
+                        "{grown} events dropped before reaching the publisher"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!("malformed datagram from the loader, dropped: {e}");
+                counters.malformed_datagram();
+            }
+        }
+    }
+}
+
+/// Wall-clock milliseconds of a record's kernel (monotonic) timestamp.
+fn timestamp_ms(record: &Record<'_>, hello: &Hello) -> u64 {
+    let ns = i128::from(record.ktime_ns) + i128::from(hello.realtime_offset_ns);
+    u64::try_from(ns / 1_000_000).unwrap_or(0)
+}
+
+async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &Counters) {
+    let tp = record.tracepoint;
+    let decoded = match decode(record) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            tracing::warn!(tracepoint = %tp, "invalid record, dropped: {e}");
+            counters.invalid(tp, e.label());
+            return;
+        }
+    };
+    for anomaly in &decoded.anomalies {
+        let label = match anomaly {
+            Anomaly::Truncated(field) => format!("truncated_{field}"),
+            Anomaly::InvalidUtf8(field) => format!("invalid_utf8_{field}"),
+            Anomaly::Undecodable(command) => format!("undecodable_{command}"),
+        };
+        tracing::debug!(tracepoint = %tp, "{label}");
+        counters.anomaly(tp, label);
+    }
+    let subject = decoded.subject;
+    let payload = decoded.into_event(timestamp_ms(record, hello)).encode_to_vec();
+    match nats.publish(subject, payload.into()).await {
+        Ok(()) => counters.published(tp),
+        Err(e) => {
+            tracing::warn!(tracepoint = %tp, "publishing to NATS failed: {e}");
+            counters.publish_failed(tp);
+        }
+    }
+}
