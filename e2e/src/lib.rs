@@ -1,1 +1,290 @@
+//! End-to-end harness: a real `nats-server`, the tracepoint simulator, `ebpf-publisher`, and
+//! `ebpf-loader` running as an unprivileged user with only CAP_BPF and CAP_PERFMON.
+//! Every piece gets its own temporary directory and random port, so tests run in parallel.
 
+pub mod expect;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ipc_protocol::Tracepoint;
+use prost::Message;
+use publisher::proto::event::Event;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin, Command};
+
+/// The unprivileged user the loader runs as (`nobody`).
+pub const LOADER_UID: u32 = 65534;
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A directory removed on drop, readable by the loader's user.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ebpf-extractor-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The workspace's binaries, copied where the loader's user can read and run them (the
+/// checkout itself may sit below a directory only root can enter).
+pub struct Bins {
+    _dir: TempDir,
+    pub loader: PathBuf,
+    pub publisher: PathBuf,
+    pub simulator: PathBuf,
+}
+
+pub fn bins() -> &'static Bins {
+    static BINS: OnceLock<Bins> = OnceLock::new();
+    BINS.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let dir = TempDir::new("bins");
+        let copy = |name: &str| {
+            let from = profile_dir.join(name);
+            assert!(from.exists(), "{} missing: run `cargo build --workspace --bins` first", from.display());
+            let to = dir.path().join(name);
+            std::fs::copy(&from, &to).expect("copy binary");
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod binary");
+            to
+        };
+        Bins {
+            loader: copy("ebpf-loader"),
+            publisher: copy("ebpf-publisher"),
+            simulator: copy("tracepoint-simulator"),
+            _dir: dir,
+        }
+    })
+}
+
+pub struct NatsServer {
+    _child: Child,
+    _dir: TempDir,
+    pub address: String,
+}
+
+impl NatsServer {
+    /// Starts nats-server on a random loopback port with `max_payload` of 5 MiB.
+    pub async fn start() -> NatsServer {
+        let dir = TempDir::new("nats");
+        let config = dir.path().join("nats.conf");
+        std::fs::write(&config, "max_payload: 5242880\n").expect("write nats config");
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", "-1", "-c"])
+            .arg(&config)
+            .arg("--ports_file_dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server (is it installed?)");
+        let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id().expect("pid")));
+        let address = wait_for(|| {
+            let text = std::fs::read_to_string(&ports_file).ok()?;
+            let start = text.find("nats://")? + "nats://".len();
+            let end = start + text[start..].find('"')?;
+            Some(text[start..end].to_string())
+        })
+        .await
+        .expect("nats-server did not report its port");
+        NatsServer { _child: child, _dir: dir, address }
+    }
+}
+
+async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// `setpriv` arguments that run a command as `nobody` holding exactly CAP_BPF and CAP_PERFMON.
+pub fn as_loader_user() -> Command {
+    let mut cmd = Command::new("setpriv");
+    let uid = LOADER_UID.to_string();
+    cmd.args([
+        &format!("--reuid={uid}"),
+        &format!("--regid={uid}"),
+        "--clear-groups",
+        "--inh-caps=-all,+bpf,+perfmon",
+        "--ambient-caps=-all,+bpf,+perfmon",
+        "--bounding-set=-all,+bpf,+perfmon",
+        "--",
+    ]);
+    cmd
+}
+
+pub async fn start_publisher(nats_address: &str, socket: &Path) -> Child {
+    let child = Command::new(&bins().publisher)
+        .arg("--nats-address")
+        .arg(nats_address)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--socket-mode", "666"])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ebpf-publisher");
+    wait_for(|| socket.exists().then_some(())).await.expect("publisher socket did not appear");
+    child
+}
+
+pub struct Simulator {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Simulator {
+    pub fn start(tracepoints: &str, count: u64, seed: u64) -> Simulator {
+        let mut child = Command::new(&bins().simulator)
+            .args(["--tracepoints", tracepoints, "--count", &count.to_string(), "--seed", &seed.to_string(), "--start-on-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start tracepoint-simulator");
+        let stdin = child.stdin.take();
+        Simulator { child, stdin }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("simulator running")
+    }
+
+    /// Lets it fire and returns how many firings of each tracepoint a tracer saw.
+    pub async fn fire(mut self) -> BTreeMap<Tracepoint, u64> {
+        let mut stdin = self.stdin.take().expect("fire once");
+        stdin.write_all(b"go\n").await.expect("start simulator");
+        drop(stdin);
+        let out = tokio::time::timeout(WAIT * 4, self.child.wait_with_output())
+            .await
+            .expect("simulator finished in time")
+            .expect("simulator output");
+        assert!(out.status.success(), "simulator failed: {:?}", out.status);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| {
+                let (name, rest) = line.split_once(' ').expect("`<tracepoint> fired=N ...`");
+                let fired = rest
+                    .split(' ')
+                    .find_map(|kv| kv.strip_prefix("fired="))
+                    .and_then(|n| n.parse().ok())
+                    .expect("fired=N");
+                (Tracepoint::from_full_name(name).expect("known tracepoint"), fired)
+            })
+            .collect()
+    }
+}
+
+/// A loader attached to a simulator, publisher and subscriber around it.
+pub struct Pipeline {
+    pub dir: TempDir,
+    pub publisher: Child,
+    pub loader: Child,
+    pub simulator: Simulator,
+    pub subscriber: async_nats::Subscriber,
+}
+
+impl Pipeline {
+    /// Starts everything and returns once the loader reports its probes attached.
+    pub async fn start(nats: &NatsServer, sim_tracepoints: &str, count: u64, seed: u64, loader_flags: &[&str]) -> Pipeline {
+        let dir = TempDir::new("pipeline");
+        let socket = dir.path().join("publisher.sock");
+        let client = async_nats::connect(&nats.address).await.expect("connect subscriber");
+        let subscriber = client.subscribe("*").await.expect("subscribe");
+        client.flush().await.expect("flush subscription");
+        let publisher = start_publisher(&nats.address, &socket).await;
+        let simulator = Simulator::start(sim_tracepoints, count, seed);
+
+        let notify_path = dir.path().join("notify.sock");
+        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
+        std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o666)).expect("chmod notify socket");
+        notify.set_nonblocking(true).expect("nonblocking");
+        let mut loader = as_loader_user()
+            .arg(&bins().loader)
+            .arg("--bitcoind-path")
+            .arg(&bins().simulator)
+            .arg("--bitcoind-pid")
+            .arg(simulator.pid().to_string())
+            .arg("--socket")
+            .arg(&socket)
+            .args(loader_flags)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start ebpf-loader via setpriv");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut buf = [0u8; 64];
+        loop {
+            if let Ok(n) = notify.recv(&mut buf) {
+                if &buf[..n] == b"READY=1" {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = loader.try_wait() {
+                let stderr = read_stderr(&mut loader).await;
+                panic!("loader exited before attaching ({status}): {stderr}");
+            }
+            assert!(tokio::time::Instant::now() < deadline, "loader did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Pipeline { dir, publisher, loader, simulator, subscriber }
+    }
+}
+
+pub async fn read_stderr(child: &mut Child) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), stderr.read_to_string(&mut out)).await;
+    }
+    out
+}
+
+/// Receives events until `total` arrived, then waits briefly for any extra.
+pub async fn receive(subscriber: &mut async_nats::Subscriber, total: usize) -> Vec<(String, Event)> {
+    use futures_util::StreamExt;
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while events.len() < total {
+        match tokio::time::timeout_at(deadline, subscriber.next()).await {
+            Ok(Some(msg)) => events.push((msg.subject.to_string(), Event::decode(msg.payload).expect("payload is an event.Event"))),
+            _ => break,
+        }
+    }
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), subscriber.next()).await {
+        events.push((msg.subject.to_string(), Event::decode(msg.payload).expect("payload is an event.Event")));
+    }
+    events
+}

@@ -1,0 +1,84 @@
+//! Tracepoints fired in a real process reach a real nats-server through the real BPF
+//! programs, loader (unprivileged user, CAP_BPF + CAP_PERFMON) and publisher, with every
+//! field as fired and nothing missing or extra.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use e2e::{expect, receive, NatsServer, Pipeline};
+use ipc_protocol::{Category, Tracepoint};
+use publisher::proto::event::event::PeerObserverEvent;
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as u64
+}
+
+/// Fires `rounds` of `sim_tracepoints` and checks what arrives: every event of an `enabled`
+/// tracepoint, in firing order, with every field; nothing of the others.
+async fn fire_and_check(nats: &NatsServer, sim_tracepoints: &str, rounds: u64, seed: u64, loader_flags: &[&str], enabled: &[Tracepoint]) {
+    // The other parts stay bound (and alive) until the end of the check.
+    let Pipeline { mut subscriber, simulator, dir: _dir, publisher: _publisher, loader: _loader } =
+        Pipeline::start(nats, sim_tracepoints, rounds, seed, loader_flags).await;
+    let start_ms = now_ms();
+    let fired = simulator.fire().await;
+    for tp in enabled {
+        assert_eq!(fired.get(tp), Some(&rounds), "{tp} must fire every round while traced");
+    }
+    let expected_total: u64 = enabled.iter().map(|tp| fired[tp]).sum();
+    let events = receive(&mut subscriber, expected_total as usize).await;
+    let end_ms = now_ms();
+
+    let mut by_tracepoint: BTreeMap<Tracepoint, Vec<_>> = BTreeMap::new();
+    for (subject, event) in events {
+        assert!(
+            (start_ms.saturating_sub(1000)..=end_ms + 1000).contains(&event.timestamp),
+            "timestamp {} outside [{start_ms}, {end_ms}]",
+            event.timestamp
+        );
+        let tp = expect::tracepoint_of(&event);
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        by_tracepoint.entry(tp).or_default().push((subject, ebpf));
+    }
+    for tp in Tracepoint::ALL {
+        let received = by_tracepoint.remove(tp).unwrap_or_default();
+        if !enabled.contains(tp) {
+            assert!(received.is_empty(), "{tp} is switched off but {} events arrived", received.len());
+            continue;
+        }
+        assert_eq!(received.len() as u64, rounds, "{tp}: received {} of {rounds}", received.len());
+        for (seq, (subject, ebpf)) in received.into_iter().enumerate() {
+            let (want_subject, want) = expect::event(*tp, seed, seq as u64);
+            assert_eq!(subject, want_subject, "{tp} #{seq}");
+            assert_eq!(ebpf, want, "{tp} #{seq}");
+        }
+    }
+}
+
+const DEFAULT: [Category; 4] = [Category::P2pMessages, Category::Connections, Category::Mempool, Category::Validation];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_default_tracepoint_arrives_with_every_field() {
+    let nats = NatsServer::start().await;
+    fire_and_check(&nats, "default", 60, 11, &[], &Tracepoint::enabled(&DEFAULT)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addrman_tracepoints_arrive_when_switched_on() {
+    let nats = NatsServer::start().await;
+    let all = Tracepoint::ALL.to_vec();
+    fire_and_check(&nats, "all", 20, 12, &["--addrman-tracepoints"], &all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn category_switches_turn_off_exactly_their_tracepoints() {
+    let nats = NatsServer::start().await;
+    for (flag, off) in [
+        ("--no-p2pmsg-tracepoints", Category::P2pMessages),
+        ("--no-connection-tracepoints", Category::Connections),
+        ("--no-mempool-tracepoints", Category::Mempool),
+        ("--no-validation-tracepoints", Category::Validation),
+    ] {
+        let on: Vec<Category> = DEFAULT.into_iter().filter(|c| *c != off).collect();
+        fire_and_check(&nats, "all", 4, 13, &[flag], &Tracepoint::enabled(&on)).await;
+    }
+}
