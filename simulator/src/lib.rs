@@ -192,7 +192,7 @@ fn peer_addr(rng: &mut Rng, seq: u64) -> String {
         3 => format!("{}.b32.i2p:0", rng.base32(52)),
         4 => format!("[fc00::{:x}]:8333", rng.below(0xffff) + 1),
         // Connected by name (-addnode): a 255-byte host name plus port, 261 characters.
-        _ => format!("{}.example:8333", "n".repeat(247)),
+        _ => format!("{}.example:18333", "n".repeat(247)),
     }
 }
 

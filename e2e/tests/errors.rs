@@ -1,0 +1,96 @@
+//! Every fatal start-up error exits non-zero with one line that says what to fix.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e::{as_loader_user, bins, start_publisher, NatsServer, Simulator, TempDir};
+use tokio::process::Command;
+
+/// Runs `cmd`, expects failure, returns its single error line.
+async fn fails(cmd: &mut Command) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.stdin(Stdio::null()).output())
+        .await
+        .expect("exits in time")
+        .expect("runs");
+    assert!(!out.status.success(), "must fail: {out:?}");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains(": error: ")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line in {stderr:?}");
+    errors[0].to_string()
+}
+
+fn loader(args: &[&str]) -> Command {
+    let mut cmd = as_loader_user();
+    cmd.arg(&bins().loader).args(args);
+    cmd
+}
+
+const OWN: &str = "1"; // init: always running
+
+#[tokio::test]
+async fn missing_bitcoind_binary() {
+    let line = fails(&mut loader(&["-b", "/nonexistent/bitcoind", "--bitcoind-pid", OWN, "-s", "/nonexistent.sock"])).await;
+    assert!(line.contains("bitcoind binary /nonexistent/bitcoind does not exist"), "{line}");
+}
+
+#[tokio::test]
+async fn pid_not_running() {
+    let sim = bins().simulator.to_str().unwrap();
+    // Above the kernel's largest pid_max, so never a live process.
+    let line = fails(&mut loader(&["-b", sim, "--bitcoind-pid", "4194305", "-s", "/nonexistent.sock"])).await;
+    assert!(line.contains("no process with pid 4194305 is running"), "{line}");
+}
+
+#[tokio::test]
+async fn pid_file_missing_or_garbage() {
+    let dir = TempDir::new("pidfile");
+    let sim = bins().simulator.to_str().unwrap();
+    let missing = dir.path().join("missing.pid");
+    let line = fails(&mut loader(&["-b", sim, "--bitcoind-pid-file", missing.to_str().unwrap(), "-s", "/x.sock"])).await;
+    assert!(line.contains("cannot read pid file") && line.contains("-pid="), "{line}");
+
+    let garbage = dir.path().join("garbage.pid");
+    std::fs::write(&garbage, "not a pid\n").unwrap();
+    let line = fails(&mut loader(&["-b", sim, "--bitcoind-pid-file", garbage.to_str().unwrap(), "-s", "/x.sock"])).await;
+    assert!(line.contains("does not hold a process id") && line.contains("not a pid"), "{line}");
+}
+
+#[tokio::test]
+async fn publisher_socket_absent() {
+    let dir = TempDir::new("nosocket");
+    let sock = dir.path().join("absent.sock");
+    let sim = bins().simulator.to_str().unwrap();
+    let line = fails(&mut loader(&["-b", sim, "--bitcoind-pid", OWN, "-s", sock.to_str().unwrap()])).await;
+    assert!(line.contains("cannot connect to the publisher socket") && line.contains("is ebpf-publisher running"), "{line}");
+}
+
+#[tokio::test]
+async fn binary_without_tracepoints() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("notracepoints");
+    let sock = dir.path().join("publisher.sock");
+    let _publisher = start_publisher(&nats.address, &sock).await;
+    let sim = Simulator::start("default", 1, 0);
+    let pid = sim.pid().to_string();
+    let line = fails(&mut loader(&["-b", "/usr/bin/true", "--bitcoind-pid", &pid, "-s", sock.to_str().unwrap()])).await;
+    assert!(
+        line.contains("cannot attach to tracepoint net:inbound_message in /usr/bin/true") && line.contains("-DWITH_USDT=ON"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn nats_unreachable_at_start() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = TempDir::new("nonats");
+    let address = format!("127.0.0.1:{port}");
+    let line = fails(
+        Command::new(&bins().publisher)
+            .args(["--nats-address", &address, "--socket"])
+            .arg(dir.path().join("publisher.sock")),
+    )
+    .await;
+    assert!(line.contains(&format!("cannot connect to NATS at {address}")), "{line}");
+}
