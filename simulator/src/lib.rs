@@ -109,7 +109,7 @@ const REJECT_REASONS: [&str; 6] = [
     "bad-txns-inputs-missingorspent",
     "dust",
     // The longest form in master: 35 + 80 + 1 = 116 characters.
-    "mempool-script-verify-flag-failed (Script failed an OP_EQUALVERIFY operation, or an OP_CHECKSIGVERIFY operation xx)",
+    "mempool-script-verify-flag-failed (Script failed an OP_EQUALVERIFY operation, or an OP_CHECKSIGVERIFY operation xyz)",
 ];
 
 const MISBEHAVIOURS: [&str; 6] = [
