@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and running the extractor needs on Debian (run as root).
+set -euo pipefail
+
+packages=(
+  clang                # compiles the BPF programs
+  libelf-dev zlib1g-dev pkg-config  # libbpf (built from source by libbpf-sys)
+  systemtap-sdt-dev    # sys/sdt.h for the tracepoint simulator
+  protobuf-compiler    # protoc for peer-observer's .proto files
+  nats-server          # local NATS for the demo and the tests
+  binutils             # readelf, to check the simulator's probes
+  util-linux           # setpriv, to run the loader unprivileged
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "error: cargo not found: install a Rust toolchain (1.85 or newer), e.g. with rustup" >&2
+  exit 1
+fi
