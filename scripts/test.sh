@@ -10,4 +10,8 @@ fi
 scripts/install-deps.sh
 # The end-to-end tests run the workspace's binaries, so build them first.
 cargo build --workspace --bins
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+# One closing line over every test binary (cargo prints one summary per binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
