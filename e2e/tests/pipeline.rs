@@ -82,3 +82,20 @@ async fn category_switches_turn_off_exactly_their_tracepoints() {
         fire_and_check(&nats, "all", 4, 13, &[flag], &Tracepoint::enabled(&on)).await;
     }
 }
+
+/// On current kernels perf-event uprobes need CAP_SYS_ADMIN; the unprivileged loader must be
+/// attached through uprobe_multi links, one per tracepoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_attached_through_uprobe_multi_links() {
+    let nats = NatsServer::start().await;
+    let pipeline = Pipeline::start(&nats, "default", 1, 0, &[]).await;
+    let pid = pipeline.loader.id().expect("loader running");
+    let mut uprobe_multi_links = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo") {
+        let info = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+        if info.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["link_type:", "uprobe_multi"]) {
+            uprobe_multi_links += 1;
+        }
+    }
+    assert_eq!(uprobe_multi_links, Tracepoint::enabled(&DEFAULT).len());
+}
