@@ -2,7 +2,14 @@
 //! every read is bounds-checked and decoding never panics. Bytes left after a successful
 //! decode are ignored, as upstream does.
 
-use crate::proto::bitcoin_primitives::{inventory_item::Item, InventoryItem, UnknownItem};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use sha2::{Digest, Sha256};
+
+use crate::proto::bitcoin_primitives::{
+    address::Address as Addr, inventory_item::Item, Address, BlockHeader, InventoryItem, PrefilledTransaction,
+    Transaction, UnknownAddress, UnknownItem,
+};
 use crate::proto::ebpf_extractor::message::{self as m, message_event::Msg};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -11,6 +18,12 @@ pub enum PayloadError {
     Truncated { offset: usize, needed: usize },
     #[error("CompactSize at offset {0} is not minimally encoded")]
     NonMinimalCompactSize(usize),
+    #[error("{0} is not UTF-8")]
+    NotUtf8(&'static str),
+    #[error("invalid {field}: {value}")]
+    Invalid { field: &'static str, value: u64 },
+    #[error("segwit transaction without any witness")]
+    EmptyWitnesses,
 }
 
 /// The `unknown` variant: the command and the complete payload.
@@ -58,15 +71,284 @@ pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
             filter_type: r.u8()?.into(),
             stop_hash: r.hash()?,
         }),
+        "version" => Msg::Version(version(r)?),
+        "addr" => Msg::Addr(m::Addr { addresses: r.list(|r| v1_address(r, true))? }),
+        "addrv2" if payload.is_empty() => Msg::Emptyaddrv2(true),
+        "addrv2" => Msg::Addrv2(m::AddrV2 { addresses: r.list(v2_address)? }),
+        "getheaders" => {
+            let (version, locator_hashes, stop_hash) = (r.u32()?, r.list(Reader::hash)?, r.hash()?);
+            Msg::Getheaders(m::GetHeaders { version, locator_hashes, stop_hash })
+        }
+        "getblocks" => {
+            let (version, locator_hashes, stop_hash) = (r.u32()?, r.list(Reader::hash)?, r.hash()?);
+            Msg::Getblocks(m::GetBlocks { version, locator_hashes, stop_hash })
+        }
+        "tx" => Msg::Tx(m::Tx { tx: transaction(r)? }),
+        "block" => Msg::Block(m::Block { header: header(r)?, transactions: r.list(transaction)? }),
+        "headers" => Msg::Headers(m::Headers {
+            headers: r.list(|r| {
+                let h = header(r)?;
+                match r.u8()? {
+                    0 => Ok(h),
+                    n => Err(PayloadError::Invalid { field: "headers tx count", value: n.into() }),
+                }
+            })?,
+        }),
+        "merkleblock" => Msg::Merkleblock(m::MerkleBlock {
+            header: header(r)?,
+            num_transactions: r.u32()?,
+            hashes: r.list(Reader::hash)?,
+            bits: r.var_bytes()?.iter().flat_map(|byte| (0..8).map(move |i| byte >> i & 1 == 1)).collect(),
+        }),
+        "filterload" => Msg::Filterload(m::FilterLoad {
+            filter: r.var_bytes()?,
+            hash_funcs: r.u32()?,
+            tweak: r.u32()?,
+            flags: match r.u8()? {
+                f @ 0..=2 => f.into(),
+                f => return Err(PayloadError::Invalid { field: "bloom flags", value: f.into() }),
+            },
+        }),
+        "filteradd" => Msg::Filteradd(m::FilterAdd { filter: r.var_bytes()? }),
+        "cfilter" => Msg::Cfilter(m::CFilter {
+            filter_type: r.u8()?.into(),
+            block_hash: r.hash()?,
+            filter: r.var_bytes()?,
+        }),
+        "cfheaders" => Msg::Cfheaders(m::CfHeaders {
+            filter_type: r.u8()?.into(),
+            stop_hash: r.hash()?,
+            previous_filter_header: r.hash()?,
+            filter_hashes: r.list(Reader::hash)?,
+        }),
+        "cfcheckpt" => Msg::Cfcheckpt(m::CfCheckpt {
+            filter_type: r.u8()?.into(),
+            stop_hash: r.hash()?,
+            filter_headers: r.list(Reader::hash)?,
+        }),
+        "reject" => Msg::Reject(m::Reject {
+            rejected_command: r.var_str("rejected command")?,
+            reason: match r.u8()? {
+                0x01 => 0,
+                0x10 => 1,
+                0x11 => 2,
+                0x12 => 3,
+                0x40 => 4,
+                0x41 => 5,
+                0x42 => 6,
+                0x43 => 7,
+                code => return Err(PayloadError::Invalid { field: "reject code", value: code.into() }),
+            },
+            reason_details: r.var_str("reject reason")?,
+            hash: r.hash()?,
+        }),
+        "alert" => Msg::Alert(m::Alert { alert: r.var_bytes()? }),
+        "cmpctblock" => Msg::Compactblock(m::CompactBlock {
+            header: header(r)?,
+            nonce: r.u64()?,
+            short_ids: r.list(|r| Ok(r.take(6)?.to_vec()))?,
+            transactions: r.list(|r| {
+                let index = r.compact_size()?;
+                if index > 0xffff {
+                    return Err(PayloadError::Invalid { field: "prefilled index", value: index });
+                }
+                Ok(PrefilledTransaction { diff_index: index as u32, tx: transaction(r)? })
+            })?,
+        }),
+        "getblocktxn" => Msg::Getblocktxn(m::GetBlockTxn { block_hash: r.hash()?, tx_indexes: block_txn_indexes(r)? }),
+        "blocktxn" => Msg::Blocktxn(m::BlockTxn { block_hash: r.hash()?, transactions: r.list(transaction)? }),
         _ => unknown(command, payload),
     })
 }
 
+fn sha256d(parts: &[&[u8]]) -> Vec<u8> {
+    let mut first = Sha256::new();
+    for part in parts {
+        first.update(part);
+    }
+    Sha256::digest(first.finalize()).to_vec()
+}
+
+/// RFC 4648 base32, lowercase, no padding.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for byte in bytes {
+        buffer = buffer << 8 | u32::from(*byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[(buffer >> bits & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[(buffer << (5 - bits) & 31) as usize] as char);
+    }
+    out
+}
+
+/// A Tor v3 name as Bitcoin Core prints it: base32(key ‖ checksum ‖ version) + ".onion" (Q7).
+fn torv3(key: &[u8]) -> String {
+    use sha3::Sha3_256;
+    const VERSION: u8 = 3;
+    let checksum = Sha3_256::new()
+        .chain_update(b".onion checksum")
+        .chain_update(key)
+        .chain_update([VERSION])
+        .finalize();
+    let mut name = key.to_vec();
+    name.extend_from_slice(&checksum[..2]);
+    name.push(VERSION);
+    format!("{}.onion", base32(&name))
+}
+
+const ONIONCAT: [u8; 6] = [0xfd, 0x87, 0xd8, 0x7e, 0xeb, 0x43];
+
+fn v1_address(r: &mut Reader<'_>, with_time: bool) -> Result<Address, PayloadError> {
+    let timestamp = if with_time { r.u32()? } else { 0 };
+    let services = r.u64()?;
+    let a: [u8; 16] = r.array()?;
+    let port = u16::from_be_bytes(r.array()?).into();
+    let address = if a[..6] == ONIONCAT {
+        Addr::Torv2(format!("{}.onion", base32(&a[6..])))
+    } else if a[..10] == [0; 10] && (a[10..12] == [0, 0] || a[10..12] == [0xff, 0xff]) {
+        Addr::Ipv4(Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string())
+    } else {
+        Addr::Ipv6(Ipv6Addr::from(a).to_string())
+    };
+    Ok(Address { timestamp, address: Some(address), services, port })
+}
+
+fn v2_address(r: &mut Reader<'_>) -> Result<Address, PayloadError> {
+    let timestamp = r.u32()?;
+    let services = r.compact_size()?;
+    let network = r.u8()?;
+    let len = r.compact_size()?;
+    if len > 512 {
+        return Err(PayloadError::Invalid { field: "addrv2 address length", value: len });
+    }
+    let bytes = r.take(len as usize)?;
+    let wrong_length = || PayloadError::Invalid { field: "addrv2 address length", value: len };
+    let address = match network {
+        1 => Addr::Ipv4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).map_err(|_| wrong_length())?).to_string()),
+        2 => {
+            let a = <[u8; 16]>::try_from(bytes).map_err(|_| wrong_length())?;
+            if a[..6] == ONIONCAT || (a[..10] == [0; 10] && a[10..12] == [0xff, 0xff]) {
+                return Err(PayloadError::Invalid { field: "addrv2 IPv6 address", value: 2 });
+            }
+            Addr::Ipv6(Ipv6Addr::from(a).to_string())
+        }
+        3 if len == 10 => Addr::Torv2(format!("{}.onion", base32(bytes))),
+        4 if len == 32 => Addr::Torv3(torv3(bytes)),
+        5 if len == 32 => Addr::I2p(format!("{}.b32.i2p", base32(bytes))),
+        6 if len == 16 && bytes[0] == 0xfc => {
+            Addr::Cjdns(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).map_err(|_| wrong_length())?).to_string())
+        }
+        3..=6 => return Err(wrong_length()),
+        id => Addr::Unknown(UnknownAddress { id: id.into(), address: bytes.to_vec() }),
+    };
+    let port = u16::from_be_bytes(r.array()?).into();
+    Ok(Address { timestamp, address: Some(address), services, port })
+}
+
+/// `version`; a payload that ends right after the start height has relay = true, as
+/// Bitcoin Core reads it (Q10).
+fn version(r: &mut Reader<'_>) -> Result<m::Version, PayloadError> {
+    Ok(m::Version {
+        version: r.u32()?,
+        services: r.u64()?,
+        timestamp: r.u64()? as i64,
+        receiver: v1_address(r, false)?,
+        sender: v1_address(r, false)?,
+        nonce: r.u64()?,
+        user_agent: r.var_str("user agent")?,
+        start_height: r.u32()? as i32,
+        relay: r.is_empty() || r.u8()? != 0,
+    })
+}
+
+fn header(r: &mut Reader<'_>) -> Result<BlockHeader, PayloadError> {
+    let raw = r.take(80)?;
+    let h = &mut Reader { buf: raw, pos: 0 };
+    Ok(BlockHeader {
+        version: h.u32()? as i32,
+        prev_blockhash: h.hash()?,
+        merkle_root: h.hash()?,
+        time: h.u32()?,
+        bits: h.u32()?,
+        nonce: h.u32()?,
+        hash: sha256d(&[raw]),
+    })
+}
+
+/// A transaction, legacy or segwit (§5.7.7). `raw` is exactly the bytes read: CompactSizes
+/// are minimal, so re-serialising would give the same bytes.
+fn transaction(r: &mut Reader<'_>) -> Result<Transaction, PayloadError> {
+    let start = r.pos;
+    r.u32()?;
+    let mut body_start = r.pos;
+    let mut inputs = r.compact_size()?;
+    let segwit = inputs == 0;
+    if segwit {
+        match r.u8()? {
+            1 => {}
+            flag => return Err(PayloadError::Invalid { field: "segwit flag", value: flag.into() }),
+        }
+        body_start = r.pos;
+        inputs = r.compact_size()?;
+    }
+    for _ in 0..inputs {
+        r.take(36)?;
+        r.var_bytes()?;
+        r.u32()?;
+    }
+    r.list(|r| {
+        r.u64()?;
+        r.var_bytes()
+    })?;
+    let body_end = r.pos;
+    if segwit {
+        let mut any_witness = false;
+        for _ in 0..inputs {
+            let items = r.list(Reader::var_bytes)?;
+            any_witness |= !items.is_empty();
+        }
+        if inputs > 0 && !any_witness {
+            return Err(PayloadError::EmptyWitnesses);
+        }
+    }
+    r.u32()?;
+    let raw = &r.buf[start..r.pos];
+    let txid = sha256d(&[&raw[..4], &r.buf[body_start..body_end], &raw[raw.len() - 4..]]);
+    // rust-bitcoin (upstream) writes every 0-input transaction in segwit form, so its
+    // wtxid covers the marker even without witnesses.
+    let wtxid = if segwit { sha256d(&[raw]) } else { txid.clone() };
+    Ok(Transaction { txid, wtxid, raw: Some(raw.to_vec()) })
+}
+
+/// `getblocktxn` indexes, differentially encoded on the wire, made absolute.
+fn block_txn_indexes(r: &mut Reader<'_>) -> Result<Vec<u64>, PayloadError> {
+    let count = r.compact_size()?;
+    if count > 62_500 {
+        return Err(PayloadError::Invalid { field: "getblocktxn index count", value: count });
+    }
+    let mut indexes = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let diff = r.compact_size()?;
+        let index = match indexes.last() {
+            None => Some(diff),
+            Some(&prev) => (prev as u64).checked_add(1).and_then(|v| v.checked_add(diff)),
+        }
+        .ok_or(PayloadError::Invalid { field: "getblocktxn index", value: i })?;
+        indexes.push(index);
+    }
+    Ok(indexes)
+}
+
 /// Inventory list; a MSG_ERROR entry consumes its hash like every other (Q9).
 fn inventory(r: &mut Reader<'_>) -> Result<Vec<InventoryItem>, PayloadError> {
-    let count = r.compact_size()?;
-    let mut items = Vec::new();
-    for _ in 0..count {
+    r.list(|r| {
         let inv_type = r.u32()?;
         let hash = r.hash()?;
         let item = match inv_type {
@@ -79,9 +361,8 @@ fn inventory(r: &mut Reader<'_>) -> Result<Vec<InventoryItem>, PayloadError> {
             0x4000_0002 => Item::WitnessBlock(hash),
             inv_type => Item::Unknown(UnknownItem { inv_type, hash }),
         };
-        items.push(InventoryItem { item: Some(item) });
-    }
-    Ok(items)
+        Ok(InventoryItem { item: Some(item) })
+    })
 }
 
 struct Reader<'a> {
@@ -121,6 +402,32 @@ impl<'a> Reader<'a> {
 
     fn hash(&mut self) -> Result<Vec<u8>, PayloadError> {
         Ok(self.take(32)?.to_vec())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    fn var_bytes(&mut self) -> Result<Vec<u8>, PayloadError> {
+        let len = self.compact_size()?;
+        // A length beyond the payload is truncation, whatever its size.
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        Ok(self.take(len)?.to_vec())
+    }
+
+    fn var_str(&mut self, what: &'static str) -> Result<String, PayloadError> {
+        String::from_utf8(self.var_bytes()?).map_err(|_| PayloadError::NotUtf8(what))
+    }
+
+    /// A CompactSize count, then that many elements. The count is not trusted for
+    /// allocation: elements are read (and fail) one by one.
+    fn list<T>(&mut self, mut element: impl FnMut(&mut Self) -> Result<T, PayloadError>) -> Result<Vec<T>, PayloadError> {
+        let count = self.compact_size()?;
+        let mut items = Vec::new();
+        for _ in 0..count {
+            items.push(element(self)?);
+        }
+        Ok(items)
     }
 
     /// Bitcoin's CompactSize; non-minimal encodings are refused, as Bitcoin Core does.
@@ -187,6 +494,80 @@ mod tests {
         assert!(matches!(decode("Ping", &[]), Ok(Msg::Unknown(_))));
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// Display order (RPC, explorers) is the byte-reverse of the internal order published.
+    fn display(hash: &[u8]) -> String {
+        hash.iter().rev().map(|b| format!("{b:02x}")).collect()
+    }
+
+    const GENESIS_HEADER: &str = "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a29ab5f49ffff001d1dac2b7c";
+    const GENESIS_COINBASE: &str = "01000000010000000000000000000000000000000000000000000000000000000000000000ffffffff4d04ffff001d0104455468652054696d65732030332f4a616e2f32303039204368616e63656c6c6f72206f6e206272696e6b206f66207365636f6e64206261696c6f757420666f722062616e6b73ffffffff0100f2052a01000000434104678afdb0fe5548271967f1a67130b7105cd6a828e03909a67962e0ea1f61deb649f6bc3f4cef38c4f35504e51ec112de5c384df7ba0b8d578a4c702b6bf11d5fac00000000";
+
+    #[test]
+    fn genesis_block_hashes() {
+        let mut payload = unhex(GENESIS_HEADER);
+        payload.push(1);
+        payload.extend(unhex(GENESIS_COINBASE));
+        let Ok(Msg::Block(block)) = decode("block", &payload) else { panic!("block decodes") };
+        assert_eq!(display(&block.header.hash), "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f");
+        assert_eq!(block.header.time, 1231006505);
+        let tx = &block.transactions[0];
+        assert_eq!(display(&tx.txid), "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b");
+        assert_eq!(tx.wtxid, tx.txid);
+        assert_eq!(tx.raw.as_deref(), Some(&unhex(GENESIS_COINBASE)[..]));
+        assert_eq!(block.header.merkle_root, tx.txid);
+    }
+
+    #[test]
+    fn segwit_transaction_ids() {
+        // version | [marker flag] | 1 input | 1 output | [witness] | lock time
+        let body = format!("01{}0000000000ffffffff0100e1f505000000000100", "11".repeat(32));
+        let segwit = unhex(&format!("020000000001{body}0103aabbcc00000000"));
+        let stripped = unhex(&format!("02000000{body}00000000"));
+        let Ok(Msg::Tx(m::Tx { tx })) = decode("tx", &segwit) else { panic!("segwit tx decodes") };
+        assert_eq!(tx.txid, sha256d(&[&stripped]));
+        assert_eq!(tx.wtxid, sha256d(&[&segwit]));
+        assert_eq!(tx.raw.as_deref(), Some(&segwit[..]));
+
+        let Ok(Msg::Tx(m::Tx { tx: legacy })) = decode("tx", &stripped) else { panic!("legacy tx decodes") };
+        assert_eq!(legacy.txid, tx.txid);
+        assert_eq!(legacy.wtxid, legacy.txid);
+
+        let no_witness = unhex(&format!("020000000001{body}0000000000"));
+        assert_eq!(decode("tx", &no_witness), Err(PayloadError::EmptyWitnesses));
+        let bad_flag = unhex(&format!("020000000002{body}0103aabbcc00000000"));
+        assert_eq!(decode("tx", &bad_flag), Err(PayloadError::Invalid { field: "segwit flag", value: 2 }));
+    }
+
+    #[test]
+    fn addrv2_rejects_wrong_lengths_and_accepts_unknown_networks() {
+        // count | time | services | network | length | address | port
+        let bad = unhex("01000000000001050506070809208d");
+        assert_eq!(decode("addrv2", &bad), Err(PayloadError::Invalid { field: "addrv2 address length", value: 5 }));
+        let unknown_net = unhex("01000000000009020102208d");
+        let Ok(Msg::Addrv2(a)) = decode("addrv2", &unknown_net) else { panic!("unknown network decodes") };
+        assert_eq!(a.addresses[0].address, Some(Addr::Unknown(UnknownAddress { id: 9, address: vec![1, 2] })));
+        assert_eq!(decode("addrv2", &[]), Ok(Msg::Emptyaddrv2(true)));
+        assert_eq!(decode("addrv2", &[0]), Ok(Msg::Addrv2(m::AddrV2 { addresses: vec![] })));
+    }
+
+    #[test]
+    fn v1_address_forms() {
+        let entry = |a: &str| unhex(&format!("01{}{}{a}208d", "00000000", "0100000000000000"));
+        let render = |a: &str| {
+            let Ok(Msg::Addr(m::Addr { addresses })) = decode("addr", &entry(a)) else { panic!("{a}") };
+            addresses[0].address.clone().unwrap()
+        };
+        assert_eq!(render("fd87d87eeb43edb108e43588e54635ca"), Addr::Torv2("5wyqrzbvrdsumnok.onion".into()));
+        assert_eq!(render("00000000000000000000000000000001"), Addr::Ipv4("0.0.0.1".into()));
+        assert_eq!(render("00000000000000000000ffff01020304"), Addr::Ipv4("1.2.3.4".into()));
+        assert_eq!(render("20010db8000000010000000000000001"), Addr::Ipv6("2001:db8:0:1::1".into()));
+        assert_eq!(render("00010000000100000001000000010000"), Addr::Ipv6("1:0:1:0:1:0:1:0".into()));
+    }
+
     #[test]
     fn garbage_never_panics() {
         let mut seed = 1u64;
@@ -197,7 +578,12 @@ mod tests {
                     (seed >> 56) as u8
                 })
                 .collect();
-            for command in ["ping", "pong", "inv", "getdata", "notfound", "feefilter", "sendcmpct", "getcfilters", "getcfheaders", "getcfcheckpt"] {
+            for command in [
+                "ping", "pong", "inv", "getdata", "notfound", "feefilter", "sendcmpct", "getcfilters", "getcfheaders",
+                "getcfcheckpt", "version", "addr", "addrv2", "getheaders", "getblocks", "tx", "block", "headers",
+                "merkleblock", "filterload", "filteradd", "cfilter", "cfheaders", "cfcheckpt", "reject", "alert",
+                "cmpctblock", "getblocktxn", "blocktxn",
+            ] {
                 let _ = decode(command, &payload);
             }
         }

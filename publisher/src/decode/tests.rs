@@ -279,3 +279,39 @@ fn every_connection_type_maps_as_decided() {
         assert_eq!(conn_type(s.as_bytes()), expected, "{s}");
     }
 }
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+const P7: &str = "80110100090c00000000000000f1536500000000000000000000000000000000000000000000ffff09080706208d090c000000000000000000000000000000000000000000000000d20a1feb8ca954ab102f5361746f7368693a32392e302e302fa0bb0d0001";
+
+#[test]
+fn v4_addrv2_ipv4() {
+    let data = message(7, "1.2.3.4:8333", "inbound", "addrv2", &unhex("0118ed5365fd0904010405060708208d"));
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, TS), "0a3b0a390a1e0807120c312e322e332e343a3833333318012206616464727632280130104a170a150898dacfaa061207352e362e372e38488908508d4150fbd095ffbc31");
+}
+
+#[test]
+fn v7_version_and_v22_version_without_relay_byte() {
+    let data = message(3, "1.2.3.4:8333", "inbound", "version", &unhex(P7));
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, TS), "0a790a770a1f0803120c312e322e332e343a383333331801220776657273696f6e280130666a540880a3041089181880c49fd50c221008001207392e382e372e364800508d412a1008001207302e302e302e30488918500030d295fcd8ceb1aaaaab013a102f5361746f7368693a32392e302e302f40c0ee6d480150fbd095ffbc31");
+    let p7 = unhex(P7);
+    let data = message(3, "1.2.3.4:8333", "inbound", "version", &p7[..p7.len() - 1]);
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, TS), "0a790a770a1f0803120c312e322e332e343a383333331801220776657273696f6e280130656a540880a3041089181880c49fd50c221008001207392e382e372e364800508d412a1008001207302e302e302e30488918500030d295fcd8ceb1aaaaab013a102f5361746f7368693a32392e302e302f40c0ee6d480150fbd095ffbc31");
+}
+
+#[test]
+fn v8_getblocktxn_indexes_are_absolute() {
+    let mut payload = H.to_vec();
+    payload.extend_from_slice(&[3, 0, 0, 5]);
+    let data = message(3, "1.2.3.4:8333", "outbound-full-relay", "getblocktxn", &payload);
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, 1_700_000_000_000), "0a520a500a230803120c312e322e332e343a383333331802220b676574626c6f636b74786e280130249a01280a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f1000100110075080d095ffbc31");
+}
+
+#[test]
+fn v20_torv3_is_a_valid_v3_name() {
+    let payload = unhex("0118ed5365fd0904042079bcc625184b05194975c28b66b66b0469f7f6556fb1ac3189a79b40dda32f1f208d");
+    let data = message(3, "1.2.3.4:8333", "inbound", "addrv2", &payload);
+    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, TS), "0a720a700a1e0803120c312e322e332e343a38333333180122066164647276322801302c4a4e0a4c0898dacfaa062a3e7067366d6d6a69796a6d637273736c76796b66776e6e746c61727537703573766e367932796d6d6a75366e7562786e6466347073637279642e6f6e696f6e488908508d4150fbd095ffbc31");
+}
