@@ -91,9 +91,13 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts nats-server on a random loopback port with `max_payload` of 5 MiB.
     pub async fn start() -> NatsServer {
+        Self::with_max_payload(5_242_880).await
+    }
+
+    pub async fn with_max_payload(max_payload: usize) -> NatsServer {
         let dir = TempDir::new("nats");
         let config = dir.path().join("nats.conf");
-        std::fs::write(&config, "max_payload: 5242880\n").expect("write nats config");
+        std::fs::write(&config, format!("max_payload: {max_payload}\n")).expect("write nats config");
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", "-1", "-c"])
             .arg(&config)

@@ -212,6 +212,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_max_level(cli.log_level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let libbpf_level = if cli.libbpf_debug { PrintLevel::Debug } else { PrintLevel::Warn };
     libbpf_rs::set_print(Some((libbpf_level, |level, msg| match level {

@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub anomalies: BTreeMap<(Tracepoint, String), u64>,
     /// Events that could not be handed to NATS.
     pub publish_failed: BTreeMap<Tracepoint, u64>,
+    /// Events larger than the NATS server's `max_payload`.
+    pub over_max_payload: BTreeMap<Tracepoint, u64>,
     /// Latest totals the loader reported, by `tracepoint/cause`.
     pub dropped_before: BTreeMap<(Tracepoint, &'static str), u64>,
     /// Datagrams refused whole (malformed framing).
@@ -47,6 +49,10 @@ impl Counters {
 
     pub fn publish_failed(&self, tp: Tracepoint) {
         self.with(|c| *c.publish_failed.entry(tp).or_default() += 1);
+    }
+
+    pub fn over_max_payload(&self, tp: Tracepoint) {
+        self.with(|c| *c.over_max_payload.entry(tp).or_default() += 1);
     }
 
     pub fn malformed_datagram(&self) {
@@ -78,10 +84,11 @@ impl std::fmt::Display for Snapshot {
         let sum = |m: &BTreeMap<_, u64>| m.values().sum::<u64>();
         write!(
             f,
-            "published={} invalid={} publish_failed={} dropped_before_publisher={} malformed_datagrams={}",
+            "published={} invalid={} publish_failed={} over_max_payload={} dropped_before_publisher={} malformed_datagrams={}",
             sum(&self.published),
             self.invalid.values().sum::<u64>(),
             sum(&self.publish_failed),
+            sum(&self.over_max_payload),
             self.dropped_before.values().sum::<u64>(),
             self.malformed_datagrams
         )

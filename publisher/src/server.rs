@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use async_nats::Client;
+use async_nats::{Client, PublishErrorKind};
 use ipc_protocol::{decode_datagram, decode_hello, Datagram, Hello, Record, MAX_DATAGRAM};
 use prost::Message;
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
@@ -21,6 +21,9 @@ pub enum ConnectionError {
     #[error("datagram larger than {MAX_DATAGRAM} bytes")]
     Oversized,
 }
+
+/// NATS `max_payload` that fits any event: a 4,000,000-byte block plus its envelope.
+pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
 
 /// Accepts loaders until `shutdown` completes; each connection is served on its own task.
 pub async fn serve(
@@ -134,8 +137,18 @@ async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &C
     }
     let subject = decoded.subject;
     let payload = decoded.into_event(timestamp_ms(record, hello)).encode_to_vec();
+    let size = payload.len();
     match nats.publish(subject, payload.into()).await {
         Ok(()) => counters.published(tp),
+        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+            tracing::warn!(
+                tracepoint = %tp,
+                "event of {size} bytes exceeds the NATS server's max_payload of {} bytes, dropped: \
+                 set `max_payload: {RECOMMENDED_MAX_PAYLOAD}` (5 MiB) in nats-server's configuration",
+                nats.server_info().max_payload
+            );
+            counters.over_max_payload(tp);
+        }
         Err(e) => {
             tracing::warn!(tracepoint = %tp, "publishing to NATS failed: {e}");
             counters.publish_failed(tp);

@@ -1,0 +1,48 @@
+//! An event larger than the NATS server's `max_payload` is counted and explained, not a
+//! connection reset: the events around it still arrive.
+
+use e2e::{expect, receive, NatsServer, Pipeline};
+use ipc_protocol::Tracepoint;
+use prost::Message;
+use publisher::proto::event::{event::PeerObserverEvent, Event};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_over_max_payload_are_counted_and_named() {
+    const MAX_PAYLOAD: usize = 1024;
+    const ROUNDS: u64 = 42;
+    let nats = NatsServer::with_max_payload(MAX_PAYLOAD).await;
+    let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
+        Pipeline::start(&nats, "net:inbound_message", ROUNDS, 21, &[]).await;
+    assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], ROUNDS);
+
+    // Which events fit: the envelope's timestamp always takes 6 bytes in this century.
+    let (fits, too_big): (Vec<u64>, Vec<u64>) = (0..ROUNDS).partition(|seq| {
+        let (_, ebpf) = expect::event(Tracepoint::NetInboundMessage, 21, *seq);
+        let event = Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(ebpf)), timestamp: 1_700_000_000_000 };
+        event.encoded_len() <= MAX_PAYLOAD
+    });
+    assert!(!too_big.is_empty() && !fits.is_empty(), "workload must straddle the limit");
+
+    let received = receive(&mut subscriber, fits.len()).await;
+    let want: Vec<_> = fits.iter().map(|seq| expect::event(Tracepoint::NetInboundMessage, 21, *seq).1).collect();
+    let got: Vec<_> = received
+        .into_iter()
+        .map(|(_, event)| match event.peer_observer_event {
+            Some(PeerObserverEvent::EbpfExtractor(ebpf)) => ebpf,
+            None => panic!("empty event"),
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    let pid = publisher.id().expect("publisher running").to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    let status = publisher.wait().await.expect("publisher exits");
+    assert!(status.success(), "publisher stops cleanly on SIGINT: {status}");
+    let log = e2e::read_stderr(&mut publisher).await;
+    assert!(
+        log.contains(&format!("exceeds the NATS server's max_payload of {MAX_PAYLOAD} bytes"))
+            && log.contains("set `max_payload: 5242880`"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("over_max_payload={}", too_big.len())), "{log}");
+}
