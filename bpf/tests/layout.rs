@@ -65,7 +65,7 @@ fn record_header_matches() {
     assert_eq!(size, RECORD_HEADER_LEN);
     assert_eq!(
         fields,
-        [("ktime_ns".into(), 0), ("tracepoint".into(), 8), ("_pad".into(), 10)]
+        [("ktime_ns".into(), 0), ("tracepoint".into(), 8), ("_pad".into(), 10), ("len".into(), 12)]
     );
 }
 

@@ -20,8 +20,9 @@ pub const REASON_BUF: usize = 264;
 /// Largest P2P payload one record carries.
 pub const MAX_PAYLOAD_CAPTURE: usize = 16384;
 
-/// Size of the header the BPF program puts in front of every record body:
-/// `u64 ktime_ns`, `u16 tracepoint id`, 6 bytes padding. Only the loader reads it.
+/// Size of the header the BPF program puts in front of every record body: `u64 ktime_ns`,
+/// `u16 tracepoint id`, 2 bytes padding, `u32 len` (body bytes that matter; a message's ring
+/// reservation can be larger). Only the loader reads it.
 pub const RECORD_HEADER_LEN: usize = 16;
 
 /// One field of a record layout, for the C/Rust layout check.

@@ -55,11 +55,10 @@ impl Forwarder {
 
     /// Queues one ring-buffer record (header + body), sending a datagram when it is full.
     pub fn record(&mut self, raw: &[u8]) -> Result<(), ForwardError> {
-        let Some((tracepoint, ktime_ns)) = parse_header(raw) else {
+        let Some((tracepoint, ktime_ns, body)) = parse_header(raw) else {
             tracing::error!(len = raw.len(), "BPF record without a valid header: BPF object and loader disagree");
             return Ok(());
         };
-        let body = &raw[RECORD_HEADER_LEN..];
         match self.batch.push(tracepoint, ktime_ns, body) {
             Ok(()) => Ok(()),
             Err(EncodeError::Full) => {
@@ -90,9 +89,12 @@ impl Forwarder {
     }
 }
 
-fn parse_header(raw: &[u8]) -> Option<(Tracepoint, u64)> {
+/// Splits a ring record into tracepoint, kernel time and the body bytes that matter.
+fn parse_header(raw: &[u8]) -> Option<(Tracepoint, u64, &[u8])> {
     let header = raw.get(..RECORD_HEADER_LEN)?;
     let ktime_ns = u64::from_ne_bytes(header[0..8].try_into().ok()?);
     let tracepoint = Tracepoint::from_id(u16::from_ne_bytes(header[8..10].try_into().ok()?))?;
-    Some((tracepoint, ktime_ns))
+    let len = u32::from_ne_bytes(header[12..16].try_into().ok()?) as usize;
+    let body = raw.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN.checked_add(len)?)?;
+    Some((tracepoint, ktime_ns, body))
 }

@@ -32,21 +32,6 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
-struct message_event {
-	struct record_header hdr;
-	struct message_record rec;
-	__u8 payload[MAX_PAYLOAD_CAPTURE];
-};
-
-/* A message is assembled here first, because its length is only known at run time and a
- * ring reservation must have a constant size. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct message_event);
-} message_scratch SEC(".maps");
-
 /* Never read or written. Clang emits BTF only for types that globals or maps use (behind a
  * pointer, only a forward declaration); this keeps every record layout and id enum in the
  * object's BTF for bpf/tests/layout.rs. */
@@ -81,11 +66,12 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
 		*n += 1; /* per-CPU slot: no other writer */
 }
 
-static __always_inline void fill_header(struct record_header *hdr, enum tracepoint_id tp)
+static __always_inline void fill_header(struct record_header *hdr, enum tracepoint_id tp, __u32 len)
 {
 	hdr->ktime_ns = bpf_ktime_get_ns();
 	hdr->tracepoint = tp;
-	hdr->_pad[0] = hdr->_pad[1] = hdr->_pad[2] = 0;
+	hdr->_pad = 0;
+	hdr->len = len;
 }
 
 /* Reserves a fixed-size record in `events`; `size` is a compile-time constant at every caller. */
@@ -97,7 +83,7 @@ static __always_inline void *reserve_event(enum tracepoint_id tp, __u64 size)
 		count_drop(tp, DROP_RING_FULL);
 		return NULL;
 	}
-	fill_header(hdr, tp);
+	fill_header(hdr, tp, size - sizeof(*hdr));
 	return hdr;
 }
 
@@ -111,33 +97,47 @@ static __always_inline int read_failed(enum tracepoint_id tp, void *event)
 #define READ_STR(dst, src) (bpf_probe_read_user_str(dst, sizeof(dst), src) < 0)
 #define READ_HASH(dst, src) (bpf_probe_read_user(dst, 32, src) < 0)
 
+/* A message is written straight into its ring reservation: a uprobe program may be preempted
+ * (it only runs with migration disabled), so no per-CPU scratch buffer is safe to share.
+ * Reservations need a constant size, hence one size class per capacity; the header's `len`
+ * tells the loader how much of the reservation to forward. */
+#define EMIT_MESSAGE(cap)                                                                      \
+	do {                                                                                   \
+		struct {                                                                       \
+			struct record_header hdr;                                              \
+			struct message_record rec;                                             \
+			__u8 payload[cap];                                                     \
+		} *e = bpf_ringbuf_reserve(&messages, sizeof(*e), 0);                          \
+		__u32 len = size;                                                              \
+                                                                                               \
+		if (!e) {                                                                      \
+			count_drop(tp, DROP_RING_FULL);                                        \
+			return 0;                                                              \
+		}                                                                              \
+		if (len > cap) /* never: the caller chose the class; tells the verifier */   \
+			len = cap;                                                             \
+		fill_header(&e->hdr, tp, sizeof(e->rec) + len);                                \
+		e->rec.peer_id = peer_id;                                                      \
+		e->rec.msg_size = size;                                                        \
+		if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.conn_type, conn_type) ||    \
+		    READ_STR(e->rec.msg_type, msg_type) ||                                     \
+		    bpf_probe_read_user(e->payload, len, data) < 0)                            \
+			return read_failed(tp, e);                                             \
+		bpf_ringbuf_submit(e, 0);                                                      \
+		return 0;                                                                      \
+	} while (0)
+
 static __always_inline int emit_message(enum tracepoint_id tp, __s64 peer_id, const char *addr,
 					const char *conn_type, const char *msg_type, __u64 size,
 					const void *data)
 {
-	__u32 zero = 0;
-	struct message_event *e;
-	__u32 len;
-
-	if (size > MAX_PAYLOAD_CAPTURE) {
-		count_drop(tp, DROP_PAYLOAD_TOO_LARGE);
-		return 0;
-	}
-	len = size;
-	e = bpf_map_lookup_elem(&message_scratch, &zero);
-	if (!e)
-		return 0;
-	fill_header(&e->hdr, tp);
-	e->rec.peer_id = peer_id;
-	e->rec.msg_size = size;
-	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.conn_type, conn_type) ||
-	    READ_STR(e->rec.msg_type, msg_type) ||
-	    bpf_probe_read_user(e->payload, len, data) < 0) {
-		count_drop(tp, DROP_READ_FAILED);
-		return 0;
-	}
-	if (bpf_ringbuf_output(&messages, e, sizeof(e->hdr) + sizeof(e->rec) + len, 0) < 0)
-		count_drop(tp, DROP_RING_FULL);
+	if (size <= 256)
+		EMIT_MESSAGE(256);
+	if (size <= 4096)
+		EMIT_MESSAGE(4096);
+	if (size <= MAX_PAYLOAD_CAPTURE)
+		EMIT_MESSAGE(MAX_PAYLOAD_CAPTURE);
+	count_drop(tp, DROP_PAYLOAD_TOO_LARGE);
 	return 0;
 }
 

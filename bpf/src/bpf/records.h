@@ -40,11 +40,13 @@ enum drop_cause {
 	DROP_CAUSES = 3,
 };
 
-/* In front of every record in a ring buffer; read by the loader only. */
+/* In front of every record in a ring buffer; read by the loader only. `len` counts the body
+ * bytes that follow and matter: a message reservation can be larger than its payload. */
 struct record_header {
 	__u64 ktime_ns;
 	__u16 tracepoint;
-	__u16 _pad[3];
+	__u16 _pad;
+	__u32 len;
 };
 
 struct message_record {
