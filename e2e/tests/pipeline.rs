@@ -99,3 +99,33 @@ async fn probes_are_attached_through_uprobe_multi_links() {
     }
     assert_eq!(uprobe_multi_links, Tracepoint::enabled(&DEFAULT).len());
 }
+
+/// After attaching, the loader keeps no capability and cannot regain one, and the stream
+/// (ring buffers, drop-counter reads once a second, the socket) still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loader_holds_no_capability_once_attached() {
+    let nats = NatsServer::start().await;
+    let Pipeline { mut subscriber, simulator, mut loader, dir: _dir, publisher: _publisher } =
+        Pipeline::start(&nats, "mempool:added", 10, 5, &[]).await;
+    let pid = loader.id().expect("loader running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("loader status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .to_string()
+    };
+    for set in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        assert_eq!(field(set), "0000000000000000", "{set}");
+    }
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Uid:").split_whitespace().next(), Some("65534"));
+
+    // Past a drop-counter read, made without any capability.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(loader.try_wait().expect("wait").is_none(), "loader still running");
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], 10);
+    assert_eq!(receive(&mut subscriber, 10).await.len(), 10);
+}

@@ -1,7 +1,7 @@
 //! `ebpf-loader`: the privileged half of the extractor.
 //!
 //! Start-up: resolve the traced process, connect to the publisher, load and attach the BPF
-//! programs, send the hello. Steady state, the only syscalls: `epoll_wait` on the ring
+//! programs, send the hello, drop every capability. Steady state, the only syscalls: `epoll_wait` on the ring
 //! buffers (wait for records), `send` on the publisher socket (forward them), `bpf`
 //! map lookups once a second (read the drop counters), and `write` to stderr (logs).
 //! It never parses P2P payloads and reads nothing from the publisher.
@@ -89,6 +89,8 @@ enum LoaderError {
     Forward(#[from] ForwardError),
     #[error(transparent)]
     Probe(#[from] ProbeError),
+    #[error("cannot drop capabilities after attaching: {0}")]
+    Privileges(std::io::Error),
     #[error("every tracepoint category is switched off: nothing to hook")]
     NothingEnabled,
     #[error("cannot set up the BPF ring buffers: {0}")]
@@ -149,6 +151,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         tracepoints: enabled.iter().map(|tp| tp.id()).collect(),
         realtime_offset_ns: realtime_offset_ns(),
     })?;
+    drop_privileges()?;
     notify_ready();
 
     let mut last_counts = Vec::new();
@@ -179,6 +182,23 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     forwarder.borrow_mut().flush()?;
     forwarder.borrow().drop_counts(&probes.drop_counts()?)?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Once the probes are attached, all that is left goes through descriptors the loader already
+/// holds: the ring buffers (mmap and epoll), the drop-counter map (lookups on an fd need no
+/// capability since Linux 6.5) and the publisher socket. So it keeps no capability at all.
+fn drop_privileges() -> Result<(), LoaderError> {
+    use rustix::thread::{set_capabilities, set_no_new_privs, CapabilitySet, CapabilitySets};
+    set_no_new_privs(true).map_err(|e| LoaderError::Privileges(e.into()))?;
+    // Clearing permitted and inheritable also clears the ambient set.
+    let none = CapabilitySets {
+        effective: CapabilitySet::empty(),
+        permitted: CapabilitySet::empty(),
+        inheritable: CapabilitySet::empty(),
+    };
+    set_capabilities(None, none).map_err(|e| LoaderError::Privileges(e.into()))?;
+    tracing::info!("probes attached: dropped every capability");
     Ok(())
 }
 
