@@ -34,7 +34,8 @@ for _ in $(seq 100); do ls "$work"/nats-server_*.ports >/dev/null 2>&1 && break;
 nats=$(grep -o 'nats://[^"]*' "$work"/nats-server_*.ports | head -1 | sed 's|nats://||')
 echo "== nats-server on $nats"
 
-"$work/ebpf-publisher" --nats-address "$nats" --socket "$work/publisher.sock" --socket-mode 666 &
+"$work/ebpf-publisher" --nats-address "$nats" --socket "$work/publisher.sock" --socket-mode 666 \
+  --loader-uid "$(id -u nobody)" &
 pids+=($!)
 for _ in $(seq 100); do [[ -S $work/publisher.sock ]] && break; sleep 0.1; done
 

@@ -148,13 +148,14 @@ pub fn as_loader_user() -> Command {
     cmd
 }
 
-pub async fn start_publisher(nats_address: &str, socket: &Path) -> Child {
+pub async fn start_publisher(nats_address: &str, socket: &Path, extra_args: &[&str]) -> Child {
     let child = Command::new(&bins().publisher)
         .arg("--nats-address")
         .arg(nats_address)
         .arg("--socket")
         .arg(socket)
         .args(["--socket-mode", "666"])
+        .args(extra_args)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -227,7 +228,7 @@ impl Pipeline {
         let client = async_nats::connect(&nats.address).await.expect("connect subscriber");
         let subscriber = client.subscribe("*").await.expect("subscribe");
         client.flush().await.expect("flush subscription");
-        let publisher = start_publisher(&nats.address, &socket).await;
+        let publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
         let simulator = Simulator::start(sim_tracepoints, count, seed);
 
         let notify_path = dir.path().join("notify.sock");

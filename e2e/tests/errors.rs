@@ -70,7 +70,7 @@ async fn binary_without_tracepoints() {
     let nats = NatsServer::start().await;
     let dir = TempDir::new("notracepoints");
     let sock = dir.path().join("publisher.sock");
-    let _publisher = start_publisher(&nats.address, &sock).await;
+    let _publisher = start_publisher(&nats.address, &sock, &[]).await;
     let sim = Simulator::start("default", 1, 0);
     let pid = sim.pid().to_string();
     let line = fails(&mut loader(&["-b", "/usr/bin/true", "--bitcoind-pid", &pid, "-s", sock.to_str().unwrap()])).await;

@@ -129,3 +129,32 @@ async fn loader_holds_no_capability_once_attached() {
     assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], 10);
     assert_eq!(receive(&mut subscriber, 10).await.len(), 10);
 }
+
+/// Only the loader's uid may feed the publisher: a connection from another user (here root)
+/// is refused and logged, and the loader's stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_other_users_are_refused() {
+    let nats = NatsServer::start().await;
+    let Pipeline { mut subscriber, simulator, mut publisher, dir, loader: _loader } =
+        Pipeline::start(&nats, "mempool:added", 10, 6, &[]).await;
+    let intruder = tokio_seqpacket::UnixSeqpacket::connect(dir.path().join("publisher.sock")).await.expect("connect");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), intruder.recv(&mut buf))
+        .await
+        .expect("the publisher closes a refused connection");
+    assert_eq!(read.map(|info| info.bytes_read()).unwrap_or(0), 0, "refused connection is closed");
+
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], 10);
+    let events = receive(&mut subscriber, 10).await;
+    assert_eq!(events.len(), 10);
+    for (seq, (_, event)) in events.into_iter().enumerate() {
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { panic!() };
+        assert_eq!(ebpf, expect::event(Tracepoint::MempoolAdded, 6, seq as u64).1);
+    }
+
+    let pid = publisher.id().expect("publisher running").to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    publisher.wait().await.expect("publisher exits");
+    let log = e2e::read_stderr(&mut publisher).await;
+    assert!(log.contains("refused connection from uid 0: only the loader's uid 65534 may connect"), "{log}");
+}

@@ -24,6 +24,10 @@ struct Cli {
     /// Permissions of the socket file, in octal; the loader's user needs write permission
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     socket_mode: u32,
+    /// Only accept connections from this uid (the loader's user), checked with SO_PEERCRED.
+    /// Without it, anyone who may open the socket can inject events.
+    #[arg(long)]
+    loader_uid: Option<u32>,
     /// Log level: trace, debug, info, warn, error
     #[arg(short = 'l', long, default_value = "info")]
     log_level: tracing::Level,
@@ -66,6 +70,9 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
         .map_err(|source| PublisherError::Nats { address: cli.nats_address.clone(), source })?;
     let listener = listen(&cli.socket, cli.socket_mode)?;
     tracing::info!(socket = %cli.socket.display(), nats = %cli.nats_address, "listening");
+    if cli.loader_uid.is_none() {
+        tracing::warn!("no --loader-uid: any local user who may open the socket can inject events");
+    }
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(PublisherError::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(PublisherError::Signal)?;
@@ -76,7 +83,7 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
         }
     };
     let counters = Arc::new(Counters::default());
-    publisher::server::serve(listener, nats.clone(), Arc::clone(&counters), shutdown).await;
+    publisher::server::serve(listener, cli.loader_uid, nats.clone(), Arc::clone(&counters), shutdown).await;
     if let Err(e) = nats.flush().await {
         tracing::warn!("flushing NATS at shutdown failed: {e}");
     }

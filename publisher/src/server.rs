@@ -25,9 +25,32 @@ pub enum ConnectionError {
 /// NATS `max_payload` that fits any event: a 4,000,000-byte block plus its envelope.
 pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
 
-/// Accepts loaders until `shutdown` completes; each connection is served on its own task.
+/// Whether a connecting peer may feed events: only the loader's uid, when one is configured.
+fn admitted(conn: &UnixSeqpacket, loader_uid: Option<u32>) -> bool {
+    let Some(loader_uid) = loader_uid else { return true };
+    match conn.peer_cred() {
+        Ok(cred) if cred.uid() == loader_uid => true,
+        Ok(cred) => {
+            tracing::warn!(
+                uid = cred.uid(),
+                pid = cred.pid(),
+                "refused connection from uid {}: only the loader's uid {loader_uid} may connect",
+                cred.uid()
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!("refused connection: cannot read its credentials: {e}");
+            false
+        }
+    }
+}
+
+/// Accepts loaders until `shutdown` completes; each connection is served on its own task, so
+/// a refused or misbehaving peer never disturbs another.
 pub async fn serve(
     mut listener: UnixSeqpacketListener,
+    loader_uid: Option<u32>,
     nats: Client,
     counters: Arc<Counters>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -36,6 +59,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok(conn) if !admitted(&conn, loader_uid) => drop(conn),
                 Ok(conn) => {
                     let (nats, counters) = (nats.clone(), Arc::clone(&counters));
                     tokio::spawn(async move {
