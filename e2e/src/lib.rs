@@ -211,6 +211,44 @@ impl Simulator {
     }
 }
 
+/// How the pipeline's publisher gets its socket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// It binds `--socket` itself.
+    Direct,
+    /// `systemd-socket-activate --seqpacket` listens and starts it on the first connection,
+    /// passing the socket as systemd does (`LISTEN_FDS`); `start_with` also waits for the
+    /// publisher's `READY=1`.
+    SocketActivated,
+}
+
+/// A datagram socket receiving sd_notify messages, writable by the loader's user.
+pub fn notify_socket(path: &Path) -> std::os::unix::net::UnixDatagram {
+    let notify = std::os::unix::net::UnixDatagram::bind(path).expect("bind notify socket");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).expect("chmod notify socket");
+    notify.set_nonblocking(true).expect("nonblocking");
+    notify
+}
+
+/// Waits for `READY=1` on `notify`, failing early if `child` exits.
+pub async fn wait_ready(notify: &std::os::unix::net::UnixDatagram, child: &mut Child, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut buf = [0u8; 64];
+    loop {
+        if let Ok(n) = notify.recv(&mut buf) {
+            if buf[..n].split(|b| *b == b'\n').any(|line| line == b"READY=1") {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let stderr = read_stderr(child).await;
+            panic!("{what} exited before it was ready ({status}): {stderr}");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} did not become ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A loader attached to a simulator, publisher and subscriber around it.
 pub struct Pipeline {
     pub dir: TempDir,
@@ -223,18 +261,51 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts everything and returns once the loader reports its probes attached.
     pub async fn start(nats: &NatsServer, sim_tracepoints: &str, count: u64, seed: u64, loader_flags: &[&str]) -> Pipeline {
+        Self::start_with(Launch::Direct, nats, sim_tracepoints, count, seed, loader_flags).await
+    }
+
+    pub async fn start_with(
+        launch: Launch,
+        nats: &NatsServer,
+        sim_tracepoints: &str,
+        count: u64,
+        seed: u64,
+        loader_flags: &[&str],
+    ) -> Pipeline {
         let dir = TempDir::new("pipeline");
         let socket = dir.path().join("publisher.sock");
         let client = async_nats::connect(&nats.address).await.expect("connect subscriber");
         let subscriber = client.subscribe("*").await.expect("subscribe");
         client.flush().await.expect("flush subscription");
-        let publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+        let loader_uid = LOADER_UID.to_string();
+        let publisher_notify = (launch == Launch::SocketActivated).then(|| {
+            let path = dir.path().join("publisher-notify.sock");
+            (notify_socket(&path), path)
+        });
+        let mut publisher = match &publisher_notify {
+            None => start_publisher(&nats.address, &socket, &["--loader-uid", &loader_uid]).await,
+            Some((_, notify)) => {
+                let child = Command::new("systemd-socket-activate")
+                    .arg("--seqpacket")
+                    .arg("--listen")
+                    .arg(&socket)
+                    .arg(format!("--setenv=NOTIFY_SOCKET={}", notify.display()))
+                    .arg(&bins().publisher)
+                    .args(["--nats-address", &nats.address, "--loader-uid", &loader_uid])
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("start systemd-socket-activate (package systemd)");
+                wait_for(|| socket.exists().then_some(())).await.expect("activation socket did not appear");
+                // What the .socket unit's SocketUser=/SocketMode= do.
+                std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod socket");
+                child
+            }
+        };
         let simulator = Simulator::start(sim_tracepoints, count, seed);
 
         let notify_path = dir.path().join("notify.sock");
-        let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
-        std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o666)).expect("chmod notify socket");
-        notify.set_nonblocking(true).expect("nonblocking");
+        let notify = notify_socket(&notify_path);
         let mut loader = as_loader_user()
             .arg(&bins().loader)
             .arg("--bitcoind-path")
@@ -249,20 +320,10 @@ impl Pipeline {
             .kill_on_drop(true)
             .spawn()
             .expect("start ebpf-loader via setpriv");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let mut buf = [0u8; 64];
-        loop {
-            if let Ok(n) = notify.recv(&mut buf) {
-                if &buf[..n] == b"READY=1" {
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = loader.try_wait() {
-                let stderr = read_stderr(&mut loader).await;
-                panic!("loader exited before attaching ({status}): {stderr}");
-            }
-            assert!(tokio::time::Instant::now() < deadline, "loader did not become ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_ready(&notify, &mut loader, "loader").await;
+        // A socket-activated publisher starts on the loader's connection, then reports ready.
+        if let Some((publisher_notify, _)) = &publisher_notify {
+            wait_ready(publisher_notify, &mut publisher, "socket-activated publisher").await;
         }
         Pipeline { dir, publisher, loader, simulator, subscriber }
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use e2e::{expect, receive, NatsServer, Pipeline};
+use e2e::{expect, receive, Launch, NatsServer, Pipeline};
 use ipc_protocol::{Category, Tracepoint};
 use publisher::proto::event::event::PeerObserverEvent;
 
@@ -157,4 +157,32 @@ async fn connections_from_other_users_are_refused() {
     publisher.wait().await.expect("publisher exits");
     let log = e2e::read_stderr(&mut publisher).await;
     assert!(log.contains("refused connection from uid 0: only the loader's uid 65534 may connect"), "{log}");
+}
+
+/// Started by socket activation (`LISTEN_FDS`, as systemd's `.socket` unit does), the
+/// publisher takes the passed SOCK_SEQPACKET socket, notifies readiness, and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activated_publisher_delivers_end_to_end() {
+    let nats = NatsServer::start().await;
+    let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
+        Pipeline::start_with(Launch::SocketActivated, &nats, "default", 3, 8, &[]).await;
+    let fired = simulator.fire().await;
+    let enabled = Tracepoint::enabled(&DEFAULT);
+    let total: u64 = enabled.iter().map(|tp| fired[tp]).sum();
+    assert_eq!(total, 3 * 12);
+    let events = receive(&mut subscriber, total as usize).await;
+    assert_eq!(events.len() as u64, total);
+    let mut seqs = std::collections::BTreeMap::<Tracepoint, u64>::new();
+    for (subject, event) in events {
+        let tp = expect::tracepoint_of(&event);
+        let seq = seqs.entry(tp).or_default();
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        assert_eq!((subject.as_str(), ebpf), expect::event(tp, 8, *seq), "{tp} #{seq}");
+        *seq += 1;
+    }
+    let pid = publisher.id().expect("publisher running").to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    publisher.wait().await.expect("publisher exits");
+    let log = e2e::read_stderr(&mut publisher).await;
+    assert!(log.contains("listening on the socket passed by systemd"), "{log}");
 }

@@ -208,22 +208,8 @@ const fn libc_eintr() -> i32 {
 
 /// Tells a supervisor (systemd `Type=notify`, or a test) that the probes are attached.
 fn notify_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let sent = std::os::unix::net::UnixDatagram::unbound().and_then(|sock| {
-        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-        match bytes.strip_prefix(b"@") {
-            Some(abstract_name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)?;
-                sock.send_to_addr(b"READY=1", &addr)
-            }
-            None => sock.send_to(b"READY=1", &path),
-        }
-    });
-    if let Err(e) = sent {
-        tracing::warn!("cannot notify readiness on {}: {e}", path.to_string_lossy());
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot notify readiness: {e}");
     }
 }
 

@@ -1,6 +1,7 @@
 //! `ebpf-publisher`: receives records from ebpf-loader over a Unix SOCK_SEQPACKET socket and
 //! publishes peer-observer events to NATS. Runs without any capability.
 
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use publisher::counters::Counters;
+use rustix::net::SocketType;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_seqpacket::UnixSeqpacketListener;
 
@@ -18,7 +20,8 @@ struct Cli {
     /// Address of the NATS server to publish to
     #[arg(short = 'n', long, default_value = "127.0.0.1:4222")]
     nats_address: String,
-    /// Unix socket (SOCK_SEQPACKET) to listen on for ebpf-loader
+    /// Unix socket (SOCK_SEQPACKET) to listen on for ebpf-loader, unless systemd passes one
+    /// (socket activation)
     #[arg(short = 's', long, default_value = "/run/peer-observer-ebpf/publisher.sock")]
     socket: PathBuf,
     /// Permissions of the socket file, in octal; the loader's user needs write permission
@@ -49,8 +52,35 @@ enum PublisherError {
     },
     #[error("cannot listen on {path}: {source}")]
     Listen { path: PathBuf, source: std::io::Error },
+    #[error("cannot take the socket passed by systemd: {0}")]
+    Activation(std::io::Error),
+    #[error("systemd passed {0} sockets; configure exactly one ListenSequentialPacket=")]
+    ActivationCount(usize),
+    #[error("the socket passed by systemd is not a listening SOCK_SEQPACKET socket: use ListenSequentialPacket=")]
+    ActivationType,
     #[error("cannot install a signal handler: {0}")]
     Signal(std::io::Error),
+}
+
+/// The socket systemd passed (socket activation), if any; it must be a listening
+/// SOCK_SEQPACKET socket (`ListenSequentialPacket=`).
+fn activated_socket() -> Result<Option<UnixSeqpacketListener>, PublisherError> {
+    let fds: Vec<RawFd> = sd_notify::listen_fds().map_err(PublisherError::Activation)?.collect();
+    let fd = match fds.as_slice() {
+        [] => return Ok(None),
+        [fd] => *fd,
+        more => return Err(PublisherError::ActivationCount(more.len())),
+    };
+    // SAFETY: systemd hands this descriptor to us alone; nothing else in the process uses it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let is_seqpacket = rustix::net::sockopt::socket_type(&owned).is_ok_and(|t| t == SocketType::SEQPACKET);
+    let listening = rustix::net::sockopt::socket_acceptconn(&owned).unwrap_or(false);
+    if !is_seqpacket || !listening {
+        return Err(PublisherError::ActivationType);
+    }
+    // Inherited sockets arrive blocking; the async runtime needs them non-blocking.
+    rustix::io::ioctl_fionbio(&owned, true).map_err(|e| PublisherError::Activation(e.into()))?;
+    UnixSeqpacketListener::try_from(owned).map(Some).map_err(PublisherError::Activation)
 }
 
 fn listen(path: &Path, mode: u32) -> Result<UnixSeqpacketListener, PublisherError> {
@@ -68,8 +98,20 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
     let nats = async_nats::connect(&cli.nats_address)
         .await
         .map_err(|source| PublisherError::Nats { address: cli.nats_address.clone(), source })?;
-    let listener = listen(&cli.socket, cli.socket_mode)?;
-    tracing::info!(socket = %cli.socket.display(), nats = %cli.nats_address, "listening");
+    let (listener, bound_here) = match activated_socket()? {
+        Some(listener) => {
+            tracing::info!(nats = %cli.nats_address, "listening on the socket passed by systemd");
+            (listener, false)
+        }
+        None => {
+            let listener = listen(&cli.socket, cli.socket_mode)?;
+            tracing::info!(socket = %cli.socket.display(), nats = %cli.nats_address, "listening");
+            (listener, true)
+        }
+    };
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot notify readiness: {e}");
+    }
     if cli.loader_uid.is_none() {
         tracing::warn!("no --loader-uid: any local user who may open the socket can inject events");
     }
@@ -87,7 +129,9 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
     if let Err(e) = nats.flush().await {
         tracing::warn!("flushing NATS at shutdown failed: {e}");
     }
-    let _ = std::fs::remove_file(&cli.socket);
+    if bound_here {
+        let _ = std::fs::remove_file(&cli.socket);
+    }
     tracing::info!("stopped: {}", counters.snapshot());
     Ok(())
 }
