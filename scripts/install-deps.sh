@@ -10,6 +10,7 @@ packages=(
   nats-server          # local NATS for the demo and the tests
   binutils             # readelf, to check the simulator's probes
   util-linux           # setpriv, to run the loader unprivileged
+  systemd              # systemd-analyze and systemd-socket-activate, for the unit tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -285,6 +285,8 @@ impl Pipeline {
         let mut publisher = match &publisher_notify {
             None => start_publisher(&nats.address, &socket, &["--loader-uid", &loader_uid]).await,
             Some((_, notify)) => {
+                // By name, as the systemd unit passes it.
+                let loader_uid = "nobody";
                 let child = Command::new("systemd-socket-activate")
                     .arg("--seqpacket")
                     .arg("--listen")

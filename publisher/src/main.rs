@@ -27,13 +27,27 @@ struct Cli {
     /// Permissions of the socket file, in octal; the loader's user needs write permission
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     socket_mode: u32,
-    /// Only accept connections from this uid (the loader's user), checked with SO_PEERCRED.
-    /// Without it, anyone who may open the socket can inject events.
-    #[arg(long)]
+    /// Only accept connections from this user (the loader's; a uid or a name in /etc/passwd),
+    /// checked with SO_PEERCRED. Without it, anyone who may open the socket can inject events.
+    #[arg(long, value_parser = parse_uid)]
     loader_uid: Option<u32>,
     /// Log level: trace, debug, info, warn, error
     #[arg(short = 'l', long, default_value = "info")]
     log_level: tracing::Level,
+}
+
+/// A numeric uid, or a user name looked up in /etc/passwd (system users live there; no NSS).
+fn parse_uid(s: &str) -> Result<u32, String> {
+    if let Ok(uid) = s.parse() {
+        return Ok(uid);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("cannot read /etc/passwd: {e}"))?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&s))
+        .and_then(|fields| fields.get(2)?.parse().ok())
+        .ok_or_else(|| format!("no user {s:?} in /etc/passwd"))
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
