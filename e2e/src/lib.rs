@@ -53,6 +53,7 @@ impl Drop for TempDir {
 /// checkout itself may sit below a directory only root can enter).
 pub struct Bins {
     _dir: TempDir,
+    pub launcher: PathBuf,
     pub loader: PathBuf,
     pub publisher: PathBuf,
     pub simulator: PathBuf,
@@ -74,6 +75,7 @@ pub fn bins() -> &'static Bins {
             to
         };
         Bins {
+            launcher: copy("ebpf-extractor"),
             loader: copy("ebpf-loader"),
             publisher: copy("ebpf-publisher"),
             simulator: copy("tracepoint-simulator"),
