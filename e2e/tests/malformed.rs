@@ -7,7 +7,7 @@ use bytemuck::Zeroable;
 use e2e::{start_publisher, NatsServer, TempDir};
 use futures_util::StreamExt;
 use ipc_protocol::records::MempoolRejectedRecord;
-use ipc_protocol::{encode_hello, BatchEncoder, Hello, Tracepoint};
+use ipc_protocol::{encode_hello, Encoder, Hello, Tracepoint, MAX_DATAGRAM};
 use prost::Message;
 use publisher::proto::ebpf_extractor::{ebpf::EbpfEvent, mempool};
 use publisher::proto::event::{event::PeerObserverEvent, Event};
@@ -20,12 +20,24 @@ fn rejected(reason: &str) -> MempoolRejectedRecord {
     r
 }
 
+/// Sends every queued datagram, except the one at index `skip`.
+async fn send_all(conn: &UnixSeqpacket, enc: &mut Encoder, skip: Option<usize>) {
+    let mut i = 0;
+    while let Some(datagram) = enc.front() {
+        if skip != Some(i) {
+            conn.send(datagram).await.unwrap();
+        }
+        enc.sent();
+        i += 1;
+    }
+}
+
 #[tokio::test]
 async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     let nats = NatsServer::start().await;
     let dir = TempDir::new("malformed");
     let socket = dir.path().join("publisher.sock");
-    let _publisher = start_publisher(&nats.address, &socket, &[]).await;
+    let mut publisher = start_publisher(&nats.address, &socket, &[]).await;
     let client = async_nats::connect(&nats.address).await.unwrap();
     let mut sub = client.subscribe("mempool").await.unwrap();
     client.flush().await.unwrap();
@@ -40,19 +52,23 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     };
     conn.send(&encode_hello(&hello)).await.unwrap();
 
-    let mut batch = BatchEncoder::default();
+    let mut enc = Encoder::new(16 << 20);
     let good = rejected("first");
     let mut no_nul = rejected("");
     no_nul.reason = [b'x'; 264];
-    batch.push(Tracepoint::MempoolRejected, 1_000_000, bytemuck::bytes_of(&good)).unwrap();
-    batch.push(Tracepoint::MempoolRejected, 2_000_000, bytemuck::bytes_of(&no_nul)).unwrap();
-    batch.push(Tracepoint::MempoolRejected, 3_000_000, &bytemuck::bytes_of(&good)[1..]).unwrap();
-    conn.send(batch.datagram()).await.unwrap();
-    batch.sent();
+    enc.record(Tracepoint::MempoolRejected, 1_000_000, bytemuck::bytes_of(&good)).unwrap();
+    enc.record(Tracepoint::MempoolRejected, 2_000_000, bytemuck::bytes_of(&no_nul)).unwrap();
+    enc.record(Tracepoint::MempoolRejected, 3_000_000, &bytemuck::bytes_of(&good)[1..]).unwrap();
+    enc.flush();
+    send_all(&conn, &mut enc, None).await;
     conn.send(&[0xff, 0xff, 0xff]).await.unwrap();
+    // A fragmented record missing its second fragment is refused whole, never glued.
+    enc.record(Tracepoint::MempoolRejected, 3_500_000, &[0u8; 3 * MAX_DATAGRAM]).unwrap();
+    send_all(&conn, &mut enc, Some(1)).await;
     let last = rejected("last");
-    batch.push(Tracepoint::MempoolRejected, 4_000_000, bytemuck::bytes_of(&last)).unwrap();
-    conn.send(batch.datagram()).await.unwrap();
+    enc.record(Tracepoint::MempoolRejected, 4_000_000, bytemuck::bytes_of(&last)).unwrap();
+    enc.flush();
+    send_all(&conn, &mut enc, None).await;
 
     let mut reasons = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
@@ -66,4 +82,12 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
         reasons.push(r.reason);
     }
     assert_eq!(reasons, ["first", "last"]);
+
+    let pid = publisher.id().expect("publisher running").to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    assert!(publisher.wait().await.expect("publisher exits").success());
+    let log = e2e::read_stderr(&mut publisher).await;
+    for counted in ["invalid=2", "malformed_datagrams=1", "lost_datagrams=1", "fragment_lost=1"] {
+        assert!(log.contains(counted), "{counted} missing from: {log}");
+    }
 }

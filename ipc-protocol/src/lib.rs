@@ -8,8 +8,8 @@ pub mod records;
 mod tracepoint;
 
 pub use frame::{
-    decode_datagram, decode_hello, encode_drop_counts, encode_hello, BatchEncoder, Datagram,
-    DecodeError, DropCount, EncodeError, Hello, Record, MAX_DATAGRAM, PROTOCOL_VERSION,
+    decode_datagram, decode_hello, encode_drop_counts, encode_hello, Datagram, DecodeError, DropCount, EncodeError,
+    Encoder, Fragment, Hello, Loss, OwnedRecord, Reassembler, Record, MAX_DATAGRAM, MAX_RECORD, PROTOCOL_VERSION,
 };
 pub use records::DropCause;
 pub use tracepoint::{Category, Tracepoint};

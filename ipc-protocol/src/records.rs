@@ -17,8 +17,9 @@ pub const MSG_TYPE_BUF: usize = 16;
 /// Published cap of removal, reject and misbehaving reasons (Q2, Q5, Q6).
 pub const REASON_CAP: usize = 256;
 pub const REASON_BUF: usize = 264;
-/// Largest P2P payload one record carries.
-pub const MAX_PAYLOAD_CAPTURE: usize = 16384;
+/// Largest P2P payload one record carries (4 MiB, as upstream; Bitcoin Core's largest message
+/// is 4,000,000 bytes). Larger ones are counted as `payload_too_large`.
+pub const MAX_PAYLOAD_CAPTURE: usize = 4_194_304;
 
 /// Size of the header the BPF program puts in front of every record body: `u64 ktime_ns`,
 /// `u16 tracepoint id`, 2 bytes padding, `u32 len` (body bytes that matter; a message's ring
@@ -196,8 +197,10 @@ pub enum DropCause {
     ReadFailed = 1,
     /// The P2P payload was larger than one record can carry.
     PayloadTooLarge = 2,
-    /// The loader could not fit the record into an IPC datagram.
+    /// The record was larger than the IPC protocol allows (BPF object and loader disagree).
     IpcTooLarge = 3,
+    /// The loader's bounded send queue was full: the publisher was too slow, or gone.
+    IpcBackpressure = 4,
 }
 
 impl DropCause {
@@ -210,6 +213,7 @@ impl DropCause {
             1 => Some(Self::ReadFailed),
             2 => Some(Self::PayloadTooLarge),
             3 => Some(Self::IpcTooLarge),
+            4 => Some(Self::IpcBackpressure),
             _ => None,
         }
     }
@@ -220,6 +224,7 @@ impl DropCause {
             Self::ReadFailed => "read_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::IpcTooLarge => "ipc_too_large",
+            Self::IpcBackpressure => "ipc_backpressure",
         }
     }
 }

@@ -1,11 +1,18 @@
 //! Forwarding raw records to the publisher over the SOCK_SEQPACKET connection.
+//!
+//! Records go into a bounded queue of datagrams ([`Encoder`]) and leave it through a
+//! non-blocking socket, so the loader keeps draining the BPF rings while the publisher is
+//! slow: what does not fit the queue is counted as `ipc_backpressure`, never waited for.
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use ipc_protocol::records::RECORD_HEADER_LEN;
-use ipc_protocol::{encode_drop_counts, encode_hello, BatchEncoder, DropCause, DropCount, EncodeError, Hello, Tracepoint};
+use ipc_protocol::{encode_hello, DropCause, DropCount, EncodeError, Encoder, Hello, Tracepoint};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
 use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,74 +25,94 @@ pub enum ForwardError {
 
 pub struct Forwarder {
     sock: OwnedFd,
-    batch: BatchEncoder,
-    /// Drops the loader itself counted (records that fit no datagram).
+    encoder: Encoder,
+    /// Drops the loader itself counted.
     dropped: BTreeMap<(Tracepoint, DropCause), u64>,
 }
 
 impl Forwarder {
-    pub fn connect(path: &Path) -> Result<Self, ForwardError> {
+    /// Connects and sends the hello; `queue_limit` bounds the bytes waiting to be sent.
+    pub fn connect(path: &Path, hello: &Hello, queue_limit: usize) -> Result<Self, ForwardError> {
         let connect = || -> std::io::Result<OwnedFd> {
             let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
             rustix::net::connect(&sock, &SocketAddrUnix::new(path)?)?;
+            // NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
+            rustix::net::send(&sock, &encode_hello(hello), SendFlags::NOSIGNAL)?;
+            rustix::io::ioctl_fionbio(&sock, true)?;
             Ok(sock)
         };
-        let sock = connect().map_err(|source| ForwardError::Connect {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Ok(Forwarder {
-            sock,
-            batch: BatchEncoder::default(),
-            dropped: BTreeMap::new(),
-        })
+        let sock = connect().map_err(|source| ForwardError::Connect { path: path.display().to_string(), source })?;
+        Ok(Forwarder { sock, encoder: Encoder::new(queue_limit), dropped: BTreeMap::new() })
     }
 
-    fn send(&self, datagram: &[u8]) -> Result<(), ForwardError> {
-        // Blocks while the publisher's receive queue is full; the BPF ring buffers absorb
-        // (and count) what the kernel cannot hold meanwhile. NOSIGNAL: a closed peer is an
-        // error here, not a SIGPIPE.
-        rustix::net::send(&self.sock, datagram, SendFlags::NOSIGNAL).map_err(|e| ForwardError::Send(e.into()))?;
-        Ok(())
+    pub fn socket(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 
-    pub fn hello(&self, hello: &Hello) -> Result<(), ForwardError> {
-        self.send(&encode_hello(hello))
+    /// Whether the queue has room for another ring's worth of records: below half its limit.
+    pub fn has_room(&self, limit: usize) -> bool {
+        self.encoder.queued_bytes() < limit / 2
     }
 
-    /// Queues one ring-buffer record (header + body), sending a datagram when it is full.
-    pub fn record(&mut self, raw: &[u8]) -> Result<(), ForwardError> {
+    pub fn wants_to_send(&self) -> bool {
+        self.encoder.front().is_some()
+    }
+
+    /// Queues one ring-buffer record (header + body).
+    pub fn record(&mut self, raw: &[u8]) {
         let Some((tracepoint, ktime_ns, body)) = parse_header(raw) else {
             tracing::error!(len = raw.len(), "BPF record without a valid header: BPF object and loader disagree");
-            return Ok(());
+            return;
         };
-        match self.batch.push(tracepoint, ktime_ns, body) {
-            Ok(()) => Ok(()),
-            Err(EncodeError::Full) => {
-                self.flush()?;
-                self.record(raw)
-            }
+        let cause = match self.encoder.record(tracepoint, ktime_ns, body) {
+            Ok(()) => return,
+            Err(EncodeError::QueueFull { .. }) => DropCause::IpcBackpressure,
             Err(EncodeError::TooLarge { size }) => {
-                tracing::warn!(%tracepoint, size, "record larger than an IPC datagram, dropped");
-                *self.dropped.entry((tracepoint, DropCause::IpcTooLarge)).or_default() += 1;
-                Ok(())
+                tracing::error!(%tracepoint, size, "record larger than the IPC protocol allows: BPF object and loader disagree");
+                DropCause::IpcTooLarge
             }
-        }
+        };
+        *self.dropped.entry((tracepoint, cause)).or_default() += 1;
     }
 
-    pub fn flush(&mut self) -> Result<(), ForwardError> {
-        if !self.batch.is_empty() {
-            self.send(self.batch.datagram())?;
-            self.batch.sent();
+    /// Queues the BPF counters merged with the loader's own.
+    pub fn drop_counts(&mut self, bpf: &[DropCount]) {
+        let mut all = bpf.to_vec();
+        all.extend(self.dropped.iter().map(|(&(tracepoint, cause), &total)| DropCount { tracepoint, cause, total }));
+        self.encoder.drop_counts(&all);
+    }
+
+    /// Sends queued datagrams until the queue is empty or the socket is full.
+    pub fn send_queued(&mut self) -> Result<(), ForwardError> {
+        self.encoder.flush();
+        while let Some(datagram) = self.encoder.front() {
+            match rustix::net::send(&self.sock, datagram, SendFlags::NOSIGNAL) {
+                Ok(_) => self.encoder.sent(),
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(ForwardError::Send(e.into())),
+            }
         }
         Ok(())
     }
 
-    /// Sends the BPF counters merged with the loader's own.
-    pub fn drop_counts(&self, bpf: &[DropCount]) -> Result<(), ForwardError> {
-        let mut all = bpf.to_vec();
-        all.extend(self.dropped.iter().map(|(&(tracepoint, cause), &total)| DropCount { tracepoint, cause, total }));
-        self.send(&encode_drop_counts(&all))
+    /// At shutdown: sends everything queued, waiting for the publisher up to `within`.
+    /// Returns how many datagrams were left unsent.
+    pub fn drain(&mut self, within: Duration) -> Result<usize, ForwardError> {
+        let deadline = Instant::now() + within;
+        loop {
+            self.send_queued()?;
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|_| self.wants_to_send()) else {
+                break;
+            };
+            let timeout = rustix::time::Timespec::try_from(left).unwrap_or(rustix::time::Timespec { tv_sec: 1, tv_nsec: 0 });
+            // poll: wait until the publisher has read enough for the next datagram.
+            match poll(&mut [PollFd::from_borrowed_fd(self.socket(), PollFlags::OUT)], Some(&timeout)) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(ForwardError::Send(e.into())),
+            }
+        }
+        Ok(self.encoder.queued_datagrams())
     }
 }
 

@@ -1,10 +1,11 @@
 //! `ebpf-loader`: the privileged half of the extractor.
 //!
-//! Start-up: resolve the traced process, connect to the publisher, load and attach the BPF
-//! programs, send the hello, drop every capability. Steady state, the only syscalls: `epoll_wait` on the ring
-//! buffers (wait for records), `send` on the publisher socket (forward them), `bpf`
-//! map lookups once a second (read the drop counters), and `write` to stderr (logs).
-//! It never parses P2P payloads and reads nothing from the publisher.
+//! Start-up: resolve the traced process, connect to the publisher and send the hello, load and
+//! attach the BPF programs, drop every capability. Steady state, the only syscalls: `poll` on
+//! the ring buffers and the socket (wait for records or for room to send), `send` on the
+//! publisher socket (forward them), `bpf` map lookups once a second (read the drop counters),
+//! and `write` to stderr (logs). It never parses P2P payloads and reads nothing from the
+//! publisher.
 
 mod forward;
 mod probes;
@@ -12,6 +13,7 @@ mod target;
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,10 +23,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use ipc_protocol::{Category, Hello, Tracepoint};
 use libbpf_rs::{PrintLevel, RingBufferBuilder};
-use rustix::time::{clock_gettime, ClockId};
+use rustix::event::{poll, PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::time::{clock_gettime, ClockId, Timespec};
 
 use forward::{ForwardError, Forwarder};
-use probes::{ProbeError, Probes};
+use probes::{ProbeError, Probes, RingSizes};
 use target::{PidSource, Target, TargetError};
 
 /// Hooks Bitcoin Core's tracepoints and forwards raw records to ebpf-publisher.
@@ -64,6 +68,26 @@ struct Cli {
     /// Print libbpf's debug output while loading and attaching
     #[arg(long)]
     libbpf_debug: bool,
+    /// Bytes of the BPF ring buffer for P2P messages: a power of two, at least 8 MiB so
+    /// that a 4 MiB message fits
+    #[arg(long, default_value_t = 8 << 20, value_parser = parse_ring_size::<{ 8 << 20 }>)]
+    message_ring_bytes: u32,
+    /// Bytes of the BPF ring buffer for all other events: a power of two, at least 64 KiB
+    #[arg(long, default_value_t = 2 << 20, value_parser = parse_ring_size::<{ 64 << 10 }>)]
+    event_ring_bytes: u32,
+    /// Bytes of records the loader holds while the publisher is slow to read them; beyond
+    /// that, records are dropped and counted (`ipc_backpressure`)
+    #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u32).range(1 << 20..))]
+    send_queue_bytes: u32,
+}
+
+/// A ring buffer's size must be a power of two and a multiple of the page size.
+fn parse_ring_size<const MIN: u32>(s: &str) -> Result<u32, String> {
+    let bytes: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !bytes.is_power_of_two() || bytes < MIN {
+        return Err(format!("{bytes} is not a power of two of at least {MIN}"));
+    }
+    Ok(bytes)
 }
 
 impl Cli {
@@ -95,11 +119,14 @@ enum LoaderError {
     NothingEnabled,
     #[error("cannot set up the BPF ring buffers: {0}")]
     RingBuffer(#[source] libbpf_rs::Error),
-    #[error("polling the BPF ring buffers failed: {0}")]
+    #[error("waiting for the BPF ring buffers or the publisher failed: {0}")]
     Poll(std::io::Error),
 }
 
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
+const POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+/// How long a stopping loader waits for the publisher to take what it still holds.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 fn realtime_offset_ns() -> i64 {
     let ns = |t: rustix::time::Timespec| t.tv_sec as i64 * 1_000_000_000 + t.tv_nsec as i64;
@@ -132,71 +159,96 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         (None, None) => unreachable!("clap requires one of them"),
     };
     let target = Target::resolve(&cli.bitcoind_path, pid)?;
-    // Connect before touching the kernel: a missing publisher is the likelier mistake.
-    let forwarder = RefCell::new(Forwarder::connect(&cli.socket)?);
-
-    let mut storage = MaybeUninit::uninit();
-    let probes = Probes::attach(&mut storage, &target, &enabled)?;
-    tracing::info!(
-        pid = target.pid,
-        binary = %target.binary.display(),
-        tracepoints = enabled.len(),
-        "attached"
-    );
-
-    let failure = RefCell::new(None);
-    let on_record = |raw: &[u8]| match forwarder.borrow_mut().record(raw) {
-        Ok(()) => 0,
-        Err(e) => {
-            *failure.borrow_mut() = Some(e);
-            -1
-        }
-    };
-    let mut rings = RingBufferBuilder::new();
-    rings
-        .add(&probes.skel.maps.messages, on_record)
-        .and_then(|r| r.add(&probes.skel.maps.events, on_record))
-        .map_err(LoaderError::RingBuffer)?;
-    let rings = rings.build().map_err(LoaderError::RingBuffer)?;
-
-    forwarder.borrow().hello(&Hello {
+    let hello = Hello {
         loader_version: env!("CARGO_PKG_VERSION").into(),
         pid: target.pid as u32,
         binary: target.binary.display().to_string(),
         tracepoints: enabled.iter().map(|tp| tp.id()).collect(),
         realtime_offset_ns: realtime_offset_ns(),
-    })?;
+    };
+    let queue_limit = cli.send_queue_bytes as usize;
+    // Connect before touching the kernel: a missing publisher is the likelier mistake.
+    let forwarder = RefCell::new(Forwarder::connect(&cli.socket, &hello, queue_limit)?);
+
+    let mut storage = MaybeUninit::uninit();
+    let rings = RingSizes { messages: cli.message_ring_bytes, events: cli.event_ring_bytes };
+    let probes = Probes::attach(&mut storage, &target, &enabled, rings)?;
+    tracing::info!(
+        pid = target.pid,
+        binary = %target.binary.display(),
+        tracepoints = enabled.len(),
+        message_ring_bytes = rings.messages,
+        event_ring_bytes = rings.events,
+        send_queue_bytes = queue_limit,
+        "attached"
+    );
+
+    let on_record = |raw: &[u8]| {
+        forwarder.borrow_mut().record(raw);
+        0
+    };
+    let mut builder = RingBufferBuilder::new();
+    builder
+        .add(&probes.skel.maps.messages, on_record)
+        .and_then(|r| r.add(&probes.skel.maps.events, on_record))
+        .map_err(LoaderError::RingBuffer)?;
+    let rings = builder.build().map_err(LoaderError::RingBuffer)?;
+    // SAFETY: the descriptor belongs to `rings`, which outlives every use below.
+    let rings_fd = unsafe { BorrowedFd::borrow_raw(rings.epoll_fd()) };
     drop_privileges()?;
     notify_ready();
 
     let mut last_counts = Vec::new();
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
     while !stop.load(Ordering::Relaxed) {
-        let rc = rings.poll_raw(Duration::from_millis(100));
-        if let Some(e) = failure.borrow_mut().take() {
-            return Err(e.into());
+        // Take records off the rings only while the send queue has room; otherwise they wait
+        // in the rings, whose overflow the BPF programs count.
+        let drain_rings = forwarder.borrow().has_room(queue_limit);
+        {
+            let fw = forwarder.borrow();
+            let mut fds = Vec::with_capacity(2);
+            if drain_rings {
+                fds.push(PollFd::from_borrowed_fd(rings_fd, PollFlags::IN));
+            }
+            if fw.wants_to_send() {
+                fds.push(PollFd::from_borrowed_fd(fw.socket(), PollFlags::OUT));
+            }
+            match poll(&mut fds, Some(&POLL_TIMEOUT)) {
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(e) => return Err(LoaderError::Poll(e.into())),
+            }
         }
-        if rc < 0 && rc != -libc_eintr() {
-            return Err(LoaderError::Poll(std::io::Error::from_raw_os_error(-rc)));
+        if drain_rings {
+            consume(&rings)?;
         }
-        forwarder.borrow_mut().flush()?;
+        forwarder.borrow_mut().send_queued()?;
         if Instant::now() >= next_counts {
-            next_counts += COUNTER_INTERVAL;
+            next_counts = Instant::now() + COUNTER_INTERVAL;
             let counts = probes.drop_counts()?;
             if counts != last_counts {
-                forwarder.borrow().drop_counts(&counts)?;
+                forwarder.borrow_mut().drop_counts(&counts);
                 last_counts = counts;
             }
         }
     }
     // Hand on what is still in the rings before detaching.
-    rings.consume_raw();
-    if let Some(e) = failure.borrow_mut().take() {
-        return Err(e.into());
+    consume(&rings)?;
+    let mut forwarder = forwarder.borrow_mut();
+    forwarder.drop_counts(&probes.drop_counts()?);
+    let unsent = forwarder.drain(SHUTDOWN_DRAIN)?;
+    if unsent > 0 {
+        tracing::warn!(unsent, "the publisher did not take every queued datagram before shutdown");
     }
-    forwarder.borrow_mut().flush()?;
-    forwarder.borrow().drop_counts(&probes.drop_counts()?)?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Hands every record in the rings to the forwarder (through the callbacks).
+fn consume(rings: &libbpf_rs::RingBuffer<'_>) -> Result<(), LoaderError> {
+    let rc = rings.consume_raw();
+    if rc < 0 {
+        return Err(LoaderError::Poll(std::io::Error::from_raw_os_error(-rc)));
+    }
     Ok(())
 }
 
@@ -215,10 +267,6 @@ fn drop_privileges() -> Result<(), LoaderError> {
     set_capabilities(None, none).map_err(|e| LoaderError::Privileges(e.into()))?;
     tracing::info!("probes attached: dropped every capability");
     Ok(())
-}
-
-const fn libc_eintr() -> i32 {
-    rustix::io::Errno::INTR.raw_os_error()
 }
 
 /// Tells a supervisor (systemd `Type=notify`, or a test) that the probes are attached.

@@ -27,19 +27,31 @@ pub enum ProbeError {
     Counters(#[source] libbpf_rs::Error),
 }
 
+/// Bytes of the two BPF ring buffers: P2P messages, and every other event (kept apart so a
+/// flood of messages cannot crowd out connection or mempool events).
+#[derive(Debug, Clone, Copy)]
+pub struct RingSizes {
+    pub messages: u32,
+    pub events: u32,
+}
+
 pub struct Probes<'obj> {
     pub skel: ExtractorSkel<'obj>,
     _links: Vec<Link>,
 }
 
 impl<'obj> Probes<'obj> {
-    /// Loads only the programs of `enabled` and attaches each to its USDT probe in `target`.
+    /// Loads only the programs of `enabled`, with ring buffers of the given sizes, and attaches
+    /// each to its USDT probe in `target`.
     pub fn attach(
         storage: &'obj mut MaybeUninit<OpenObject>,
         target: &Target,
         enabled: &[Tracepoint],
+        rings: RingSizes,
     ) -> Result<Self, ProbeError> {
         let mut open = ExtractorSkelBuilder::default().open(storage).map_err(ProbeError::Open)?;
+        open.maps.messages.set_max_entries(rings.messages).map_err(ProbeError::Open)?;
+        open.maps.events.set_max_entries(rings.events).map_err(ProbeError::Open)?;
         for mut prog in open.open_object_mut().progs_mut() {
             let wanted = enabled.iter().any(|tp| prog.name() == tp.program());
             prog.set_autoload(wanted);

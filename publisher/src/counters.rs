@@ -26,6 +26,10 @@ pub struct Snapshot {
     pub dropped_before: BTreeMap<(Tracepoint, &'static str), u64>,
     /// Datagrams refused whole (malformed framing).
     pub malformed_datagrams: u64,
+    /// Record-carrying datagrams missing from the loader's sequence.
+    pub lost_datagrams: u64,
+    /// Records whose fragments arrived incomplete or out of order.
+    pub fragment_lost: BTreeMap<Tracepoint, u64>,
 }
 
 type Inner = Snapshot;
@@ -53,6 +57,14 @@ impl Counters {
 
     pub fn over_max_payload(&self, tp: Tracepoint) {
         self.with(|c| *c.over_max_payload.entry(tp).or_default() += 1);
+    }
+
+    pub fn lost_datagrams(&self, n: u64) {
+        self.with(|c| c.lost_datagrams += n);
+    }
+
+    pub fn fragment_lost(&self, tp: Tracepoint) {
+        self.with(|c| *c.fragment_lost.entry(tp).or_default() += 1);
     }
 
     pub fn malformed_datagram(&self) {
@@ -84,13 +96,19 @@ impl std::fmt::Display for Snapshot {
         let sum = |m: &BTreeMap<_, u64>| m.values().sum::<u64>();
         write!(
             f,
-            "published={} invalid={} publish_failed={} over_max_payload={} dropped_before_publisher={} malformed_datagrams={}",
+            "published={} invalid={} publish_failed={} over_max_payload={} dropped_before_publisher={} malformed_datagrams={} lost_datagrams={} fragment_lost={}",
             sum(&self.published),
             self.invalid.values().sum::<u64>(),
             sum(&self.publish_failed),
             sum(&self.over_max_payload),
             self.dropped_before.values().sum::<u64>(),
-            self.malformed_datagrams
-        )
+            self.malformed_datagrams,
+            self.lost_datagrams,
+            sum(&self.fragment_lost)
+        )?;
+        for ((tp, label), n) in &self.anomalies {
+            write!(f, " {tp}/{label}={n}")?;
+        }
+        Ok(())
     }
 }

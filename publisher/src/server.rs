@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use async_nats::{Client, PublishErrorKind};
-use ipc_protocol::{decode_datagram, decode_hello, Datagram, Hello, Record, MAX_DATAGRAM};
+use ipc_protocol::{decode_datagram, decode_hello, Datagram, Hello, Loss, Reassembler, Record, MAX_DATAGRAM};
 use prost::Message;
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
@@ -94,7 +94,7 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -
         tracepoints = hello.tracepoints.len(),
         "loader connected"
     );
-    let mut expected_seq = 0u64;
+    let mut reassembler = Reassembler::default();
     loop {
         let datagram = match recv(&conn, &mut buf).await {
             Ok(Some(datagram)) => datagram,
@@ -108,12 +108,16 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -
         };
         match decode_datagram(datagram) {
             Ok(Datagram::Records { seq, records }) => {
-                if seq != expected_seq {
-                    tracing::warn!(expected_seq, seq, "record datagrams missing");
-                }
-                expected_seq = seq + 1;
+                counted_loss(reassembler.records(seq), counters);
                 for record in records {
                     publish(&record, &hello, nats, counters).await;
+                }
+            }
+            Ok(Datagram::Fragment(fragment)) => {
+                let (loss, record) = reassembler.fragment(&fragment);
+                counted_loss(loss, counters);
+                if let Some(record) = record {
+                    publish(&record.as_record(), &hello, nats, counters).await;
                 }
             }
             Ok(Datagram::DropCounts(counts)) => {
@@ -131,6 +135,18 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -
                 counters.malformed_datagram();
             }
         }
+    }
+}
+
+/// Logs and counts datagrams and fragmented records that never arrived whole.
+fn counted_loss(loss: Loss, counters: &Counters) {
+    if loss.datagrams > 0 {
+        tracing::warn!(missing = loss.datagrams, "record datagrams missing from the loader's sequence");
+        counters.lost_datagrams(loss.datagrams);
+    }
+    for tp in loss.records {
+        tracing::warn!(tracepoint = %tp, "fragmented record incomplete or out of order, dropped");
+        counters.fragment_lost(tp);
     }
 }
 

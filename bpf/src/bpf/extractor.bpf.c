@@ -99,13 +99,12 @@ static __always_inline int read_failed(enum tracepoint_id tp, void *event)
 
 /* A message is written straight into its ring reservation: a uprobe program may be preempted
  * (it only runs with migration disabled), so no per-CPU scratch buffer is safe to share.
- * Reservations need a constant size, hence one size class per capacity; the header's `len`
- * tells the loader how much of the reservation to forward. */
+ * Small messages, the vast majority, take a fixed-size reservation of the smallest class
+ * that holds them; the header's `len` tells the loader how much of it to forward. */
 #define EMIT_MESSAGE(cap)                                                                      \
 	do {                                                                                   \
 		struct {                                                                       \
-			struct record_header hdr;                                              \
-			struct message_record rec;                                             \
+			struct message_head head;                                              \
 			__u8 payload[cap];                                                     \
 		} *e = bpf_ringbuf_reserve(&messages, sizeof(*e), 0);                          \
 		__u32 len = size;                                                              \
@@ -116,16 +115,85 @@ static __always_inline int read_failed(enum tracepoint_id tp, void *event)
 		}                                                                              \
 		if (len > cap) /* never: the caller chose the class; tells the verifier */   \
 			len = cap;                                                             \
-		fill_header(&e->hdr, tp, sizeof(e->rec) + len);                                \
-		e->rec.peer_id = peer_id;                                                      \
-		e->rec.msg_size = size;                                                        \
-		if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.conn_type, conn_type) ||    \
-		    READ_STR(e->rec.msg_type, msg_type) ||                                     \
+		if (fill_message_head(&e->head, tp, peer_id, addr, conn_type, msg_type, size) || \
 		    bpf_probe_read_user(e->payload, len, data) < 0)                            \
 			return read_failed(tp, e);                                             \
 		bpf_ringbuf_submit(e, 0);                                                      \
 		return 0;                                                                      \
 	} while (0)
+
+struct message_head {
+	struct record_header hdr;
+	struct message_record rec;
+};
+
+/* Payloads above the largest class are copied in chunks of this size. */
+#define LARGE_CHUNK 16384
+#define LARGEST_CLASS 16384
+
+static __always_inline int fill_message_head(struct message_head *m, enum tracepoint_id tp,
+					     __s64 peer_id, const char *addr,
+					     const char *conn_type, const char *msg_type, __u64 size)
+{
+	fill_header(&m->hdr, tp, sizeof(m->rec) + size);
+	m->rec.peer_id = peer_id;
+	m->rec.msg_size = size;
+	return READ_STR(m->rec.addr, addr) || READ_STR(m->rec.conn_type, conn_type) ||
+	       READ_STR(m->rec.msg_type, msg_type);
+}
+
+/* A large message (up to 4 MiB) takes a reservation of its exact size through a dynptr, so
+ * the ring holds what the message needs and no more. The verifier wants constant-size
+ * copies, so the payload is read in LARGE_CHUNK pieces; the last piece ends at the payload's
+ * end and overlaps the one before it (the payload is larger than one chunk). */
+static __always_inline int emit_large_message(enum tracepoint_id tp, __s64 peer_id,
+					      const char *addr, const char *conn_type,
+					      const char *msg_type, __u64 size, const __u8 *data)
+{
+	struct message_head *m;
+	struct bpf_dynptr ring;
+	__u32 chunks, i;
+	bool failed = false;
+
+	if (size > MAX_PAYLOAD_CAPTURE) {
+		count_drop(tp, DROP_PAYLOAD_TOO_LARGE);
+		return 0;
+	}
+	if (bpf_ringbuf_reserve_dynptr(&messages, sizeof(*m) + size, 0, &ring)) {
+		bpf_ringbuf_discard_dynptr(&ring, 0); /* the verifier requires it even on failure */
+		count_drop(tp, DROP_RING_FULL);
+		return 0;
+	}
+	m = bpf_dynptr_data(&ring, 0, sizeof(*m));
+	if (!m || fill_message_head(m, tp, peer_id, addr, conn_type, msg_type, size))
+		goto read_failed;
+	chunks = (size + LARGE_CHUNK - 1) / LARGE_CHUNK;
+#pragma clang loop unroll(disable)
+	for (i = 0; i < MAX_PAYLOAD_CAPTURE / LARGE_CHUNK; i++) {
+		__u64 off = (__u64)i * LARGE_CHUNK;
+		void *dst;
+
+		if (i >= chunks)
+			break;
+
+		if (off + LARGE_CHUNK > size)
+			off = size - LARGE_CHUNK;
+		dst = bpf_dynptr_data(&ring, sizeof(*m) + off, LARGE_CHUNK);
+		if (!dst || bpf_probe_read_user(dst, LARGE_CHUNK, data + off) < 0) {
+			failed = true;
+			break;
+		}
+	}
+	if (failed)
+		goto read_failed;
+	bpf_ringbuf_submit_dynptr(&ring, 0);
+	return 0;
+
+read_failed:
+	bpf_ringbuf_discard_dynptr(&ring, 0);
+	count_drop(tp, DROP_READ_FAILED);
+	return 0;
+}
 
 static __always_inline int emit_message(enum tracepoint_id tp, __s64 peer_id, const char *addr,
 					const char *conn_type, const char *msg_type, __u64 size,
@@ -135,10 +203,9 @@ static __always_inline int emit_message(enum tracepoint_id tp, __s64 peer_id, co
 		EMIT_MESSAGE(256);
 	if (size <= 4096)
 		EMIT_MESSAGE(4096);
-	if (size <= MAX_PAYLOAD_CAPTURE)
-		EMIT_MESSAGE(MAX_PAYLOAD_CAPTURE);
-	count_drop(tp, DROP_PAYLOAD_TOO_LARGE);
-	return 0;
+	if (size <= LARGEST_CLASS)
+		EMIT_MESSAGE(LARGEST_CLASS);
+	return emit_large_message(tp, peer_id, addr, conn_type, msg_type, size, data);
 }
 
 SEC("usdt")

@@ -11,7 +11,9 @@
 #define CONN_TYPE_BUF 32  /* longest is 19: outbound-full-relay */
 #define MSG_TYPE_BUF 16   /* cap 12: CMessageHeader::MESSAGE_TYPE_SIZE */
 #define REASON_BUF 264    /* cap 256 */
-#define MAX_PAYLOAD_CAPTURE 16384
+/* Largest P2P payload captured, as upstream: Bitcoin Core's largest is 4,000,000 bytes
+ * (MAX_PROTOCOL_MESSAGE_LENGTH, MAX_BLOCK_SERIALIZED_SIZE). */
+#define MAX_PAYLOAD_CAPTURE 4194304
 
 /* Ids of ipc_protocol::Tracepoint. */
 enum tracepoint_id {
