@@ -173,8 +173,14 @@ pub struct Simulator {
 
 impl Simulator {
     pub fn start(tracepoints: &str, count: u64, seed: u64) -> Simulator {
+        Self::start_with(tracepoints, count, seed, &[])
+    }
+
+    /// With more flags, e.g. the workload's `--message-type`, `--message-size`, `--garbage`.
+    pub fn start_with(tracepoints: &str, count: u64, seed: u64, flags: &[&str]) -> Simulator {
         let mut child = Command::new(&bins().simulator)
             .args(["--tracepoints", tracepoints, "--count", &count.to_string(), "--seed", &seed.to_string(), "--start-on-stdin"])
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -263,15 +269,17 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts everything and returns once the loader reports its probes attached.
     pub async fn start(nats: &NatsServer, sim_tracepoints: &str, count: u64, seed: u64, loader_flags: &[&str]) -> Pipeline {
-        Self::start_with(Launch::Direct, nats, sim_tracepoints, count, seed, loader_flags).await
+        Self::start_with(Launch::Direct, nats, sim_tracepoints, count, seed, &[], loader_flags).await
     }
 
+    /// `sim_flags` are further simulator flags (see [`Simulator::start_with`]).
     pub async fn start_with(
         launch: Launch,
         nats: &NatsServer,
         sim_tracepoints: &str,
         count: u64,
         seed: u64,
+        sim_flags: &[&str],
         loader_flags: &[&str],
     ) -> Pipeline {
         let dir = TempDir::new("pipeline");
@@ -306,7 +314,7 @@ impl Pipeline {
                 child
             }
         };
-        let simulator = Simulator::start(sim_tracepoints, count, seed);
+        let simulator = Simulator::start_with(sim_tracepoints, count, seed, sim_flags);
 
         let notify_path = dir.path().join("notify.sock");
         let notify = notify_socket(&notify_path);

@@ -165,7 +165,7 @@ async fn connections_from_other_users_are_refused() {
 async fn socket_activated_publisher_delivers_end_to_end() {
     let nats = NatsServer::start().await;
     let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
-        Pipeline::start_with(Launch::SocketActivated, &nats, "default", 3, 8, &[]).await;
+        Pipeline::start_with(Launch::SocketActivated, &nats, "default", 3, 8, &[], &[]).await;
     let fired = simulator.fire().await;
     let enabled = Tracepoint::enabled(&DEFAULT);
     let total: u64 = enabled.iter().map(|tp| fired[tp]).sum();

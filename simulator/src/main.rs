@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ipc_protocol::Tracepoint;
-use tracepoint_simulator::{args, Args};
+use tracepoint_simulator::{args, Args, Workload};
 
 extern "C" {
     fn sim_net_inbound_message(id: i64, addr: *const c_char, conn_type: *const c_char, msg_type: *const c_char, size: usize, data: *const u8) -> bool;
@@ -49,6 +49,20 @@ struct Cli {
     /// Wait for a line on standard input before firing (lets a test attach its tracer first).
     #[arg(long)]
     start_on_stdin: bool,
+    /// P2P messages: fire only this message type (default: every type in turn, from `version`
+    /// to `sendtxrcncl` and a made-up type). With `--garbage`: only this type's garbage.
+    #[arg(long, value_name = "TYPE")]
+    message_type: Option<String>,
+    /// P2P messages: make every payload exactly N bytes (at most 32 MiB): a block of that size
+    /// from 141 bytes on, below that a made-up type. With `--message-type`: a `block` or `tx`
+    /// of N bytes, an `inv`, `getdata` or `notfound` with as many items as fit in N, or
+    /// `sendtxrcncl` or `made-up-type` with N bytes.
+    #[arg(long, value_name = "N")]
+    message_size: Option<usize>,
+    /// P2P messages: fire only payloads that must fail to decode (truncated, bad flags,
+    /// invalid addresses, ...), each known type whose decoder can fail in turn.
+    #[arg(long, conflicts_with = "message_size")]
+    garbage: bool,
 }
 
 fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {
@@ -77,9 +91,10 @@ fn fire(tp: Tracepoint, args: &Args) -> bool {
     // length, valid for the duration of the call.
     unsafe {
         match (tp, args) {
-            (T::NetInboundMessage | T::NetOutboundMessage, Args::Message { peer_id, addr, conn_type, msg_type, payload }) => {
+            (T::NetInboundMessage | T::NetOutboundMessage, Args::Message { peer_id, addr, conn_type, message }) => {
                 let f = if tp == T::NetInboundMessage { sim_net_inbound_message } else { sim_net_outbound_message };
-                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), c(msg_type).as_ptr(), payload.len(), payload.as_ptr())
+                let payload = message.serialize();
+                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), c(message.command()).as_ptr(), payload.len(), payload.as_ptr())
             }
             (T::NetInboundConnection | T::NetOutboundConnection, Args::Connection { peer_id, addr, conn_type, network, existing_connections }) => {
                 let f = if tp == T::NetInboundConnection { sim_net_inbound_connection } else { sim_net_outbound_connection };
@@ -123,6 +138,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let workload = Workload { message_type: cli.message_type, message_size: cli.message_size, garbage: cli.garbage };
+    if let Err(e) = workload.check() {
+        eprintln!("tracepoint-simulator: {e}");
+        return ExitCode::from(2);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).expect("install signal handler");
@@ -142,7 +162,7 @@ fn main() -> ExitCode {
     let mut seq = 0u64;
     while (cli.count == 0 || seq < cli.count) && !stop.load(Ordering::Relaxed) {
         for (i, tp) in tracepoints.iter().enumerate() {
-            if fire(*tp, &args(*tp, cli.seed, seq)) {
+            if fire(*tp, &args(*tp, cli.seed, seq, &workload)) {
                 fired[i] += 1;
             } else {
                 untraced[i] += 1;

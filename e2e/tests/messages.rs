@@ -1,0 +1,155 @@
+//! Every P2P message type, fired with a real payload on both message tracepoints, reaches NATS
+//! decoded into its variant with every field as the simulator built it; payloads that cannot
+//! be decoded arrive as `unknown` with the whole payload and are counted per message type.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use e2e::{expect, receive, Launch, NatsServer, Pipeline};
+use ipc_protocol::Tracepoint;
+use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
+use publisher::proto::ebpf_extractor::message::{message_event::Msg, MessageEvent};
+use publisher::proto::event::event::PeerObserverEvent;
+use tracepoint_simulator::{args, Args, Message, Workload, GARBAGE, MADE_UP_TYPE, MESSAGE_TYPES, MIN_BLOCK_SIZE};
+
+const BOTH: &str = "net:inbound_message,net:outbound_message";
+const DIRECTIONS: [Tracepoint; 2] = [Tracepoint::NetInboundMessage, Tracepoint::NetOutboundMessage];
+
+/// What arrived, per direction in firing order.
+type Arrived = BTreeMap<Tracepoint, Vec<MessageEvent>>;
+
+/// Fires `rounds` of both message tracepoints with `sim_flags` (which must select
+/// `workload`), checks every event equals its expectation, and returns what arrived and the
+/// publisher's closing `stopped: ...` line.
+async fn fire_and_check(
+    nats: &NatsServer,
+    rounds: u64,
+    seed: u64,
+    sim_flags: &[&str],
+    workload: &Workload,
+) -> (Arrived, String) {
+    let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
+        Pipeline::start_with(Launch::Direct, nats, BOTH, rounds, seed, sim_flags, &[]).await;
+    let fired = simulator.fire().await;
+    for tp in DIRECTIONS {
+        assert_eq!(fired.get(&tp), Some(&rounds), "{tp} must fire every round while traced");
+    }
+    let events = receive(&mut subscriber, 2 * rounds as usize).await;
+    assert_eq!(events.len() as u64, 2 * rounds, "events received");
+
+    let mut arrived = Arrived::new();
+    for (subject, event) in events {
+        let tp = expect::tracepoint_of(&event);
+        let received = arrived.entry(tp).or_default();
+        let seq = received.len() as u64;
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let (want_subject, want) = expect::event_with(tp, seed, seq, workload);
+        assert_eq!(subject, want_subject, "{tp} #{seq}");
+        assert_eq!(ebpf, want, "{tp} #{seq}");
+        let Some(EbpfEvent::Message(message)) = ebpf.ebpf_event else { unreachable!() };
+        received.push(message);
+    }
+
+    let pid = publisher.id().expect("publisher running").to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    assert!(publisher.wait().await.expect("publisher exits").success(), "publisher stops cleanly on SIGINT");
+    let log = e2e::read_stderr(&mut publisher).await;
+    let stopped = log
+        .lines()
+        .find_map(|line| line.split_once("stopped: ").map(|(_, counts)| counts.to_string()))
+        .unwrap_or_else(|| panic!("no `stopped:` line in {log}"));
+    (arrived, stopped)
+}
+
+/// The `<tracepoint>/undecodable_<command>=N` counts of a `stopped:` line.
+fn undecodable_counts(stopped: &str) -> BTreeMap<String, u64> {
+    stopped
+        .split_whitespace()
+        .filter(|kv| kv.contains("/undecodable_"))
+        .map(|kv| {
+            let (label, n) = kv.rsplit_once('=').expect("label=N");
+            (label.to_string(), n.parse().expect("a count"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_type_arrives_decoded_in_both_directions() {
+    let nats = NatsServer::start().await;
+    // Twice through the cycle: odd rounds bring each type's other form.
+    let rounds = 2 * MESSAGE_TYPES.len() as u64;
+    let (arrived, stopped) = fire_and_check(&nats, rounds, 41, &[], &Workload::default()).await;
+
+    let all_types: BTreeSet<&str> = MESSAGE_TYPES.into_iter().collect();
+    for tp in DIRECTIONS {
+        let received = &arrived[&tp];
+        let commands: BTreeSet<&str> = received.iter().map(|e| e.meta.command.as_str()).collect();
+        assert_eq!(commands, all_types, "{tp}");
+        // Only the commands the decoder does not know arrive as `unknown`.
+        for event in received {
+            let command = &event.meta.command;
+            let unknown = matches!(event.msg, Some(Msg::Unknown(_)));
+            assert_eq!(unknown, command == "sendtxrcncl" || command == MADE_UP_TYPE, "{tp} {command}");
+        }
+        let has = |variant: fn(&Msg) -> bool| received.iter().any(|e| e.msg.as_ref().is_some_and(variant));
+        assert!(has(|msg| matches!(msg, Msg::Oldping(true))), "{tp}: empty ping");
+        assert!(has(|msg| matches!(msg, Msg::Emptyaddrv2(true))), "{tp}: empty addrv2");
+    }
+    assert!(undecodable_counts(&stopped).is_empty(), "nothing undecodable: {stopped}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_payloads_arrive_whole_as_unknown_and_are_counted_per_type() {
+    let nats = NatsServer::start().await;
+    let garbage = Workload { garbage: true, ..Workload::default() };
+    // Each flaw once, plus a second round of the first few.
+    let rounds = GARBAGE.len() as u64 + 5;
+    let (arrived, stopped) = fire_and_check(&nats, rounds, 42, &["--garbage"], &garbage).await;
+
+    let mut want = BTreeMap::new();
+    for tp in DIRECTIONS {
+        for seq in 0..rounds {
+            let Args::Message { message: Message::Undecodable { command, payload, .. }, .. } =
+                args(tp, 42, seq, &garbage)
+            else {
+                panic!("{tp} #{seq}: not garbage")
+            };
+            assert!(payload.len() <= 16 << 10, "{command}: {} bytes is over the capture limit", payload.len());
+            *want.entry(format!("{tp}/undecodable_{command}")).or_insert(0u64) += 1;
+        }
+        assert!(arrived[&tp].iter().all(|e| matches!(e.msg, Some(Msg::Unknown(_)))), "{tp}");
+    }
+    assert_eq!(undecodable_counts(&stopped), want, "{stopped}");
+}
+
+/// Exact sizes below the 16 KiB capture limit: a made-up type under a block's minimum, a
+/// minimal and a larger block, an inventory filled up to its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sized_messages_arrive_with_their_exact_size() {
+    let nats = NatsServer::start().await;
+    for (message_type, size, command) in [
+        (None, 140, MADE_UP_TYPE),
+        (None, MIN_BLOCK_SIZE, "block"),
+        (None, 16_000, "block"),
+        (Some("inv"), 4096, "inv"),
+    ] {
+        let size_flag = size.to_string();
+        let mut flags = vec!["--message-size", &size_flag];
+        flags.extend(message_type.iter().flat_map(|t| ["--message-type", *t]));
+        let workload =
+            Workload { message_type: message_type.map(Into::into), message_size: Some(size), garbage: false };
+        let (arrived, stopped) = fire_and_check(&nats, 3, 43, &flags, &workload).await;
+        for (tp, received) in &arrived {
+            for event in received {
+                assert_eq!(event.meta.command, command, "{tp}");
+                // An inventory holds whole 36-byte items: up to 35 bytes may stay free.
+                let slack = if command == "inv" { 35 } else { 0 };
+                assert!(
+                    (size - slack..=size).contains(&(event.meta.size as usize)),
+                    "{tp}: {command} of {} bytes, not {size}",
+                    event.meta.size
+                );
+            }
+        }
+        assert!(undecodable_counts(&stopped).is_empty(), "{stopped}");
+    }
+}
