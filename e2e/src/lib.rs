@@ -350,6 +350,19 @@ pub async fn read_stderr(child: &mut Child) -> String {
     out
 }
 
+/// Stops each child with SIGINT and returns their standard error, for a failure message.
+pub async fn stop_and_read_logs(children: &mut [&mut Child]) -> String {
+    let mut logs = String::new();
+    for child in children.iter_mut() {
+        if let Some(pid) = child.id() {
+            let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        logs.push_str(&read_stderr(child).await);
+    }
+    logs
+}
+
 /// Receives events until `total` arrived, then waits briefly for any extra.
 pub async fn receive(subscriber: &mut async_nats::Subscriber, total: usize) -> Vec<(String, Event)> {
     use futures_util::StreamExt;

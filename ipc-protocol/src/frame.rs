@@ -111,7 +111,8 @@ struct WireDropCount {
     total: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A record in a `Records` datagram (decoding only; see [`Encoder::record`]).
+#[derive(Deserialize)]
 struct WireRecord<'a> {
     tracepoint: u16,
     ktime_ns: u64,
@@ -244,14 +245,33 @@ pub struct Encoder {
     queued: usize,
     limit: usize,
     next_seq: u64,
+    /// Buffers of sent datagrams, kept for reuse.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Datagram buffers kept for reuse, allocated up front: 16 MiB, so the loader copies a burst
+/// of large messages out of the rings as fast as bitcoind's threads write them (fresh memory
+/// costs a page fault every 4 KiB), and gives the rest of a longer burst's memory back.
+const SPARE_BUFFERS: usize = 256;
 
 impl Encoder {
     /// `limit` bounds the bytes held (finished datagrams plus the open one); it must leave
     /// room for a datagram.
     pub fn new(limit: usize) -> Self {
         assert!(limit >= MAX_DATAGRAM, "queue limit below one datagram");
-        Encoder { batch: Vec::new(), queue: VecDeque::new(), queued: 0, limit, next_seq: 0 }
+        // Touched now: the first burst of large messages does not wait for page faults.
+        let spare = (0..SPARE_BUFFERS)
+            .map(|_| {
+                let mut buf = vec![0u8; MAX_DATAGRAM];
+                buf.clear();
+                buf
+            })
+            .collect();
+        Encoder { batch: Vec::new(), queue: VecDeque::new(), queued: 0, limit, next_seq: 0, spare }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
     }
 
     /// Bytes held: finished datagrams plus the open batch.
@@ -276,24 +296,28 @@ impl Encoder {
         if self.queued_bytes() + needed > self.limit {
             return Err(EncodeError::QueueFull { queued: self.queued_bytes(), limit: self.limit });
         }
-        let wire = WireRecord { tracepoint: tracepoint.id(), ktime_ns, data };
-        let size = postcard::experimental::serialized_size(&wire).expect("a record always serializes");
+        // A `WireRecord` is its fields in order, `data` as a length and the bytes; written
+        // by hand because serde would visit a byte slice one element at a time.
+        let prefix = (tracepoint.id(), ktime_ns, data.len());
+        let size = postcard::experimental::serialized_size(&prefix).expect("integers always serialize") + data.len();
         if self.batch.len() + size > MAX_DATAGRAM {
             self.flush();
         }
         if self.batch.is_empty() && size + 11 <= MAX_DATAGRAM {
             let seq = self.next_seq();
-            self.batch = encode(&Head::Records { seq }, Vec::with_capacity(MAX_DATAGRAM));
+            let buf = self.buffer();
+            self.batch = encode(&Head::Records { seq }, buf);
         }
         if !self.batch.is_empty() {
-            self.batch = encode(&wire, std::mem::take(&mut self.batch));
+            self.batch = encode(&prefix, std::mem::take(&mut self.batch));
+            self.batch.extend_from_slice(data);
             return Ok(());
         }
         let total_len = data.len() as u32;
         let mut offset = 0;
         while offset < data.len() {
             let head = Head::Fragment { seq: self.next_seq(), tracepoint: tracepoint.id(), ktime_ns, total_len, offset: offset as u32 };
-            let mut datagram = encode(&head, Vec::with_capacity(MAX_DATAGRAM));
+            let mut datagram = encode(&head, self.buffer());
             let end = data.len().min(offset + MAX_DATAGRAM - datagram.len());
             datagram.extend_from_slice(&data[offset..end]);
             offset = end;
@@ -335,9 +359,19 @@ impl Encoder {
 
     /// The datagram from [`Self::front`] went out.
     pub fn sent(&mut self) {
-        if let Some(datagram) = self.queue.pop_front() {
+        if let Some(mut datagram) = self.queue.pop_front() {
             self.queued -= datagram.len();
+            if self.spare.len() < SPARE_BUFFERS {
+                datagram.clear();
+                self.spare.push(datagram);
+            }
         }
+    }
+
+    /// An empty datagram buffer: a spare one if any, so a burst does not pay for fresh
+    /// memory (allocation and page faults) on every datagram.
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_else(|| Vec::with_capacity(MAX_DATAGRAM))
     }
 }
 

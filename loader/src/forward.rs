@@ -49,9 +49,9 @@ impl Forwarder {
         self.sock.as_fd()
     }
 
-    /// Whether the queue has room for another ring's worth of records: below half its limit.
-    pub fn has_room(&self, limit: usize) -> bool {
-        self.encoder.queued_bytes() < limit / 2
+    /// Whether the queue has room for `bytes` more.
+    pub fn has_room(&self, bytes: usize) -> bool {
+        self.encoder.queued_bytes() + bytes <= self.encoder.limit()
     }
 
     pub fn wants_to_send(&self) -> bool {

@@ -70,14 +70,15 @@ struct Cli {
     libbpf_debug: bool,
     /// Bytes of the BPF ring buffer for P2P messages: a power of two, at least 8 MiB so
     /// that a 4 MiB message fits
-    #[arg(long, default_value_t = 8 << 20, value_parser = parse_ring_size::<{ 8 << 20 }>)]
+    #[arg(long, default_value_t = 32 << 20, value_parser = parse_ring_size::<{ 8 << 20 }>)]
     message_ring_bytes: u32,
     /// Bytes of the BPF ring buffer for all other events: a power of two, at least 64 KiB
     #[arg(long, default_value_t = 2 << 20, value_parser = parse_ring_size::<{ 64 << 10 }>)]
     event_ring_bytes: u32,
-    /// Bytes of records the loader holds while the publisher is slow to read them; beyond
-    /// that, records are dropped and counted (`ipc_backpressure`)
-    #[arg(long, default_value_t = 16 << 20, value_parser = clap::value_parser!(u32).range(1 << 20..))]
+    /// Bytes of records the loader holds while the publisher is slow to read them, taken
+    /// only while in use; it must exceed both ring buffers together. Beyond it, records wait
+    /// in the ring buffers
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u32).range(1 << 20..))]
     send_queue_bytes: u32,
 }
 
@@ -115,6 +116,8 @@ enum LoaderError {
     Probe(#[from] ProbeError),
     #[error("cannot drop capabilities after attaching: {0}")]
     Privileges(std::io::Error),
+    #[error("--send-queue-bytes {queue_limit} must exceed the two ring buffers together ({ring_bytes} bytes)")]
+    QueueBelowRings { queue_limit: usize, ring_bytes: usize },
     #[error("every tracepoint category is switched off: nothing to hook")]
     NothingEnabled,
     #[error("cannot set up the BPF ring buffers: {0}")]
@@ -167,6 +170,10 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         realtime_offset_ns: realtime_offset_ns(),
     };
     let queue_limit = cli.send_queue_bytes as usize;
+    let ring_bytes = cli.message_ring_bytes as usize + cli.event_ring_bytes as usize;
+    if queue_limit <= ring_bytes {
+        return Err(LoaderError::QueueBelowRings { queue_limit, ring_bytes });
+    }
     // Connect before touching the kernel: a missing publisher is the likelier mistake.
     let forwarder = RefCell::new(Forwarder::connect(&cli.socket, &hello, queue_limit)?);
 
@@ -201,9 +208,9 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let mut last_counts = Vec::new();
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
     while !stop.load(Ordering::Relaxed) {
-        // Take records off the rings only while the send queue has room; otherwise they wait
-        // in the rings, whose overflow the BPF programs count.
-        let drain_rings = forwarder.borrow().has_room(queue_limit);
+        // Take records off the rings only while the send queue can hold all they may contain;
+        // otherwise they wait in the rings, whose overflow the BPF programs count.
+        let drain_rings = forwarder.borrow().has_room(ring_bytes);
         {
             let fw = forwarder.borrow();
             let mut fds = Vec::with_capacity(2);

@@ -1,0 +1,93 @@
+//! P2P messages of every size up to Bitcoin Core's 4,000,000-byte maximum reach NATS intact,
+//! across a socket whose send buffer is the stock 212992 bytes, and a burst of large messages
+//! is delivered without loss at default settings.
+
+use e2e::{expect, receive, Launch, NatsServer, Pipeline};
+use ipc_protocol::Tracepoint;
+use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
+use publisher::proto::event::event::PeerObserverEvent;
+use sha2::{Digest, Sha256};
+use tracepoint_simulator::{args, Args, Workload};
+
+/// The stock `net.core.wmem_default` and `wmem_max`: the largest send buffer an unprivileged
+/// process gets on a host nobody tuned.
+const STOCK_SNDBUF: u64 = 212_992;
+
+/// The send buffer (`tb` of `ss -m`) of the Unix sockets `pid` holds.
+fn unix_send_buffers(pid: u32) -> Vec<u64> {
+    let out = std::process::Command::new("ss").args(["-x", "-p", "-m", "-n"]).output().expect("run ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut buffers = Vec::new();
+    for line in text.lines() {
+        if !line.contains(&format!("pid={pid},")) {
+            continue;
+        }
+        let tb = line.split(|c| c == ',' || c == '(' || c == ')').find_map(|f| f.strip_prefix("tb"));
+        buffers.push(tb.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no tb in {line:?}")));
+    }
+    buffers
+}
+
+fn payload_hash(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> [u8; 32] {
+    let Args::Message { message, .. } = args(tp, seed, seq, workload) else { unreachable!("a message tracepoint") };
+    Sha256::digest(message.serialize()).into()
+}
+
+/// Fires `rounds` messages of exactly `size` bytes on `tracepoints` at default settings, and
+/// checks that each arrives, in order, equal to what was fired.
+async fn fire_sized(nats: &NatsServer, tracepoints: &str, size: usize, rounds: u64, seed: u64) {
+    // One workload of large messages at a time: they measure the pipeline on 2 cores.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let workload = Workload { message_size: Some(size), ..Workload::default() };
+    let size_flag = size.to_string();
+    let Pipeline { mut subscriber, simulator, mut loader, dir: _dir, mut publisher } = Pipeline::start_with(
+        Launch::Direct,
+        nats,
+        tracepoints,
+        rounds,
+        seed,
+        &["--message-size", &size_flag],
+        &[],
+    )
+    .await;
+    let sndbufs = unix_send_buffers(loader.id().expect("loader running"));
+    assert!(!sndbufs.is_empty(), "the loader's socket is listed");
+    assert!(sndbufs.iter().all(|b| *b <= STOCK_SNDBUF), "loader send buffers {sndbufs:?} above the stock {STOCK_SNDBUF}");
+
+    let fired = simulator.fire().await;
+    let total: u64 = fired.values().sum();
+    let events = receive(&mut subscriber, total as usize).await;
+    if events.len() as u64 != total {
+        let logs = e2e::stop_and_read_logs(&mut [&mut loader, &mut publisher]).await;
+        panic!("{size}-byte messages: {} of {total} arrived\n{logs}", events.len());
+    }
+    let mut seen = std::collections::BTreeMap::<Tracepoint, u64>::new();
+    for (_, event) in events {
+        let tp = expect::tracepoint_of(&event);
+        let seq = seen.entry(tp).or_default();
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let Some(EbpfEvent::Message(message)) = &ebpf.ebpf_event else { unreachable!("a message event") };
+        assert_eq!(message.meta.size as usize, size, "{tp} #{seq}");
+        // Every decoded field, hence every byte of the payload, as fired.
+        assert_eq!(ebpf, expect::event_with(tp, seed, *seq, &workload).1, "{tp} #{seq}: {size} bytes");
+        if let Some(publisher::proto::ebpf_extractor::message::message_event::Msg::Unknown(unknown)) = &message.msg {
+            assert_eq!(<[u8; 32]>::from(Sha256::digest(&unknown.payload)), payload_hash(tp, seed, *seq, &workload));
+        }
+        *seq += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_every_size_up_to_4_000_000_bytes_arrive_intact() {
+    let nats = NatsServer::start().await;
+    for size in [0, 1, 4096, 65_536, 1_000_000, 4_000_000] {
+        fire_sized(&nats, "net:inbound_message,net:outbound_message", size, 2, 51).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_fifty_1_mb_messages_is_delivered_without_loss() {
+    let nats = NatsServer::start().await;
+    fire_sized(&nats, "net:inbound_message", 1_000_000, 50, 52).await;
+}
