@@ -63,8 +63,11 @@ pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
     BINS.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> → target/<profile>
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>
+        let mut profile_dir = exe.parent().expect("target dir");
+        if profile_dir.ends_with("deps") {
+            profile_dir = profile_dir.parent().expect("target dir");
+        }
         let dir = TempDir::new("bins");
         let copy = |name: &str| {
             let from = profile_dir.join(name);

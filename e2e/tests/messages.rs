@@ -108,7 +108,7 @@ async fn undecodable_payloads_arrive_whole_as_unknown_and_are_counted_per_type()
     let mut want = BTreeMap::new();
     for tp in DIRECTIONS {
         for seq in 0..rounds {
-            let Args::Message { message: Message::Undecodable { command, payload, .. }, .. } =
+            let Args::Message { message: Message::Undecodable { command, .. }, .. } =
                 args(tp, 42, seq, &garbage)
             else {
                 panic!("{tp} #{seq}: not garbage")
