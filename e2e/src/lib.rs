@@ -88,9 +88,22 @@ pub fn bins() -> &'static Bins {
 }
 
 pub struct NatsServer {
-    _child: Child,
-    _dir: TempDir,
+    child: Child,
+    dir: TempDir,
     pub address: String,
+}
+
+fn spawn_nats(dir: &Path, port: &str) -> Child {
+    Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", port, "-c"])
+        .arg(dir.join("nats.conf"))
+        .arg("--ports_file_dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start nats-server (is it installed?)")
 }
 
 impl NatsServer {
@@ -101,18 +114,8 @@ impl NatsServer {
 
     pub async fn with_max_payload(max_payload: usize) -> NatsServer {
         let dir = TempDir::new("nats");
-        let config = dir.path().join("nats.conf");
-        std::fs::write(&config, format!("max_payload: {max_payload}\n")).expect("write nats config");
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", "-1", "-c"])
-            .arg(&config)
-            .arg("--ports_file_dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nats-server (is it installed?)");
+        std::fs::write(dir.path().join("nats.conf"), format!("max_payload: {max_payload}\n")).expect("write nats config");
+        let child = spawn_nats(dir.path(), "-1");
         let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id().expect("pid")));
         let address = wait_for(|| {
             let text = std::fs::read_to_string(&ports_file).ok()?;
@@ -122,7 +125,19 @@ impl NatsServer {
         })
         .await
         .expect("nats-server did not report its port");
-        NatsServer { _child: child, _dir: dir, address }
+        NatsServer { child, dir, address }
+    }
+
+    /// Kills the server: an outage, until [`Self::restart`].
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill nats-server");
+    }
+
+    /// Starts the server again on the same address.
+    pub async fn restart(&mut self) {
+        let port = self.address.rsplit_once(':').expect("host:port").1.to_string();
+        self.child = spawn_nats(self.dir.path(), &port);
+        wait_for(|| std::net::TcpStream::connect(&self.address).ok()).await.expect("nats-server listens again");
     }
 }
 

@@ -20,6 +20,8 @@ pub struct Snapshot {
     pub anomalies: BTreeMap<(Tracepoint, String), u64>,
     /// Events that could not be handed to NATS.
     pub publish_failed: BTreeMap<Tracepoint, u64>,
+    /// Events dropped because NATS was unreachable and the client's buffer was full.
+    pub nats_unavailable: BTreeMap<Tracepoint, u64>,
     /// Events larger than the NATS server's `max_payload`.
     pub over_max_payload: BTreeMap<Tracepoint, u64>,
     /// Latest totals the loader reported, by `tracepoint/cause`.
@@ -53,6 +55,17 @@ impl Counters {
 
     pub fn publish_failed(&self, tp: Tracepoint) {
         self.with(|c| *c.publish_failed.entry(tp).or_default() += 1);
+    }
+
+    /// Counts one and returns the tracepoint's total.
+    pub fn nats_unavailable(&self, tp: Tracepoint) -> u64 {
+        let mut total = 0;
+        self.with(|c| {
+            let n = c.nats_unavailable.entry(tp).or_default();
+            *n += 1;
+            total = *n;
+        });
+        total
     }
 
     pub fn over_max_payload(&self, tp: Tracepoint) {
@@ -96,10 +109,11 @@ impl std::fmt::Display for Snapshot {
         let sum = |m: &BTreeMap<_, u64>| m.values().sum::<u64>();
         write!(
             f,
-            "published={} invalid={} publish_failed={} over_max_payload={} dropped_before_publisher={} malformed_datagrams={} lost_datagrams={} fragment_lost={}",
+            "published={} invalid={} publish_failed={} nats_unavailable={} over_max_payload={} dropped_before_publisher={} malformed_datagrams={} lost_datagrams={} fragment_lost={}",
             sum(&self.published),
             self.invalid.values().sum::<u64>(),
             sum(&self.publish_failed),
+            sum(&self.nats_unavailable),
             sum(&self.over_max_payload),
             self.dropped_before.values().sum::<u64>(),
             self.malformed_datagrams,

@@ -140,8 +140,11 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
     };
     let counters = Arc::new(Counters::default());
     publisher::server::serve(listener, cli.loader_uid, nats.clone(), Arc::clone(&counters), shutdown).await;
-    if let Err(e) = nats.flush().await {
-        tracing::warn!("flushing NATS at shutdown failed: {e}");
+    // Bounded: with NATS down, a flush would wait for the reconnection forever.
+    match tokio::time::timeout(std::time::Duration::from_secs(5), nats.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("flushing NATS at shutdown failed: {e}"),
+        Err(_) => tracing::warn!("NATS did not take the buffered events within 5 s of shutdown"),
     }
     if bound_here {
         let _ = std::fs::remove_file(&cli.socket);

@@ -1,7 +1,9 @@
 //! Accepting loader connections and publishing what they forward.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use async_nats::connection::State;
 use async_nats::{Client, PublishErrorKind};
 use ipc_protocol::{decode_datagram, decode_hello, Datagram, Hello, Loss, Reassembler, Record, MAX_DATAGRAM};
 use prost::Message;
@@ -178,7 +180,24 @@ async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &C
     let subject = decoded.subject;
     let payload = decoded.into_event(timestamp_ms(record, hello)).encode_to_vec();
     let size = payload.len();
-    match nats.publish(subject, payload.into()).await {
+    // While NATS is down, async-nats' `publish` waits for room in its bounded buffer, which
+    // would stall the socket and, behind it, the loader. So while disconnected the buffer is
+    // used only where it has room; an event that does not fit is counted.
+    let published = if nats.connection_state() == State::Connected {
+        nats.publish(subject, payload.into()).await
+    } else {
+        match tokio::time::timeout(Duration::ZERO, nats.publish(subject, payload.into())).await {
+            Ok(published) => published,
+            Err(_) => {
+                let total = counters.nats_unavailable(tp);
+                if total == 1 || total % 10_000 == 0 {
+                    tracing::warn!(tracepoint = %tp, total, "NATS unreachable and its client buffer full: events dropped");
+                }
+                return;
+            }
+        }
+    };
+    match published {
         Ok(()) => counters.published(tp),
         Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
             tracing::warn!(
