@@ -334,29 +334,36 @@ impl Pipeline {
         };
         let simulator = Simulator::start_with(sim_tracepoints, count, seed, sim_flags);
 
-        let notify_path = dir.path().join("notify.sock");
-        let notify = notify_socket(&notify_path);
-        let mut loader = as_loader_user()
-            .arg(&bins().loader)
-            .arg("--bitcoind-path")
-            .arg(&bins().simulator)
-            .arg("--bitcoind-pid")
-            .arg(simulator.pid().to_string())
-            .arg("--socket")
-            .arg(&socket)
-            .args(loader_flags)
-            .env("NOTIFY_SOCKET", &notify_path)
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start ebpf-loader via setpriv");
-        wait_ready(&notify, &mut loader, "loader").await;
+        let loader = start_loader(dir.path(), &socket, simulator.pid(), loader_flags).await;
         // A socket-activated publisher starts on the loader's connection, then reports ready.
         if let Some((publisher_notify, _)) = &publisher_notify {
             wait_ready(publisher_notify, &mut publisher, "socket-activated publisher").await;
         }
         Pipeline { dir, publisher, loader, simulator, subscriber }
     }
+}
+
+/// Starts `ebpf-loader` as the loader's user, tracing the simulator `pid` and forwarding to
+/// `socket`, and returns once it reports its probes attached.
+pub async fn start_loader(dir: &Path, socket: &Path, pid: u32, flags: &[&str]) -> Child {
+    let notify_path = dir.join(format!("loader-notify-{pid}.sock"));
+    let notify = notify_socket(&notify_path);
+    let mut loader = as_loader_user()
+        .arg(&bins().loader)
+        .arg("--bitcoind-path")
+        .arg(&bins().simulator)
+        .arg("--bitcoind-pid")
+        .arg(pid.to_string())
+        .arg("--socket")
+        .arg(socket)
+        .args(flags)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ebpf-loader via setpriv");
+    wait_ready(&notify, &mut loader, "loader").await;
+    loader
 }
 
 pub async fn read_stderr(child: &mut Child) -> String {

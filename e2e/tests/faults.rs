@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::{expect, Launch, NatsServer, Pipeline};
+use e2e::{expect, start_loader, start_publisher, Launch, NatsServer, Pipeline, Simulator, LOADER_UID};
 use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
 use prost::Message;
@@ -18,44 +18,49 @@ fn closing_counts(log: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+const SEED: u64 = 61;
+/// 600 `mempool:added` at 200 a second: a three-second stream to break in the middle.
+const ROUNDS: u64 = 600;
+const STREAM: [&str; 2] = ["--rate", "200"];
+
+/// Reads until the stream goes quiet and returns each event's firing number, checking that
+/// every event is one that was fired, once, in firing order.
+async fn firing_numbers(subscriber: &mut async_nats::Subscriber) -> Vec<u64> {
+    // Events by their encoding, to find each one's firing number.
+    let seq_of: BTreeMap<Vec<u8>, u64> =
+        (0..ROUNDS).map(|seq| (expect::event(Tracepoint::MempoolAdded, SEED, seq).1.encode_to_vec(), seq)).collect();
+    let mut seqs = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), subscriber.next()).await {
+        let event = Event::decode(msg.payload).expect("an event.Event");
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { panic!("not an eBPF event") };
+        seqs.push(*seq_of.get(&ebpf.encode_to_vec()).unwrap_or_else(|| panic!("an event that was never fired: {ebpf:?}")));
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "events arrive once each, in firing order: {seqs:?}");
+    seqs
+}
+
+/// Asserts that everything fired in the last second of the stream arrived.
+fn tail_arrived(seqs: &[u64]) {
+    let tail: Vec<u64> = seqs.iter().copied().filter(|seq| *seq >= ROUNDS - 200).collect();
+    assert_eq!(tail, (ROUNDS - 200..ROUNDS).collect::<Vec<_>>());
+}
+
 /// NATS goes away mid-stream and comes back on the same address: the publisher keeps reading
 /// the loader, buffers or counts what it cannot hand on, reconnects by itself, and the
 /// stream resumes in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_restarted_mid_stream() {
-    const ROUNDS: u64 = 600;
-    const SEED: u64 = 61;
     let mut nats = NatsServer::start().await;
     let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
-        Pipeline::start_with(Launch::Direct, &nats, "mempool:added", ROUNDS, SEED, &["--rate", "200"], &[]).await;
+        Pipeline::start_with(Launch::Direct, &nats, "mempool:added", ROUNDS, SEED, &STREAM, &[]).await;
     let firing = tokio::spawn(simulator.fire());
     tokio::time::sleep(Duration::from_millis(800)).await;
     nats.kill().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     nats.restart().await;
-    let fired = firing.await.expect("simulator task")[&Tracepoint::MempoolAdded];
-    assert_eq!(fired, ROUNDS);
-
-    // Some events of the outage are lost in flight (core NATS has no acknowledgements), so
-    // read until the stream goes quiet rather than until all arrived.
-    let mut received = Vec::new();
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), subscriber.next()).await {
-        received.push(Event::decode(msg.payload).expect("an event.Event"));
-    }
-    // Events by their encoding, to find each one's firing number.
-    let seq_of: BTreeMap<Vec<u8>, u64> =
-        (0..ROUNDS).map(|seq| (expect::event(Tracepoint::MempoolAdded, SEED, seq).1.encode_to_vec(), seq)).collect();
-    let seqs: Vec<u64> = received
-        .into_iter()
-        .map(|event| {
-            let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { panic!("not an eBPF event") };
-            *seq_of.get(&ebpf.encode_to_vec()).unwrap_or_else(|| panic!("an event that was never fired: {ebpf:?}"))
-        })
-        .collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "events arrive once each, in firing order");
-    // Everything fired a second after NATS came back arrives.
-    let tail: Vec<u64> = seqs.iter().copied().filter(|seq| *seq >= ROUNDS - 200).collect();
-    assert_eq!(tail, (ROUNDS - 200..ROUNDS).collect::<Vec<_>>());
+    assert_eq!(firing.await.expect("simulator task")[&Tracepoint::MempoolAdded], ROUNDS);
+    // Some events of the outage are lost in flight (core NATS has no acknowledgements).
+    tail_arrived(&firing_numbers(&mut subscriber).await);
 
     let pid = publisher.id().expect("publisher survived the outage").to_string();
     std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
@@ -63,5 +68,43 @@ async fn nats_restarted_mid_stream() {
     let counts = closing_counts(&e2e::read_stderr(&mut publisher).await);
     // Every record the publisher received was handed to the NATS client or counted.
     assert_eq!(counts["published"] + counts["nats_unavailable"], ROUNDS, "{counts:?}");
-    eprintln!("{} of {ROUNDS} delivered; publisher: {counts:?}", seqs.len());
+}
+
+/// The publisher is killed mid-stream and started again on its socket, as systemd would: the
+/// loader holds its records meanwhile, reconnects by itself, and the stream resumes in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_restarted_mid_stream() {
+    let nats = NatsServer::start().await;
+    let Pipeline { mut subscriber, simulator, mut publisher, dir, mut loader } =
+        Pipeline::start_with(Launch::Direct, &nats, "mempool:added", ROUNDS, SEED, &STREAM, &[]).await;
+    let firing = tokio::spawn(simulator.fire());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    publisher.kill().await.expect("kill publisher");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let socket = dir.path().join("publisher.sock");
+    let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    assert_eq!(firing.await.expect("simulator task")[&Tracepoint::MempoolAdded], ROUNDS);
+    let seqs = firing_numbers(&mut subscriber).await;
+    tail_arrived(&seqs);
+    // What the loader held while no publisher listened arrives too.
+    assert!(seqs.len() as u64 >= ROUNDS - 20, "only {} of {ROUNDS} arrived", seqs.len());
+    assert!(loader.try_wait().expect("loader status").is_none(), "the loader kept running");
+    let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
+    assert!(log.contains("lost the connection to the publisher") && log.contains("reconnected to the publisher"), "{log}");
+}
+
+/// The loader is killed: the publisher stays up and takes the next loader's stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_accepts_the_next_loader() {
+    let nats = NatsServer::start().await;
+    let Pipeline { mut subscriber, simulator, mut publisher, dir, mut loader } =
+        Pipeline::start_with(Launch::Direct, &nats, "mempool:added", 10, SEED, &[], &[]).await;
+    loader.kill().await.expect("kill loader");
+    drop(simulator);
+    let second = Simulator::start("mempool:added", ROUNDS, SEED);
+    let socket = dir.path().join("publisher.sock");
+    let _loader = start_loader(dir.path(), &socket, second.pid(), &[]).await;
+    assert_eq!(second.fire().await[&Tracepoint::MempoolAdded], ROUNDS);
+    assert_eq!(firing_numbers(&mut subscriber).await, (0..ROUNDS).collect::<Vec<_>>());
+    assert!(publisher.try_wait().expect("publisher status").is_none(), "the publisher kept running");
 }

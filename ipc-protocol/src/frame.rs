@@ -400,20 +400,22 @@ struct Partial {
     broken: bool,
 }
 
-/// The receiving side's sequence check and fragment reassembly.
+/// The receiving side's sequence check and fragment reassembly, for one connection.
 #[derive(Default)]
 pub struct Reassembler {
-    expected_seq: u64,
+    /// `None` until the connection's first datagram: a loader that reconnects goes on with
+    /// its sequence where it was.
+    expected_seq: Option<u64>,
     partial: Option<Partial>,
 }
 
 impl Reassembler {
     /// Counts the datagrams missing before `seq`.
     fn sequence(&mut self, seq: u64, loss: &mut Loss) -> bool {
-        let in_order = seq == self.expected_seq;
-        loss.datagrams = seq.saturating_sub(self.expected_seq);
-        self.expected_seq = seq.wrapping_add(1);
-        in_order
+        let expected = self.expected_seq.unwrap_or(seq);
+        loss.datagrams = seq.saturating_sub(expected);
+        self.expected_seq = Some(seq.wrapping_add(1));
+        seq == expected
     }
 
     /// Ends the record under way; unless already counted, it is lost.
@@ -674,6 +676,14 @@ mod tests {
         let (received, losses) = receive(&datagrams);
         let lost: Vec<_> = losses.iter().flat_map(|l| l.records.clone()).collect();
         assert_eq!(lost, [Tracepoint::NetInboundMessage], "{losses:?}");
+        assert_eq!(received.iter().map(|r| r.ktime_ns).collect::<Vec<_>>(), [2, 3]);
+    }
+
+    #[test]
+    fn a_connection_starts_at_the_loaders_sequence_number() {
+        let (datagrams, second) = fragmented();
+        let (received, losses) = receive(&datagrams[second..]);
+        assert!(losses.is_empty(), "{losses:?}");
         assert_eq!(received.iter().map(|r| r.ktime_ns).collect::<Vec<_>>(), [2, 3]);
     }
 

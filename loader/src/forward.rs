@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ipc_protocol::records::RECORD_HEADER_LEN;
@@ -14,39 +14,77 @@ use ipc_protocol::{encode_hello, DropCause, DropCount, EncodeError, Encoder, Hel
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::time::Timespec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("cannot connect to the publisher socket {path}: {source}; is ebpf-publisher running and listening there?")]
     Connect { path: String, source: std::io::Error },
-    #[error("lost the connection to the publisher: {0}")]
-    Send(#[source] std::io::Error),
 }
 
 pub struct Forwarder {
-    sock: OwnedFd,
+    /// The connection to the publisher; `None` while it is gone.
+    sock: Option<OwnedFd>,
+    path: PathBuf,
+    hello: Vec<u8>,
+    /// When to try again to reach a publisher that went away.
+    reconnect_at: Instant,
     encoder: Encoder,
     /// Drops the loader itself counted.
     dropped: BTreeMap<(Tracepoint, DropCause), u64>,
 }
 
+/// How often a loader whose publisher went away tries to reach it again.
+const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn connect(path: &Path, hello: &[u8]) -> std::io::Result<OwnedFd> {
+    let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+    rustix::net::connect(&sock, &SocketAddrUnix::new(path)?)?;
+    // NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
+    rustix::net::send(&sock, hello, SendFlags::NOSIGNAL)?;
+    rustix::io::ioctl_fionbio(&sock, true)?;
+    Ok(sock)
+}
+
 impl Forwarder {
     /// Connects and sends the hello; `queue_limit` bounds the bytes waiting to be sent.
     pub fn connect(path: &Path, hello: &Hello, queue_limit: usize) -> Result<Self, ForwardError> {
-        let connect = || -> std::io::Result<OwnedFd> {
-            let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
-            rustix::net::connect(&sock, &SocketAddrUnix::new(path)?)?;
-            // NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
-            rustix::net::send(&sock, &encode_hello(hello), SendFlags::NOSIGNAL)?;
-            rustix::io::ioctl_fionbio(&sock, true)?;
-            Ok(sock)
-        };
-        let sock = connect().map_err(|source| ForwardError::Connect { path: path.display().to_string(), source })?;
-        Ok(Forwarder { sock, encoder: Encoder::new(queue_limit), dropped: BTreeMap::new() })
+        let hello = encode_hello(hello);
+        let sock = connect(path, &hello).map_err(|source| ForwardError::Connect { path: path.display().to_string(), source })?;
+        Ok(Forwarder {
+            sock: Some(sock),
+            path: path.to_owned(),
+            hello,
+            reconnect_at: Instant::now(),
+            encoder: Encoder::new(queue_limit),
+            dropped: BTreeMap::new(),
+        })
     }
 
-    pub fn socket(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
+    /// The connection, while there is one.
+    pub fn socket(&self) -> Option<BorrowedFd<'_>> {
+        self.sock.as_ref().map(AsFd::as_fd)
+    }
+
+    /// Once a second while the publisher is gone, tries to reach it again (a restarted
+    /// publisher, or systemd's socket starting one). Connecting to the socket needs no
+    /// capability. Returns whether a new connection was made.
+    pub fn reconnect(&mut self) -> bool {
+        if self.sock.is_some() || Instant::now() < self.reconnect_at {
+            return false;
+        }
+        self.reconnect_at = Instant::now() + RECONNECT_INTERVAL;
+        match connect(&self.path, &self.hello) {
+            Ok(sock) => {
+                tracing::info!(socket = %self.path.display(), "reconnected to the publisher");
+                self.sock = Some(sock);
+                true
+            }
+            Err(e) => {
+                tracing::debug!("publisher still unreachable: {e}");
+                false
+            }
+        }
     }
 
     /// Whether the queue has room for `bytes` more.
@@ -82,37 +120,49 @@ impl Forwarder {
         self.encoder.drop_counts(&all);
     }
 
-    /// Sends queued datagrams until the queue is empty or the socket is full.
-    pub fn send_queued(&mut self) -> Result<(), ForwardError> {
+    /// Sends queued datagrams until the queue is empty or the socket is full. A publisher
+    /// that went away is logged and reached again later; meanwhile records wait in the
+    /// queue, and what it cannot hold is counted.
+    pub fn send_queued(&mut self) {
         self.encoder.flush();
+        let Some(sock) = &self.sock else { return };
         while let Some(datagram) = self.encoder.front() {
-            match rustix::net::send(&self.sock, datagram, SendFlags::NOSIGNAL) {
+            match rustix::net::send(sock, datagram, SendFlags::NOSIGNAL) {
                 Ok(_) => self.encoder.sent(),
                 Err(Errno::AGAIN) => break,
                 Err(Errno::INTR) => continue,
-                Err(e) => return Err(ForwardError::Send(e.into())),
+                Err(e) => {
+                    tracing::warn!(
+                        "lost the connection to the publisher ({e}): holding records, reconnecting every {}s",
+                        RECONNECT_INTERVAL.as_secs()
+                    );
+                    self.sock = None;
+                    self.reconnect_at = Instant::now() + RECONNECT_INTERVAL;
+                    break;
+                }
             }
         }
-        Ok(())
     }
 
     /// At shutdown: sends everything queued, waiting for the publisher up to `within`.
     /// Returns how many datagrams were left unsent.
-    pub fn drain(&mut self, within: Duration) -> Result<usize, ForwardError> {
+    pub fn drain(&mut self, within: Duration) -> usize {
         let deadline = Instant::now() + within;
         loop {
-            self.send_queued()?;
+            self.send_queued();
+            let Some(sock) = self.socket() else { break };
             let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|_| self.wants_to_send()) else {
                 break;
             };
-            let timeout = rustix::time::Timespec::try_from(left).unwrap_or(rustix::time::Timespec { tv_sec: 1, tv_nsec: 0 });
+            let timeout = Timespec::try_from(left).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
             // poll: wait until the publisher has read enough for the next datagram.
-            match poll(&mut [PollFd::from_borrowed_fd(self.socket(), PollFlags::OUT)], Some(&timeout)) {
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(e) => return Err(ForwardError::Send(e.into())),
+            if let Err(e) = poll(&mut [PollFd::from_borrowed_fd(sock, PollFlags::OUT)], Some(&timeout)) {
+                if e != Errno::INTR {
+                    break;
+                }
             }
         }
-        Ok(self.encoder.queued_datagrams())
+        self.encoder.queued_datagrams()
     }
 }
 

@@ -217,8 +217,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             if drain_rings {
                 fds.push(PollFd::from_borrowed_fd(rings_fd, PollFlags::IN));
             }
-            if fw.wants_to_send() {
-                fds.push(PollFd::from_borrowed_fd(fw.socket(), PollFlags::OUT));
+            if let Some(sock) = fw.socket().filter(|_| fw.wants_to_send()) {
+                fds.push(PollFd::from_borrowed_fd(sock, PollFlags::OUT));
             }
             match poll(&mut fds, Some(&POLL_TIMEOUT)) {
                 Ok(_) | Err(Errno::INTR) => {}
@@ -228,7 +228,12 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         if drain_rings {
             consume(&rings)?;
         }
-        forwarder.borrow_mut().send_queued()?;
+        if forwarder.borrow_mut().reconnect() {
+            // A new publisher starts from zero: tell it the totals.
+            last_counts.clear();
+            next_counts = Instant::now();
+        }
+        forwarder.borrow_mut().send_queued();
         if Instant::now() >= next_counts {
             next_counts = Instant::now() + COUNTER_INTERVAL;
             let counts = probes.drop_counts()?;
@@ -242,7 +247,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     consume(&rings)?;
     let mut forwarder = forwarder.borrow_mut();
     forwarder.drop_counts(&probes.drop_counts()?);
-    let unsent = forwarder.drain(SHUTDOWN_DRAIN)?;
+    let unsent = forwarder.drain(SHUTDOWN_DRAIN);
     if unsent > 0 {
         tracing::warn!(unsent, "the publisher did not take every queued datagram before shutdown");
     }
