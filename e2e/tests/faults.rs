@@ -88,9 +88,10 @@ async fn publisher_restarted_mid_stream() {
     tail_arrived(&seqs);
     // What the loader held while no publisher listened arrives too.
     assert!(seqs.len() as u64 >= ROUNDS - 20, "only {} of {ROUNDS} arrived", seqs.len());
-    assert!(loader.try_wait().expect("loader status").is_none(), "the loader kept running");
+    // The loader rode out the outage; it ends only because the traced process did.
     let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
     assert!(log.contains("lost the connection to the publisher") && log.contains("reconnected to the publisher"), "{log}");
+    assert!(log.contains(") exited: start the loader again for its successor"), "{log}");
 }
 
 /// The loader is killed: the publisher stays up and takes the next loader's stream.
@@ -107,4 +108,44 @@ async fn publisher_accepts_the_next_loader() {
     assert_eq!(second.fire().await[&Tracepoint::MempoolAdded], ROUNDS);
     assert_eq!(firing_numbers(&mut subscriber).await, (0..ROUNDS).collect::<Vec<_>>());
     assert!(publisher.try_wait().expect("publisher status").is_none(), "the publisher kept running");
+}
+
+/// The seed's inactivity rule, with its clock shortened: warn every `--idle-warn-secs`
+/// without events, exit at `--idle-exit-secs` unless `--no-idle-exit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_loader_warns_then_exits_unless_told_not_to() {
+    let nats = NatsServer::start().await;
+    let short = ["--idle-warn-secs", "1", "--idle-exit-secs", "3"];
+    // The simulator waits for its start signal: traced, alive, and silent.
+    let Pipeline { mut loader, simulator: _simulator, dir: _dir, publisher: _publisher, subscriber: _s } =
+        Pipeline::start_with(Launch::Direct, &nats, "mempool:added", 1, SEED, &[], &short).await;
+    let status = tokio::time::timeout(Duration::from_secs(10), loader.wait()).await.expect("exits in time").expect("status");
+    assert_eq!(status.code(), Some(1), "idle exit is a failure a supervisor restarts");
+    let log = e2e::read_stderr(&mut loader).await;
+    assert!(log.contains("no event from bitcoind for 1 s") && log.contains("no event from bitcoind for 2 s"), "{log}");
+    assert!(log.contains("for 3 s: is it still running and busy?"), "{log}");
+
+    let patient = [&short[..], &["--no-idle-exit"]].concat();
+    let Pipeline { mut loader, simulator: _simulator, dir: _dir, publisher: _publisher, subscriber: _s } =
+        Pipeline::start_with(Launch::Direct, &nats, "mempool:added", 1, SEED, &[], &patient).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(loader.try_wait().expect("loader status").is_none(), "--no-idle-exit keeps the loader running");
+    let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
+    assert!(log.contains("no event from bitcoind for 4 s"), "{log}");
+}
+
+/// A traced bitcoind that exits ends the loader, once it has handed on what it captured,
+/// with a message saying how to follow its successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loader_exits_after_its_bitcoind_with_everything_delivered() {
+    let nats = NatsServer::start().await;
+    let Pipeline { mut subscriber, simulator, mut loader, dir: _dir, publisher: _publisher } =
+        Pipeline::start_with(Launch::Direct, &nats, "mempool:added", ROUNDS, SEED, &[], &[]).await;
+    let simulator_pid = simulator.pid();
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], ROUNDS);
+    let status = tokio::time::timeout(Duration::from_secs(10), loader.wait()).await.expect("exits in time").expect("status");
+    assert_eq!(status.code(), Some(1));
+    let log = e2e::read_stderr(&mut loader).await;
+    assert!(log.contains(&format!("bitcoind (pid {simulator_pid}) exited: start the loader again")), "{log}");
+    assert_eq!(firing_numbers(&mut subscriber).await, (0..ROUNDS).collect::<Vec<_>>());
 }

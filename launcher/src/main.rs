@@ -242,6 +242,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
         (cli.no_validation_tracepoints, "--no-validation-tracepoints"),
         (cli.addrman_tracepoints, "--addrman-tracepoints"),
         (cli.libbpf_debug, "--libbpf-debug"),
+        (cli.no_idle_exit, "--no-idle-exit"),
     ] {
         if on {
             loader_cmd.arg(flag);
@@ -285,9 +286,6 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.no_idle_exit {
-        eprintln!("ebpf-extractor: --no-idle-exit: the extractor does not exit on inactivity in this version");
-    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).expect("install signal handler");

@@ -32,6 +32,8 @@ pub struct Forwarder {
     encoder: Encoder,
     /// Drops the loader itself counted.
     dropped: BTreeMap<(Tracepoint, DropCause), u64>,
+    /// Records taken off the rings so far.
+    records: u64,
 }
 
 /// How often a loader whose publisher went away tries to reach it again.
@@ -58,6 +60,7 @@ impl Forwarder {
             reconnect_at: Instant::now(),
             encoder: Encoder::new(queue_limit),
             dropped: BTreeMap::new(),
+            records: 0,
         })
     }
 
@@ -96,8 +99,14 @@ impl Forwarder {
         self.encoder.front().is_some()
     }
 
+    /// Records taken off the rings so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
     /// Queues one ring-buffer record (header + body).
     pub fn record(&mut self, raw: &[u8]) {
+        self.records += 1;
         let Some((tracepoint, ktime_ns, body)) = parse_header(raw) else {
             tracing::error!(len = raw.len(), "BPF record without a valid header: BPF object and loader disagree");
             return;

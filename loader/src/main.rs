@@ -30,6 +30,8 @@ use rustix::time::{clock_gettime, ClockId, Timespec};
 use forward::{ForwardError, Forwarder};
 use probes::{ProbeError, Probes, RingSizes};
 use target::{PidSource, Target, TargetError};
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
+use std::os::fd::AsFd;
 
 /// Hooks Bitcoin Core's tracepoints and forwards raw records to ebpf-publisher.
 #[derive(Parser)]
@@ -68,6 +70,15 @@ struct Cli {
     /// Print libbpf's debug output while loading and attaching
     #[arg(long)]
     libbpf_debug: bool,
+    /// Don't exit after 180 seconds without any event from bitcoind; only warn (every 60 s)
+    #[arg(short = 'i', long)]
+    no_idle_exit: bool,
+    /// Seconds without events before warning (for tests)
+    #[arg(long, default_value_t = 60, hide = true)]
+    idle_warn_secs: u64,
+    /// Seconds without events before exiting, unless --no-idle-exit (for tests)
+    #[arg(long, default_value_t = 180, hide = true)]
+    idle_exit_secs: u64,
     /// Bytes of the BPF ring buffer for P2P messages: a power of two, at least 8 MiB so
     /// that a 4 MiB message fits
     #[arg(long, default_value_t = 32 << 20, value_parser = parse_ring_size::<{ 8 << 20 }>)]
@@ -118,6 +129,12 @@ enum LoaderError {
     Privileges(std::io::Error),
     #[error("--send-queue-bytes {queue_limit} must exceed the two ring buffers together ({ring_bytes} bytes)")]
     QueueBelowRings { queue_limit: usize, ring_bytes: usize },
+    #[error("no event from bitcoind (pid {pid}) for {secs} s: is it still running and busy? Exiting so that a supervisor starts a fresh loader; --no-idle-exit only warns")]
+    Idle { pid: i32, secs: u64 },
+    #[error("bitcoind (pid {0}) exited: start the loader again for its successor (systemd does, through PartOf= and Restart=)")]
+    TargetExited(i32),
+    #[error("cannot watch bitcoind (pid {pid}) for its exit: {source}")]
+    WatchTarget { pid: i32, source: std::io::Error },
     #[error("every tracepoint category is switched off: nothing to hook")]
     NothingEnabled,
     #[error("cannot set up the BPF ring buffers: {0}")]
@@ -162,6 +179,10 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         (None, None) => unreachable!("clap requires one of them"),
     };
     let target = Target::resolve(&cli.bitcoind_path, pid)?;
+    // Readable once bitcoind exits: its probes then fire no more.
+    let target_exit = pidfd_open(Pid::from_raw(target.pid).ok_or(TargetError::NotRunning(target.pid))?, PidfdFlags::empty())
+        .map_err(|e| LoaderError::WatchTarget { pid: target.pid, source: e.into() })?;
+    let mut exited = false;
     let hello = Hello {
         loader_version: env!("CARGO_PKG_VERSION").into(),
         pid: target.pid as u32,
@@ -207,6 +228,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
 
     let mut last_counts = Vec::new();
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
+    let mut idle = Idle::new(Duration::from_secs(cli.idle_warn_secs));
     while !stop.load(Ordering::Relaxed) {
         // Take records off the rings only while the send queue can hold all they may contain;
         // otherwise they wait in the rings, whose overflow the BPF programs count.
@@ -214,6 +236,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         {
             let fw = forwarder.borrow();
             let mut fds = Vec::with_capacity(2);
+            fds.push(PollFd::from_borrowed_fd(target_exit.as_fd(), PollFlags::IN));
             if drain_rings {
                 fds.push(PollFd::from_borrowed_fd(rings_fd, PollFlags::IN));
             }
@@ -224,9 +247,23 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(LoaderError::Poll(e.into())),
             }
+            if fds[0].revents().contains(PollFlags::IN) {
+                exited = true;
+            }
         }
+        let taken = forwarder.borrow().records();
         if drain_rings {
             consume(&rings)?;
+        }
+        if exited {
+            break;
+        }
+        let quiet = forwarder.borrow().records() == taken;
+        if let Some(secs) = idle.tick(quiet) {
+            if !cli.no_idle_exit && secs >= cli.idle_exit_secs {
+                return Err(LoaderError::Idle { pid: target.pid, secs });
+            }
+            tracing::warn!(pid = target.pid, "no event from bitcoind for {secs} s");
         }
         if forwarder.borrow_mut().reconnect() {
             // A new publisher starts from zero: tell it the totals.
@@ -251,8 +288,40 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     if unsent > 0 {
         tracing::warn!(unsent, "the publisher did not take every queued datagram before shutdown");
     }
+    if exited {
+        return Err(LoaderError::TargetExited(target.pid));
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The seed's inactivity rule: a warning every `warn_after` without events; the caller gives
+/// up at the first warning past --idle-exit-secs, unless --no-idle-exit.
+struct Idle {
+    since: Instant,
+    next_warning: Duration,
+    warn_after: Duration,
+}
+
+impl Idle {
+    fn new(warn_after: Duration) -> Self {
+        Idle { since: Instant::now(), next_warning: warn_after, warn_after }
+    }
+
+    /// Called once per loop turn; returns the idle seconds when a warning is due.
+    fn tick(&mut self, quiet: bool) -> Option<u64> {
+        if !quiet {
+            self.since = Instant::now();
+            self.next_warning = self.warn_after;
+            return None;
+        }
+        let idle = self.since.elapsed();
+        if idle < self.next_warning {
+            return None;
+        }
+        self.next_warning += self.warn_after;
+        Some(idle.as_secs())
+    }
 }
 
 /// Hands every record in the rings to the forwarder (through the callbacks).
