@@ -3,6 +3,7 @@
 
 pub mod counters;
 pub mod decode;
+pub mod metrics;
 pub mod p2p;
 pub mod proto;
 pub mod server;

@@ -31,6 +31,9 @@ struct Cli {
     /// checked with SO_PEERCRED. Without it, anyone who may open the socket can inject events.
     #[arg(long, value_parser = parse_uid)]
     loader_uid: Option<u32>,
+    /// Serve the counters for Prometheus on this address (e.g. 127.0.0.1:9842); off by default
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
     /// Log level: trace, debug, info, warn, error
     #[arg(short = 'l', long, default_value = "info")]
     log_level: tracing::Level,
@@ -72,6 +75,8 @@ enum PublisherError {
     ActivationCount(usize),
     #[error("the socket passed by systemd is not a listening SOCK_SEQPACKET socket: use ListenSequentialPacket=")]
     ActivationType,
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics { address: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot install a signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -139,6 +144,13 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
         }
     };
     let counters = Arc::new(Counters::default());
+    if let Some(address) = cli.metrics_address {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| PublisherError::Metrics { address, source })?;
+        tracing::info!("metrics on http://{address}/metrics");
+        tokio::spawn(publisher::metrics::serve(listener, Arc::clone(&counters)));
+    }
     publisher::server::serve(listener, cli.loader_uid, nats.clone(), Arc::clone(&counters), shutdown).await;
     // Bounded: with NATS down, a flush would wait for the reconnection forever.
     match tokio::time::timeout(std::time::Duration::from_secs(5), nats.flush()).await {

@@ -1,0 +1,47 @@
+//! The publisher's counters, served for Prometheus, count what went through the pipeline.
+
+use std::io::{Read, Write};
+
+use e2e::{start_loader, start_publisher, NatsServer, Simulator, TempDir, LOADER_UID};
+use ipc_protocol::Tracepoint;
+
+fn scrape(address: &str) -> String {
+    let mut conn = std::net::TcpStream::connect(address).expect("connect to the metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("read response");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_was_published() {
+    const ROUNDS: u64 = 25;
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("metrics");
+    let socket = dir.path().join("publisher.sock");
+    // A free port: bound, then released for the publisher.
+    let address = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").to_string();
+    let _publisher =
+        start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address])
+            .await;
+    let simulator = Simulator::start("mempool:added,validation:block_connected", ROUNDS, 3);
+    let _loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
+    let fired = simulator.fire().await;
+    assert_eq!(fired[&Tracepoint::MempoolAdded], ROUNDS);
+
+    let want = [
+        format!("peer_observer_ebpf_published_total{{tracepoint=\"mempool:added\"}} {ROUNDS}"),
+        format!("peer_observer_ebpf_published_total{{tracepoint=\"validation:block_connected\"}} {ROUNDS}"),
+        "peer_observer_ebpf_lost_datagrams_total 0".to_string(),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let metrics = scrape(&address);
+        if want.iter().all(|line| metrics.lines().any(|l| l == line)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{want:?} not all in\n{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,122 @@
+//! The counters in Prometheus' text format, on a small HTTP endpoint (`--metrics-address`).
+//! Every request, whatever its path, gets the current counters; nothing is read from it but
+//! its head, so a client can neither change nor stall anything.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::counters::{Counters, Snapshot};
+
+const PREFIX: &str = "peer_observer_ebpf";
+
+/// Renders one counter family: `# TYPE` line, then a sample per label set.
+fn family(out: &mut String, name: &str, help: &str, samples: impl IntoIterator<Item = (String, u64)>) {
+    let _ = writeln!(out, "# HELP {PREFIX}_{name} {help}\n# TYPE {PREFIX}_{name} counter");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{PREFIX}_{name}{labels} {value}");
+    }
+}
+
+fn tp_label(tp: impl std::fmt::Display) -> String {
+    format!("{{tracepoint=\"{tp}\"}}")
+}
+
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let per_tp = |m: &std::collections::BTreeMap<ipc_protocol::Tracepoint, u64>| {
+        m.iter().map(|(tp, n)| (tp_label(tp), *n)).collect::<Vec<_>>()
+    };
+    family(&mut out, "published_total", "Events handed to NATS.", per_tp(&s.published));
+    family(
+        &mut out,
+        "invalid_records_total",
+        "Records refused by validation, dropped.",
+        s.invalid.iter().map(|((tp, reason), n)| (format!("{{tracepoint=\"{tp}\",reason=\"{reason}\"}}"), *n)),
+    );
+    family(
+        &mut out,
+        "anomalies_total",
+        "Published events with a truncated string, invalid UTF-8 or an undecodable payload.",
+        s.anomalies.iter().map(|((tp, kind), n)| (format!("{{tracepoint=\"{tp}\",kind=\"{kind}\"}}"), *n)),
+    );
+    family(&mut out, "publish_failed_total", "Events NATS refused, dropped.", per_tp(&s.publish_failed));
+    family(&mut out, "nats_unavailable_total", "Events dropped while NATS was unreachable and the client buffer full.", per_tp(&s.nats_unavailable));
+    family(&mut out, "over_max_payload_total", "Events over the NATS server's max_payload, dropped.", per_tp(&s.over_max_payload));
+    family(
+        &mut out,
+        "dropped_before_publisher_total",
+        "Events the BPF programs or the loader could not hand on, as the loader reports them.",
+        s.dropped_before.iter().map(|((tp, cause), n)| (format!("{{tracepoint=\"{tp}\",cause=\"{cause}\"}}"), *n)),
+    );
+    family(&mut out, "fragment_lost_total", "Fragmented records that arrived incomplete, dropped.", per_tp(&s.fragment_lost));
+    family(&mut out, "malformed_datagrams_total", "Datagrams from the loader refused whole.", [(String::new(), s.malformed_datagrams)]);
+    family(&mut out, "lost_datagrams_total", "Datagrams missing from the loader's sequence.", [(String::new(), s.lost_datagrams)]);
+    out
+}
+
+/// Answers scrapes until the process ends.
+pub async fn serve(listener: TcpListener, counters: Arc<Counters>) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, _)) => {
+                let counters = Arc::clone(&counters);
+                tokio::spawn(async move {
+                    // Bounded: a client that never finishes its request cannot hold a task.
+                    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), answer(conn, &counters)).await {
+                        tracing::debug!("metrics request failed: {e}");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!("metrics endpoint: accept failed: {e}"),
+        }
+    }
+}
+
+async fn answer(mut conn: TcpStream, counters: &Counters) -> std::io::Result<()> {
+    // Read the request head (up to 4 KiB); its content does not matter.
+    let mut head = vec![0u8; 4096];
+    let mut read = 0;
+    while read < head.len() && !head[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut head[read..]).await?;
+        if n == 0 {
+            break;
+        }
+        read += n;
+    }
+    let body = render(&counters.snapshot());
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(response.as_bytes()).await?;
+    conn.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_protocol::{DropCause, DropCount, Tracepoint};
+
+    #[test]
+    fn counters_render_in_prometheus_text_format() {
+        let counters = Counters::default();
+        counters.published(Tracepoint::MempoolAdded);
+        counters.published(Tracepoint::MempoolAdded);
+        counters.invalid(Tracepoint::MempoolRejected, "missing_nul");
+        counters.dropped_before(&[DropCount { tracepoint: Tracepoint::NetInboundMessage, cause: DropCause::RingFull, total: 7 }]);
+        let text = render(&counters.snapshot());
+        for line in [
+            "# TYPE peer_observer_ebpf_published_total counter",
+            "peer_observer_ebpf_published_total{tracepoint=\"mempool:added\"} 2",
+            "peer_observer_ebpf_invalid_records_total{tracepoint=\"mempool:rejected\",reason=\"missing_nul\"} 1",
+            "peer_observer_ebpf_dropped_before_publisher_total{tracepoint=\"net:inbound_message\",cause=\"ring_full\"} 7",
+            "peer_observer_ebpf_lost_datagrams_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
+        }
+    }
+}
