@@ -10,6 +10,8 @@ fi
 scripts/install-deps.sh
 # The end-to-end tests run the workspace's binaries, so build them first.
 cargo build --workspace --bins
+# Each fuzz target for a short, bounded time (scripts/fuzz.sh runs them longer).
+scripts/fuzz.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
