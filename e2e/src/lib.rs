@@ -375,6 +375,23 @@ pub async fn read_stderr(child: &mut Child) -> String {
     out
 }
 
+/// A loopback address with a free TCP port (bound, then released for a child to take).
+pub fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("bound address").to_string()
+}
+
+/// The publisher's counters, from its metrics endpoint at `address`.
+pub fn scrape_metrics(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(address).expect("connect to the metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send request");
+    let mut response = String::new();
+    conn.read_to_string(&mut response).expect("read response");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    response
+}
+
 /// Stops each child with SIGINT and returns their standard error, for a failure message.
 pub async fn stop_and_read_logs(children: &mut [&mut Child]) -> String {
     let mut logs = String::new();

@@ -1,18 +1,7 @@
 //! The publisher's counters, served for Prometheus, count what went through the pipeline.
 
-use std::io::{Read, Write};
-
-use e2e::{start_loader, start_publisher, NatsServer, Simulator, TempDir, LOADER_UID};
+use e2e::{free_address, scrape_metrics, start_loader, start_publisher, NatsServer, Simulator, TempDir, LOADER_UID};
 use ipc_protocol::Tracepoint;
-
-fn scrape(address: &str) -> String {
-    let mut conn = std::net::TcpStream::connect(address).expect("connect to the metrics endpoint");
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send request");
-    let mut response = String::new();
-    conn.read_to_string(&mut response).expect("read response");
-    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
-    response
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_published() {
@@ -20,8 +9,7 @@ async fn metrics_count_what_was_published() {
     let nats = NatsServer::start().await;
     let dir = TempDir::new("metrics");
     let socket = dir.path().join("publisher.sock");
-    // A free port: bound, then released for the publisher.
-    let address = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").to_string();
+    let address = free_address();
     let _publisher =
         start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address])
             .await;
@@ -37,7 +25,7 @@ async fn metrics_count_what_was_published() {
     ];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let metrics = scrape(&address);
+        let metrics = scrape_metrics(&address);
         if want.iter().all(|line| metrics.lines().any(|l| l == line)) {
             break;
         }

@@ -2,9 +2,8 @@
 //! cause, exactly, per tracepoint.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 
-use e2e::{start_loader, start_publisher, NatsServer, Pipeline, Simulator, TempDir, LOADER_UID};
+use e2e::{free_address, scrape_metrics, start_loader, start_publisher, NatsServer, Pipeline, Simulator, TempDir, LOADER_UID};
 use ipc_protocol::Tracepoint;
 
 /// `peer_observer_ebpf_<family>{tracepoint="..."...} N` summed per tracepoint.
@@ -20,14 +19,6 @@ fn per_tracepoint(metrics: &str, family: &str) -> BTreeMap<String, u64> {
     sums
 }
 
-fn scrape(address: &str) -> String {
-    let mut conn = std::net::TcpStream::connect(address).expect("connect to the metrics endpoint");
-    conn.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").expect("send request");
-    let mut response = String::new();
-    conn.read_to_string(&mut response).expect("read response");
-    response
-}
-
 /// Bitcoin Core's twelve tracepoints fired as fast as the simulator can, into rings far
 /// smaller than the defaults: fired = published + dropped, per tracepoint, with drops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +27,7 @@ async fn fired_equals_published_plus_counted_drops() {
     let nats = NatsServer::start().await;
     let dir = TempDir::new("overload");
     let socket = dir.path().join("publisher.sock");
-    let address = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").to_string();
+    let address = free_address();
     let _publisher =
         start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address])
             .await;
@@ -49,7 +40,7 @@ async fn fired_equals_published_plus_counted_drops() {
 
     let mut last = String::new();
     for _ in 0..100 {
-        let metrics = scrape(&address);
+        let metrics = scrape_metrics(&address);
         let published = per_tracepoint(&metrics, "published_total");
         let mut accounted = published.clone();
         for family in ["dropped_before_publisher_total", "invalid_records_total", "publish_failed_total", "nats_unavailable_total", "over_max_payload_total", "fragment_lost_total"] {
