@@ -375,6 +375,13 @@ pub async fn read_stderr(child: &mut Child) -> String {
     out
 }
 
+/// The counts of the publisher's closing `stopped: ...` line in its log.
+pub fn closing_line(log: &str) -> &str {
+    log.lines()
+        .find_map(|line| line.split_once("stopped: ").map(|(_, counts)| counts))
+        .unwrap_or_else(|| panic!("no `stopped:` line in {log}"))
+}
+
 /// A loopback address with a free TCP port (bound, then released for a child to take).
 pub fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");

@@ -11,8 +11,8 @@ use publisher::proto::event::{event::PeerObserverEvent, Event};
 
 /// The `name=N` counts of the publisher's closing `stopped: ...` line.
 fn closing_counts(log: &str) -> BTreeMap<String, u64> {
-    let line = log.lines().find_map(|l| l.split_once("stopped: ").map(|(_, c)| c)).unwrap_or_else(|| panic!("no `stopped:` in {log}"));
-    line.split_whitespace()
+    e2e::closing_line(log)
+        .split_whitespace()
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.parse().expect("a count")))
         .collect()

@@ -53,11 +53,7 @@ async fn fire_and_check(
     std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
     assert!(publisher.wait().await.expect("publisher exits").success(), "publisher stops cleanly on SIGINT");
     let log = e2e::read_stderr(&mut publisher).await;
-    let stopped = log
-        .lines()
-        .find_map(|line| line.split_once("stopped: ").map(|(_, counts)| counts.to_string()))
-        .unwrap_or_else(|| panic!("no `stopped:` line in {log}"));
-    (arrived, stopped)
+    (arrived, e2e::closing_line(&log).to_string())
 }
 
 /// The `<tracepoint>/undecodable_<command>=N` counts of a `stopped:` line.
