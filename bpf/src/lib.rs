@@ -8,3 +8,9 @@ mod skel {
 }
 
 pub use skel::*;
+
+/// `src/bpf/noop.bpf.c`: one program that does nothing, for the benchmark's floor.
+pub mod noop {
+    #![allow(clippy::all, non_camel_case_types, non_upper_case_globals, dead_code, unused_imports)]
+    include!(concat!(env!("OUT_DIR"), "/noop.skel.rs"));
+}

@@ -184,6 +184,16 @@ pub async fn start_publisher(nats_address: &str, socket: &Path, extra_args: &[&s
     child
 }
 
+/// What a simulator run fired.
+pub struct Firing {
+    /// Firings a tracer saw, per tracepoint.
+    pub fired: BTreeMap<Tracepoint, u64>,
+    /// Firings no tracer saw, all tracepoints together.
+    pub untraced: u64,
+    /// Nanoseconds spent at the probe sites (preparing the arguments included), all firings.
+    pub fire_ns: u64,
+}
+
 pub struct Simulator {
     pub child: Child,
     stdin: Option<ChildStdin>,
@@ -213,7 +223,12 @@ impl Simulator {
     }
 
     /// Lets it fire and returns how many firings of each tracepoint a tracer saw.
-    pub async fn fire(mut self) -> BTreeMap<Tracepoint, u64> {
+    pub async fn fire(self) -> BTreeMap<Tracepoint, u64> {
+        self.fire_timed().await.fired
+    }
+
+    /// Like [`Simulator::fire`], with the firings no tracer saw and the time they took.
+    pub async fn fire_timed(mut self) -> Firing {
         let mut stdin = self.stdin.take().expect("fire once");
         stdin.write_all(b"go\n").await.expect("start simulator");
         drop(stdin);
@@ -222,18 +237,20 @@ impl Simulator {
             .expect("simulator finished in time")
             .expect("simulator output");
         assert!(out.status.success(), "simulator failed: {:?}", out.status);
-        String::from_utf8_lossy(&out.stdout)
+        let (mut fire_ns, mut untraced) = (0, 0);
+        let fired = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|line| {
-                let (name, rest) = line.split_once(' ').expect("`<tracepoint> fired=N ...`");
-                let fired = rest
-                    .split(' ')
-                    .find_map(|kv| kv.strip_prefix("fired="))
-                    .and_then(|n| n.parse().ok())
-                    .expect("fired=N");
-                (Tracepoint::from_full_name(name).expect("known tracepoint"), fired)
+                let (name, rest) = line.split_once(' ').expect("`<tracepoint> fired=N untraced=N fire_ns=N`");
+                let field = |key: &str| -> u64 {
+                    rest.split(' ').find_map(|kv| kv.strip_prefix(key)).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{key}N in {line}"))
+                };
+                fire_ns = field("fire_ns=");
+                untraced += field("untraced=");
+                (Tracepoint::from_full_name(name).expect("known tracepoint"), field("fired="))
             })
-            .collect()
+            .collect();
+        Firing { fired, untraced, fire_ns }
     }
 }
 

@@ -42,7 +42,9 @@ fn status(pid: u32) -> BTreeMap<String, String> {
 async fn seed_command_runs_privilege_separated_end_to_end() {
     let nats = NatsServer::start().await;
     let dir = TempDir::new("launcher");
-    let simulator = Simulator::start("default", 5, 31);
+    // It stays up after firing, as bitcoind would: with a fixed --bitcoind-pid, ebpf-extractor
+    // ends with its bitcoind.
+    let simulator = Simulator::start_with("default", 5, 31, &["--linger", "3"]);
     let notify_path = dir.path().join("notify.sock");
     let notify = notify_socket(&notify_path);
     let client = async_nats::connect(&nats.address).await.unwrap();
@@ -79,9 +81,8 @@ async fn seed_command_runs_privilege_separated_end_to_end() {
     assert_eq!(publisher["NoNewPrivs"], "1");
     assert_eq!(loader["NoNewPrivs"], "1");
 
-    let fired = simulator.fire().await;
-    let total: u64 = fired.values().sum();
-    assert_eq!(total, 5 * 12);
+    let firing = tokio::spawn(simulator.fire());
+    let total = 5 * 12;
     let events = receive(&mut subscriber, total as usize).await;
     assert_eq!(events.len() as u64, total);
     let mut seqs = BTreeMap::<Tracepoint, u64>::new();
@@ -97,6 +98,79 @@ async fn seed_command_runs_privilege_separated_end_to_end() {
     std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), launcher.wait()).await.expect("stops in time").unwrap();
     assert!(status.success(), "{status}");
+    assert_eq!(firing.await.unwrap().values().sum::<u64>(), total);
+}
+
+/// bitcoind restarts (new pid, pid file rewritten): the events of the new process arrive
+/// without restarting ebpf-extractor, which starts a fresh loader for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_command_follows_a_restarted_bitcoind_through_its_pid_file() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("launcher-restart");
+    let pid_file = dir.path().join("bitcoind.pid");
+    let first = Simulator::start("mempool:added", 3, 41);
+    std::fs::write(&pid_file, format!("{}\n", first.pid())).unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = notify_socket(&notify_path);
+    let client = async_nats::connect(&nats.address).await.unwrap();
+    let mut subscriber = client.subscribe("*").await.unwrap();
+    client.flush().await.unwrap();
+    let mut launcher = Command::new(&bins().launcher)
+        .args(["--nats-address", &nats.address])
+        .arg("--bitcoind-path")
+        .arg(&bins().simulator)
+        .arg("--bitcoind-pid-file")
+        .arg(&pid_file)
+        .args(["--publisher-user", "nobody", "--loader-user", LOADER_UID])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ebpf-extractor");
+    wait_ready(&notify, &mut launcher, "ebpf-extractor").await;
+    let first_loader = children(launcher.id().unwrap())["ebpf-loader"];
+
+    // bitcoind stops (removing its pid file) and a new one starts and writes its own.
+    assert_eq!(first.fire().await[&Tracepoint::MempoolAdded], 3);
+    std::fs::remove_file(&pid_file).unwrap();
+    let second = Simulator::start("mempool:added", 4, 42);
+    let second_pid = second.pid();
+    std::fs::write(&pid_file, format!("{second_pid}\n")).unwrap();
+    // A loader that dropped its capabilities has attached.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let kids = children(launcher.id().expect("ebpf-extractor still running"));
+        if let Some(&loader) = kids.get("ebpf-loader").filter(|pid| **pid != first_loader) {
+            if status(loader).get("CapEff").map(String::as_str) == Some("0000000000000000") {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no loader attached to the restarted bitcoind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(second.fire().await[&Tracepoint::MempoolAdded], 4);
+
+    let events = receive(&mut subscriber, 7).await;
+    let got: Vec<_> = events
+        .into_iter()
+        .map(|(subject, event)| match event.peer_observer_event {
+            Some(PeerObserverEvent::EbpfExtractor(ebpf)) => (subject, ebpf),
+            None => panic!("empty event"),
+        })
+        .collect();
+    let want: Vec<_> = [(41, 0..3), (42, 0..4)]
+        .into_iter()
+        .flat_map(|(seed, seqs)| seqs.map(move |seq| expect::event(Tracepoint::MempoolAdded, seed, seq)))
+        .map(|(subject, ebpf)| (subject.to_string(), ebpf))
+        .collect();
+    assert_eq!(got, want);
+
+    let pid = launcher.id().unwrap().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), launcher.wait()).await.expect("stops in time").unwrap();
+    assert!(status.success(), "{status}");
+    let log = e2e::read_stderr(&mut launcher).await;
+    assert!(log.contains(&format!("following the restarted bitcoind (pid {second_pid})")), "{log}");
 }
 
 #[tokio::test]

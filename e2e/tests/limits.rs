@@ -40,7 +40,7 @@ async fn events_over_max_payload_are_counted_and_named() {
     assert!(status.success(), "publisher stops cleanly on SIGINT: {status}");
     let log = e2e::read_stderr(&mut publisher).await;
     assert!(
-        log.contains(&format!("exceeds the NATS server's max_payload of {MAX_PAYLOAD} bytes"))
+        log.contains(&format!("{} events each exceeds the NATS server's max_payload of {MAX_PAYLOAD} bytes", too_big.len()))
             && log.contains("set `max_payload: 5242880`"),
         "{log}"
     );

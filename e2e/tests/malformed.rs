@@ -90,4 +90,9 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     for counted in ["invalid=2", "malformed_datagrams=1", "lost_datagrams=1", "fragment_lost=1"] {
         assert!(log.contains(counted), "{counted} missing from: {log}");
     }
+    assert!(log.contains("malformed datagram from the loader, dropped: "), "the reason is logged: {log}");
+    let warning = log.lines().find(|l| l.contains("events lost since the last report: ")).unwrap_or_else(|| panic!("{log}"));
+    for grown in ["lost_datagrams +1", "malformed_datagrams +1", "mempool:rejected fragment_lost +1"] {
+        assert!(warning.contains(grown), "{grown} missing from: {warning}");
+    }
 }

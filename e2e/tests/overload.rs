@@ -28,7 +28,7 @@ async fn fired_equals_published_plus_counted_drops() {
     let dir = TempDir::new("overload");
     let socket = dir.path().join("publisher.sock");
     let address = free_address();
-    let _publisher =
+    let mut publisher =
         start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address])
             .await;
     let simulator = Simulator::start("default", ROUNDS, 9);
@@ -56,6 +56,17 @@ async fn fired_equals_published_plus_counted_drops() {
                 let name = tp.to_string();
                 eprintln!("{name}: fired {} = published {} + counted {}", want[&name], published.get(&name).unwrap_or(&0), accounted[&name] - published.get(&name).unwrap_or(&0));
             }
+            // Each drop was warned about, but in a line per interval, not per event.
+            let log = e2e::stop_and_read_logs(&mut [&mut publisher]).await;
+            let warnings: Vec<&str> = log.lines().filter(|l| l.contains("events lost since the last report: ")).collect();
+            assert!((1..=3).contains(&warnings.len()), "{log}");
+            let warned: u64 = warnings
+                .iter()
+                .flat_map(|line| line.split(", "))
+                .filter(|item| item.contains(" ring_full +"))
+                .map(|item| item.rsplit('+').next().and_then(|n| n.split(';').next()?.parse::<u64>().ok()).expect("+N"))
+                .sum();
+            assert_eq!(warned, drops, "{log}");
             return;
         }
         last = metrics;

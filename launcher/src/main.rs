@@ -227,35 +227,21 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     )?;
     wait_ready(&publisher_notify, &mut publisher, "ebpf-publisher")?;
 
-    let mut loader_cmd = Command::new(sibling("ebpf-loader"));
-    loader_cmd.arg("--bitcoind-path").arg(&cli.bitcoind_path).arg("--socket").arg(&socket);
-    loader_cmd.args(["--log-level", &log_level]);
-    match (&cli.bitcoind_pid, &cli.bitcoind_pid_file) {
-        (Some(pid), _) => loader_cmd.args(["--bitcoind-pid", &pid.to_string()]),
-        (None, Some(file)) => loader_cmd.arg("--bitcoind-pid-file").arg(file),
-        (None, None) => unreachable!("clap requires one of them"),
+    let loader_notify = notify_socket(&dir.0, "loader-notify.sock")?;
+    let start_loader = || -> Result<Child, LaunchError> {
+        let mut loader = spawn(&mut loader_command(cli, &socket, &log_level), loader_user, CapabilitySet::BPF | CapabilitySet::PERFMON, &loader_notify.1, "ebpf-loader")?;
+        wait_ready(&loader_notify.0, &mut loader, "ebpf-loader").map(|()| loader)
     };
-    for (on, flag) in [
-        (cli.no_p2pmsg_tracepoints, "--no-p2pmsg-tracepoints"),
-        (cli.no_connection_tracepoints, "--no-connection-tracepoints"),
-        (cli.no_mempool_tracepoints, "--no-mempool-tracepoints"),
-        (cli.no_validation_tracepoints, "--no-validation-tracepoints"),
-        (cli.addrman_tracepoints, "--addrman-tracepoints"),
-        (cli.libbpf_debug, "--libbpf-debug"),
-        (cli.no_idle_exit, "--no-idle-exit"),
-    ] {
-        if on {
-            loader_cmd.arg(flag);
-        }
-    }
-    let (loader_notify, loader_notify_path) = notify_socket(&dir.0, "loader-notify.sock")?;
-    let mut loader = match spawn(&mut loader_cmd, loader_user, CapabilitySet::BPF | CapabilitySet::PERFMON, &loader_notify_path, "ebpf-loader")
-        .and_then(|mut loader| wait_ready(&loader_notify, &mut loader, "ebpf-loader").map(|()| loader))
-    {
+    let stop_publisher = |mut publisher: Child| {
+        signal(&publisher, rustix::process::Signal::TERM);
+        let _ = publisher.wait();
+    };
+    // The pid a restarted bitcoind must not have: the one the running loader traces.
+    let mut traced = cli.bitcoind_pid_file.as_deref().and_then(read_pid);
+    let mut loader = match start_loader() {
         Ok(loader) => loader,
         Err(e) => {
-            signal(&publisher, rustix::process::Signal::TERM);
-            let _ = publisher.wait();
+            stop_publisher(publisher);
             return Err(e);
         }
     };
@@ -268,8 +254,36 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
             break ExitCode::SUCCESS;
         }
         if let Ok(Some(status)) = loader.try_wait() {
-            eprintln!("ebpf-extractor: ebpf-loader exited ({status})");
-            break ExitCode::FAILURE;
+            let Some(file) = cli.bitcoind_pid_file.as_deref().filter(|_| status.code() == Some(LOADER_BITCOIND_EXITED)) else {
+                eprintln!("ebpf-extractor: ebpf-loader exited ({status})");
+                if status.code() == Some(LOADER_BITCOIND_EXITED) {
+                    eprintln!("ebpf-extractor: bitcoind exited: to follow its restarts, pass --bitcoind-pid-file instead of --bitcoind-pid");
+                }
+                break ExitCode::FAILURE;
+            };
+            eprintln!("ebpf-extractor: bitcoind exited: waiting for {} to name its successor", file.display());
+            match wait_for_successor(file, traced, stop, cli.no_idle_exit) {
+                Successor::Found(pid) => {
+                    traced = Some(pid);
+                    loader = match start_loader() {
+                        Ok(loader) => loader,
+                        Err(e) => {
+                            stop_publisher(publisher);
+                            return Err(e);
+                        }
+                    };
+                    eprintln!("ebpf-extractor: following the restarted bitcoind (pid {pid})");
+                    continue;
+                }
+                Successor::Stopped => break ExitCode::SUCCESS,
+                Successor::GaveUp(secs) => {
+                    eprintln!(
+                        "ebpf-extractor: error: no bitcoind for {secs} s ({} names no running process): exiting; --no-idle-exit waits without limit",
+                        file.display()
+                    );
+                    break ExitCode::FAILURE;
+                }
+            }
         }
         if let Ok(Some(status)) = publisher.try_wait() {
             eprintln!("ebpf-extractor: ebpf-publisher exited ({status})");
@@ -279,9 +293,75 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     };
     signal(&loader, rustix::process::Signal::TERM);
     let _ = loader.wait();
-    signal(&publisher, rustix::process::Signal::TERM);
-    let _ = publisher.wait();
+    stop_publisher(publisher);
     Ok(code)
+}
+
+fn loader_command(cli: &Cli, socket: &Path, log_level: &str) -> Command {
+    let mut cmd = Command::new(sibling("ebpf-loader"));
+    cmd.arg("--bitcoind-path").arg(&cli.bitcoind_path).arg("--socket").arg(socket);
+    cmd.args(["--log-level", log_level]);
+    match (&cli.bitcoind_pid, &cli.bitcoind_pid_file) {
+        (Some(pid), _) => cmd.args(["--bitcoind-pid", &pid.to_string()]),
+        (None, Some(file)) => cmd.arg("--bitcoind-pid-file").arg(file),
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    for (on, flag) in [
+        (cli.no_p2pmsg_tracepoints, "--no-p2pmsg-tracepoints"),
+        (cli.no_connection_tracepoints, "--no-connection-tracepoints"),
+        (cli.no_mempool_tracepoints, "--no-mempool-tracepoints"),
+        (cli.no_validation_tracepoints, "--no-validation-tracepoints"),
+        (cli.addrman_tracepoints, "--addrman-tracepoints"),
+        (cli.libbpf_debug, "--libbpf-debug"),
+        (cli.no_idle_exit, "--no-idle-exit"),
+    ] {
+        if on {
+            cmd.arg(flag);
+        }
+    }
+    cmd
+}
+
+/// ebpf-loader's exit status when the bitcoind it traced exited (its `EXIT_BITCOIND_EXITED`).
+const LOADER_BITCOIND_EXITED: i32 = 3;
+/// The seed's inactivity rule, applied while no bitcoind runs: warn every minute, give up
+/// after three unless --no-idle-exit.
+const IDLE_WARN: Duration = Duration::from_secs(60);
+const IDLE_EXIT: Duration = Duration::from_secs(180);
+
+fn read_pid(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok().filter(|pid| *pid > 0)
+}
+
+enum Successor {
+    Found(i32),
+    Stopped,
+    GaveUp(u64),
+}
+
+/// Waits until the pid file names a running process other than `previous`: bitcoind removes
+/// its pid file when it stops and writes a new one when it starts again.
+fn wait_for_successor(file: &Path, previous: Option<i32>, stop: &AtomicBool, no_idle_exit: bool) -> Successor {
+    let since = Instant::now();
+    let mut next_warning = IDLE_WARN;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Successor::Stopped;
+        }
+        let running = |pid: &i32| Some(*pid) != previous && Path::new(&format!("/proc/{pid}")).exists();
+        if let Some(pid) = read_pid(file).filter(running) {
+            return Successor::Found(pid);
+        }
+        let waited = since.elapsed();
+        if waited >= next_warning {
+            if !no_idle_exit && waited >= IDLE_EXIT {
+                return Successor::GaveUp(waited.as_secs());
+            }
+            eprintln!("ebpf-extractor: no bitcoind for {} s: still waiting for {}", waited.as_secs(), file.display());
+            next_warning += IDLE_WARN;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn main() -> ExitCode {

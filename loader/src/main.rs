@@ -2,10 +2,12 @@
 //!
 //! Start-up: resolve the traced process, connect to the publisher and send the hello, load and
 //! attach the BPF programs, drop every capability. Steady state, the only syscalls: `poll` on
-//! the ring buffers and the socket (wait for records or for room to send), `send` on the
-//! publisher socket (forward them), `bpf` map lookups once a second (read the drop counters),
-//! and `write` to stderr (logs). It never parses P2P payloads and reads nothing from the
-//! publisher.
+//! the ring buffers, the socket and a pidfd of bitcoind (wait for records, for room to send,
+//! for bitcoind's exit), `send` on the publisher socket (forward them), `socket` and `connect`
+//! once a second while the publisher is gone (reconnect), `bpf` map lookups once a second
+//! (read the drop counters), and `write` to stderr (logs). Stopping: `close` on the probes'
+//! link fds (detach), then the same draining. It never parses P2P payloads and reads nothing
+//! from the publisher.
 
 mod forward;
 mod probes;
@@ -131,7 +133,7 @@ enum LoaderError {
     QueueBelowRings { queue_limit: usize, ring_bytes: usize },
     #[error("no event from bitcoind (pid {pid}) for {secs} s: is it still running and busy? Exiting so that a supervisor starts a fresh loader; --no-idle-exit only warns")]
     Idle { pid: i32, secs: u64 },
-    #[error("bitcoind (pid {0}) exited: start the loader again for its successor (systemd does, through PartOf= and Restart=)")]
+    #[error("bitcoind (pid {0}) exited: start the loader again for its successor (ebpf-extractor does when given --bitcoind-pid-file; systemd does, through Restart=)")]
     TargetExited(i32),
     #[error("cannot watch bitcoind (pid {pid}) for its exit: {source}")]
     WatchTarget { pid: i32, source: std::io::Error },
@@ -143,8 +145,17 @@ enum LoaderError {
     Poll(std::io::Error),
 }
 
+/// Exit status when the traced bitcoind exited, so that a supervisor can tell "follow its
+/// successor" from a failure; `ebpf-extractor` relies on it.
+const EXIT_BITCOIND_EXITED: u8 = 3;
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
+/// How long `poll` waits while bitcoind is quiet.
 const POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+/// The BPF programs wake the loader at most once per millisecond (WAKEUP_INTERVAL_NS); for
+/// ACTIVE after the last record, the loader looks every millisecond instead of waiting to be
+/// woken, so that records submitted without a wakeup are taken within about a millisecond.
+const ACTIVE_POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+const ACTIVE: Duration = Duration::from_millis(5);
 /// How long a stopping loader waits for the publisher to take what it still holds.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
@@ -200,7 +211,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
 
     let mut storage = MaybeUninit::uninit();
     let rings = RingSizes { messages: cli.message_ring_bytes, events: cli.event_ring_bytes };
-    let probes = Probes::attach(&mut storage, &target, &enabled, rings)?;
+    let mut probes = Probes::attach(&mut storage, &target, &enabled, rings)?;
     tracing::info!(
         pid = target.pid,
         binary = %target.binary.display(),
@@ -229,6 +240,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let mut last_counts = Vec::new();
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
     let mut idle = Idle::new(Duration::from_secs(cli.idle_warn_secs));
+    let mut last_record = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         // Take records off the rings only while the send queue can hold all they may contain;
         // otherwise they wait in the rings, whose overflow the BPF programs count.
@@ -243,7 +255,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             if let Some(sock) = fw.socket().filter(|_| fw.wants_to_send()) {
                 fds.push(PollFd::from_borrowed_fd(sock, PollFlags::OUT));
             }
-            match poll(&mut fds, Some(&POLL_TIMEOUT)) {
+            let timeout = if last_record.elapsed() < ACTIVE { &ACTIVE_POLL_TIMEOUT } else { &POLL_TIMEOUT };
+            match poll(&mut fds, Some(timeout)) {
                 Ok(_) | Err(Errno::INTR) => {}
                 Err(e) => return Err(LoaderError::Poll(e.into())),
             }
@@ -259,6 +272,9 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             break;
         }
         let quiet = forwarder.borrow().records() == taken;
+        if !quiet {
+            last_record = Instant::now();
+        }
         if let Some(secs) = idle.tick(quiet) {
             if !cli.no_idle_exit && secs >= cli.idle_exit_secs {
                 return Err(LoaderError::Idle { pid: target.pid, secs });
@@ -280,7 +296,10 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             }
         }
     }
-    // Hand on what is still in the rings before detaching.
+    // Detach first, so that nothing is captured that would never be read; then hand on
+    // everything the rings hold.
+    probes.links.clear();
+    tracing::info!("detached: handing on what the rings hold");
     consume(&rings)?;
     let mut forwarder = forwarder.borrow_mut();
     forwarder.drop_counts(&probes.drop_counts()?);
@@ -378,7 +397,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ebpf-loader: error: {e}");
-            ExitCode::FAILURE
+            match e {
+                LoaderError::TargetExited(_) => ExitCode::from(EXIT_BITCOIND_EXITED),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -36,8 +36,12 @@ pub struct RingSizes {
 }
 
 pub struct Probes<'obj> {
+    /// One per attached program; clearing it detaches them all (`close` on the link fds,
+    /// which needs no capability), while the rings keep what was captured until read.
+    /// Declared first so that it drops first: a USDT link refers to the object's USDT
+    /// manager, which dropping `skel` frees.
+    pub links: Vec<Link>,
     pub skel: ExtractorSkel<'obj>,
-    _links: Vec<Link>,
 }
 
 impl<'obj> Probes<'obj> {
@@ -78,7 +82,7 @@ impl<'obj> Probes<'obj> {
                 })?;
             links.push(link);
         }
-        Ok(Probes { skel, _links: links })
+        Ok(Probes { links, skel })
     }
 
     /// Totals of the BPF drop counters, summed over CPUs, for the non-zero ones.

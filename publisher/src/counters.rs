@@ -1,5 +1,5 @@
 //! What happened to every event that reached the publisher, and what the loader reports as
-//! dropped before it. Logged at exit; exported for scraping by a later change.
+//! dropped before it. Logged as it grows and at exit; served on `--metrics-address`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -57,15 +57,8 @@ impl Counters {
         self.with(|c| *c.publish_failed.entry(tp).or_default() += 1);
     }
 
-    /// Counts one and returns the tracepoint's total.
-    pub fn nats_unavailable(&self, tp: Tracepoint) -> u64 {
-        let mut total = 0;
-        self.with(|c| {
-            let n = c.nats_unavailable.entry(tp).or_default();
-            *n += 1;
-            total = *n;
-        });
-        total
+    pub fn nats_unavailable(&self, tp: Tracepoint) {
+        self.with(|c| *c.nats_unavailable.entry(tp).or_default() += 1);
     }
 
     pub fn over_max_payload(&self, tp: Tracepoint) {
@@ -101,6 +94,32 @@ impl Counters {
 
     pub fn snapshot(&self) -> Snapshot {
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+}
+
+impl Snapshot {
+    /// Every loss counter by the name a log line gives it, e.g. `mempool:added ring_full`.
+    pub fn losses(&self) -> BTreeMap<String, u64> {
+        let mut losses = BTreeMap::new();
+        for ((tp, reason), n) in &self.invalid {
+            losses.insert(format!("{tp} invalid_{reason}"), *n);
+        }
+        for ((tp, cause), n) in &self.dropped_before {
+            losses.insert(format!("{tp} {cause}"), *n);
+        }
+        for (cause, per_tp) in [
+            ("publish_failed", &self.publish_failed),
+            ("nats_unavailable", &self.nats_unavailable),
+            ("over_max_payload", &self.over_max_payload),
+            ("fragment_lost", &self.fragment_lost),
+        ] {
+            for (tp, n) in per_tp {
+                losses.insert(format!("{tp} {cause}"), *n);
+            }
+        }
+        losses.insert("malformed_datagrams".into(), self.malformed_datagrams);
+        losses.insert("lost_datagrams".into(), self.lost_datagrams);
+        losses
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod counters;
 pub mod decode;
+pub mod loss_log;
 pub mod metrics;
 pub mod p2p;
 pub mod proto;

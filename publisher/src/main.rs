@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use publisher::counters::Counters;
+use publisher::loss_log::{self, LossLog};
 use rustix::net::SocketType;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_seqpacket::UnixSeqpacketListener;
@@ -151,7 +152,16 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
         tracing::info!("metrics on http://{address}/metrics");
         tokio::spawn(publisher::metrics::serve(listener, Arc::clone(&counters)));
     }
-    publisher::server::serve(listener, cli.loader_uid, nats.clone(), Arc::clone(&counters), shutdown).await;
+    let serving = publisher::server::serve(listener, cli.loader_uid, nats.clone(), Arc::clone(&counters), shutdown);
+    tokio::pin!(serving);
+    let mut loss_log = LossLog::default();
+    let mut report = tokio::time::interval(loss_log::INTERVAL);
+    loop {
+        tokio::select! {
+            () = &mut serving => break,
+            _ = report.tick() => loss_log.report(&counters.snapshot(), nats.server_info().max_payload),
+        }
+    }
     // Bounded: with NATS down, a flush would wait for the reconnection forever.
     match tokio::time::timeout(std::time::Duration::from_secs(5), nats.flush()).await {
         Ok(Ok(())) => {}
@@ -161,6 +171,7 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
     if bound_here {
         let _ = std::fs::remove_file(&cli.socket);
     }
+    loss_log.report(&counters.snapshot(), nats.server_info().max_payload);
     tracing::info!("stopped: {}", counters.snapshot());
     Ok(())
 }

@@ -97,13 +97,14 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -
         "loader connected"
     );
     let mut reassembler = Reassembler::default();
+    let mut malformed = 0;
     loop {
         let datagram = match recv(&conn, &mut buf).await {
             Ok(Some(datagram)) => datagram,
             Ok(None) => return Ok(()),
             Err(ConnectionError::Oversized) => {
-                tracing::warn!("oversized datagram from the loader, dropped");
-                counters.malformed_datagram();
+                malformed += 1;
+                refused(malformed, &ConnectionError::Oversized, counters);
                 continue;
             }
             Err(e) => return Err(e),
@@ -124,7 +125,7 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -
             }
             Ok(Datagram::DropCounts(counts)) => {
                 for (count, grown) in counters.dropped_before(&counts) {
-                    tracing::warn!(
+                    tracing::debug!(
                         tracepoint = %count.tracepoint,
                         cause = count.cause.as_str(),
                         total = count.total,
@@ -133,21 +134,36 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -
                 }
             }
             Err(e) => {
-                tracing::warn!("malformed datagram from the loader, dropped: {e}");
-                counters.malformed_datagram();
+                malformed += 1;
+                refused(malformed, &e, counters);
             }
         }
+    }
+}
+
+/// A connection's malformed datagrams are logged with their reason up to this many; beyond,
+/// a peer that keeps sending them only has them counted.
+const MALFORMED_LOGGED: u64 = 10;
+
+/// Counts the connection's `nth` malformed datagram and logs why it was refused.
+fn refused(nth: u64, reason: &dyn std::fmt::Display, counters: &Counters) {
+    counters.malformed_datagram();
+    if nth <= MALFORMED_LOGGED {
+        tracing::warn!("malformed datagram from the loader, dropped: {reason}");
+    }
+    if nth == MALFORMED_LOGGED {
+        tracing::warn!("further malformed datagrams on this connection are only counted");
     }
 }
 
 /// Logs and counts datagrams and fragmented records that never arrived whole.
 fn counted_loss(loss: Loss, counters: &Counters) {
     if loss.datagrams > 0 {
-        tracing::warn!(missing = loss.datagrams, "record datagrams missing from the loader's sequence");
+        tracing::debug!(missing = loss.datagrams, "record datagrams missing from the loader's sequence");
         counters.lost_datagrams(loss.datagrams);
     }
     for tp in loss.records {
-        tracing::warn!(tracepoint = %tp, "fragmented record incomplete or out of order, dropped");
+        tracing::debug!(tracepoint = %tp, "fragmented record incomplete or out of order, dropped");
         counters.fragment_lost(tp);
     }
 }
@@ -163,7 +179,7 @@ async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &C
     let decoded = match decode(record) {
         Ok(decoded) => decoded,
         Err(e) => {
-            tracing::warn!(tracepoint = %tp, "invalid record, dropped: {e}");
+            tracing::debug!(tracepoint = %tp, "invalid record, dropped: {e}");
             counters.invalid(tp, e.label());
             return;
         }
@@ -189,10 +205,8 @@ async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &C
         match tokio::time::timeout(Duration::ZERO, nats.publish(subject, payload.into())).await {
             Ok(published) => published,
             Err(_) => {
-                let total = counters.nats_unavailable(tp);
-                if total == 1 || total % 10_000 == 0 {
-                    tracing::warn!(tracepoint = %tp, total, "NATS unreachable and its client buffer full: events dropped");
-                }
+                tracing::debug!(tracepoint = %tp, "NATS unreachable and its client buffer full: event dropped");
+                counters.nats_unavailable(tp);
                 return;
             }
         }
@@ -200,16 +214,11 @@ async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &C
     match published {
         Ok(()) => counters.published(tp),
         Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-            tracing::warn!(
-                tracepoint = %tp,
-                "event of {size} bytes exceeds the NATS server's max_payload of {} bytes, dropped: \
-                 set `max_payload: {RECOMMENDED_MAX_PAYLOAD}` (5 MiB) in nats-server's configuration",
-                nats.server_info().max_payload
-            );
+            tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
             counters.over_max_payload(tp);
         }
         Err(e) => {
-            tracing::warn!(tracepoint = %tp, "publishing to NATS failed: {e}");
+            tracing::debug!(tracepoint = %tp, "publishing to NATS failed: {e}");
             counters.publish_failed(tp);
         }
     }

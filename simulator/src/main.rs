@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ipc_protocol::Tracepoint;
-use tracepoint_simulator::{args, Args, Workload};
+use tracepoint_simulator::{args, Args, Message, Workload};
 
 extern "C" {
     fn sim_net_inbound_message(id: i64, addr: *const c_char, conn_type: *const c_char, msg_type: *const c_char, size: usize, data: *const u8) -> bool;
@@ -63,6 +63,24 @@ struct Cli {
     /// invalid addresses, ...), each known type whose decoder can fail in turn.
     #[arg(long, conflicts_with = "message_size")]
     garbage: bool,
+    /// Stop firing after this many seconds, even before --count rounds (for benchmarks).
+    #[arg(long, value_name = "SECONDS")]
+    seconds: Option<f64>,
+    /// Ping nonces are the CLOCK_MONOTONIC nanoseconds of their firing, so that a subscriber
+    /// on this machine can measure each event's latency (for benchmarks; the values are then
+    /// not deterministic).
+    #[arg(long)]
+    ping_clock: bool,
+    /// Keep running this many seconds after the last firing, as bitcoind would, before
+    /// printing the counts and exiting (for benchmarks: records a tracer has not taken yet
+    /// when the traced process exits wait for the exit to complete).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    linger: f64,
+}
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {
@@ -158,11 +176,23 @@ fn main() -> ExitCode {
     let mut fired = vec![0u64; tracepoints.len()];
     let mut untraced = vec![0u64; tracepoints.len()];
     let period = (cli.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cli.rate));
+    let deadline = cli.seconds.map(Duration::from_secs_f64);
+    // Time spent at the probe sites, arguments' preparation included, for benchmarks.
+    let mut fire_ns = 0u128;
     let start = Instant::now();
     let mut seq = 0u64;
-    while (cli.count == 0 || seq < cli.count) && !stop.load(Ordering::Relaxed) {
+    while (cli.count == 0 || seq < cli.count) && !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| start.elapsed() < d) {
         for (i, tp) in tracepoints.iter().enumerate() {
-            if fire(*tp, &args(*tp, cli.seed, seq, &workload)) {
+            let mut args = args(*tp, cli.seed, seq, &workload);
+            if let Args::Message { message: message @ (Message::Ping(_) | Message::OldPing), .. } = &mut args {
+                if cli.ping_clock {
+                    *message = Message::Ping(monotonic_ns());
+                }
+            }
+            let hit = Instant::now();
+            let traced = fire(*tp, &args);
+            fire_ns += hit.elapsed().as_nanos();
+            if traced {
                 fired[i] += 1;
             } else {
                 untraced[i] += 1;
@@ -175,8 +205,9 @@ fn main() -> ExitCode {
             }
         }
     }
+    std::thread::sleep(Duration::from_secs_f64(cli.linger));
     for (i, tp) in tracepoints.iter().enumerate() {
-        println!("{tp} fired={} untraced={}", fired[i], untraced[i]);
+        println!("{tp} fired={} untraced={} fire_ns={fire_ns}", fired[i], untraced[i]);
     }
     ExitCode::SUCCESS
 }

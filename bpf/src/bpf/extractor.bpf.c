@@ -66,6 +66,30 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
 		*n += 1; /* per-CPU slot: no other writer */
 }
 
+/* Waking the loader is the dearest part of a hit for the traced thread: an irq_work and a
+ * context switch, on 2 cores often onto the traced thread's own CPU. So a record wakes the
+ * loader only when none did for WAKEUP_INTERVAL_NS or its ring is a quarter full; once woken,
+ * the loader polls every WAKEUP_INTERVAL_NS for as long as records keep coming, so none
+ * waits longer than about that. The timestamps race between CPUs, harmlessly: at worst one
+ * wakeup too many. */
+#define WAKEUP_INTERVAL_NS 1000000
+__u64 messages_woken_ns;
+__u64 events_woken_ns;
+
+static __always_inline __u64 wakeup(void *ring, __u64 *woken_ns)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	if (now - *woken_ns < WAKEUP_INTERVAL_NS &&
+	    bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) < bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 4)
+		return BPF_RB_NO_WAKEUP;
+	*woken_ns = now;
+	return BPF_RB_FORCE_WAKEUP;
+}
+
+#define SUBMIT_MESSAGE(e) bpf_ringbuf_submit(e, wakeup(&messages, &messages_woken_ns))
+#define SUBMIT_EVENT(e) bpf_ringbuf_submit(e, wakeup(&events, &events_woken_ns))
+
 static __always_inline void fill_header(struct record_header *hdr, enum tracepoint_id tp, __u32 len)
 {
 	hdr->ktime_ns = bpf_ktime_get_ns();
@@ -118,7 +142,7 @@ static __always_inline int read_failed(enum tracepoint_id tp, void *event)
 		if (fill_message_head(&e->head, tp, peer_id, addr, conn_type, msg_type, size) || \
 		    bpf_probe_read_user(e->payload, len, data) < 0)                            \
 			return read_failed(tp, e);                                             \
-		bpf_ringbuf_submit(e, 0);                                                      \
+		SUBMIT_MESSAGE(e);                                                             \
 		return 0;                                                                      \
 	} while (0)
 
@@ -186,7 +210,7 @@ static __always_inline int emit_large_message(enum tracepoint_id tp, __s64 peer_
 	}
 	if (failed)
 		goto read_failed;
-	bpf_ringbuf_submit_dynptr(&ring, 0);
+	bpf_ringbuf_submit_dynptr(&ring, wakeup(&messages, &messages_woken_ns));
 	return 0;
 
 read_failed:
@@ -235,7 +259,7 @@ static __always_inline int emit_connection(enum tracepoint_id tp, __s64 peer_id,
 	e->rec.value = value;
 	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.conn_type, conn_type))
 		return read_failed(tp, e);
-	bpf_ringbuf_submit(e, 0);
+	SUBMIT_EVENT(e);
 	return 0;
 }
 
@@ -282,7 +306,7 @@ int BPF_USDT(net_misbehaving_connection, __s64 peer_id, const char *message)
 	e->rec.peer_id = peer_id;
 	if (READ_STR(e->rec.message, message))
 		return read_failed(tp, e);
-	bpf_ringbuf_submit(e, 0);
+	SUBMIT_EVENT(e);
 	return 0;
 }
 
@@ -299,7 +323,7 @@ int BPF_USDT(mempool_added, const void *txid, __s32 vsize, __s64 fee)
 	e->rec.fee = fee;
 	if (READ_HASH(e->rec.txid, txid))
 		return read_failed(tp, e);
-	bpf_ringbuf_submit(e, 0);
+	SUBMIT_EVENT(e);
 	return 0;
 }
 
@@ -318,7 +342,7 @@ int BPF_USDT(mempool_removed, const void *txid, const char *reason, __s32 vsize,
 	e->rec.entry_time = entry_time;
 	if (READ_HASH(e->rec.txid, txid) || READ_STR(e->rec.reason, reason))
 		return read_failed(tp, e);
-	bpf_ringbuf_submit(e, 0);
+	SUBMIT_EVENT(e);
 	return 0;
 }
 
@@ -342,7 +366,7 @@ int BPF_USDT(mempool_replaced, const void *replaced_txid, __s32 replaced_vsize,
 	if (READ_HASH(e->rec.replaced_txid, replaced_txid) ||
 	    READ_HASH(e->rec.replacement_id, replacement_id))
 		return read_failed(tp, e);
-	bpf_ringbuf_submit(e, 0);
+	SUBMIT_EVENT(e);
 	return 0;
 }
 
@@ -356,7 +380,7 @@ int BPF_USDT(mempool_rejected, const void *txid, const char *reason)
 		return 0;
 	if (READ_HASH(e->rec.txid, txid) || READ_STR(e->rec.reason, reason))
 		return read_failed(tp, e);
-	bpf_ringbuf_submit(e, 0);
+	SUBMIT_EVENT(e);
 	return 0;
 }
 
@@ -376,7 +400,7 @@ int BPF_USDT(validation_block_connected, const void *hash, __s32 height, __u64 t
 	e->rec.connection_time_ns = connection_time_ns;
 	if (READ_HASH(e->rec.hash, hash))
 		return read_failed(tp, e);
-	bpf_ringbuf_submit(e, 0);
+	SUBMIT_EVENT(e);
 	return 0;
 }
 
@@ -398,7 +422,7 @@ int BPF_USDT(addrman_attempt_add, __u8 inserted, __s32 bucket, __s32 bucket_pos,
 	e->rec._pad2 = 0;
 	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.source, source))
 		return read_failed(tp, e);
-	bpf_ringbuf_submit(e, 0);
+	SUBMIT_EVENT(e);
 	return 0;
 }
 
@@ -417,6 +441,6 @@ int BPF_USDT(addrman_move_to_good, __s32 bucket, __s32 bucket_pos, const char *a
 	e->rec.source_as = source_as;
 	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.source, source))
 		return read_failed(tp, e);
-	bpf_ringbuf_submit(e, 0);
+	SUBMIT_EVENT(e);
 	return 0;
 }

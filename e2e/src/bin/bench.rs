@@ -1,0 +1,421 @@
+//! The extractor's benchmark: for each workload, a local nats-server, the simulator, the
+//! loader (as the loader's user, CAP_BPF and CAP_PERFMON only), the publisher and a NATS
+//! subscriber that counts and checks what arrives; then one table. A measurement, not a
+//! test: run it as root on an otherwise idle machine, from a release build
+//! (`scripts/bench.sh`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use e2e::{bins, free_address, Firing, scrape_metrics, start_loader, start_publisher, NatsServer, Simulator, TempDir, LOADER_UID};
+use futures_util::StreamExt;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use prost::Message;
+use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
+use publisher::proto::ebpf_extractor::message::message_event::Msg;
+use publisher::proto::ebpf_extractor::Ebpf;
+use publisher::proto::event::{event::PeerObserverEvent, Event};
+
+/// Measures the extractor end to end and prints one table.
+#[derive(Parser)]
+struct Cli {
+    /// Seconds each rate-bound workload fires
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Run only the workloads whose name contains this
+    #[arg(long)]
+    only: Option<String>,
+}
+
+/// What the subscriber checks each arriving event against.
+#[derive(Clone, Copy)]
+enum Check {
+    /// `ping` messages whose nonce is their firing time: also gives the latency.
+    Ping,
+    /// Messages of this command and, if given, this payload size.
+    Message(&'static str, Option<u64>),
+    /// Any tracepoint; counted per tracepoint.
+    Events,
+}
+
+struct Workload {
+    name: String,
+    tracepoints: &'static str,
+    /// Rounds to fire; 0 = for `--seconds`.
+    rounds: u64,
+    /// Rounds per second; 0 = as fast as the simulator can.
+    rate: u64,
+    flags: &'static [&'static str],
+    check: Check,
+}
+
+fn workloads() -> Vec<Workload> {
+    let ping = |name: &str, rate| Workload {
+        name: name.into(),
+        tracepoints: "net:inbound_message",
+        rounds: 0,
+        rate,
+        flags: &["--message-type", "ping", "--ping-clock"],
+        check: Check::Ping,
+    };
+    vec![
+        ping("ping 10k/s", 10_000),
+        ping("ping 50k/s", 50_000),
+        ping("ping 100k/s", 100_000),
+        ping("ping 150k/s", 150_000),
+        ping("ping 200k/s", 200_000),
+        ping("ping, max rate", 0),
+        Workload { name: "12 tracepoints mixed, max rate".into(), tracepoints: "default", rounds: 0, rate: 0, flags: &[], check: Check::Events },
+        Workload {
+            name: "inv of 3.6 KB, max rate".into(),
+            tracepoints: "net:inbound_message",
+            rounds: 0,
+            rate: 0,
+            flags: &["--message-type", "inv", "--message-size", "3600"],
+            check: Check::Message("inv", None),
+        },
+        Workload {
+            name: "inv of 1.8 MB, max rate".into(),
+            tracepoints: "net:inbound_message",
+            rounds: 0,
+            rate: 0,
+            flags: &["--message-type", "inv", "--message-size", "1800000"],
+            check: Check::Message("inv", None),
+        },
+        Workload {
+            name: "block of 4,000,000 B, 100 back to back".into(),
+            tracepoints: "net:inbound_message",
+            rounds: 100,
+            rate: 0,
+            flags: &["--message-size", "4000000"],
+            check: Check::Message("block", Some(4_000_000)),
+        },
+        Workload {
+            name: "mempool:removed burst of 5,000".into(),
+            tracepoints: "mempool:removed",
+            rounds: 5_000,
+            rate: 0,
+            flags: &[],
+            check: Check::Events,
+        },
+    ]
+}
+
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// User plus system CPU time of a process, all threads, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest.split(' ').collect()).unwrap_or_default();
+    // utime and stime are fields 14 and 15 of stat; `fields` starts at field 3.
+    fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum()).unwrap_or(0)
+}
+
+fn ticks_per_second() -> f64 {
+    rustix::param::clock_ticks_per_second() as f64
+}
+
+/// Peak resident set size, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Kernel memory of the BPF maps a process holds, from the `memlock` of each map fd.
+fn bpf_map_bytes(pid: u32) -> u64 {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
+    fds.filter_map(|fd| std::fs::read_to_string(fd.ok()?.path()).ok())
+        .filter(|info| info.lines().any(|l| l.starts_with("map_type:")))
+        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok()))
+        .sum()
+}
+
+/// Busy and total jiffies of all CPUs, from /proc/stat.
+fn cpu_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let values: Vec<u64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let total: u64 = values.iter().sum();
+    // idle and iowait.
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Sums the `peer_observer_ebpf_<family>` samples by their `cause` or `reason` label (or the
+/// family name when it has neither).
+fn drops_by_cause(metrics: &str) -> BTreeMap<String, u64> {
+    let mut drops = BTreeMap::new();
+    for family in ["dropped_before_publisher_total", "invalid_records_total", "publish_failed_total", "nats_unavailable_total", "over_max_payload_total", "fragment_lost_total"] {
+        let prefix = format!("peer_observer_ebpf_{family}{{");
+        for line in metrics.lines().filter_map(|l| l.strip_prefix(&prefix)) {
+            let Some((labels, value)) = line.rsplit_once("} ") else { continue };
+            let cause = labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("cause=\"").or_else(|| kv.strip_prefix("reason=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_else(|| family.trim_end_matches("_total").to_string());
+            *drops.entry(cause).or_default() += value.parse::<u64>().unwrap_or(0);
+        }
+    }
+    drops
+}
+
+#[derive(Default)]
+struct Row {
+    fired: u64,
+    delivered: u64,
+    intact: u64,
+    drops: BTreeMap<String, u64>,
+    seconds: f64,
+    bytes: u64,
+    loader_cpu_s: f64,
+    publisher_cpu_s: f64,
+    loader_rss: u64,
+    publisher_rss: u64,
+    bpf_maps: u64,
+    latencies_ns: Vec<u64>,
+    /// Time the firing thread spent per hit.
+    ns_per_hit: f64,
+    machine_busy: f64,
+    load: String,
+}
+
+/// CPU ticks and peak RSS of the loader and the publisher, sampled until they exit: the
+/// loader exits with the simulator, so its figures are taken while it runs.
+#[derive(Default, Clone, Copy)]
+struct Usage {
+    loader_ticks: u64,
+    loader_rss: u64,
+    publisher_ticks: u64,
+    publisher_rss: u64,
+}
+
+fn sample(loader: u32, publisher: u32, last: &mut Usage) {
+    let (ticks, rss) = (cpu_ticks(loader), peak_rss(loader));
+    if rss > 0 {
+        (last.loader_ticks, last.loader_rss) = (ticks, rss);
+    }
+    let (ticks, rss) = (cpu_ticks(publisher), peak_rss(publisher));
+    if rss > 0 {
+        (last.publisher_ticks, last.publisher_rss) = (ticks, rss);
+    }
+}
+
+/// How long the stream must stay quiet, once the simulator is done, for the run to end.
+const QUIET: Duration = Duration::from_secs(2);
+
+async fn run(nats: &NatsServer, w: &Workload, seconds: f64) -> Row {
+    let dir = TempDir::new("bench");
+    let socket = dir.path().join("publisher.sock");
+    let metrics = free_address();
+    let client = async_nats::ConnectOptions::new()
+        .subscription_capacity(1 << 20)
+        .connect(&nats.address)
+        .await
+        .expect("connect subscriber");
+    let mut subscriber = client.subscribe("*").await.expect("subscribe");
+    client.flush().await.expect("flush subscription");
+    let mut publisher =
+        start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &metrics]).await;
+    let (rate, duration) = (w.rate.to_string(), seconds.to_string());
+    let mut flags = w.flags.to_vec();
+    flags.extend(["--rate", &rate, "--linger", "1"]);
+    if w.rounds == 0 {
+        flags.extend(["--seconds", &duration]);
+    }
+    let simulator = Simulator::start_with(w.tracepoints, w.rounds, 5, &flags);
+    let loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
+    let (loader_pid, publisher_pid) = (loader.id().expect("loader"), publisher.id().expect("publisher"));
+    let mut row = Row { bpf_maps: bpf_map_bytes(loader_pid), ..Row::default() };
+    let mut before = Usage::default();
+    sample(loader_pid, publisher_pid, &mut before);
+    let machine_before = cpu_jiffies();
+
+    let start = Instant::now();
+    let mut last = start;
+    let mut usage = before;
+    let mut sampler = tokio::time::interval(Duration::from_millis(20));
+    let mut firing = tokio::spawn(simulator.fire_timed());
+    let mut fired: Option<Firing> = None;
+    loop {
+        let msg = match &fired {
+            Some(f) if f.fired.values().sum::<u64>() == row.delivered => break,
+            // Done firing: the rest, until the stream goes quiet.
+            Some(_) => tokio::select! {
+                msg = subscriber.next() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                () = tokio::time::sleep_until((last + QUIET).into()) => break,
+                _ = sampler.tick() => {
+                    sample(loader_pid, publisher_pid, &mut usage);
+                    continue;
+                }
+            },
+            None => tokio::select! {
+                done = &mut firing => {
+                    fired = Some(done.expect("simulator task"));
+                    continue;
+                }
+                msg = subscriber.next() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                _ = sampler.tick() => {
+                    sample(loader_pid, publisher_pid, &mut usage);
+                    continue;
+                }
+            },
+        };
+        let received = monotonic_ns();
+        last = Instant::now();
+        row.bytes += msg.payload.len() as u64;
+        row.delivered += 1;
+        let event = Event::decode(msg.payload).expect("an event.Event");
+        let Some(PeerObserverEvent::EbpfExtractor(Ebpf { ebpf_event })) = event.peer_observer_event else { continue };
+        match (w.check, ebpf_event) {
+            (Check::Ping, Some(EbpfEvent::Message(m))) => {
+                if let Some(Msg::Ping(ping)) = m.msg {
+                    row.intact += 1;
+                    row.latencies_ns.push(received.saturating_sub(ping.value));
+                }
+            }
+            (Check::Message(command, size), Some(EbpfEvent::Message(m))) => {
+                let decoded = !matches!(m.msg, Some(Msg::Unknown(_)));
+                if m.meta.command == command && size.is_none_or(|s| m.meta.size == s) && decoded {
+                    row.intact += 1;
+                }
+            }
+            (Check::Events, Some(_)) => row.intact += 1,
+            _ => {}
+        }
+    }
+    sample(loader_pid, publisher_pid, &mut usage);
+    let machine_after = cpu_jiffies();
+    let firing = match fired {
+        Some(fired) => fired,
+        None => firing.await.expect("simulator task"),
+    };
+    row.fired = firing.fired.values().sum();
+    row.ns_per_hit = firing.fire_ns as f64 / (row.fired + firing.untraced).max(1) as f64;
+    row.seconds = (last - start).as_secs_f64();
+    // The loader's last drop totals reach the publisher as it exits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    row.drops = drops_by_cause(&scrape_metrics(&metrics));
+    let tick = ticks_per_second();
+    row.loader_cpu_s = (usage.loader_ticks - before.loader_ticks) as f64 / tick;
+    row.publisher_cpu_s = (usage.publisher_ticks - before.publisher_ticks) as f64 / tick;
+    (row.loader_rss, row.publisher_rss) = (usage.loader_rss, usage.publisher_rss);
+    let (busy, total) = (machine_after.0 - machine_before.0, machine_after.1 - machine_before.1);
+    row.machine_busy = 100.0 * busy as f64 / total.max(1) as f64;
+    row.load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?").to_string();
+    let _ = e2e::stop_and_read_logs(&mut [&mut publisher]).await;
+    row
+}
+
+/// Time per hit of the simulator firing pings at `rate` a second (0 = its maximum), with the
+/// no-op BPF program attached if `noop`, else untraced.
+async fn floor(rate: u64, seconds: f64, noop: bool) -> f64 {
+    let (rate, seconds) = (rate.to_string(), seconds.to_string());
+    let simulator =
+        Simulator::start_with("net:inbound_message", 0, 5, &["--message-type", "ping", "--rate", &rate, "--seconds", &seconds]);
+    let mut storage = std::mem::MaybeUninit::uninit();
+    let skel = extractor_bpf::noop::NoopSkelBuilder::default()
+        .open(&mut storage)
+        .and_then(|open| open.load())
+        .expect("load the no-op BPF program");
+    let _link = noop.then(|| {
+        skel.progs
+            .noop
+            .attach_usdt(simulator.pid() as i32, &bins().simulator, "net", "inbound_message")
+            .expect("attach the no-op BPF program")
+    });
+    let firing = simulator.fire_timed().await;
+    let hits = firing.fired.values().sum::<u64>() + firing.untraced;
+    firing.fire_ns as f64 / hits.max(1) as f64
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i] as f64 / 1e6
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cli = Cli::parse();
+    let nats = NatsServer::start().await;
+    // The floor first, on a quiet machine: the same pings at the same rates with a no-op BPF
+    // program and nothing else running (a hit costs more at low rates, where caches are cold).
+    let seconds = cli.seconds.min(3.0);
+    let mut floors = BTreeMap::new();
+    for w in workloads().iter().filter(|w| matches!(w.check, Check::Ping)) {
+        if cli.only.as_deref().is_none_or(|only| w.name.contains(only)) {
+            floors.insert(w.rate, floor(w.rate, seconds, true).await);
+        }
+    }
+    let untraced = floor(0, seconds, false).await;
+    let list: Vec<String> = floors.iter().map(|(rate, ns)| format!("{ns:.0} ns at {}", if *rate == 0 { "max rate".into() } else { format!("{}k/s", rate / 1000) })).collect();
+    println!("Time per ping hit in the firing thread under a no-op BPF program (the floor): {}; untraced at max rate: {untraced:.0} ns.\n", list.join(", "));
+    println!(
+        "| workload | fired | delivered | intact | dropped (cause) | delivered/s | MB/s | loader µs/event | publisher µs/event | \
+         loader peak RSS MiB | publisher peak RSS MiB | BPF maps MiB | latency p50 / p99 / max ms | ns per hit (× floor) | machine busy % | load |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for w in workloads() {
+        if cli.only.as_deref().is_some_and(|only| !w.name.contains(only)) {
+            continue;
+        }
+        let mut r = run(&nats, &w, cli.seconds).await;
+        r.latencies_ns.sort_unstable();
+        let drops: Vec<String> = r.drops.iter().filter(|(_, n)| **n > 0).map(|(cause, n)| format!("{n} {cause}")).collect();
+        let unaccounted = r.fired.saturating_sub(r.delivered + r.drops.values().sum::<u64>());
+        let mut dropped = if drops.is_empty() { "0".to_string() } else { drops.join(", ") };
+        if unaccounted > 0 {
+            dropped.push_str(&format!(", {unaccounted} unaccounted"));
+        }
+        let per_event = |cpu_s: f64| if r.delivered > 0 { format!("{:.2}", cpu_s * 1e6 / r.delivered as f64) } else { "–".into() };
+        let latency = if r.latencies_ns.is_empty() {
+            "–".to_string()
+        } else {
+            let l = &r.latencies_ns;
+            format!("{:.2} / {:.2} / {:.1}", percentile(l, 0.5), percentile(l, 0.99), percentile(l, 1.0))
+        };
+        let per_hit = match w.check {
+            Check::Ping => format!("{:.0} ({:.2}×)", r.ns_per_hit, r.ns_per_hit / floors[&w.rate]),
+            _ => format!("{:.0}", r.ns_per_hit),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {} |",
+            w.name,
+            r.fired,
+            r.delivered,
+            r.intact,
+            dropped,
+            r.delivered as f64 / r.seconds.max(1e-9),
+            r.bytes as f64 / r.seconds.max(1e-9) / 1e6,
+            per_event(r.loader_cpu_s),
+            per_event(r.publisher_cpu_s),
+            mb(r.loader_rss),
+            mb(r.publisher_rss),
+            mb(r.bpf_maps),
+            latency,
+            per_hit,
+            r.machine_busy,
+            r.load,
+        );
+    }
+}
