@@ -76,10 +76,9 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
 __u64 messages_woken_ns;
 __u64 events_woken_ns;
 
-static __always_inline __u64 wakeup(void *ring, __u64 *woken_ns)
+/* `now` is the record's own timestamp: no second clock read. */
+static __always_inline __u64 wakeup(void *ring, __u64 *woken_ns, __u64 now)
 {
-	__u64 now = bpf_ktime_get_ns();
-
 	if (now - *woken_ns < WAKEUP_INTERVAL_NS &&
 	    bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) < bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 4)
 		return BPF_RB_NO_WAKEUP;
@@ -87,8 +86,8 @@ static __always_inline __u64 wakeup(void *ring, __u64 *woken_ns)
 	return BPF_RB_FORCE_WAKEUP;
 }
 
-#define SUBMIT_MESSAGE(e) bpf_ringbuf_submit(e, wakeup(&messages, &messages_woken_ns))
-#define SUBMIT_EVENT(e) bpf_ringbuf_submit(e, wakeup(&events, &events_woken_ns))
+#define SUBMIT_MESSAGE(e) bpf_ringbuf_submit(e, wakeup(&messages, &messages_woken_ns, (e)->head.hdr.ktime_ns))
+#define SUBMIT_EVENT(e) bpf_ringbuf_submit(e, wakeup(&events, &events_woken_ns, (e)->hdr.ktime_ns))
 
 static __always_inline void fill_header(struct record_header *hdr, enum tracepoint_id tp, __u32 len)
 {
@@ -210,7 +209,7 @@ static __always_inline int emit_large_message(enum tracepoint_id tp, __s64 peer_
 	}
 	if (failed)
 		goto read_failed;
-	bpf_ringbuf_submit_dynptr(&ring, wakeup(&messages, &messages_woken_ns));
+	bpf_ringbuf_submit_dynptr(&ring, wakeup(&messages, &messages_woken_ns, m->hdr.ktime_ns));
 	return 0;
 
 read_failed:
