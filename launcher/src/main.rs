@@ -232,23 +232,26 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
         let mut loader = spawn(&mut loader_command(cli, &socket, &log_level), loader_user, CapabilitySet::BPF | CapabilitySet::PERFMON, &loader_notify.1, "ebpf-loader")?;
         wait_ready(&loader_notify.0, &mut loader, "ebpf-loader").map(|()| loader)
     };
-    let stop_publisher = |mut publisher: Child| {
-        signal(&publisher, rustix::process::Signal::TERM);
-        let _ = publisher.wait();
-    };
+    // However supervision ends, the publisher stops last: it flushes to NATS what the loader
+    // handed on.
+    let result = supervise(cli, stop, &mut publisher, start_loader);
+    signal(&publisher, rustix::process::Signal::TERM);
+    let _ = publisher.wait();
+    result
+}
+
+/// Starts the loader, again for each restarted bitcoind, until a child exits or we are asked
+/// to stop; then stops the loader, which hands on what the rings hold.
+fn supervise(
+    cli: &Cli,
+    stop: &AtomicBool,
+    publisher: &mut Child,
+    start_loader: impl Fn() -> Result<Child, LaunchError>,
+) -> Result<ExitCode, LaunchError> {
     // The pid a restarted bitcoind must not have: the one the running loader traces.
     let mut traced = cli.bitcoind_pid_file.as_deref().and_then(read_pid);
-    let mut loader = match start_loader() {
-        Ok(loader) => loader,
-        Err(e) => {
-            stop_publisher(publisher);
-            return Err(e);
-        }
-    };
+    let mut loader = start_loader()?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-
-    // Until a child exits or we are asked to stop: then stop the loader first (it hands on
-    // what the rings hold), the publisher second (it flushes to NATS).
     let code = loop {
         if stop.load(Ordering::Relaxed) {
             break ExitCode::SUCCESS;
@@ -265,13 +268,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
             match wait_for_successor(file, traced, stop, cli.no_idle_exit) {
                 Successor::Found(pid) => {
                     traced = Some(pid);
-                    loader = match start_loader() {
-                        Ok(loader) => loader,
-                        Err(e) => {
-                            stop_publisher(publisher);
-                            return Err(e);
-                        }
-                    };
+                    loader = start_loader()?;
                     eprintln!("ebpf-extractor: following the restarted bitcoind (pid {pid})");
                     continue;
                 }
@@ -293,7 +290,6 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     };
     signal(&loader, rustix::process::Signal::TERM);
     let _ = loader.wait();
-    stop_publisher(publisher);
     Ok(code)
 }
 
