@@ -38,25 +38,16 @@ fn status(pid: u32) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_command_runs_privilege_separated_end_to_end() {
-    let nats = NatsServer::start().await;
-    let dir = TempDir::new("launcher");
-    // It stays up after firing, as bitcoind would: with a fixed --bitcoind-pid, ebpf-extractor
-    // ends with its bitcoind.
-    let simulator = Simulator::start_with("default", 5, 31, &["--linger", "3"]);
-    let notify_path = dir.path().join("notify.sock");
+/// Starts `ebpf-extractor` on the simulator binary with `target` (`--bitcoind-pid N` or
+/// `--bitcoind-pid-file F`) and returns once it reports ready.
+async fn start_launcher(nats: &NatsServer, dir: &std::path::Path, target: &[&std::ffi::OsStr]) -> tokio::process::Child {
+    let notify_path = dir.join("notify.sock");
     let notify = notify_socket(&notify_path);
-    let client = async_nats::connect(&nats.address).await.unwrap();
-    let mut subscriber = client.subscribe("*").await.unwrap();
-    client.flush().await.unwrap();
-
-    // The seed's example command line, plus the users.
     let mut launcher = Command::new(&bins().launcher)
         .args(["--nats-address", &nats.address])
         .arg("--bitcoind-path")
         .arg(&bins().simulator)
-        .args(["--bitcoind-pid", &simulator.pid().to_string()])
+        .args(target)
         .args(["--publisher-user", "nobody", "--loader-user", LOADER_UID])
         .env("NOTIFY_SOCKET", &notify_path)
         .stderr(Stdio::piped())
@@ -64,6 +55,23 @@ async fn seed_command_runs_privilege_separated_end_to_end() {
         .spawn()
         .expect("start ebpf-extractor");
     wait_ready(&notify, &mut launcher, "ebpf-extractor").await;
+    launcher
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_command_runs_privilege_separated_end_to_end() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("launcher");
+    // It stays up after firing, as bitcoind would: with a fixed --bitcoind-pid, ebpf-extractor
+    // ends with its bitcoind.
+    let simulator = Simulator::start_with("default", 5, 31, &["--linger", "3"]);
+    let client = async_nats::connect(&nats.address).await.unwrap();
+    let mut subscriber = client.subscribe("*").await.unwrap();
+    client.flush().await.unwrap();
+
+    // The seed's example command line, plus the users.
+    let pid = simulator.pid().to_string();
+    let mut launcher = start_launcher(&nats, dir.path(), &["--bitcoind-pid".as_ref(), pid.as_ref()]).await;
 
     let kids = children(launcher.id().unwrap());
     let publisher = status(kids["ebpf-publisher"]);
@@ -110,24 +118,10 @@ async fn seed_command_follows_a_restarted_bitcoind_through_its_pid_file() {
     let pid_file = dir.path().join("bitcoind.pid");
     let first = Simulator::start("mempool:added", 3, 41);
     std::fs::write(&pid_file, format!("{}\n", first.pid())).unwrap();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = notify_socket(&notify_path);
     let client = async_nats::connect(&nats.address).await.unwrap();
     let mut subscriber = client.subscribe("*").await.unwrap();
     client.flush().await.unwrap();
-    let mut launcher = Command::new(&bins().launcher)
-        .args(["--nats-address", &nats.address])
-        .arg("--bitcoind-path")
-        .arg(&bins().simulator)
-        .arg("--bitcoind-pid-file")
-        .arg(&pid_file)
-        .args(["--publisher-user", "nobody", "--loader-user", LOADER_UID])
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ebpf-extractor");
-    wait_ready(&notify, &mut launcher, "ebpf-extractor").await;
+    let mut launcher = start_launcher(&nats, dir.path(), &["--bitcoind-pid-file".as_ref(), pid_file.as_os_str()]).await;
     let first_loader = children(launcher.id().unwrap())["ebpf-loader"];
 
     // bitcoind stops (removing its pid file) and a new one starts and writes its own.
