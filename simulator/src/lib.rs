@@ -1708,6 +1708,13 @@ fn compact_block(rng: &mut Rng) -> CompactBlock {
 ///
 /// # Panics
 /// If `workload.check()` fails and `tp` is a message tracepoint.
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `--ping-clock` nonces, which a subscriber on
+/// the same machine reads to measure latency.
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 pub fn args(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> Args {
     let rng = &mut Rng::new(seed, tp, seq);
     let peer_id = rng.below(1 << 40) as i64;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ipc_protocol::Tracepoint;
-use tracepoint_simulator::{args, Args, Message, Workload};
+use tracepoint_simulator::{args, monotonic_ns, Args, Message, Workload};
 
 extern "C" {
     fn sim_net_inbound_message(id: i64, addr: *const c_char, conn_type: *const c_char, msg_type: *const c_char, size: usize, data: *const u8) -> bool;
@@ -76,11 +76,6 @@ struct Cli {
     /// when the traced process exits wait for the exit to complete).
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     linger: f64,
-}
-
-fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {

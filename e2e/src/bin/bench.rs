@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use e2e::{bins, free_address, Firing, scrape_metrics, start_loader, start_publisher, NatsServer, Simulator, TempDir, LOADER_UID};
 use futures_util::StreamExt;
+use tracepoint_simulator::monotonic_ns;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use prost::Message;
 use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
@@ -100,11 +101,6 @@ fn workloads() -> Vec<Workload> {
             check: Check::Events,
         },
     ]
-}
-
-fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// User plus system CPU time of a process, all threads, in clock ticks.
