@@ -7,7 +7,7 @@ use bytemuck::Zeroable;
 use e2e::{start_publisher, NatsServer, TempDir};
 use futures_util::StreamExt;
 use ipc_protocol::records::MempoolRejectedRecord;
-use ipc_protocol::{encode_hello, Encoder, Hello, Tracepoint, MAX_DATAGRAM};
+use ipc_protocol::{encode_hello, Encoder, Hello, Record, Tracepoint, MAX_DATAGRAM};
 use prost::Message;
 use publisher::proto::ebpf_extractor::{ebpf::EbpfEvent, mempool};
 use publisher::proto::event::{event::PeerObserverEvent, Event};
@@ -20,15 +20,13 @@ fn rejected(reason: &str) -> MempoolRejectedRecord {
     r
 }
 
-/// Sends every queued datagram, except the one at index `skip`.
-async fn send_all(conn: &UnixSeqpacket, enc: &mut Encoder, skip: Option<usize>) {
-    let mut i = 0;
-    while let Some(datagram) = enc.front() {
+/// Sends every datagram of the records of `tracepoint` (time, data), except the one at index `skip`.
+async fn send_all(conn: &UnixSeqpacket, enc: &mut Encoder, records: &[(u64, &[u8])], skip: Option<usize>) {
+    let records: Vec<Record> = records.iter().map(|&(ktime_ns, data)| Record { tracepoint: Tracepoint::MempoolRejected, ktime_ns, data }).collect();
+    for (i, datagram) in enc.datagrams(&records).unwrap().iter().enumerate() {
         if skip != Some(i) {
             conn.send(datagram).await.unwrap();
         }
-        enc.sent();
-        i += 1;
     }
 }
 
@@ -52,23 +50,21 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     };
     conn.send(&encode_hello(&hello)).await.unwrap();
 
-    let mut enc = Encoder::new(16 << 20);
+    let mut enc = Encoder::default();
     let good = rejected("first");
     let mut no_nul = rejected("");
     no_nul.reason = [b'x'; 264];
-    enc.record(Tracepoint::MempoolRejected, 1_000_000, bytemuck::bytes_of(&good)).unwrap();
-    enc.record(Tracepoint::MempoolRejected, 2_000_000, bytemuck::bytes_of(&no_nul)).unwrap();
-    enc.record(Tracepoint::MempoolRejected, 3_000_000, &bytemuck::bytes_of(&good)[1..]).unwrap();
-    enc.flush();
-    send_all(&conn, &mut enc, None).await;
+    let batch: [(u64, &[u8]); 3] = [
+        (1_000_000, bytemuck::bytes_of(&good)),
+        (2_000_000, bytemuck::bytes_of(&no_nul)),
+        (3_000_000, &bytemuck::bytes_of(&good)[1..]),
+    ];
+    send_all(&conn, &mut enc, &batch, None).await;
     conn.send(&[0xff, 0xff, 0xff]).await.unwrap();
     // A fragmented record missing its second fragment is refused whole, never glued.
-    enc.record(Tracepoint::MempoolRejected, 3_500_000, &[0u8; 3 * MAX_DATAGRAM]).unwrap();
-    send_all(&conn, &mut enc, Some(1)).await;
+    send_all(&conn, &mut enc, &[(3_500_000, &[0u8; 3 * MAX_DATAGRAM])], Some(1)).await;
     let last = rejected("last");
-    enc.record(Tracepoint::MempoolRejected, 4_000_000, bytemuck::bytes_of(&last)).unwrap();
-    enc.flush();
-    send_all(&conn, &mut enc, None).await;
+    send_all(&conn, &mut enc, &[(4_000_000, bytemuck::bytes_of(&last))], None).await;
 
     let mut reasons = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {

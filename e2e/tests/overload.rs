@@ -32,7 +32,7 @@ async fn fired_equals_published_plus_counted_drops() {
         start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address])
             .await;
     let simulator = Simulator::start("default", ROUNDS, 9);
-    let small = ["--message-ring-bytes", "8388608", "--event-ring-bytes", "65536", "--send-queue-bytes", "9437184"];
+    let small = ["--message-ring-bytes", "8388608", "--event-ring-bytes", "65536"];
     let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &small).await;
     let fired = simulator.fire().await;
     // The loader hands on what it holds and its final drop totals, then exits with bitcoind.

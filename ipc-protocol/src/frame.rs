@@ -11,14 +11,12 @@
 //! `Records` and `Fragment` datagrams share one sequence counter. Nothing flows back: the
 //! loader reads nothing from the publisher.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
 use crate::records::{DropCause, MessageRecord, MAX_PAYLOAD_CAPTURE};
 use crate::Tracepoint;
 
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 pub const HELLO_MAGIC: [u8; 4] = *b"BCXT";
 
 /// Largest datagram either side sends or accepts. A quarter of the stock `net.core.wmem_max`
@@ -145,8 +143,6 @@ pub enum DecodeError {
 pub enum EncodeError {
     #[error("record of {size} bytes is larger than the protocol's {MAX_RECORD}")]
     TooLarge { size: usize },
-    #[error("send queue full: {queued} bytes queued, limit {limit}")]
-    QueueFull { queued: usize, limit: usize },
 }
 
 fn malformed(what: &'static str) -> impl FnOnce(postcard::Error) -> DecodeError {
@@ -233,145 +229,131 @@ pub fn decode_datagram(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
     }
 }
 
-/// Turns records into datagrams of at most [`MAX_DATAGRAM`] bytes, queued in order for
-/// sending: small records are packed together, a large one is cut into fragments. The queue
-/// is bounded: a record that would take it past `limit` bytes is refused whole, so a record
-/// is either queued with all its fragments or not at all.
+/// Writes record-carrying datagrams of at most [`MAX_DATAGRAM`] bytes and numbers them:
+/// small records are packed into a batch, a large one is cut into fragments. It holds no
+/// queue: the caller sends each datagram as it is made (the loader straight from the BPF
+/// ring, a record staying there until its last fragment is sent), so what waits for a slow
+/// publisher waits in the rings.
 pub struct Encoder {
     /// The datagram being filled with records; empty when none is open.
     batch: Vec<u8>,
-    /// Finished datagrams, oldest first.
-    queue: VecDeque<Vec<u8>>,
-    queued: usize,
-    limit: usize,
     next_seq: u64,
-    /// Buffers of sent datagrams, kept for reuse.
-    spare: Vec<Vec<u8>>,
 }
 
-/// Datagram buffers kept for reuse, allocated up front: 16 MiB, so the loader copies a burst
-/// of large messages out of the rings as fast as bitcoind's threads write them (fresh memory
-/// costs a page fault every 4 KiB), and gives the rest of a longer burst's memory back.
-const SPARE_BUFFERS: usize = 256;
+/// Where [`Encoder::push`] put a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Into the open batch.
+    Batched,
+    /// Nowhere: the batch has no room left for it. Send the batch, then push it again.
+    BatchFull,
+    /// Nowhere: it is larger than a datagram. Send the batch if any, then send it as the
+    /// fragments [`Encoder::fragment`] describes.
+    Fragments,
+}
+
+/// The head of one fragment of a record: send [`Self::bytes`] followed by
+/// `record[offset..self.end]`.
+#[derive(Debug, Clone, Copy)]
+pub struct FragmentHead {
+    bytes: [u8; FRAGMENT_HEAD_MAX],
+    len: usize,
+    /// Where the fragment's piece of the record ends: the next fragment's offset.
+    pub end: usize,
+}
+
+impl FragmentHead {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder { batch: Vec::with_capacity(MAX_DATAGRAM), next_seq: 0 }
+    }
+}
 
 impl Encoder {
-    /// `limit` bounds the bytes held (finished datagrams plus the open one); it must leave
-    /// room for a datagram.
-    pub fn new(limit: usize) -> Self {
-        assert!(limit >= MAX_DATAGRAM, "queue limit below one datagram");
-        // Touched now: the first burst of large messages does not wait for page faults.
-        let spare = (0..SPARE_BUFFERS)
-            .map(|_| {
-                let mut buf = vec![0u8; MAX_DATAGRAM];
-                buf.clear();
-                buf
-            })
-            .collect();
-        Encoder { batch: Vec::new(), queue: VecDeque::new(), queued: 0, limit, next_seq: 0, spare }
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    /// Bytes held: finished datagrams plus the open batch.
-    pub fn queued_bytes(&self) -> usize {
-        self.queued + self.batch.len()
-    }
-
     fn next_seq(&mut self) -> u64 {
         self.next_seq += 1;
         self.next_seq - 1
     }
 
-    /// Queues one record, in a batch or, if larger than a datagram, as fragments.
-    pub fn record(&mut self, tracepoint: Tracepoint, ktime_ns: u64, data: &[u8]) -> Result<(), EncodeError> {
+    /// Adds one record to the open batch, opening one if needed, when it fits a datagram.
+    pub fn push(&mut self, tracepoint: Tracepoint, ktime_ns: u64, data: &[u8]) -> Result<Push, EncodeError> {
         if data.len() > MAX_RECORD {
             return Err(EncodeError::TooLarge { size: data.len() });
-        }
-        // Upper bound of the record's encoded size (postcard: 3-byte id, 10-byte time,
-        // 5-byte length at their widest), or of its fragments' heads.
-        let fragments = data.len().div_ceil(MAX_DATAGRAM - FRAGMENT_HEAD_MAX);
-        let needed = data.len() + 18 + fragments * FRAGMENT_HEAD_MAX + 11;
-        if self.queued_bytes() + needed > self.limit {
-            return Err(EncodeError::QueueFull { queued: self.queued_bytes(), limit: self.limit });
         }
         // A `WireRecord` is its fields in order, `data` as a length and the bytes; written
         // by hand because serde would visit a byte slice one element at a time.
         let prefix = (tracepoint.id(), ktime_ns, data.len());
         let size = postcard::experimental::serialized_size(&prefix).expect("integers always serialize") + data.len();
+        // 11: a `Records` head at its widest.
+        if size + 11 > MAX_DATAGRAM {
+            return Ok(Push::Fragments);
+        }
         if self.batch.len() + size > MAX_DATAGRAM {
-            self.flush();
+            return Ok(Push::BatchFull);
         }
-        if self.batch.is_empty() && size + 11 <= MAX_DATAGRAM {
+        if self.batch.is_empty() {
             let seq = self.next_seq();
-            let buf = self.buffer();
-            self.batch = encode(&Head::Records { seq }, buf);
+            self.batch = encode(&Head::Records { seq }, std::mem::take(&mut self.batch));
         }
-        if !self.batch.is_empty() {
-            self.batch = encode(&prefix, std::mem::take(&mut self.batch));
-            self.batch.extend_from_slice(data);
-            return Ok(());
-        }
-        let total_len = data.len() as u32;
-        let mut offset = 0;
-        while offset < data.len() {
-            let head = Head::Fragment { seq: self.next_seq(), tracepoint: tracepoint.id(), ktime_ns, total_len, offset: offset as u32 };
-            let mut datagram = encode(&head, self.buffer());
-            let end = data.len().min(offset + MAX_DATAGRAM - datagram.len());
-            datagram.extend_from_slice(&data[offset..end]);
-            offset = end;
-            self.push(datagram);
-        }
-        Ok(())
+        self.batch = encode(&prefix, std::mem::take(&mut self.batch));
+        self.batch.extend_from_slice(data);
+        Ok(Push::Batched)
     }
 
-    /// Queues running drop totals. They bypass the limit: they are small, and they are how
-    /// the loss the limit causes gets reported.
-    pub fn drop_counts(&mut self, counts: &[DropCount]) {
-        self.flush();
-        self.push(encode_drop_counts(counts));
+    /// The open batch, to send; `None` when it holds no record.
+    pub fn batch(&self) -> Option<&[u8]> {
+        (!self.batch.is_empty()).then_some(self.batch.as_slice())
     }
 
-    /// Closes the open batch, so it goes out with the next send.
-    pub fn flush(&mut self) {
-        if !self.batch.is_empty() {
-            let batch = std::mem::take(&mut self.batch);
-            self.push(batch);
-        }
+    /// The batch from [`Self::batch`] went out: the next record opens a new one.
+    pub fn batch_sent(&mut self) {
+        self.batch.clear();
     }
 
-    fn push(&mut self, datagram: Vec<u8>) {
-        debug_assert!(datagram.len() <= MAX_DATAGRAM);
-        self.queued += datagram.len();
-        self.queue.push_back(datagram);
+    /// The head of the fragment at `offset` of a record body of `total_len` bytes (at most
+    /// [`MAX_RECORD`], which [`Self::push`] checked), numbered as the next datagram.
+    pub fn fragment(&mut self, tracepoint: Tracepoint, ktime_ns: u64, total_len: usize, offset: usize) -> FragmentHead {
+        let head = Head::Fragment { seq: self.next_seq(), tracepoint: tracepoint.id(), ktime_ns, total_len: total_len as u32, offset: offset as u32 };
+        let mut bytes = [0u8; FRAGMENT_HEAD_MAX];
+        let len = postcard::to_slice(&head, &mut bytes).expect("FRAGMENT_HEAD_MAX holds the widest head").len();
+        FragmentHead { bytes, len, end: total_len.min(offset + MAX_DATAGRAM - len) }
     }
 
-    /// The oldest finished datagram, to send next.
-    pub fn front(&self) -> Option<&[u8]> {
-        self.queue.front().map(Vec::as_slice)
-    }
-
-    /// Finished datagrams not sent yet.
-    pub fn queued_datagrams(&self) -> usize {
-        self.queue.len()
-    }
-
-    /// The datagram from [`Self::front`] went out.
-    pub fn sent(&mut self) {
-        if let Some(mut datagram) = self.queue.pop_front() {
-            self.queued -= datagram.len();
-            if self.spare.len() < SPARE_BUFFERS {
-                datagram.clear();
-                self.spare.push(datagram);
+    /// Every datagram of `records`, in order, as the loader sends them, ending with the
+    /// batch closed: for tests and tools that hold the records in memory.
+    pub fn datagrams(&mut self, records: &[Record<'_>]) -> Result<Vec<Vec<u8>>, EncodeError> {
+        let mut out = Vec::new();
+        for r in records {
+            loop {
+                match self.push(r.tracepoint, r.ktime_ns, r.data)? {
+                    Push::Batched => break,
+                    Push::BatchFull => out.extend(self.take_batch()),
+                    Push::Fragments => {
+                        out.extend(self.take_batch());
+                        let mut offset = 0;
+                        while offset < r.data.len() {
+                            let head = self.fragment(r.tracepoint, r.ktime_ns, r.data.len(), offset);
+                            out.push([head.bytes(), &r.data[offset..head.end]].concat());
+                            offset = head.end;
+                        }
+                        break;
+                    }
+                }
             }
         }
+        out.extend(self.take_batch());
+        Ok(out)
     }
 
-    /// An empty datagram buffer: a spare one if any, so a burst does not pay for fresh
-    /// memory (allocation and page faults) on every datagram.
-    fn buffer(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_else(|| Vec::with_capacity(MAX_DATAGRAM))
+    fn take_batch(&mut self) -> Option<Vec<u8>> {
+        let batch = self.batch()?.to_vec();
+        self.batch_sent();
+        Some(batch)
     }
 }
 
@@ -490,16 +472,18 @@ mod tests {
         }
     }
 
-    /// Every queued datagram, in order, emptying the queue.
-    fn drain(enc: &mut Encoder) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        while let Some(d) = enc.front() {
+    /// Every datagram of the records, checked for size.
+    fn datagrams(enc: &mut Encoder, records: &[Record<'_>]) -> Vec<Vec<u8>> {
+        let out = enc.datagrams(records).unwrap();
+        for d in &out {
             assert!(d.len() <= MAX_DATAGRAM, "datagram of {} bytes", d.len());
-            out.push(d.to_vec());
-            enc.sent();
         }
-        assert_eq!(enc.queued_bytes(), 0);
+        assert_eq!(enc.batch(), None);
         out
+    }
+
+    fn rec(tracepoint: Tracepoint, ktime_ns: u64, data: &[u8]) -> Record<'_> {
+        Record { tracepoint, ktime_ns, data }
     }
 
     /// Decodes datagrams as the publisher does: records and reassembled fragments, in order.
@@ -560,16 +544,12 @@ mod tests {
 
     #[test]
     fn small_records_are_batched_in_order_with_sequence_numbers() {
-        let mut enc = Encoder::new(1 << 20);
-        enc.record(Tracepoint::MempoolAdded, 7, b"abc").unwrap();
-        enc.record(Tracepoint::NetInboundMessage, 8, &[]).unwrap();
-        enc.flush();
-        enc.record(Tracepoint::MempoolRemoved, 9, b"x").unwrap();
-        enc.flush();
-        let datagrams = drain(&mut enc);
-        assert_eq!(datagrams.len(), 2);
+        let mut enc = Encoder::default();
+        let mut out = datagrams(&mut enc, &[rec(Tracepoint::MempoolAdded, 7, b"abc"), rec(Tracepoint::NetInboundMessage, 8, &[])]);
+        out.extend(datagrams(&mut enc, &[rec(Tracepoint::MempoolRemoved, 9, b"x")]));
+        assert_eq!(out.len(), 2);
         assert_eq!(
-            decode_datagram(&datagrams[0]).unwrap(),
+            decode_datagram(&out[0]).unwrap(),
             Datagram::Records {
                 seq: 0,
                 records: vec![
@@ -579,7 +559,7 @@ mod tests {
             }
         );
         assert_eq!(
-            decode_datagram(&datagrams[1]).unwrap(),
+            decode_datagram(&out[1]).unwrap(),
             Datagram::Records { seq: 1, records: vec![Record { tracepoint: Tracepoint::MempoolRemoved, ktime_ns: 9, data: b"x" }] }
         );
     }
@@ -587,60 +567,54 @@ mod tests {
     #[test]
     fn records_of_every_size_up_to_the_maximum_round_trip_byte_identical() {
         let sizes = [0, 1, 4096, MAX_DATAGRAM - 40, MAX_DATAGRAM - 20, MAX_DATAGRAM, MAX_DATAGRAM + 1, 1_000_000, MAX_RECORD];
-        let mut enc = Encoder::new(16 << 20);
+        let payloads: Vec<Vec<u8>> = sizes.iter().map(|&size| payload(size)).collect();
         let mut sent = Vec::new();
-        for (i, size) in sizes.into_iter().enumerate() {
-            let data = payload(size);
-            enc.record(Tracepoint::NetOutboundMessage, i as u64, &data).unwrap();
+        for (i, data) in payloads.iter().enumerate() {
+            sent.push(rec(Tracepoint::NetOutboundMessage, i as u64, data));
             // A small record between large ones keeps its place.
-            enc.record(Tracepoint::MempoolAdded, 100 + i as u64, b"between").unwrap();
-            sent.push(OwnedRecord { tracepoint: Tracepoint::NetOutboundMessage, ktime_ns: i as u64, data });
-            sent.push(OwnedRecord { tracepoint: Tracepoint::MempoolAdded, ktime_ns: 100 + i as u64, data: b"between".to_vec() });
+            sent.push(rec(Tracepoint::MempoolAdded, 100 + i as u64, b"between"));
         }
-        enc.flush();
-        let (received, losses) = receive(&drain(&mut enc));
+        let (received, losses) = receive(&datagrams(&mut Encoder::default(), &sent));
         assert!(losses.is_empty(), "{losses:?}");
-        assert_eq!(received, sent);
+        assert_eq!(received.iter().map(OwnedRecord::as_record).collect::<Vec<_>>(), sent);
     }
 
     #[test]
     fn a_record_over_the_maximum_is_refused() {
-        let mut enc = Encoder::new(16 << 20);
-        assert_eq!(
-            enc.record(Tracepoint::NetInboundMessage, 1, &payload(MAX_RECORD + 1)),
-            Err(EncodeError::TooLarge { size: MAX_RECORD + 1 })
-        );
-        assert_eq!(enc.queued_bytes(), 0);
+        let mut enc = Encoder::default();
+        let data = payload(MAX_RECORD + 1);
+        assert_eq!(enc.push(Tracepoint::NetInboundMessage, 1, &data), Err(EncodeError::TooLarge { size: MAX_RECORD + 1 }));
+        assert_eq!(enc.batch(), None);
     }
 
     #[test]
-    fn a_full_queue_refuses_whole_records_and_takes_them_again_once_sent() {
-        let mut enc = Encoder::new(3 * MAX_DATAGRAM);
-        let big = payload(2 * MAX_DATAGRAM);
-        enc.record(Tracepoint::NetInboundMessage, 1, &big).unwrap();
-        let queued = enc.queued_bytes();
-        assert!(matches!(enc.record(Tracepoint::NetInboundMessage, 2, &big), Err(EncodeError::QueueFull { .. })));
-        assert_eq!(enc.queued_bytes(), queued, "nothing of a refused record is queued");
-        // Drop totals still get through.
-        enc.drop_counts(&[DropCount { tracepoint: Tracepoint::NetInboundMessage, cause: DropCause::IpcBackpressure, total: 1 }]);
-        let datagrams = drain(&mut enc);
-        assert!(matches!(decode_datagram(datagrams.last().unwrap()), Ok(Datagram::DropCounts(_))));
-        enc.record(Tracepoint::NetInboundMessage, 3, &big).unwrap();
-        let (received, losses) = receive(&[datagrams, drain(&mut enc)].concat());
-        assert!(losses.is_empty(), "{losses:?}");
-        assert_eq!(received.iter().map(|r| r.ktime_ns).collect::<Vec<_>>(), [1, 3]);
+    fn a_full_batch_refuses_a_record_until_it_is_sent_and_numbers_follow_the_sending_order() {
+        let mut enc = Encoder::default();
+        let half = payload(MAX_DATAGRAM / 2);
+        assert_eq!(enc.push(Tracepoint::MempoolAdded, 1, &half), Ok(Push::Batched));
+        assert_eq!(enc.push(Tracepoint::MempoolAdded, 2, &half), Ok(Push::BatchFull));
+        let first = enc.batch().unwrap().to_vec();
+        enc.batch_sent();
+        assert_eq!(enc.push(Tracepoint::MempoolAdded, 2, &half), Ok(Push::Batched));
+        let second = enc.batch().unwrap().to_vec();
+        let seqs: Vec<_> = [first, second]
+            .iter()
+            .map(|d| match decode_datagram(d).unwrap() {
+                Datagram::Records { seq, records } => (seq, records.iter().map(|r| r.ktime_ns).collect::<Vec<_>>()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [(0, vec![1]), (1, vec![2])]);
+        assert_eq!(enc.push(Tracepoint::NetInboundMessage, 3, &payload(MAX_DATAGRAM)), Ok(Push::Fragments));
     }
 
     /// Datagrams of two fragmented records with a small one between, and the index of each
     /// record's first fragment.
     fn fragmented() -> (Vec<Vec<u8>>, usize) {
-        let mut enc = Encoder::new(16 << 20);
-        enc.record(Tracepoint::NetInboundMessage, 1, &payload(3 * MAX_DATAGRAM)).unwrap();
-        let second = enc.queue.len();
-        enc.record(Tracepoint::NetOutboundMessage, 2, &payload(3 * MAX_DATAGRAM)).unwrap();
-        enc.record(Tracepoint::MempoolAdded, 3, b"after").unwrap();
-        enc.flush();
-        (drain(&mut enc), second)
+        let (big, mut enc) = (payload(3 * MAX_DATAGRAM), Encoder::default());
+        let first = datagrams(&mut enc, &[rec(Tracepoint::NetInboundMessage, 1, &big)]);
+        let rest = datagrams(&mut enc, &[rec(Tracepoint::NetOutboundMessage, 2, &big), rec(Tracepoint::MempoolAdded, 3, b"after")]);
+        (first.iter().chain(&rest).cloned().collect(), first.len())
     }
 
     #[test]
@@ -695,10 +669,7 @@ mod tests {
 
     #[test]
     fn datagram_rejects_unknown_tracepoint_truncation_garbage_and_trailing_bytes() {
-        let mut enc = Encoder::new(1 << 20);
-        enc.record(Tracepoint::MempoolAdded, 7, b"abc").unwrap();
-        enc.flush();
-        let good = drain(&mut enc).remove(0);
+        let good = datagrams(&mut Encoder::default(), &[rec(Tracepoint::MempoolAdded, 7, b"abc")]).remove(0);
 
         // The record's tracepoint id is the byte after the head (tag 0, seq 0).
         let mut unknown = good.clone();

@@ -199,8 +199,6 @@ pub enum DropCause {
     PayloadTooLarge = 2,
     /// The record was larger than the IPC protocol allows (BPF object and loader disagree).
     IpcTooLarge = 3,
-    /// The loader's bounded send queue was full: the publisher was too slow, or gone.
-    IpcBackpressure = 4,
 }
 
 impl DropCause {
@@ -213,7 +211,6 @@ impl DropCause {
             1 => Some(Self::ReadFailed),
             2 => Some(Self::PayloadTooLarge),
             3 => Some(Self::IpcTooLarge),
-            4 => Some(Self::IpcBackpressure),
             _ => None,
         }
     }
@@ -224,7 +221,6 @@ impl DropCause {
             Self::ReadFailed => "read_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::IpcTooLarge => "ipc_too_large",
-            Self::IpcBackpressure => "ipc_backpressure",
         }
     }
 }

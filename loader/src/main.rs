@@ -1,21 +1,21 @@
 //! `ebpf-loader`: the privileged half of the extractor.
 //!
 //! Start-up: resolve the traced process, connect to the publisher and send the hello, load and
-//! attach the BPF programs, drop every capability. Steady state, the only syscalls: `poll` on
-//! the ring buffers, the socket and a pidfd of bitcoind (wait for records, for room to send,
-//! for bitcoind's exit), `send` on the publisher socket (forward them), `socket` and `connect`
-//! once a second while the publisher is gone (reconnect), `bpf` map lookups once a second
-//! (read the drop counters), and `write` to stderr (logs). Stopping: `close` on the probes'
-//! link fds (detach), then the same draining. It never parses P2P payloads and reads nothing
-//! from the publisher.
+//! attach the BPF programs, map the ring buffers, drop every capability. Steady state, the
+//! only syscalls: `poll` on the ring buffers, the socket and a pidfd of bitcoind (wait for
+//! records, for room to send, for bitcoind's exit), `sendmsg` on the publisher socket
+//! (forward records, straight from the rings' memory), `socket` and `connect` once a second
+//! while the publisher is gone (reconnect), `bpf` map lookups once a second (read the drop
+//! counters), and `write` to stderr (logs). Stopping: `close` on the probes' link fds
+//! (detach), then the same sending. It never parses P2P payloads and reads nothing from the
+//! publisher.
 
 mod forward;
 mod probes;
+mod ring;
 mod target;
 
-use std::cell::RefCell;
 use std::mem::MaybeUninit;
-use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,13 +24,14 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ipc_protocol::{Category, Hello, Tracepoint};
-use libbpf_rs::{PrintLevel, RingBufferBuilder};
+use libbpf_rs::PrintLevel;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::time::{clock_gettime, ClockId, Timespec};
 
-use forward::{ForwardError, Forwarder};
+use forward::{ForwardError, Forwarder, Pump};
 use probes::{ProbeError, Probes, RingSizes};
+use ring::Ring;
 use target::{PidSource, Target, TargetError};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use std::os::fd::AsFd;
@@ -88,11 +89,6 @@ struct Cli {
     /// Bytes of the BPF ring buffer for all other events: a power of two, at least 64 KiB
     #[arg(long, default_value_t = 2 << 20, value_parser = parse_ring_size::<{ 64 << 10 }>)]
     event_ring_bytes: u32,
-    /// Bytes of records the loader holds while the publisher is slow to read them, taken
-    /// only while in use; it must exceed both ring buffers together. Beyond it, records wait
-    /// in the ring buffers
-    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u32).range(1 << 20..))]
-    send_queue_bytes: u32,
 }
 
 /// A ring buffer's size must be a power of two and a multiple of the page size.
@@ -129,8 +125,6 @@ enum LoaderError {
     Probe(#[from] ProbeError),
     #[error("cannot drop capabilities after attaching: {0}")]
     Privileges(std::io::Error),
-    #[error("--send-queue-bytes {queue_limit} must exceed the two ring buffers together ({ring_bytes} bytes)")]
-    QueueBelowRings { queue_limit: usize, ring_bytes: usize },
     #[error("no event from bitcoind (pid {pid}) for {secs} s: is it still running and busy? Exiting so that a supervisor starts a fresh loader; --no-idle-exit only warns")]
     Idle { pid: i32, secs: u64 },
     #[error("bitcoind (pid {0}) exited: start the loader again for its successor (ebpf-extractor does when given --bitcoind-pid-file; systemd does, through Restart=)")]
@@ -139,8 +133,8 @@ enum LoaderError {
     WatchTarget { pid: i32, source: std::io::Error },
     #[error("every tracepoint category is switched off: nothing to hook")]
     NothingEnabled,
-    #[error("cannot set up the BPF ring buffers: {0}")]
-    RingBuffer(#[source] libbpf_rs::Error),
+    #[error("cannot map the BPF ring buffers: {0}")]
+    RingBuffer(#[source] std::io::Error),
     #[error("waiting for the BPF ring buffers or the publisher failed: {0}")]
     Poll(std::io::Error),
 }
@@ -201,39 +195,25 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         tracepoints: enabled.iter().map(|tp| tp.id()).collect(),
         realtime_offset_ns: realtime_offset_ns(),
     };
-    let queue_limit = cli.send_queue_bytes as usize;
-    let ring_bytes = cli.message_ring_bytes as usize + cli.event_ring_bytes as usize;
-    if queue_limit <= ring_bytes {
-        return Err(LoaderError::QueueBelowRings { queue_limit, ring_bytes });
-    }
     // Connect before touching the kernel: a missing publisher is the likelier mistake.
-    let forwarder = RefCell::new(Forwarder::connect(&cli.socket, &hello, queue_limit)?);
+    let mut forwarder = Forwarder::connect(&cli.socket, &hello)?;
 
     let mut storage = MaybeUninit::uninit();
-    let rings = RingSizes { messages: cli.message_ring_bytes, events: cli.event_ring_bytes };
-    let mut probes = Probes::attach(&mut storage, &target, &enabled, rings)?;
+    let sizes = RingSizes { messages: cli.message_ring_bytes, events: cli.event_ring_bytes };
+    let mut probes = Probes::attach(&mut storage, &target, &enabled, sizes)?;
     tracing::info!(
         pid = target.pid,
         binary = %target.binary.display(),
         tracepoints = enabled.len(),
-        message_ring_bytes = rings.messages,
-        event_ring_bytes = rings.events,
-        send_queue_bytes = queue_limit,
+        message_ring_bytes = sizes.messages,
+        event_ring_bytes = sizes.events,
         "attached"
     );
-
-    let on_record = |raw: &[u8]| {
-        forwarder.borrow_mut().record(raw);
-        0
-    };
-    let mut builder = RingBufferBuilder::new();
-    builder
-        .add(&probes.skel.maps.messages, on_record)
-        .and_then(|r| r.add(&probes.skel.maps.events, on_record))
-        .map_err(LoaderError::RingBuffer)?;
-    let rings = builder.build().map_err(LoaderError::RingBuffer)?;
-    // SAFETY: the descriptor belongs to `rings`, which outlives every use below.
-    let rings_fd = unsafe { BorrowedFd::borrow_raw(rings.epoll_fd()) };
+    let maps = &probes.skel.maps;
+    let mut rings = [
+        Ring::map(maps.messages.as_fd(), sizes.messages).map_err(LoaderError::RingBuffer)?,
+        Ring::map(maps.events.as_fd(), sizes.events).map_err(LoaderError::RingBuffer)?,
+    ];
     drop_privileges()?;
     notify_ready();
 
@@ -241,39 +221,15 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
     let mut idle = Idle::new(Duration::from_secs(cli.idle_warn_secs));
     let mut last_record = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        // Take records off the rings only while the send queue can hold all they may contain;
-        // otherwise they wait in the rings, whose overflow the BPF programs count.
-        let drain_rings = forwarder.borrow().has_room(ring_bytes);
-        {
-            let fw = forwarder.borrow();
-            let mut fds = Vec::with_capacity(2);
-            fds.push(PollFd::from_borrowed_fd(target_exit.as_fd(), PollFlags::IN));
-            if drain_rings {
-                fds.push(PollFd::from_borrowed_fd(rings_fd, PollFlags::IN));
-            }
-            if let Some(sock) = fw.socket().filter(|_| fw.wants_to_send()) {
-                fds.push(PollFd::from_borrowed_fd(sock, PollFlags::OUT));
-            }
-            let timeout = if last_record.elapsed() < ACTIVE { &ACTIVE_POLL_TIMEOUT } else { &POLL_TIMEOUT };
-            match poll(&mut fds, Some(timeout)) {
-                Ok(_) | Err(Errno::INTR) => {}
-                Err(e) => return Err(LoaderError::Poll(e.into())),
-            }
-            if fds[0].revents().contains(PollFlags::IN) {
-                exited = true;
-            }
-        }
-        let taken = forwarder.borrow().records();
-        if drain_rings {
-            consume(&rings)?;
-        }
-        if exited {
-            break;
-        }
-        let quiet = forwarder.borrow().records() == taken;
+    loop {
+        let taken = forwarder.records();
+        let pump = forwarder.pump(&mut rings);
+        let quiet = forwarder.records() == taken;
         if !quiet {
             last_record = Instant::now();
+        }
+        if exited || stop.load(Ordering::Relaxed) {
+            break;
         }
         if let Some(secs) = idle.tick(quiet) {
             if !cli.no_idle_exit && secs >= cli.idle_exit_secs {
@@ -281,31 +237,44 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             }
             tracing::warn!(pid = target.pid, "no event from bitcoind for {secs} s");
         }
-        if forwarder.borrow_mut().reconnect() {
+        if forwarder.reconnect() {
             // A new publisher starts from zero: tell it the totals.
             last_counts.clear();
             next_counts = Instant::now();
+            continue;
         }
-        forwarder.borrow_mut().send_queued();
         if Instant::now() >= next_counts {
             next_counts = Instant::now() + COUNTER_INTERVAL;
             let counts = probes.drop_counts()?;
             if counts != last_counts {
-                forwarder.borrow_mut().drop_counts(&counts);
+                forwarder.drop_counts(&counts);
                 last_counts = counts;
+                continue;
             }
         }
+        // Wait for what the pump stopped at: records (the rings are readable while they hold
+        // one), room in the socket, or, with no publisher, the next reconnection attempt.
+        let mut fds = vec![PollFd::from_borrowed_fd(target_exit.as_fd(), PollFlags::IN)];
+        match pump {
+            Pump::Drained => fds.extend(rings.iter().map(|r| PollFd::from_borrowed_fd(r.fd(), PollFlags::IN))),
+            Pump::SocketFull => fds.extend(forwarder.socket().map(|s| PollFd::from_borrowed_fd(s, PollFlags::OUT))),
+            Pump::Disconnected => {}
+        }
+        let timeout = if last_record.elapsed() < ACTIVE { &ACTIVE_POLL_TIMEOUT } else { &POLL_TIMEOUT };
+        match poll(&mut fds, Some(timeout)) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(LoaderError::Poll(e.into())),
+        }
+        exited = fds[0].revents().contains(PollFlags::IN);
     }
     // Detach first, so that nothing is captured that would never be read; then hand on
     // everything the rings hold.
     probes.links.clear();
     tracing::info!("detached: handing on what the rings hold");
-    consume(&rings)?;
-    let mut forwarder = forwarder.borrow_mut();
     forwarder.drop_counts(&probes.drop_counts()?);
-    let unsent = forwarder.drain(SHUTDOWN_DRAIN);
+    let unsent = forwarder.drain(&mut rings, SHUTDOWN_DRAIN);
     if unsent > 0 {
-        tracing::warn!(unsent, "the publisher did not take every queued datagram before shutdown");
+        tracing::warn!(unsent, "the publisher did not take every record before shutdown");
     }
     if exited {
         return Err(LoaderError::TargetExited(target.pid));
@@ -341,15 +310,6 @@ impl Idle {
         self.next_warning += self.warn_after;
         Some(idle.as_secs())
     }
-}
-
-/// Hands every record in the rings to the forwarder (through the callbacks).
-fn consume(rings: &libbpf_rs::RingBuffer<'_>) -> Result<(), LoaderError> {
-    let rc = rings.consume_raw();
-    if rc < 0 {
-        return Err(LoaderError::Poll(std::io::Error::from_raw_os_error(-rc)));
-    }
-    Ok(())
 }
 
 /// Once the probes are attached, all that is left goes through descriptors the loader already

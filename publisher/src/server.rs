@@ -1,12 +1,17 @@
 //! Accepting loader connections and publishing what they forward.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::{Client, PublishErrorKind};
-use ipc_protocol::{decode_datagram, decode_hello, Datagram, Hello, Loss, Reassembler, Record, MAX_DATAGRAM};
+use ipc_protocol::{decode_datagram, decode_hello, Datagram, Hello, Loss, OwnedRecord, Reassembler, Record, MAX_DATAGRAM};
 use prost::Message;
+use rustix::io::Errno;
+use rustix::net::RecvFlags;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
 use crate::counters::Counters;
@@ -86,7 +91,23 @@ async fn recv<'b>(conn: &UnixSeqpacket, buf: &'b mut [u8]) -> Result<Option<&'b 
     Ok((info.bytes_read() > 0).then_some(&buf[..info.bytes_read()]))
 }
 
-async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -> Result<(), ConnectionError> {
+/// Bytes of records read from the loader and not yet published. The loader sends straight
+/// from the BPF rings, which overflow while nobody reads them; so a thread of its own reads
+/// the connection, and a burst waits here while it is decoded and published.
+const BACKLOG_BYTES: usize = 8 << 20;
+
+/// Bytes published between waits for the NATS server to have taken them.
+const UNFLUSHED_BYTES: usize = 8 << 20;
+
+/// What the reading thread hands on, holding its share of the backlog until published.
+enum Received {
+    /// A `Records` datagram, its sequence number checked.
+    Batch(Vec<u8>),
+    /// A record put together from its fragments.
+    Whole(OwnedRecord),
+}
+
+async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Arc<Counters>) -> Result<(), ConnectionError> {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let hello = decode_hello(recv(&conn, &mut buf).await?.ok_or(ConnectionError::NoHello)?)?;
     tracing::info!(
@@ -96,32 +117,82 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -
         tracepoints = hello.tracepoints.len(),
         "loader connected"
     );
+    let sock = OwnedFd::from(conn);
+    // The reading thread blocks in `recv`.
+    rustix::io::ioctl_fionbio(&sock, false).map_err(std::io::Error::from)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let backlog = Arc::new(Semaphore::new(BACKLOG_BYTES));
+    let reader = {
+        let (backlog, counters, runtime) = (Arc::clone(&backlog), Arc::clone(counters), tokio::runtime::Handle::current());
+        std::thread::Builder::new()
+            .name("loader-reader".into())
+            .spawn(move || read_loader(&sock, &tx, &backlog, &counters, &runtime))?
+    };
+    let mut unflushed = 0;
+    while let Some((received, _share)) = rx.recv().await {
+        match received {
+            Received::Batch(datagram) => {
+                let Ok(Datagram::Records { records, .. }) = decode_datagram(&datagram) else {
+                    unreachable!("decoded as records when read")
+                };
+                for record in records {
+                    unflushed += publish(&record, &hello, nats, counters).await;
+                }
+            }
+            Received::Whole(record) => unflushed += publish(&record.as_record(), &hello, nats, counters).await,
+        }
+        // The NATS client queues up to 2048 events however large; waiting for the server to
+        // take them every few MiB bounds that memory, and slows reading instead.
+        if unflushed >= UNFLUSHED_BYTES && nats.connection_state() == State::Connected {
+            unflushed = 0;
+            // Bounded: a connection lost meanwhile would hold the flush until it is back.
+            match tokio::time::timeout(Duration::from_secs(1), nats.flush()).await {
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
+            }
+        }
+    }
+    // The channel closes as the reader returns, so this does not wait.
+    reader.join().unwrap_or(Ok(()))
+}
+
+/// Reads the loader's datagrams until it disconnects: checks their sequence, puts fragments
+/// together and hands records on, waiting while the backlog is full.
+fn read_loader(
+    sock: &OwnedFd,
+    tx: &UnboundedSender<(Received, OwnedSemaphorePermit)>,
+    backlog: &Arc<Semaphore>,
+    counters: &Counters,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(), ConnectionError> {
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut reassembler = Reassembler::default();
     let mut malformed = 0;
     loop {
-        let datagram = match recv(&conn, &mut buf).await {
-            Ok(Some(datagram)) => datagram,
-            Ok(None) => return Ok(()),
-            Err(ConnectionError::Oversized) => {
-                malformed += 1;
-                refused(malformed, &ConnectionError::Oversized, counters);
-                continue;
-            }
-            Err(e) => return Err(e),
+        let (len, full_len) = match rustix::net::recv(sock, &mut buf, RecvFlags::TRUNC) {
+            Ok(lens) => lens,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(ConnectionError::Recv(e.into())),
         };
-        match decode_datagram(datagram) {
-            Ok(Datagram::Records { seq, records }) => {
+        if full_len == 0 {
+            return Ok(());
+        }
+        if full_len > len {
+            malformed += 1;
+            refused(malformed, &ConnectionError::Oversized, counters);
+            continue;
+        }
+        let datagram = &buf[..len];
+        let received = match decode_datagram(datagram) {
+            Ok(Datagram::Records { seq, .. }) => {
                 counted_loss(reassembler.records(seq), counters);
-                for record in records {
-                    publish(&record, &hello, nats, counters).await;
-                }
+                Received::Batch(datagram.to_vec())
             }
             Ok(Datagram::Fragment(fragment)) => {
                 let (loss, record) = reassembler.fragment(&fragment);
                 counted_loss(loss, counters);
-                if let Some(record) = record {
-                    publish(&record.as_record(), &hello, nats, counters).await;
-                }
+                let Some(record) = record else { continue };
+                Received::Whole(record)
             }
             Ok(Datagram::DropCounts(counts)) => {
                 for (count, grown) in counters.dropped_before(&counts) {
@@ -132,11 +203,24 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Counters) -
                         "{grown} events dropped before reaching the publisher"
                     );
                 }
+                continue;
             }
             Err(e) => {
                 malformed += 1;
                 refused(malformed, &e, counters);
+                continue;
             }
+        };
+        let bytes = match &received {
+            Received::Batch(datagram) => datagram.len(),
+            Received::Whole(record) => record.data.len(),
+        };
+        // At most MAX_RECORD bytes, within the semaphore's BACKLOG_BYTES; it is never closed.
+        let share = runtime
+            .block_on(Arc::clone(backlog).acquire_many_owned(bytes.max(1) as u32))
+            .expect("the backlog semaphore is never closed");
+        if tx.send((received, share)).is_err() {
+            return Ok(());
         }
     }
 }
@@ -174,14 +258,15 @@ fn timestamp_ms(record: &Record<'_>, hello: &Hello) -> u64 {
     u64::try_from(ns / 1_000_000).unwrap_or(0)
 }
 
-async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &Counters) {
+/// Publishes one record's event; returns the bytes handed to the NATS client.
+async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &Counters) -> usize {
     let tp = record.tracepoint;
     let decoded = match decode(record) {
         Ok(decoded) => decoded,
         Err(e) => {
             tracing::debug!(tracepoint = %tp, "invalid record, dropped: {e}");
             counters.invalid(tp, e.label());
-            return;
+            return 0;
         }
     };
     for anomaly in &decoded.anomalies {
@@ -207,12 +292,15 @@ async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &C
             Err(_) => {
                 tracing::debug!(tracepoint = %tp, "NATS unreachable and its client buffer full: event dropped");
                 counters.nats_unavailable(tp);
-                return;
+                return 0;
             }
         }
     };
     match published {
-        Ok(()) => counters.published(tp),
+        Ok(()) => {
+            counters.published(tp);
+            return size;
+        }
         Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
             tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
             counters.over_max_payload(tp);
@@ -222,4 +310,5 @@ async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &C
             counters.publish_failed(tp);
         }
     }
+    0
 }

@@ -125,6 +125,25 @@ fn peak_rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Resident set size without the mappings of BPF maps, in bytes. The loader reads the ring
+/// buffers through such mappings (the data area twice); their pages are the maps' own
+/// memory, counted once as the maps' `memlock`.
+fn rss_without_bpf_maps(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let (mut total, mut in_map) = (0, false);
+    for line in smaps.lines() {
+        if let Some(kb) = line.strip_prefix("Rss:") {
+            if !in_map {
+                total += kb.trim().trim_end_matches(" kB").parse::<u64>().unwrap_or(0) * 1024;
+            }
+        } else if line.split_whitespace().next().is_some_and(|field| field.contains('-')) {
+            // A mapping's first line: "start-end perms offset dev inode [path]".
+            in_map = line.ends_with("anon_inode:bpf-map");
+        }
+    }
+    total
+}
+
 /// Kernel memory of the BPF maps a process holds, from the `memlock` of each map fd.
 fn bpf_map_bytes(pid: u32) -> u64 {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
@@ -194,9 +213,9 @@ struct Usage {
 }
 
 fn sample(loader: u32, publisher: u32, last: &mut Usage) {
-    let (ticks, rss) = (cpu_ticks(loader), peak_rss(loader));
+    let (ticks, rss) = (cpu_ticks(loader), rss_without_bpf_maps(loader));
     if rss > 0 {
-        (last.loader_ticks, last.loader_rss) = (ticks, rss);
+        (last.loader_ticks, last.loader_rss) = (ticks, rss.max(last.loader_rss));
     }
     let (ticks, rss) = (cpu_ticks(publisher), peak_rss(publisher));
     if rss > 0 {
@@ -378,9 +397,9 @@ async fn main() {
     println!("Time per ping hit in the firing thread under a no-op BPF program (the floor): {}; untraced at max rate: {untraced:.0} ns.\n", list.join(", "));
     println!(
         "| workload | fired | delivered | intact | dropped (cause) | delivered/s | MB/s | loader µs/event | publisher µs/event | \
-         loader peak RSS MiB | publisher peak RSS MiB | BPF maps MiB | latency p50 / p99 / max ms | ns per hit (× floor) | machine busy % | load |"
+         loader peak RSS MiB (without rings) | publisher peak RSS MiB | BPF maps MiB | memory total MiB | latency p50 / p99 / max ms | ns per hit (× floor) | machine busy % | load |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for w in workloads() {
         if cli.only.as_deref().is_some_and(|only| !w.name.contains(only)) {
             continue;
@@ -408,7 +427,7 @@ async fn main() {
             _ => format!("{:.0}", r.ns_per_hit),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {} |",
             w.name,
             r.fired,
             r.delivered,
@@ -421,6 +440,7 @@ async fn main() {
             mb(r.loader_rss),
             mb(r.publisher_rss),
             mb(r.bpf_maps),
+            mb(r.loader_rss + r.publisher_rss + r.bpf_maps),
             latency,
             per_hit,
             r.machine_busy,
