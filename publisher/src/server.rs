@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::{Client, PublishErrorKind};
-use ipc_protocol::{decode_datagram, decode_hello, Datagram, Hello, Loss, OwnedRecord, Reassembler, Record, MAX_DATAGRAM};
+use ipc_protocol::{
+    decode_datagram, decode_hello, Datagram, Hello, Loss, OwnedRecord, Reassembler, Record, Tracepoint, MAX_DATAGRAM,
+};
 use prost::Message;
 use rustix::io::Errno;
 use rustix::net::RecvFlags;
@@ -15,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
 use crate::counters::Counters;
-use crate::decode::{decode, Anomaly};
+use crate::decode::{decode, Anomaly, Decoded};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -97,7 +99,7 @@ async fn recv<'b>(conn: &UnixSeqpacket, buf: &'b mut [u8]) -> Result<Option<&'b 
 const BACKLOG_BYTES: usize = 8 << 20;
 
 /// Bytes published between waits for the NATS server to have taken them.
-const UNFLUSHED_BYTES: usize = 8 << 20;
+const UNFLUSHED_BYTES: usize = 2 << 20;
 
 /// What the reading thread hands on, holding its share of the backlog until published.
 enum Received {
@@ -129,17 +131,26 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Arc<Counter
             .spawn(move || read_loader(&sock, &tx, &backlog, &counters, &runtime))?
     };
     let mut unflushed = 0;
-    while let Some((received, _share)) = rx.recv().await {
+    while let Some((received, share)) = rx.recv().await {
         match received {
             Received::Batch(datagram) => {
                 let Ok(Datagram::Records { records, .. }) = decode_datagram(&datagram) else {
                     unreachable!("decoded as records when read")
                 };
                 for record in records {
-                    unflushed += publish(&record, &hello, nats, counters).await;
+                    if let Some(event) = decoded(&record, &hello, counters) {
+                        unflushed += send(event, nats, counters).await;
+                    }
                 }
             }
-            Received::Whole(record) => unflushed += publish(&record.as_record(), &hello, nats, counters).await,
+            Received::Whole(record) => {
+                let event = decoded(&record.as_record(), &hello, counters);
+                // A large record's memory and backlog room are free before its event is encoded.
+                drop((record, share));
+                if let Some(event) = event {
+                    unflushed += send(event, nats, counters).await;
+                }
+            }
         }
         // The NATS client queues up to 2048 events however large; waiting for the server to
         // take them every few MiB bounds that memory, and slows reading instead.
@@ -168,6 +179,14 @@ fn read_loader(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut reassembler = Reassembler::default();
     let mut malformed = 0;
+    // Waits for room in the backlog: at most MAX_RECORD bytes, within its BACKLOG_BYTES.
+    let share = |bytes: usize| {
+        runtime
+            .block_on(Arc::clone(backlog).acquire_many_owned(bytes.max(1) as u32))
+            .expect("the backlog semaphore is never closed")
+    };
+    // The room taken for the record being put together, before its memory is.
+    let mut partial_share = None;
     loop {
         let (len, full_len) = match rustix::net::recv(sock, &mut buf, RecvFlags::TRUNC) {
             Ok(lens) => lens,
@@ -186,13 +205,19 @@ fn read_loader(
         let received = match decode_datagram(datagram) {
             Ok(Datagram::Records { seq, .. }) => {
                 counted_loss(reassembler.records(seq), counters);
-                Received::Batch(datagram.to_vec())
+                (Received::Batch(datagram.to_vec()), share(datagram.len()))
             }
             Ok(Datagram::Fragment(fragment)) => {
+                if fragment.offset == 0 {
+                    // A record left unfinished gives its room back first.
+                    drop(partial_share.take());
+                    partial_share = Some(share(fragment.total_len as usize));
+                }
                 let (loss, record) = reassembler.fragment(&fragment);
                 counted_loss(loss, counters);
                 let Some(record) = record else { continue };
-                Received::Whole(record)
+                let share = partial_share.take().unwrap_or_else(|| share(record.data.len()));
+                (Received::Whole(record), share)
             }
             Ok(Datagram::DropCounts(counts)) => {
                 for (count, grown) in counters.dropped_before(&counts) {
@@ -211,15 +236,7 @@ fn read_loader(
                 continue;
             }
         };
-        let bytes = match &received {
-            Received::Batch(datagram) => datagram.len(),
-            Received::Whole(record) => record.data.len(),
-        };
-        // At most MAX_RECORD bytes, within the semaphore's BACKLOG_BYTES; it is never closed.
-        let share = runtime
-            .block_on(Arc::clone(backlog).acquire_many_owned(bytes.max(1) as u32))
-            .expect("the backlog semaphore is never closed");
-        if tx.send((received, share)).is_err() {
+        if tx.send(received).is_err() {
             return Ok(());
         }
     }
@@ -258,15 +275,22 @@ fn timestamp_ms(record: &Record<'_>, hello: &Hello) -> u64 {
     u64::try_from(ns / 1_000_000).unwrap_or(0)
 }
 
-/// Publishes one record's event; returns the bytes handed to the NATS client.
-async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &Counters) -> usize {
+/// A record decoded into its event, with its subject and wall-clock time.
+struct DecodedRecord {
+    tracepoint: Tracepoint,
+    timestamp_ms: u64,
+    decoded: Decoded,
+}
+
+/// Decodes a record and counts its anomalies; `None` (counted) if it is invalid.
+fn decoded(record: &Record<'_>, hello: &Hello, counters: &Counters) -> Option<DecodedRecord> {
     let tp = record.tracepoint;
     let decoded = match decode(record) {
         Ok(decoded) => decoded,
         Err(e) => {
             tracing::debug!(tracepoint = %tp, "invalid record, dropped: {e}");
             counters.invalid(tp, e.label());
-            return 0;
+            return None;
         }
     };
     for anomaly in &decoded.anomalies {
@@ -278,8 +302,14 @@ async fn publish(record: &Record<'_>, hello: &Hello, nats: &Client, counters: &C
         tracing::debug!(tracepoint = %tp, "{label}");
         counters.anomaly(tp, label);
     }
+    Some(DecodedRecord { tracepoint: tp, timestamp_ms: timestamp_ms(record, hello), decoded })
+}
+
+/// Encodes and publishes one event; returns the bytes handed to the NATS client.
+async fn send(event: DecodedRecord, nats: &Client, counters: &Counters) -> usize {
+    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded } = event;
     let subject = decoded.subject;
-    let payload = decoded.into_event(timestamp_ms(record, hello)).encode_to_vec();
+    let payload = decoded.into_event(timestamp_ms).encode_to_vec();
     let size = payload.len();
     // While NATS is down, async-nats' `publish` waits for room in its bounded buffer, which
     // would stall the socket and, behind it, the loader. So while disconnected the buffer is
