@@ -145,13 +145,19 @@ const EXIT_BITCOIND_EXITED: u8 = 3;
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 /// How long `poll` waits while bitcoind is quiet.
 const POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
-/// The BPF programs wake the loader at most once per millisecond (WAKEUP_INTERVAL_NS); for
-/// ACTIVE after the last record, the loader looks every millisecond instead of waiting to be
-/// woken, so that records submitted without a wakeup are taken within about a millisecond.
+/// For ACTIVE_NS after the last record, the loader looks at the rings every millisecond
+/// (WAKEUP_INTERVAL_NS of the BPF programs), and tells the programs so: meanwhile they do not
+/// wake it, which would cost bitcoind's thread an irq_work per wakeup.
 const ACTIVE_POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: 1_000_000 };
-const ACTIVE: Duration = Duration::from_millis(5);
+const ACTIVE_NS: u64 = 5_000_000;
 /// How long a stopping loader waits for the publisher to take what it still holds.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let t = clock_gettime(ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
 
 fn realtime_offset_ns() -> i64 {
     let ns = |t: rustix::time::Timespec| t.tv_sec as i64 * 1_000_000_000 + t.tv_nsec as i64;
@@ -220,13 +226,16 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let mut last_counts = Vec::new();
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
     let mut idle = Idle::new(Duration::from_secs(cli.idle_warn_secs));
-    let mut last_record = Instant::now();
+    let mut polling_until_ns = 0;
     loop {
         let taken = forwarder.records();
         let pump = forwarder.pump(&mut rings);
         let quiet = forwarder.records() == taken;
         if !quiet {
-            last_record = Instant::now();
+            polling_until_ns = monotonic_ns() + ACTIVE_NS;
+            // The programs are told a millisecond less than the loader keeps looking: a
+            // record stamped before their deadline but submitted after it still gets looked at.
+            probes.polling_until_ns.store(polling_until_ns - 1_000_000, Ordering::Relaxed);
         }
         if exited || stop.load(Ordering::Relaxed) {
             break;
@@ -260,7 +269,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             Pump::SocketFull => fds.extend(forwarder.socket().map(|s| PollFd::from_borrowed_fd(s, PollFlags::OUT))),
             Pump::Disconnected => {}
         }
-        let timeout = if last_record.elapsed() < ACTIVE { &ACTIVE_POLL_TIMEOUT } else { &POLL_TIMEOUT };
+        let timeout = if monotonic_ns() < polling_until_ns { &ACTIVE_POLL_TIMEOUT } else { &POLL_TIMEOUT };
         match poll(&mut fds, Some(timeout)) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(LoaderError::Poll(e.into())),

@@ -2,6 +2,7 @@
 //! drop counters.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::AtomicU64;
 
 use extractor_bpf::{ExtractorSkel, ExtractorSkelBuilder};
 use ipc_protocol::{DropCause, DropCount, Tracepoint};
@@ -36,6 +37,9 @@ pub struct RingSizes {
 }
 
 pub struct Probes<'obj> {
+    /// Until when (CLOCK_MONOTONIC ns) the loader looks at the rings by itself, so that the
+    /// BPF programs need not wake it: a variable of the programs' `.bss`, mapped at load.
+    pub polling_until_ns: &'obj AtomicU64,
     /// One per attached program; clearing it detaches them all (`close` on the link fds,
     /// which needs no capability), while the rings keep what was captured until read.
     /// Declared first so that it drops first: a USDT link refers to the object's USDT
@@ -61,6 +65,10 @@ impl<'obj> Probes<'obj> {
             prog.set_autoload(wanted);
         }
         let mut skel = open.load().map_err(ProbeError::Load)?;
+        let bss = skel.maps.bss_data.take().expect("the BPF object has a .bss: its wakeup state");
+        // SAFETY: the mapping of the object's .bss lives as long as the object ('obj); the BPF
+        // programs only read this word, and the loader writes it only through this atomic.
+        let polling_until_ns = unsafe { AtomicU64::from_ptr(&mut bss.loader_polling_until_ns) };
         let mut links = Vec::with_capacity(enabled.len());
         for tp in enabled {
             let prog = skel
@@ -82,7 +90,7 @@ impl<'obj> Probes<'obj> {
                 })?;
             links.push(link);
         }
-        Ok(Probes { links, skel })
+        Ok(Probes { polling_until_ns, links, skel })
     }
 
     /// Totals of the BPF drop counters, summed over CPUs, for the non-zero ones.

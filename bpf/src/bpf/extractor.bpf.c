@@ -66,20 +66,23 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
 		*n += 1; /* per-CPU slot: no other writer */
 }
 
-/* Waking the loader is the dearest part of a hit for the traced thread: an irq_work and a
- * context switch, on 2 cores often onto the traced thread's own CPU. So a record wakes the
- * loader only when none did for WAKEUP_INTERVAL_NS or its ring is a quarter full; once woken,
- * the loader polls every WAKEUP_INTERVAL_NS for as long as records keep coming, so none
- * waits longer than about that. The timestamps race between CPUs, harmlessly: at worst one
- * wakeup too many. */
+/* Waking the loader is the dearest part of a hit for the traced thread: an irq_work (in a VM,
+ * a trapped APIC write) and a context switch, on 2 cores often onto the traced thread's own
+ * CPU. The loader looks at the rings every WAKEUP_INTERVAL_NS by itself while records keep
+ * coming, and says until when in loader_polling_until_ns (CLOCK_MONOTONIC, as the records'
+ * timestamps); only a record after that wakes it, and then only if none did for
+ * WAKEUP_INTERVAL_NS. A ring a quarter full always wakes it. The loader only moves the
+ * deadline forward, so a stale read errs towards a wakeup; the other timestamps race between
+ * CPUs, harmlessly: at worst one wakeup too many. */
 #define WAKEUP_INTERVAL_NS 1000000
+__u64 loader_polling_until_ns;
 __u64 messages_woken_ns;
 __u64 events_woken_ns;
 
 /* `now` is the record's own timestamp: no second clock read. */
 static __always_inline __u64 wakeup(void *ring, __u64 *woken_ns, __u64 now)
 {
-	if (now - *woken_ns < WAKEUP_INTERVAL_NS &&
+	if ((now < loader_polling_until_ns || now - *woken_ns < WAKEUP_INTERVAL_NS) &&
 	    bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) < bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 4)
 		return BPF_RB_NO_WAKEUP;
 	*woken_ns = now;
