@@ -148,3 +148,40 @@ async fn sized_messages_arrive_with_their_exact_size() {
         assert!(undecodable_counts(&stopped).is_empty(), "{stopped}");
     }
 }
+
+/// A payload the BPF program cannot read is counted as `read_failed`, and its reservation in
+/// the ring is discarded: the loader steps over the discarded record, and every other message
+/// arrives whole, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_payload_is_counted_and_every_other_message_arrives() {
+    const ROUNDS: u64 = 100;
+    const SEED: u64 = 5;
+    let nats = NatsServer::start().await;
+    // Transactions: never an empty payload, which would need no read.
+    let txs = Workload { message_type: Some("tx".into()), ..Workload::default() };
+    let sim_flags = ["--message-type", "tx", "--unreadable-every", "10"];
+    let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, mut loader } =
+        Pipeline::start_with(Launch::Direct, &nats, "net:inbound_message", ROUNDS, SEED, &sim_flags, &[]).await;
+    assert_eq!(simulator.fire().await.get(&Tracepoint::NetInboundMessage), Some(&ROUNDS));
+
+    let readable: Vec<u64> = (0..ROUNDS).filter(|seq| (seq + 1) % 10 != 0).collect();
+    let events = receive(&mut subscriber, readable.len()).await;
+    assert_eq!(events.len(), readable.len(), "events received");
+    for ((subject, event), seq) in events.into_iter().zip(readable) {
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let (want_subject, want) = expect::event_with(Tracepoint::NetInboundMessage, SEED, seq, &txs);
+        assert_eq!(subject, want_subject, "#{seq}");
+        assert_eq!(ebpf, want, "#{seq}");
+    }
+
+    // The loader sends its final drop totals as it exits after the simulator.
+    tokio::time::timeout(std::time::Duration::from_secs(30), loader.wait()).await.expect("loader exits").expect("waits");
+    let pid = publisher.id().expect("publisher running").to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    assert!(publisher.wait().await.expect("publisher exits").success(), "publisher stops cleanly on SIGINT");
+    let log = e2e::read_stderr(&mut publisher).await;
+    assert!(log.contains("net:inbound_message read_failed +10"), "{log}");
+    let stopped = e2e::closing_line(&log);
+    assert!(stopped.starts_with("published=90 invalid=0 "), "{stopped}");
+    assert!(stopped.contains(" dropped_before_publisher=10 "), "{stopped}");
+}

@@ -76,6 +76,10 @@ struct Cli {
     /// when the traced process exits wait for the exit to complete).
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     linger: f64,
+    /// P2P messages: every Nth round's message passes a payload pointer that cannot be read,
+    /// as a broken probe site would; the tracer must count it and go on.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    unreadable_every: Option<u64>,
 }
 
 fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {
@@ -97,17 +101,20 @@ fn c(s: &str) -> CString {
     CString::new(s).expect("simulated strings have no NUL")
 }
 
-/// Runs the probe site of `tp`; true if a tracer was attached (the semaphore was set).
-fn fire(tp: Tracepoint, args: &Args) -> bool {
+/// Runs the probe site of `tp`; true if a tracer was attached (the semaphore was set). With
+/// `unreadable_payload`, a message's payload pointer points into the never-mapped first page.
+fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
     use Tracepoint as T;
     // SAFETY: every pointer is to a live, NUL-terminated CString or a buffer of the stated
-    // length, valid for the duration of the call.
+    // length, valid for the duration of the call; an unreadable payload pointer is only handed
+    // to the tracer, which reads user memory with checked reads.
     unsafe {
         match (tp, args) {
             (T::NetInboundMessage | T::NetOutboundMessage, Args::Message { peer_id, addr, conn_type, message }) => {
                 let f = if tp == T::NetInboundMessage { sim_net_inbound_message } else { sim_net_outbound_message };
                 let payload = message.serialize();
-                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), c(message.command()).as_ptr(), payload.len(), payload.as_ptr())
+                let data = if unreadable_payload { std::ptr::dangling() } else { payload.as_ptr() };
+                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), c(message.command()).as_ptr(), payload.len(), data)
             }
             (T::NetInboundConnection | T::NetOutboundConnection, Args::Connection { peer_id, addr, conn_type, network, existing_connections }) => {
                 let f = if tp == T::NetInboundConnection { sim_net_inbound_connection } else { sim_net_outbound_connection };
@@ -184,8 +191,9 @@ fn main() -> ExitCode {
                     *message = Message::Ping(monotonic_ns());
                 }
             }
+            let unreadable = cli.unreadable_every.is_some_and(|n| (seq + 1) % n == 0);
             let hit = Instant::now();
-            let traced = fire(*tp, &args);
+            let traced = fire(*tp, &args, unreadable);
             fire_ns += hit.elapsed().as_nanos();
             if traced {
                 fired[i] += 1;
