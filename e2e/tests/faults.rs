@@ -94,6 +94,24 @@ async fn publisher_restarted_mid_stream() {
     assert!(log.contains(") exited: start the loader again for its successor"), "{log}");
 }
 
+/// The publisher is stopped mid-stream (SIGTERM, as systemd does on a restart) and started
+/// again: it publishes what it has read before exiting, the loader keeps what it could not
+/// send in its rings and sends it to the new publisher, so every event arrives once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_stopped_mid_stream_loses_nothing() {
+    let nats = NatsServer::start().await;
+    let Pipeline { mut subscriber, simulator, mut publisher, dir, loader: _loader } =
+        Pipeline::start_with(Launch::Direct, &nats, "mempool:added", ROUNDS, SEED, &STREAM, &[]).await;
+    let firing = tokio::spawn(simulator.fire());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (status, _) = terminate(&mut publisher).await;
+    assert!(status.success(), "publisher stops cleanly: {status}");
+    let socket = dir.path().join("publisher.sock");
+    let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    assert_eq!(firing.await.expect("simulator task")[&Tracepoint::MempoolAdded], ROUNDS);
+    assert_eq!(firing_numbers(&mut subscriber).await, (0..ROUNDS).collect::<Vec<_>>());
+}
+
 /// The loader is killed: the publisher stays up and takes the next loader's stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_accepts_the_next_loader() {

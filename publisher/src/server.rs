@@ -8,10 +8,11 @@ use async_nats::connection::State;
 use async_nats::{Client, PublishErrorKind};
 use ipc_protocol::{
     decode_datagram, decode_hello, Datagram, Hello, Loss, OwnedRecord, Reassembler, Record, Tracepoint, MAX_DATAGRAM,
+    MAX_RECORD,
 };
 use prost::Message;
 use rustix::io::Errno;
-use rustix::net::RecvFlags;
+use rustix::net::{RecvFlags, Shutdown};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
@@ -29,6 +30,8 @@ pub enum ConnectionError {
     Hello(#[from] ipc_protocol::DecodeError),
     #[error("datagram larger than {MAX_DATAGRAM} bytes")]
     Oversized,
+    #[error("the thread reading from the loader panicked")]
+    ReaderPanicked,
 }
 
 /// NATS `max_payload` that fits any event: a 4,000,000-byte block plus its envelope.
@@ -55,8 +58,12 @@ fn admitted(conn: &UnixSeqpacket, loader_uid: Option<u32>) -> bool {
     }
 }
 
+/// How long a stopping publisher gives its connections to publish what they have read.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
 /// Accepts loaders until `shutdown` completes; each connection is served on its own task, so
-/// a refused or misbehaving peer never disturbs another.
+/// a refused or misbehaving peer never disturbs another. Then each connection stops reading
+/// and publishes what it has read before the function returns.
 pub async fn serve(
     mut listener: UnixSeqpacketListener,
     loader_uid: Option<u32>,
@@ -65,14 +72,16 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) if !admitted(&conn, loader_uid) => drop(conn),
                 Ok(conn) => {
-                    let (nats, counters) = (nats.clone(), Arc::clone(&counters));
-                    tokio::spawn(async move {
-                        match serve_loader(conn, &nats, &counters).await {
+                    let (nats, counters, stopping) = (nats.clone(), Arc::clone(&counters), stopping.clone());
+                    connections.spawn(async move {
+                        match serve_loader(conn, &nats, &counters, stopping).await {
                             Ok(()) => tracing::info!("loader disconnected"),
                             Err(e) => tracing::warn!("loader connection ended: {e}"),
                         }
@@ -80,8 +89,14 @@ pub async fn serve(
                 }
                 Err(e) => tracing::warn!("accept failed: {e}"),
             },
+            Some(_) = connections.join_next() => {}
             () = &mut shutdown => break,
         }
+    }
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("records read from the loader were still being published {} s after shutdown", SHUTDOWN_DRAIN.as_secs());
     }
 }
 
@@ -97,6 +112,7 @@ async fn recv<'b>(conn: &UnixSeqpacket, buf: &'b mut [u8]) -> Result<Option<&'b 
 /// from the BPF rings, which overflow while nobody reads them; so a thread of its own reads
 /// the connection, and a burst waits here while it is decoded and published.
 const BACKLOG_BYTES: usize = 8 << 20;
+const _: () = assert!(MAX_RECORD <= BACKLOG_BYTES, "a whole record must fit the backlog");
 
 /// Bytes published between waits for the NATS server to have taken them.
 const UNFLUSHED_BYTES: usize = 2 << 20;
@@ -109,7 +125,15 @@ enum Received {
     Whole(OwnedRecord),
 }
 
-async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Arc<Counters>) -> Result<(), ConnectionError> {
+/// Serves one loader until it disconnects, or until `stopping`: then it stops reading (the
+/// loader keeps what it has not sent in its rings, for the next publisher) and publishes
+/// what it has read.
+async fn serve_loader(
+    conn: UnixSeqpacket,
+    nats: &Client,
+    counters: &Arc<Counters>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let hello = decode_hello(recv(&conn, &mut buf).await?.ok_or(ConnectionError::NoHello)?)?;
     tracing::info!(
@@ -119,19 +143,33 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Arc<Counter
         tracepoints = hello.tracepoints.len(),
         "loader connected"
     );
-    let sock = OwnedFd::from(conn);
+    let sock = Arc::new(OwnedFd::from(conn));
     // The reading thread blocks in `recv`.
     rustix::io::ioctl_fionbio(&sock, false).map_err(std::io::Error::from)?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let backlog = Arc::new(Semaphore::new(BACKLOG_BYTES));
     let reader = {
-        let (backlog, counters, runtime) = (Arc::clone(&backlog), Arc::clone(counters), tokio::runtime::Handle::current());
+        let (sock, backlog, counters) = (Arc::clone(&sock), Arc::clone(&backlog), Arc::clone(counters));
+        let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("loader-reader".into())
             .spawn(move || read_loader(&sock, &tx, &backlog, &counters, &runtime))?
     };
     let mut unflushed = 0;
-    while let Some((received, share)) = rx.recv().await {
+    let mut reading = true;
+    loop {
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            _ = stopping.wait_for(|stop| *stop), if reading => {
+                // The reader takes what the socket holds, then sees the end of the stream.
+                if let Err(e) = rustix::net::shutdown(&*sock, Shutdown::Read) {
+                    tracing::warn!("cannot stop reading from the loader: {e}");
+                }
+                reading = false;
+                continue;
+            }
+        };
+        let Some((received, share)) = next else { break };
         match received {
             Received::Batch(datagram) => {
                 let Ok(Datagram::Records { records, .. }) = decode_datagram(&datagram) else {
@@ -164,7 +202,7 @@ async fn serve_loader(conn: UnixSeqpacket, nats: &Client, counters: &Arc<Counter
         }
     }
     // The channel closes as the reader returns, so this does not wait.
-    reader.join().unwrap_or(Ok(()))
+    reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked))
 }
 
 /// Reads the loader's datagrams until it disconnects: checks their sequence, puts fragments

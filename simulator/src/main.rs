@@ -191,7 +191,7 @@ fn main() -> ExitCode {
                     *message = Message::Ping(monotonic_ns());
                 }
             }
-            let unreadable = cli.unreadable_every.is_some_and(|n| (seq + 1) % n == 0);
+            let unreadable = cli.unreadable_every.is_some_and(|n| (seq + 1).is_multiple_of(n));
             let hit = Instant::now();
             let traced = fire(*tp, &args, unreadable);
             fire_ns += hit.elapsed().as_nanos();

@@ -222,7 +222,7 @@ fn sample(loader: u32, publisher: u32, last: &mut Usage) {
     if ticks > 0 {
         last.loader_ticks = ticks;
     }
-    if last.samples % SMAPS_EVERY == 0 {
+    if last.samples.is_multiple_of(SMAPS_EVERY) {
         last.loader_rss = last.loader_rss.max(rss_without_bpf_maps(loader));
     }
     last.samples += 1;
