@@ -78,9 +78,9 @@ fn connect(path: &Path, hello: &[u8]) -> std::io::Result<OwnedFd> {
     Ok(sock)
 }
 
-/// Sends one datagram made of `parts`; `Ok(false)` when the socket is full.
-fn send(sock: &OwnedFd, parts: &[&[u8]]) -> Result<bool, Errno> {
-    let slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+/// Sends one datagram, `head` followed by `body`; `Ok(false)` when the socket is full.
+fn send(sock: &OwnedFd, head: &[u8], body: &[u8]) -> Result<bool, Errno> {
+    let slices = [IoSlice::new(head), IoSlice::new(body)];
     loop {
         match rustix::net::sendmsg(sock, &slices, &mut SendAncillaryBuffer::default(), SendFlags::NOSIGNAL) {
             Ok(_) => return Ok(true),
@@ -176,7 +176,7 @@ impl Forwarder {
                 let (tracepoint, ktime_ns, body) =
                     ring.peek().and_then(parse_header).expect("a record being sent stays whole at the head of its ring");
                 let (total_len, end) = (body.len(), f.head.end);
-                let result = send(sock, &[f.head.bytes(), &body[f.offset..end]]);
+                let result = send(sock, f.head.bytes(), &body[f.offset..end]);
                 if let Some(stop) = self.sent(result) {
                     return stop;
                 }
@@ -191,7 +191,7 @@ impl Forwarder {
                 continue;
             }
             if let Some(counts) = &self.counts {
-                let result = send(sock, &[counts]);
+                let result = send(sock, counts, &[]);
                 if let Some(stop) = self.sent(result) {
                     return stop;
                 }
@@ -200,7 +200,7 @@ impl Forwarder {
             }
             let Some(index) = oldest(rings) else {
                 let Some(batch) = self.encoder.batch() else { return Pump::Drained };
-                let result = send(sock, &[batch]);
+                let result = send(sock, batch, &[]);
                 if let Some(stop) = self.sent(result) {
                     return stop;
                 }
@@ -220,7 +220,7 @@ impl Forwarder {
                 }
                 Ok(Push::BatchFull) => {
                     let batch = self.encoder.batch().expect("a full batch holds records");
-                    let result = send(sock, &[batch]);
+                    let result = send(sock, batch, &[]);
                     if let Some(stop) = self.sent(result) {
                         return stop;
                     }
@@ -229,7 +229,7 @@ impl Forwarder {
                 Ok(Push::Fragments) => {
                     // The batch goes first, keeping the records in order.
                     if let Some(batch) = self.encoder.batch() {
-                        let result = send(sock, &[batch]);
+                        let result = send(sock, batch, &[]);
                         if let Some(stop) = self.sent(result) {
                             return stop;
                         }

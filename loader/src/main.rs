@@ -230,8 +230,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     loop {
         let taken = forwarder.records();
         let pump = forwarder.pump(&mut rings);
-        let quiet = forwarder.records() == taken;
-        if !quiet {
+        let took = forwarder.records() != taken;
+        if took {
             polling_until_ns = monotonic_ns() + ACTIVE_NS;
             // The programs are told a millisecond less than the loader keeps looking: a
             // record stamped before their deadline but submitted after it still gets looked at.
@@ -240,6 +240,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         if exited || stop.load(Ordering::Relaxed) {
             break;
         }
+        // Records waiting in the rings for a publisher that is slow or gone are not idleness.
+        let quiet = !took && rings.iter_mut().all(|ring| ring.peek().is_none());
         if let Some(secs) = idle.tick(quiet) {
             if !cli.no_idle_exit && secs >= cli.idle_exit_secs {
                 return Err(LoaderError::Idle { pid: target.pid, secs });
