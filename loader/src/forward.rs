@@ -166,6 +166,18 @@ impl Forwarder {
         }
     }
 
+    /// Sends the open batch, if any; `Some(stop)` unless it went out.
+    fn send_batch(&mut self) -> Option<Pump> {
+        let Some(batch) = self.encoder.batch() else { return None };
+        let Some(sock) = &self.sock else { return Some(Pump::Disconnected) };
+        let result = send(sock, batch, &[]);
+        let stop = self.sent(result);
+        if stop.is_none() {
+            self.encoder.batch_sent();
+        }
+        stop
+    }
+
     /// Sends records, oldest first across the rings, until the rings are empty or the socket
     /// is full; each record leaves its ring once sent whole.
     pub fn pump(&mut self, rings: &mut [Ring<'_>]) -> Pump {
@@ -199,12 +211,12 @@ impl Forwarder {
                 continue;
             }
             let Some(index) = oldest(rings) else {
-                let Some(batch) = self.encoder.batch() else { return Pump::Drained };
-                let result = send(sock, batch, &[]);
-                if let Some(stop) = self.sent(result) {
+                if self.encoder.batch().is_none() {
+                    return Pump::Drained;
+                }
+                if let Some(stop) = self.send_batch() {
                     return stop;
                 }
-                self.encoder.batch_sent();
                 continue;
             };
             let ring = &mut rings[index];
@@ -219,21 +231,14 @@ impl Forwarder {
                     self.records += 1;
                 }
                 Ok(Push::BatchFull) => {
-                    let batch = self.encoder.batch().expect("a full batch holds records");
-                    let result = send(sock, batch, &[]);
-                    if let Some(stop) = self.sent(result) {
+                    if let Some(stop) = self.send_batch() {
                         return stop;
                     }
-                    self.encoder.batch_sent();
                 }
                 Ok(Push::Fragments) => {
                     // The batch goes first, keeping the records in order.
-                    if let Some(batch) = self.encoder.batch() {
-                        let result = send(sock, batch, &[]);
-                        if let Some(stop) = self.sent(result) {
-                            return stop;
-                        }
-                        self.encoder.batch_sent();
+                    if let Some(stop) = self.send_batch() {
+                        return stop;
                     }
                     let head = self.encoder.fragment(tracepoint, ktime_ns, body.len(), 0);
                     self.fragmenting = Some(Fragmenting { ring: index, head, offset: 0 });
