@@ -68,8 +68,8 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
 
 /* Waking the loader is the dearest part of a hit for the traced thread: an irq_work (in a VM,
  * a trapped APIC write) and a context switch, on 2 cores often onto the traced thread's own
- * CPU. The loader looks at the rings every WAKEUP_INTERVAL_NS by itself while records keep
- * coming, and says until when in loader_polling_until_ns (CLOCK_MONOTONIC, as the records'
+ * CPU. The loader looks at the rings at least every WAKEUP_INTERVAL_NS by itself while
+ * records keep coming, and says until when in loader_polling_until_ns (CLOCK_MONOTONIC, as the records'
  * timestamps); only a record after that wakes it, and then only if none did for
  * WAKEUP_INTERVAL_NS. A ring a quarter full always wakes it. The loader only moves the
  * deadline forward, so a stale read errs towards a wakeup; the other timestamps race between
