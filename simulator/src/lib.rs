@@ -1704,10 +1704,6 @@ fn compact_block(rng: &mut Rng) -> CompactBlock {
     }
 }
 
-/// The arguments of firing number `seq` of `tp` under `seed` and `workload`.
-///
-/// # Panics
-/// If `workload.check()` fails and `tp` is a message tracepoint.
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `--ping-clock` nonces, which a subscriber on
 /// the same machine reads to measure latency.
 pub fn monotonic_ns() -> u64 {
@@ -1715,6 +1711,10 @@ pub fn monotonic_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
+/// The arguments of firing number `seq` of `tp` under `seed` and `workload`.
+///
+/// # Panics
+/// If `workload.check()` fails and `tp` is a message tracepoint.
 pub fn args(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> Args {
     let rng = &mut Rng::new(seed, tp, seq);
     let peer_id = rng.below(1 << 40) as i64;
