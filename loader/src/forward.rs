@@ -289,6 +289,7 @@ fn oldest(rings: &mut [Ring<'_>]) -> Option<usize> {
     }
     oldest.map(|(_, index)| index)
 }
+
 /// Splits a ring record into tracepoint, kernel time and the body bytes that matter.
 fn parse_header(raw: &[u8]) -> Option<(Tracepoint, u64, &[u8])> {
     let header = raw.get(..RECORD_HEADER_LEN)?;

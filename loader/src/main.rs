@@ -154,15 +154,18 @@ const ACTIVE_NS: u64 = 5_000_000;
 /// How long a stopping loader waits for the publisher to take what it still holds.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
+fn clock_ns(clock: ClockId) -> i64 {
+    let t = clock_gettime(clock);
+    t.tv_sec * 1_000_000_000 + t.tv_nsec
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 fn monotonic_ns() -> u64 {
-    let t = clock_gettime(ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    clock_ns(ClockId::Monotonic) as u64
 }
 
 fn realtime_offset_ns() -> i64 {
-    let ns = |t: rustix::time::Timespec| t.tv_sec as i64 * 1_000_000_000 + t.tv_nsec as i64;
-    ns(clock_gettime(ClockId::Realtime)) - ns(clock_gettime(ClockId::Monotonic))
+    clock_ns(ClockId::Realtime) - clock_ns(ClockId::Monotonic)
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, which libbpf then raises; only
