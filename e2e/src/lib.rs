@@ -416,6 +416,15 @@ pub fn scrape_metrics(address: &str) -> String {
     response
 }
 
+/// Sends SIGTERM and returns the exit status and how long the process took to exit.
+pub async fn terminate(child: &mut Child) -> (std::process::ExitStatus, Duration) {
+    let pid = child.id().expect("running").to_string();
+    let sent = std::time::Instant::now();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits").expect("status");
+    (status, sent.elapsed())
+}
+
 /// Stops each child with SIGINT and returns their standard error, for a failure message.
 pub async fn stop_and_read_logs(children: &mut [&mut Child]) -> String {
     let mut logs = String::new();

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::{expect, start_loader, start_publisher, Launch, NatsServer, Pipeline, Simulator, LOADER_UID};
+use e2e::{expect, start_loader, start_publisher, terminate, Launch, NatsServer, Pipeline, Simulator, LOADER_UID};
 use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
 use prost::Message;
@@ -166,15 +166,6 @@ async fn the_loader_exits_after_its_bitcoind_with_everything_delivered() {
     let log = e2e::read_stderr(&mut loader).await;
     assert!(log.contains(&format!("bitcoind (pid {simulator_pid}) exited: start the loader again")), "{log}");
     assert_eq!(firing_numbers(&mut subscriber).await, (0..ROUNDS).collect::<Vec<_>>());
-}
-
-/// Sends SIGTERM and returns the exit status and how long the process took to exit.
-async fn terminate(child: &mut tokio::process::Child) -> (std::process::ExitStatus, Duration) {
-    let pid = child.id().expect("running").to_string();
-    let sent = std::time::Instant::now();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits").expect("status");
-    (status, sent.elapsed())
 }
 
 /// SIGTERM mid-stream: the loader hands on what it captured, detaches and exits 0; then the

@@ -118,9 +118,8 @@ async fn a_publisher_stopped_mid_burst_hands_on_what_it_read_and_the_next_one_ge
     // The first message is out: the publisher is in the middle of the burst.
     let first = tokio::time::timeout(std::time::Duration::from_secs(30), subscriber.next()).await.expect("a first message").expect("subscribed");
     let mut events = vec![(first.subject.to_string(), Event::decode(first.payload).expect("an event.Event"))];
-    let pid = publisher.id().expect("publisher running").to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("signal publisher");
-    assert!(publisher.wait().await.expect("publisher exits").success(), "publisher stops cleanly on SIGTERM");
+    let (status, _) = e2e::terminate(&mut publisher).await;
+    assert!(status.success(), "publisher stops cleanly on SIGTERM: {status}");
     let _next = start_publisher(&nats.address, &dir.path().join("publisher.sock"), &["--loader-uid", &LOADER_UID.to_string()]).await;
 
     events.extend(receive(&mut subscriber, ROUNDS as usize - 1).await);

@@ -49,11 +49,16 @@ async fn fire_and_check(
         received.push(message);
     }
 
+    let log = stopped_log(&mut publisher).await;
+    (arrived, e2e::closing_line(&log).to_string())
+}
+
+/// Stops the publisher with SIGINT, checks it exits cleanly, and returns its log.
+async fn stopped_log(publisher: &mut tokio::process::Child) -> String {
     let pid = publisher.id().expect("publisher running").to_string();
     std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
     assert!(publisher.wait().await.expect("publisher exits").success(), "publisher stops cleanly on SIGINT");
-    let log = e2e::read_stderr(&mut publisher).await;
-    (arrived, e2e::closing_line(&log).to_string())
+    e2e::read_stderr(publisher).await
 }
 
 /// The `<tracepoint>/undecodable_<command>=N` counts of a `stopped:` line.
@@ -176,10 +181,7 @@ async fn an_unreadable_payload_is_counted_and_every_other_message_arrives() {
 
     // The loader sends its final drop totals as it exits after the simulator.
     tokio::time::timeout(std::time::Duration::from_secs(30), loader.wait()).await.expect("loader exits").expect("waits");
-    let pid = publisher.id().expect("publisher running").to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
-    assert!(publisher.wait().await.expect("publisher exits").success(), "publisher stops cleanly on SIGINT");
-    let log = e2e::read_stderr(&mut publisher).await;
+    let log = stopped_log(&mut publisher).await;
     assert!(log.contains("net:inbound_message read_failed +10"), "{log}");
     let stopped = e2e::closing_line(&log);
     assert!(stopped.starts_with("published=90 invalid=0 "), "{stopped}");
