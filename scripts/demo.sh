@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole pipeline on this machine: a local nats-server, the bundled tracepoint
-# simulator standing in for bitcoind, ebpf-publisher, and ebpf-loader as user 'nobody' with
-# only CAP_BPF and CAP_PERFMON. Prints the events as they arrive on NATS.
+# simulator standing in for bitcoind (as its own user, with a private pid file), and the seed's
+# one command, ebpf-extractor, which runs ebpf-publisher without capabilities and ebpf-loader
+# with only CAP_BPF and CAP_PERFMON. Prints the events as they arrive on NATS.
 #   DEMO_EVENTS=N   stop after N events (default 40)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then
-  echo "error: run as root: the demo loads BPF programs and drops to user 'nobody'" >&2
+  echo "error: run as root: the demo loads BPF programs and runs each process as a user of its own" >&2
   exit 1
 fi
 scripts/install-deps.sh
@@ -22,8 +23,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-# The loader runs as 'nobody': give it copies it can read and run wherever the checkout is.
-for bin in ebpf-loader ebpf-publisher tracepoint-simulator event-tail; do
+# Copies every user can run, wherever the checkout is (the launcher runs its siblings).
+for bin in ebpf-extractor ebpf-loader ebpf-publisher tracepoint-simulator event-tail; do
   install -m 755 "target/debug/$bin" "$work/$bin"
 done
 
@@ -34,24 +35,29 @@ for _ in $(seq 100); do ls "$work"/nats-server_*.ports >/dev/null 2>&1 && break;
 nats=$(grep -o 'nats://[^"]*' "$work"/nats-server_*.ports | head -1 | sed 's|nats://||')
 echo "== nats-server on $nats"
 
-"$work/ebpf-publisher" --nats-address "$nats" --socket "$work/publisher.sock" --socket-mode 666 \
-  --loader-uid "$(id -u nobody)" &
-pids+=($!)
-for _ in $(seq 100); do [[ -S $work/publisher.sock ]] && break; sleep 0.1; done
-
-"$work/tracepoint-simulator" --tracepoints default --count 0 --rate 2 > "$work/simulator.out" &
+# The node as Bitcoin Core deploys itself: as a user of its own, files created under umask 077
+# (its pid file 0600 in a 0700 directory). uid 60999 has no account: nothing is created.
+node_uid=60999
+install -d -m 700 -o "$node_uid" -g "$node_uid" "$work/node"
+setpriv --reuid="$node_uid" --regid="$node_uid" --clear-groups -- \
+  "$work/tracepoint-simulator" -datadir="$work/node" -regtest --tracepoints default --count 0 --rate 2 \
+  > "$work/simulator.out" &
 sim=$!
-pids+=($sim)
-echo "== simulator (pid $sim) fires Bitcoin Core's 12 default tracepoints twice a second"
+pid_file=$work/node/regtest/bitcoind.pid
+for _ in $(seq 100); do [[ -s $pid_file ]] && break; sleep 0.1; done
+echo "== simulator (pid $sim, user $node_uid, pid file $pid_file) fires Bitcoin Core's 12 default tracepoints twice a second"
 
-setpriv --reuid=nobody --regid=nogroup --clear-groups \
-  --inh-caps=-all,+bpf,+perfmon --ambient-caps=-all,+bpf,+perfmon --bounding-set=-all,+bpf,+perfmon \
-  -- "$work/ebpf-loader" --bitcoind-path "$work/tracepoint-simulator" --bitcoind-pid "$sim" \
-  --socket "$work/publisher.sock" &
-pids+=($!)
+# The seed's one command, as README gives it: it reads the private pid file as root and runs
+# the publisher and the loader each under a uid of its own.
+"$work/ebpf-extractor" --nats-address "$nats" --bitcoind-path "$work/tracepoint-simulator" \
+  --bitcoind-pid-file "$pid_file" --log-level info &
+extractor=$!
 
 echo "== first $events events on NATS:"
 timeout 60 "$work/event-tail" --nats-address "$nats" --count "$events"
+# The extractor first: its loader hands on what it holds, then its publisher flushes to NATS.
+kill -INT "$extractor"
+wait "$extractor" || true
 kill -INT "$sim"
 wait "$sim" || true
 echo "== simulator counts (fired while traced):"

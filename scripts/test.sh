@@ -10,6 +10,7 @@ fi
 scripts/install-deps.sh
 # The end-to-end tests run the workspace's binaries, so build them first.
 cargo build --workspace --bins
+cargo clippy --workspace --all-targets -- -D warnings
 # Each fuzz target for a short, bounded time (scripts/fuzz.sh runs them longer).
 scripts/fuzz.sh
 log=$(mktemp)

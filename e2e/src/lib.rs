@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ipc_protocol::Tracepoint;
@@ -20,6 +20,9 @@ use tokio::process::{Child, ChildStdin, Command};
 
 /// The unprivileged user the loader runs as (`nobody`).
 pub const LOADER_UID: u32 = 65534;
+/// The simulated node's own user, as bitcoind runs as `bitcoin`: neither the loader's nor the
+/// publisher's, and without an /etc/passwd entry, so no test depends on one.
+pub const BITCOIND_UID: u32 = 60999;
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A directory removed on drop, readable by the loader's user.
@@ -194,9 +197,51 @@ pub struct Firing {
     pub fire_ns: u64,
 }
 
+/// A node's data directory as Bitcoin Core leaves it: owned by the node's user, mode 0700,
+/// with the pid file that bitcoind writes under umask 077 in `regtest/` (0700 too).
+pub struct NodeDir {
+    _dir: TempDir,
+    pub datadir: PathBuf,
+}
+
+impl NodeDir {
+    pub fn new() -> NodeDir {
+        let dir = TempDir::new("node");
+        let datadir = dir.path().join("datadir");
+        std::fs::create_dir(&datadir).expect("create datadir");
+        std::fs::set_permissions(&datadir, std::fs::Permissions::from_mode(0o700)).expect("chmod datadir");
+        chown(&datadir, BITCOIND_UID);
+        NodeDir { _dir: dir, datadir }
+    }
+
+    /// `-pid`'s default under `-regtest`.
+    pub fn pid_file(&self) -> PathBuf {
+        self.datadir.join("regtest").join("bitcoind.pid")
+    }
+
+    /// The pid the pid file names (read as root: it is private to the node's user).
+    pub fn pid_in_file(&self) -> Option<u32> {
+        std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()
+    }
+}
+
+impl Default for NodeDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
+}
+
+/// The tracepoint simulator running as a node would: as [`BITCOIND_UID`], from a binary the
+/// loader's user may open, with `-datadir` in a [`NodeDir`] and `-regtest`, so its pid file is
+/// 0600 in a 0700 directory.
 pub struct Simulator {
     pub child: Child,
     stdin: Option<ChildStdin>,
+    pub node: Arc<NodeDir>,
 }
 
 impl Simulator {
@@ -206,16 +251,33 @@ impl Simulator {
 
     /// With more flags, e.g. the workload's `--message-type`, `--message-size`, `--garbage`.
     pub fn start_with(tracepoints: &str, count: u64, seed: u64, flags: &[&str]) -> Simulator {
-        let mut child = Command::new(&bins().simulator)
+        Self::start_in(&Arc::new(NodeDir::new()), &bins().simulator, tracepoints, count, seed, flags)
+    }
+
+    /// In an existing node directory (a restarted node) and from `binary`; returns once its pid
+    /// file names it.
+    pub fn start_in(node: &Arc<NodeDir>, binary: &Path, tracepoints: &str, count: u64, seed: u64, flags: &[&str]) -> Simulator {
+        let uid = BITCOIND_UID.to_string();
+        let mut child = Command::new("setpriv")
+            .args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "--"])
+            .arg(binary)
+            .arg(format!("-datadir={}", node.datadir.display()))
+            .arg("-regtest")
             .args(["--tracepoints", tracepoints, "--count", &count.to_string(), "--seed", &seed.to_string(), "--start-on-stdin"])
             .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .expect("start tracepoint-simulator");
+            .expect("start tracepoint-simulator via setpriv");
         let stdin = child.stdin.take();
-        Simulator { child, stdin }
+        let pid = child.id().expect("simulator running");
+        let deadline = std::time::Instant::now() + WAIT;
+        while node.pid_in_file() != Some(pid) {
+            assert!(std::time::Instant::now() < deadline, "the simulator did not write its pid file {}", node.pid_file().display());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Simulator { child, stdin, node: Arc::clone(node) }
     }
 
     pub fn pid(&self) -> u32 {
@@ -338,7 +400,7 @@ impl Pipeline {
                     .arg(&socket)
                     .arg(format!("--setenv=NOTIFY_SOCKET={}", notify.display()))
                     .arg(&bins().publisher)
-                    .args(["--nats-address", &nats.address, "--loader-uid", &loader_uid])
+                    .args(["--nats-address", &nats.address, "--loader-uid", loader_uid])
                     .stderr(Stdio::piped())
                     .kill_on_drop(true)
                     .spawn()
@@ -453,4 +515,27 @@ pub async fn receive(subscriber: &mut async_nats::Subscriber, total: usize) -> V
         events.push((msg.subject.to_string(), Event::decode(msg.payload).expect("payload is an event.Event")));
     }
     events
+}
+
+/// Wall-clock milliseconds now, for bounding the envelope times of events.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
+}
+
+/// Asserts that `events` are exactly the firings `rounds` of each tracepoint in `tracepoints`
+/// with `seed`, every field, each tracepoint's in firing order, on the right subject, and that
+/// each envelope's time lies in `window` (wall-clock milliseconds around the firing).
+pub fn assert_fired_exactly(events: &[(String, Event)], tracepoints: &[Tracepoint], seed: u64, rounds: std::ops::Range<u64>, window: std::ops::RangeInclusive<u64>) {
+    use publisher::proto::event::event::PeerObserverEvent;
+    let mut got = BTreeMap::<Tracepoint, Vec<_>>::new();
+    for (subject, event) in events {
+        assert!(window.contains(&event.timestamp), "envelope time {} outside {window:?}", event.timestamp);
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event.clone() else { panic!("empty event") };
+        got.entry(expect::tracepoint_of(event)).or_default().push((subject.clone(), ebpf));
+    }
+    let want: BTreeMap<Tracepoint, Vec<_>> = tracepoints
+        .iter()
+        .map(|tp| (*tp, rounds.clone().map(|seq| expect::event(*tp, seed, seq)).map(|(subject, e)| (subject.to_string(), e)).collect()))
+        .collect();
+    assert_eq!(got, want);
 }

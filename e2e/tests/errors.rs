@@ -8,7 +8,12 @@ use tokio::process::Command;
 
 /// Runs `cmd`, expects failure, returns its single error line.
 async fn fails(cmd: &mut Command) -> String {
-    let out = tokio::time::timeout(Duration::from_secs(30), cmd.stdin(Stdio::null()).output())
+    fails_reading(cmd, Stdio::null()).await
+}
+
+/// Like [`fails`], with `stdin` as standard input.
+async fn fails_reading(cmd: &mut Command, stdin: Stdio) -> String {
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.stdin(stdin).output())
         .await
         .expect("exits in time")
         .expect("runs");
@@ -42,18 +47,47 @@ async fn pid_not_running() {
     assert!(line.contains("no process with pid 4194305 is running"), "{line}");
 }
 
+/// The node's own pid file, where bitcoind leaves it (0600 in a 0700 directory): the loader's
+/// user cannot read it, and the error says how to hand it over.
 #[tokio::test]
-async fn pid_file_missing_or_garbage() {
-    let dir = TempDir::new("pidfile");
-    let sim = bins().simulator.to_str().unwrap();
-    let missing = dir.path().join("missing.pid");
-    let line = fails(&mut loader(&["-b", sim, "--bitcoind-pid-file", missing.to_str().unwrap(), "-s", "/x.sock"])).await;
-    assert!(line.contains("cannot read pid file") && line.contains("-pid="), "{line}");
+async fn pid_file_private_to_the_node() {
+    let sim = Simulator::start("default", 1, 0);
+    let pid_file = sim.node.pid_file();
+    let line = fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", pid_file.to_str().unwrap(), "-s", "/x.sock"])).await;
+    assert!(line.contains(&format!("cannot read pid file {}: Permission denied", pid_file.display())), "{line}");
+    assert!(line.contains("StandardInput=file:<pid file> with --bitcoind-pid-file -") && line.contains("ebpf-extractor"), "{line}");
+}
 
+#[tokio::test]
+async fn pid_file_missing_garbage_a_symlink_or_a_fifo() {
+    let dir = TempDir::new("pidfile");
+    let missing = dir.path().join("missing.pid");
+    let line = fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", missing.to_str().unwrap(), "-s", "/x.sock"])).await;
+    assert!(line.contains("cannot read pid file") && line.contains("No such file") && line.contains("-pid="), "{line}");
+
+    // On standard input, opened by root as systemd's StandardInput=file: opens it.
     let garbage = dir.path().join("garbage.pid");
     std::fs::write(&garbage, "not a pid\n").unwrap();
-    let line = fails(&mut loader(&["-b", sim, "--bitcoind-pid-file", garbage.to_str().unwrap(), "-s", "/x.sock"])).await;
-    assert!(line.contains("does not hold a process id") && line.contains("not a pid"), "{line}");
+    std::fs::set_permissions(&garbage, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let stdin = std::fs::File::open(&garbage).unwrap();
+    let line = fails_reading(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", "-", "-s", "/x.sock"]), stdin.into()).await;
+    assert!(line.contains("pid file - does not hold a process id (10 bytes)"), "{line}");
+    assert!(!line.contains("not a pid"), "the content is not echoed: {line}");
+
+    let link = dir.path().join("link.pid");
+    std::os::unix::fs::symlink(&garbage, &link).unwrap();
+    let line = fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", link.to_str().unwrap(), "-s", "/x.sock"])).await;
+    assert!(line.contains(&format!("pid file {} is not a regular file", link.display())), "{line}");
+
+    // A FIFO with no writer would block a reader that opened it blindly.
+    let fifo = dir.path().join("fifo.pid");
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o666), 0).unwrap();
+    let line = fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", fifo.to_str().unwrap(), "-s", "/x.sock"])).await;
+    assert!(line.contains(&format!("pid file {} is not a regular file", fifo.display())), "{line}");
+}
+
+fn sim_path() -> &'static str {
+    bins().simulator.to_str().expect("UTF-8 path")
 }
 
 #[tokio::test]

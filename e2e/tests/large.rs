@@ -25,7 +25,7 @@ fn unix_send_buffers(pid: u32) -> Vec<u64> {
         if !line.contains(&format!("pid={pid},")) {
             continue;
         }
-        let tb = line.split(|c| c == ',' || c == '(' || c == ')').find_map(|f| f.strip_prefix("tb"));
+        let tb = line.split([',', '(', ')']).find_map(|f| f.strip_prefix("tb"));
         buffers.push(tb.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no tb in {line:?}")));
     }
     buffers

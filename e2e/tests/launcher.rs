@@ -1,17 +1,19 @@
-//! The seed's one command, `ebpf-extractor`, runs the pipeline privilege-separated: the
-//! publisher as an unprivileged user without any capability, the loader as another user with
-//! CAP_BPF and CAP_PERFMON in its bounding set only, both with no_new_privs.
+//! The seed's one command, `ebpf-extractor`, run as root against a node deployed as Bitcoin
+//! Core deploys itself: the simulator as a user of its own, its pid file 0600 in a 0700
+//! directory. It runs the publisher without any capability and the loader with CAP_BPF and
+//! CAP_PERFMON in its bounding set only, each under a uid of its own, in a clean session.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{bins, expect, notify_socket, receive, wait_ready, NatsServer, Simulator, TempDir};
-use ipc_protocol::Tracepoint;
-use publisher::proto::event::event::PeerObserverEvent;
+use e2e::{assert_fired_exactly, bins, chown, notify_socket, receive, wait_ready, wall_ms, NatsServer, NodeDir, Simulator, TempDir, BITCOIND_UID};
+use ipc_protocol::{Category, Tracepoint};
 use tokio::process::Command;
 
-/// uid of the loader in this test: no /etc/passwd entry needed.
+/// A uid for the named-user test: no /etc/passwd entry needed.
 const LOADER_UID: &str = "65533";
 
 fn children(parent: u32) -> BTreeMap<String, u32> {
@@ -38,18 +40,28 @@ fn status(pid: u32) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Starts `ebpf-extractor` on the simulator binary with `target` (`--bitcoind-pid N` or
-/// `--bitcoind-pid-file F`) and returns once it reports ready.
-async fn start_launcher(nats: &NatsServer, dir: &std::path::Path, target: &[&std::ffi::OsStr]) -> tokio::process::Child {
+fn uid(pid: u32) -> u32 {
+    status(pid)["Uid"].split_whitespace().next().and_then(|n| n.parse().ok()).expect("uid")
+}
+
+/// Session id and controlling terminal of `pid` (fields 6 and 7 of /proc/<pid>/stat).
+fn session_and_tty(pid: u32) -> (u32, u32) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat.rsplit_once(") ").expect("comm").1.split(' ').collect();
+    (fields[3].parse().expect("session"), fields[4].parse().expect("tty"))
+}
+
+/// Starts `ebpf-extractor` on `binary` with `args` and returns once it reports ready.
+async fn start_launcher(nats: &NatsServer, dir: &Path, binary: &Path, args: &[&std::ffi::OsStr]) -> tokio::process::Child {
     let notify_path = dir.join("notify.sock");
     let notify = notify_socket(&notify_path);
     let mut launcher = Command::new(&bins().launcher)
         .args(["--nats-address", &nats.address])
         .arg("--bitcoind-path")
-        .arg(&bins().simulator)
-        .args(target)
-        .args(["--publisher-user", "nobody", "--loader-user", LOADER_UID])
+        .arg(binary)
+        .args(args)
         .env("NOTIFY_SOCKET", &notify_path)
+        .env("EXTRACTOR_TEST_SECRET", "hunter2")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -58,20 +70,106 @@ async fn start_launcher(nats: &NatsServer, dir: &std::path::Path, target: &[&std
     launcher
 }
 
+async fn stop(launcher: &mut tokio::process::Child) -> String {
+    let pid = launcher.id().expect("running").to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let status = tokio::time::timeout(Duration::from_secs(15), launcher.wait()).await.expect("stops in time").expect("status");
+    let log = e2e::read_stderr(launcher).await;
+    assert!(status.success(), "{status}: {log}");
+    log
+}
+
+async fn subscribe(nats: &NatsServer) -> async_nats::Subscriber {
+    let client = async_nats::connect(&nats.address).await.expect("connect");
+    let subscriber = client.subscribe("*").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    subscriber
+}
+
+/// Waits until the launcher runs a loader other than `previous` that has dropped its
+/// capabilities, i.e. has attached.
+async fn attached_loader(launcher: &tokio::process::Child, previous: Option<u32>) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let kids = children(launcher.id().expect("ebpf-extractor still running"));
+        if let Some(&loader) = kids.get("ebpf-loader").filter(|pid| Some(**pid) != previous) {
+            if status(loader).get("CapEff").map(String::as_str) == Some("0000000000000000") {
+                return loader;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no loader attached");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The seed's command exactly as README gives it (no user options) on a machine where no user
+/// of this project exists, following the node's private pid file across a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_command_runs_privilege_separated_end_to_end() {
+async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_its_own() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("launcher-seed");
+    let node = Arc::new(NodeDir::new());
+    let defaults = Tracepoint::enabled(&Category::DEFAULT);
+    let first = Simulator::start_in(&node, &bins().simulator, "default", 3, 41, &[]);
+    let first_pid = first.pid();
+    let mut subscriber = subscribe(&nats).await;
+    let mut launcher = start_launcher(&nats, dir.path(), &bins().simulator, &["--bitcoind-pid-file".as_ref(), node.pid_file().as_os_str()]).await;
+
+    let kids = children(launcher.id().unwrap());
+    let (publisher, loader) = (kids["ebpf-publisher"], kids["ebpf-loader"]);
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    for (who, pid) in [("publisher", publisher), ("loader", loader)] {
+        let id = uid(pid);
+        assert!((61184..=65519).contains(&id), "{who} runs as {id}, not a dynamic uid");
+        assert!(!passwd.lines().any(|l| l.split(':').nth(2) == Some(&id.to_string())), "{who}'s uid {id} has an account");
+        assert_ne!(id, BITCOIND_UID);
+        // A clean start: own session, no terminal, nothing of root's environment, cwd /.
+        let (session, tty) = session_and_tty(pid);
+        assert_eq!((session, tty), (pid, 0), "{who} leads a session of its own without a terminal");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let names: Vec<String> = environ.split(|b| *b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).split('=').next().unwrap().to_string()).collect();
+        // README's allowlist: nothing else of root's environment (which holds a secret here).
+        assert!(names.contains(&"NOTIFY_SOCKET".to_string()), "{who}'s environment: {names:?}");
+        assert!(names.iter().all(|n| ["NOTIFY_SOCKET", "TZ", "RUST_BACKTRACE"].contains(&n.as_str())), "{who}'s environment: {names:?}");
+        assert_eq!(std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(), Path::new("/"));
+        assert_eq!(std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(), Path::new("/dev/null"));
+    }
+    assert_ne!(uid(publisher), uid(loader));
+    assert_eq!(status(loader)["CapEff"], "0000000000000000");
+
+    let before = wall_ms();
+    assert_eq!(first.fire().await.values().sum::<u64>(), 3 * defaults.len() as u64);
+    let events = receive(&mut subscriber, 3 * defaults.len()).await;
+    assert_fired_exactly(&events, &defaults, 41, 0..3, before..=wall_ms());
+
+    // The node exits cleanly (removing its pid file) and a new process of it starts in the
+    // same datadir, writing its own pid file.
+    let second = Simulator::start_in(&node, &bins().simulator, "default", 2, 42, &[]);
+    let second_pid = second.pid();
+    assert_ne!(second_pid, first_pid);
+    attached_loader(&launcher, Some(loader)).await;
+    let before = wall_ms();
+    assert_eq!(second.fire().await.values().sum::<u64>(), 2 * defaults.len() as u64);
+    let events = receive(&mut subscriber, 2 * defaults.len()).await;
+    assert_fired_exactly(&events, &defaults, 42, 0..2, before..=wall_ms());
+
+    let log = stop(&mut launcher).await;
+    assert!(log.contains(&format!("following the restarted bitcoind (pid {second_pid})")), "{log}");
+    assert!(!log.contains("hunter2"));
+}
+
+/// Named users still work; the loader's bounding set holds exactly its two capabilities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_users_run_privilege_separated_end_to_end() {
     let nats = NatsServer::start().await;
     let dir = TempDir::new("launcher");
     // It stays up after firing, as bitcoind would: with a fixed --bitcoind-pid, ebpf-extractor
     // ends with its bitcoind.
     let simulator = Simulator::start_with("default", 5, 31, &["--linger", "3"]);
-    let client = async_nats::connect(&nats.address).await.unwrap();
-    let mut subscriber = client.subscribe("*").await.unwrap();
-    client.flush().await.unwrap();
-
-    // The seed's example command line, plus the users.
+    let mut subscriber = subscribe(&nats).await;
     let pid = simulator.pid().to_string();
-    let mut launcher = start_launcher(&nats, dir.path(), &["--bitcoind-pid".as_ref(), pid.as_ref()]).await;
+    let args = ["--bitcoind-pid", &pid, "--publisher-user", "nobody", "--loader-user", LOADER_UID];
+    let mut launcher = start_launcher(&nats, dir.path(), &bins().simulator, &args.map(std::ffi::OsStr::new)).await;
 
     let kids = children(launcher.id().unwrap());
     let publisher = status(kids["ebpf-publisher"]);
@@ -89,91 +187,112 @@ async fn seed_command_runs_privilege_separated_end_to_end() {
     assert_eq!(publisher["NoNewPrivs"], "1");
     assert_eq!(loader["NoNewPrivs"], "1");
 
+    let before = wall_ms();
     let firing = tokio::spawn(simulator.fire());
-    let total = 5 * 12;
-    let events = receive(&mut subscriber, total as usize).await;
-    assert_eq!(events.len() as u64, total);
-    let mut seqs = BTreeMap::<Tracepoint, u64>::new();
-    for (subject, event) in events {
-        let tp = expect::tracepoint_of(&event);
-        let seq = seqs.entry(tp).or_default();
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
-        assert_eq!((subject.as_str(), ebpf), expect::event(tp, 31, *seq), "{tp} #{seq}");
-        *seq += 1;
-    }
-
-    let pid = launcher.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), launcher.wait()).await.expect("stops in time").unwrap();
-    assert!(status.success(), "{status}");
-    assert_eq!(firing.await.unwrap().values().sum::<u64>(), total);
+    let defaults = Tracepoint::enabled(&Category::DEFAULT);
+    let events = receive(&mut subscriber, 5 * defaults.len()).await;
+    assert_fired_exactly(&events, &defaults, 31, 0..5, before..=wall_ms());
+    stop(&mut launcher).await;
+    assert_eq!(firing.await.unwrap().values().sum::<u64>(), 5 * defaults.len() as u64);
 }
 
-/// bitcoind restarts (new pid, pid file rewritten): the events of the new process arrive
-/// without restarting ebpf-extractor, which starts a fresh loader for it.
+/// A self-built bitcoind under its builder's 0700 home: the loader's user cannot even reach
+/// the binary, so the launcher opens it and hands it over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_command_follows_a_restarted_bitcoind_through_its_pid_file() {
+async fn a_binary_in_a_directory_the_loaders_user_cannot_traverse_attaches() {
     let nats = NatsServer::start().await;
-    let dir = TempDir::new("launcher-restart");
-    let pid_file = dir.path().join("bitcoind.pid");
-    let first = Simulator::start("mempool:added", 3, 41);
-    std::fs::write(&pid_file, format!("{}\n", first.pid())).unwrap();
-    let client = async_nats::connect(&nats.address).await.unwrap();
-    let mut subscriber = client.subscribe("*").await.unwrap();
-    client.flush().await.unwrap();
-    let mut launcher = start_launcher(&nats, dir.path(), &["--bitcoind-pid-file".as_ref(), pid_file.as_os_str()]).await;
-    let first_loader = children(launcher.id().unwrap())["ebpf-loader"];
-
-    // bitcoind stops (removing its pid file) and a new one starts and writes its own.
-    assert_eq!(first.fire().await[&Tracepoint::MempoolAdded], 3);
-    std::fs::remove_file(&pid_file).unwrap();
-    let second = Simulator::start("mempool:added", 4, 42);
-    let second_pid = second.pid();
-    std::fs::write(&pid_file, format!("{second_pid}\n")).unwrap();
-    // A loader that dropped its capabilities has attached.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let kids = children(launcher.id().expect("ebpf-extractor still running"));
-        if let Some(&loader) = kids.get("ebpf-loader").filter(|pid| **pid != first_loader) {
-            if status(loader).get("CapEff").map(String::as_str) == Some("0000000000000000") {
-                break;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "no loader attached to the restarted bitcoind");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let dir = TempDir::new("launcher-home");
+    let home = dir.path().join("home");
+    let binary = home.join("bitcoin/build/bin/bitcoind");
+    std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+    std::fs::copy(&bins().simulator, &binary).unwrap();
+    for path in [&home, &home.join("bitcoin"), &home.join("bitcoin/build"), &home.join("bitcoin/build/bin"), &binary] {
+        chown(path, BITCOIND_UID);
     }
-    assert_eq!(second.fire().await[&Tracepoint::MempoolAdded], 4);
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let node = Arc::new(NodeDir::new());
+    let simulator = Simulator::start_in(&node, &binary, "mempool:added,net:inbound_message", 4, 7, &[]);
 
-    let events = receive(&mut subscriber, 7).await;
-    let got: Vec<_> = events
-        .into_iter()
-        .map(|(subject, event)| match event.peer_observer_event {
-            Some(PeerObserverEvent::EbpfExtractor(ebpf)) => (subject, ebpf),
-            None => panic!("empty event"),
-        })
-        .collect();
-    let want: Vec<_> = [(41, 0..3), (42, 0..4)]
-        .into_iter()
-        .flat_map(|(seed, seqs)| seqs.map(move |seq| expect::event(Tracepoint::MempoolAdded, seed, seq)))
-        .map(|(subject, ebpf)| (subject.to_string(), ebpf))
-        .collect();
-    assert_eq!(got, want);
-
-    let pid = launcher.id().unwrap().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(10), launcher.wait()).await.expect("stops in time").unwrap();
-    assert!(status.success(), "{status}");
-    let log = e2e::read_stderr(&mut launcher).await;
-    assert!(log.contains(&format!("following the restarted bitcoind (pid {second_pid})")), "{log}");
-}
-
-#[tokio::test]
-async fn launcher_refuses_to_run_as_the_same_user_twice() {
-    let out = Command::new(&bins().launcher)
-        .args(["--bitcoind-path", "/usr/bin/true", "--bitcoind-pid", "1", "--publisher-user", "nobody", "--loader-user", "nobody"])
+    // The loader on its own, as its user, cannot open it: the set-up really is out of reach.
+    let out = e2e::as_loader_user()
+        .arg(&bins().loader)
+        .arg("--bitcoind-path")
+        .arg(&binary)
+        .args(["--bitcoind-pid", &simulator.pid().to_string(), "--socket", "/nonexistent.sock"])
+        .stdin(Stdio::null())
         .output()
         .await
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--loader-user and --publisher-user must differ"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not exist") || stderr.contains("Permission denied"), "{stderr}");
+
+    let mut subscriber = subscribe(&nats).await;
+    let mut launcher = start_launcher(&nats, dir.path(), &binary, &["--bitcoind-pid-file".as_ref(), node.pid_file().as_os_str()]).await;
+    let before = wall_ms();
+    assert_eq!(simulator.fire().await.values().sum::<u64>(), 8);
+    let events = receive(&mut subscriber, 8).await;
+    assert_fired_exactly(&events, &[Tracepoint::NetInboundMessage, Tracepoint::MempoolAdded], 7, 0..4, before..=wall_ms());
+    let log = stop(&mut launcher).await;
+    assert!(log.contains(&format!("binary={}", binary.display())), "the loader names the binary, not its descriptor: {log}");
+}
+
+/// `-V`, the usage line and the NATS flag in both its seed (`-n`) and 2026 upstream (`-a`)
+/// spellings.
+#[tokio::test]
+async fn the_command_line_is_the_seeds() {
+    let version = Command::new(&bins().launcher).arg("-V").output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&version.stdout), format!("ebpf-extractor {}\n", env!("CARGO_PKG_VERSION")));
+    let help = Command::new(&bins().launcher).arg("--help").output().await.unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.starts_with("The peer-observer extractor hooks into a Bitcoin Core binary"), "{help}");
+    assert!(
+        help.contains("Usage: ebpf-extractor [OPTIONS] --bitcoind-path <BITCOIND_PATH> <--bitcoind-pid <BITCOIND_PID>|--bitcoind-pid-file <BITCOIND_PID_FILE>>"),
+        "{help}"
+    );
+    for flag in ["-n", "-a", "--nats-address"] {
+        let out = Command::new(&bins().launcher).args([flag, "127.0.0.1:1", "-b", "/nonexistent/bitcoind", "--bitcoind-pid", "1"]).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr.contains("cannot open the bitcoind binary /nonexistent/bitcoind"), "{flag}: {stderr}");
+    }
+    let both = Command::new(&bins().launcher).args(["-b", "/x", "--bitcoind-pid", "1", "--bitcoind-pid-file", "/y"]).output().await.unwrap();
+    assert_eq!(both.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn launcher_refuses_the_same_user_twice_and_root() {
+    let run = |publisher: &'static str, loader: &'static str| async move {
+        let out = Command::new(&bins().launcher)
+            .args(["--bitcoind-path", "/usr/bin/true", "--bitcoind-pid", "1", "--publisher-user", publisher, "--loader-user", loader])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(run("nobody", "nobody").await.contains("--loader-user and --publisher-user must differ"));
+    assert!(run("root", "nobody").await.contains("--publisher-user must not be root"));
+    assert!(run("nobody", "0").await.contains("--loader-user must not be root"));
+}
+
+/// A pid file that is a symlink (bitcoind's user owns its directory and could point the root
+/// launcher anywhere), or that names a process running another binary, is refused.
+#[tokio::test]
+async fn launcher_refuses_a_symlinked_pid_file_and_a_pid_running_another_binary() {
+    let dir = TempDir::new("launcher-pidfile");
+    let link = dir.path().join("bitcoind.pid");
+    std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
+    let run = |args: Vec<std::ffi::OsString>| async move {
+        let out = Command::new(&bins().launcher).arg("--bitcoind-path").arg(&bins().simulator).args(args).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run(vec!["--bitcoind-pid-file".into(), link.clone().into()]).await;
+    assert!(stderr.contains(&format!("pid file {} is not a regular file", link.display())), "{stderr}");
+    assert!(!stderr.contains("root:"), "nothing of the link's target is shown: {stderr}");
+    let mut other = Command::new("sleep").arg("30").kill_on_drop(true).spawn().unwrap();
+    let pid = other.id().unwrap().to_string();
+    let stderr = run(vec!["--bitcoind-pid".into(), pid.clone().into()]).await;
+    assert!(stderr.contains(&format!("pid {pid} runs /usr/bin/sleep, not the bitcoind binary")), "{stderr}");
+    other.kill().await.unwrap();
 }

@@ -46,7 +46,6 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
         pid: 1,
         binary: "/usr/bin/bitcoind".into(),
         tracepoints: vec![Tracepoint::MempoolRejected.id()],
-        realtime_offset_ns: 0,
     };
     conn.send(&encode_hello(&hello)).await.unwrap();
 
@@ -54,30 +53,36 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     let good = rejected("first");
     let mut no_nul = rejected("");
     no_nul.reason = [b'x'; 264];
+    // Kernel times as the BPF programs stamp them: CLOCK_MONOTONIC, 1 to 4 ms from now.
+    let before = e2e::wall_ms();
+    let base = tracepoint_simulator::monotonic_ns();
     let batch: [(u64, &[u8]); 3] = [
-        (1_000_000, bytemuck::bytes_of(&good)),
-        (2_000_000, bytemuck::bytes_of(&no_nul)),
-        (3_000_000, &bytemuck::bytes_of(&good)[1..]),
+        (base + 1_000_000, bytemuck::bytes_of(&good)),
+        (base + 2_000_000, bytemuck::bytes_of(&no_nul)),
+        (base + 3_000_000, &bytemuck::bytes_of(&good)[1..]),
     ];
     send_all(&conn, &mut enc, &batch, None).await;
     conn.send(&[0xff, 0xff, 0xff]).await.unwrap();
     // A fragmented record missing its second fragment is refused whole, never glued.
-    send_all(&conn, &mut enc, &[(3_500_000, &[0u8; 3 * MAX_DATAGRAM])], Some(1)).await;
+    send_all(&conn, &mut enc, &[(base + 3_500_000, &[0u8; 3 * MAX_DATAGRAM])], Some(1)).await;
     let last = rejected("last");
-    send_all(&conn, &mut enc, &[(4_000_000, bytemuck::bytes_of(&last))], None).await;
+    send_all(&conn, &mut enc, &[(base + 4_000_000, bytemuck::bytes_of(&last))], None).await;
 
-    let mut reasons = Vec::new();
+    let (mut reasons, mut times) = (Vec::new(), Vec::new());
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
         let event = Event::decode(msg.payload).unwrap();
         let Some(PeerObserverEvent::EbpfExtractor(e)) = event.peer_observer_event else { panic!() };
         let Some(EbpfEvent::Mempool(mempool::MempoolEvent { event: Some(mempool::mempool_event::Event::Rejected(r)) })) = e.ebpf_event else {
             panic!("not a rejected event")
         };
-        // Kernel time 1 ms / 4 ms after an epoch offset of 0.
-        assert!(event.timestamp == 1 || event.timestamp == 4, "timestamp {}", event.timestamp);
+        times.push(event.timestamp);
         reasons.push(r.reason);
     }
     assert_eq!(reasons, ["first", "last"]);
+    // The firing times in the wall clock: 1 ms and 4 ms after `base`, 3 ms apart (each
+    // rounded down to its millisecond).
+    assert!(times.iter().all(|t| (before..=e2e::wall_ms() + 5).contains(t)), "{times:?} from {before}");
+    assert!((2..=4).contains(&(times[1] - times[0])), "{times:?}");
 
     let pid = publisher.id().expect("publisher running").to_string();
     std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");

@@ -1,10 +1,17 @@
 //! The systemd units pass `systemd-analyze verify` without a warning and score within the
-//! hardening targets of `systemd-analyze security`; the socket only admits the loader's user.
+//! hardening targets of `systemd-analyze security`; the socket only admits the loader's user;
+//! the loader unit, started as systemd starts it, reaches a node deployed as Bitcoin Core's
+//! own unit deploys it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
 
-use e2e::{bins, TempDir};
+use e2e::{assert_fired_exactly, bins, notify_socket, receive, start_publisher, wall_ms, NatsServer, NodeDir, Simulator, TempDir};
+use ipc_protocol::Tracepoint;
+use tokio::process::Command;
 
 const UNITS: [&str; 3] = [
     "peer-observer-ebpf-publisher.socket",
@@ -27,7 +34,7 @@ fn installed_units() -> TempDir {
 #[test]
 fn units_verify_without_warnings() {
     let dir = installed_units();
-    let out = Command::new("systemd-analyze")
+    let out = std::process::Command::new("systemd-analyze")
         .arg("verify")
         .args(UNITS.map(|u| dir.path().join(u)))
         .output()
@@ -37,7 +44,7 @@ fn units_verify_without_warnings() {
 }
 
 fn exposure(dir: &Path, unit: &str) -> f64 {
-    let out = Command::new("systemd-analyze")
+    let out = std::process::Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
         .arg(dir.join(unit))
         .output()
@@ -69,4 +76,233 @@ fn loader_unit_grants_exactly_cap_bpf_and_cap_perfmon_and_only_unix_sockets() {
     assert!(lines.contains(&"ListenSequentialPacket=/run/peer-observer-ebpf/publisher.sock"));
     assert!(lines.contains(&"SocketUser=peer-observer-ebpf-loader"));
     assert!(lines.contains(&"SocketMode=0600"));
+}
+
+/// The `[Service]` directives of a unit, each with its values in order (an empty assignment
+/// resets the list, as in systemd).
+fn service_directives(unit: &str) -> BTreeMap<String, Vec<String>> {
+    let mut directives = BTreeMap::<String, Vec<String>>::new();
+    let mut in_service = false;
+    for line in unit.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=').filter(|_| in_service) else { continue };
+        let values = directives.entry(key.to_string()).or_default();
+        if value.is_empty() {
+            values.clear();
+        } else {
+            values.push(value.to_string());
+        }
+    }
+    directives
+}
+
+/// Directives the emulation below carries out as systemd does.
+const EMULATED: [&str; 13] = [
+    "Type",
+    "ExecStart",
+    "Restart",
+    "RestartSec",
+    "User",
+    "Group",
+    "CapabilityBoundingSet",
+    "AmbientCapabilities",
+    "NoNewPrivileges",
+    "StandardInput",
+    "StandardOutput",
+    "StandardError",
+    "UMask",
+];
+/// Sandboxing that only takes away (checked by `systemd-analyze` above): without systemd as
+/// pid 1 here, it is not set up.
+const SANDBOXING: [&str; 32] = [
+    "PrivateDevices",
+    "PrivateMounts",
+    "PrivateTmp",
+    "PrivateNetwork",
+    "ProtectSystem",
+    "ProtectHome",
+    "ProtectHostname",
+    "ProtectClock",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectProc",
+    "ProcSubset",
+    "RestrictAddressFamilies",
+    "RestrictNamespaces",
+    "RestrictRealtime",
+    "RestrictSUIDSGID",
+    "LockPersonality",
+    "MemoryDenyWriteExecute",
+    "RemoveIPC",
+    "KeyringMode",
+    "SystemCallArchitectures",
+    "SystemCallFilter",
+    "SystemCallErrorNumber",
+    "DevicePolicy",
+    "IPAddressDeny",
+    "IPAddressAllow",
+    "MemoryMax",
+    "TasksMax",
+    "LimitNOFILE",
+    "OOMScoreAdjust",
+];
+
+/// The loader unit as systemd (as root) starts it: systemd opens `StandardInput=file:` before
+/// switching to `User=`, then the process runs as that user with the ambient and bounding
+/// capabilities of the unit, no_new_privs, the unit's umask, `NOTIFY_SOCKET` for
+/// `Type=notify`; `Restart=` starts it again after `RestartSec=`, opening the file anew, and
+/// a start whose file cannot be opened fails and is retried the same way.
+struct LoaderUnit {
+    directives: BTreeMap<String, Vec<String>>,
+    uid: u32,
+    notify_path: std::path::PathBuf,
+    notify: std::os::unix::net::UnixDatagram,
+}
+
+impl LoaderUnit {
+    /// The shipped unit, with the paths an operator's drop-in points at their node and the
+    /// unit's user, which does not exist here, as `uid`.
+    fn new(dir: &Path, paths: &[(&str, &Path)], uid: u32) -> LoaderUnit {
+        let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/peer-observer-ebpf-loader.service")).unwrap();
+        for (from, to) in paths {
+            text = text.replace(from, to.to_str().unwrap());
+        }
+        let directives = service_directives(&text);
+        for key in directives.keys() {
+            assert!(EMULATED.contains(&key.as_str()) || SANDBOXING.contains(&key.as_str()), "the emulation does not know {key}=");
+        }
+        assert_eq!(directives["User"], ["peer-observer-ebpf-loader"]);
+        assert_eq!(directives["Type"], ["notify"]);
+        let notify_path = dir.join("unit-notify.sock");
+        let notify = notify_socket(&notify_path);
+        LoaderUnit { directives, uid, notify_path, notify }
+    }
+
+    fn one(&self, key: &str) -> &str {
+        match self.directives.get(key).map(Vec::as_slice) {
+            Some([value]) => value,
+            other => panic!("{key}= is {other:?}"),
+        }
+    }
+
+    fn capabilities(&self, key: &str) -> String {
+        let caps: Vec<String> = self.one(key).split_whitespace().map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase())).collect();
+        format!("-all,{}", caps.join(","))
+    }
+
+    fn restart_sec(&self) -> Duration {
+        Duration::from_secs(self.one("RestartSec").trim_end_matches('s').parse().unwrap())
+    }
+
+    /// One start: `Err` if systemd could not open the standard input (status 208/STDIN).
+    fn spawn(&self) -> std::io::Result<tokio::process::Child> {
+        let stdin = match self.one("StandardInput").strip_prefix("file:") {
+            Some(path) => std::fs::File::open(path)?.into(),
+            None => Stdio::null(),
+        };
+        assert_eq!((self.one("StandardOutput"), self.one("StandardError")), ("journal", "journal"));
+        assert_eq!(self.one("NoNewPrivileges"), "yes");
+        let uid = self.uid.to_string();
+        let exec: Vec<&str> = self.one("ExecStart").split_whitespace().collect();
+        let umask = self.one("UMask");
+        Ok(Command::new("sh")
+            .args(["-c", &format!("umask {umask} && exec \"$@\""), "sh", "setpriv"])
+            .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), "--no-new-privs".into()])
+            .arg(format!("--inh-caps={}", self.capabilities("AmbientCapabilities")))
+            .arg(format!("--ambient-caps={}", self.capabilities("AmbientCapabilities")))
+            .arg(format!("--bounding-set={}", self.capabilities("CapabilityBoundingSet")))
+            .arg("--")
+            .args(&exec)
+            .env_clear()
+            .env("NOTIFY_SOCKET", &self.notify_path)
+            .current_dir("/")
+            .stdin(stdin)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the unit's ExecStart"))
+    }
+
+    /// Starts it until it reports `READY=1`, as `Restart=always` does; returns the running
+    /// loader and the status of each failed start.
+    async fn start(&self) -> (tokio::process::Child, Vec<String>) {
+        assert_eq!(self.one("Restart"), "always");
+        let mut failures = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "the unit never became ready: {failures:?}");
+            match self.spawn() {
+                Err(e) => failures.push(format!("208/STDIN: {e}")),
+                Ok(mut loader) => loop {
+                    let mut buf = [0u8; 64];
+                    if let Ok(n) = self.notify.recv(&mut buf) {
+                        if buf[..n].split(|b| *b == b'\n').any(|line| line == b"READY=1") {
+                            return (loader, failures);
+                        }
+                    }
+                    if let Ok(Some(status)) = loader.try_wait() {
+                        failures.push(format!("{status}: {}", e2e::read_stderr(&mut loader).await.trim()));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                },
+            }
+            tokio::time::sleep(self.restart_sec()).await;
+        }
+    }
+}
+
+/// Next to Bitcoin Core's stock unit (bitcoind as its own user, its pid file private), the
+/// loader unit as shipped attaches, delivers, and follows a restarted bitcoind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitcoind() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("unit");
+    let socket = dir.path().join("publisher.sock");
+    let loader_uid = 65532;
+    let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &loader_uid.to_string()]).await;
+    let node = Arc::new(NodeDir::new());
+    let pid_file = node.pid_file();
+    let unit = LoaderUnit::new(
+        dir.path(),
+        &[
+            ("/usr/local/bin/ebpf-loader", &bins().loader),
+            ("/usr/local/bin/bitcoind", &bins().simulator),
+            ("/run/bitcoind/bitcoind.pid", &pid_file),
+            ("/run/peer-observer-ebpf/publisher.sock", &socket),
+        ],
+        loader_uid,
+    );
+    let client = async_nats::connect(&nats.address).await.unwrap();
+    let mut subscriber = client.subscribe("mempool").await.unwrap();
+    client.flush().await.unwrap();
+
+    let first = Simulator::start_in(&node, &bins().simulator, "mempool:added", 3, 51, &[]);
+    let (mut loader, failures) = unit.start().await;
+    assert_eq!(failures, Vec::<String>::new());
+    let before = wall_ms();
+    assert_eq!(first.fire().await[&Tracepoint::MempoolAdded], 3);
+    let events = receive(&mut subscriber, 3).await;
+    assert_fired_exactly(&events, &[Tracepoint::MempoolAdded], 51, 0..3, before..=wall_ms());
+
+    // bitcoind exited (its pid file is gone): the loader says so with status 3, and starts
+    // fail until the restarted node has written its pid file.
+    let status = tokio::time::timeout(Duration::from_secs(15), loader.wait()).await.expect("loader exits with bitcoind").unwrap();
+    assert_eq!(status.code(), Some(3));
+    let restarting = tokio::spawn(async move { unit.start().await });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = Simulator::start_in(&node, &bins().simulator, "mempool:added", 4, 52, &[]);
+    let (mut loader, failures) = restarting.await.unwrap();
+    assert!(!failures.is_empty() && failures.iter().all(|f| f.starts_with("208/STDIN")), "{failures:?}");
+    let before = wall_ms();
+    assert_eq!(second.fire().await[&Tracepoint::MempoolAdded], 4);
+    let events = receive(&mut subscriber, 4).await;
+    assert_fired_exactly(&events, &[Tracepoint::MempoolAdded], 52, 0..4, before..=wall_ms());
+    let status = tokio::time::timeout(Duration::from_secs(15), loader.wait()).await.expect("loader exits with bitcoind").unwrap();
+    assert_eq!(status.code(), Some(3));
 }

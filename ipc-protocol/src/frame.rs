@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::records::{DropCause, MessageRecord, MAX_PAYLOAD_CAPTURE};
 use crate::Tracepoint;
 
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 pub const HELLO_MAGIC: [u8; 4] = *b"BCXT";
 
 /// Largest datagram either side sends or accepts. A quarter of the stock `net.core.wmem_max`
@@ -31,7 +31,9 @@ pub const MAX_RECORD: usize = std::mem::size_of::<MessageRecord>() + MAX_PAYLOAD
 /// datagram stays within [`MAX_DATAGRAM`].
 const FRAGMENT_HEAD_MAX: usize = 1 + 10 + 3 + 10 + 5 + 5;
 
-/// The loader's handshake: who is traced, what is hooked, how to read kernel timestamps.
+/// The loader's handshake: who is traced and what is hooked. Records' kernel timestamps are
+/// CLOCK_MONOTONIC, which the publisher converts with its own reading of both clocks
+/// (`publisher/src/clock.rs`), so that a stepped wall clock is followed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     pub loader_version: String,
@@ -39,9 +41,6 @@ pub struct Hello {
     pub binary: String,
     /// Ids of the attached tracepoints.
     pub tracepoints: Vec<u16>,
-    /// `CLOCK_REALTIME - CLOCK_MONOTONIC` in nanoseconds: added to a record's `ktime_ns`
-    /// (`bpf_ktime_get_ns`, monotonic) it gives wall-clock time.
-    pub realtime_offset_ns: i64,
 }
 
 /// One tracepoint firing as the BPF program captured it; `data` is the record body.
@@ -453,7 +452,7 @@ impl Reassembler {
             return (loss, None);
         }
         let last = self.partial.take().expect("set above or continued");
-        let record = (!last.broken).then(|| OwnedRecord { tracepoint: last.tracepoint, ktime_ns: last.ktime_ns, data: last.data });
+        let record = (!last.broken).then_some(OwnedRecord { tracepoint: last.tracepoint, ktime_ns: last.ktime_ns, data: last.data });
         (loss, record)
     }
 }
@@ -468,7 +467,6 @@ mod tests {
             pid: 4242,
             binary: "/usr/bin/bitcoind".into(),
             tracepoints: vec![0, 1, 11],
-            realtime_offset_ns: 1_700_000_000_000_000_000,
         }
     }
 

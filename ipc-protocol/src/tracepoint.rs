@@ -22,6 +22,11 @@ pub enum Category {
     Addrman,
 }
 
+impl Category {
+    /// The categories hooked unless switched off: Bitcoin Core's own.
+    pub const DEFAULT: [Category; 4] = [Category::P2pMessages, Category::Connections, Category::Mempool, Category::Validation];
+}
+
 macro_rules! tracepoints {
     ($( $variant:ident = $id:literal : $provider:literal, $name:literal, $category:ident, $layout:ty; )+) => {
         /// A Bitcoin Core USDT tracepoint this extractor can hook.
@@ -142,13 +147,7 @@ mod tests {
 
     #[test]
     fn default_categories_give_the_twelve_core_tracepoints() {
-        let defaults = [
-            Category::P2pMessages,
-            Category::Connections,
-            Category::Mempool,
-            Category::Validation,
-        ];
-        let enabled = Tracepoint::enabled(&defaults);
+        let enabled = Tracepoint::enabled(&Category::DEFAULT);
         assert_eq!(enabled.len(), 12);
         assert!(!enabled.contains(&Tracepoint::AddrmanAttemptAdd));
     }

@@ -3,7 +3,12 @@
 //! another user holding only CAP_BPF and CAP_PERFMON, and stops both when either exits or on
 //! SIGINT/SIGTERM. It parses no event data itself.
 
+mod target;
+mod users;
+
+use std::fs::File;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -13,23 +18,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use rustix::process::{Gid, Uid};
-use rustix::thread::{self as thread, CapabilitySet, CapabilitySets};
+use clap::{ArgGroup, Parser};
+use rustix::thread::CapabilitySet;
+
+use target::TargetError;
+use users::{become_user, User};
 
 /// The peer-observer extractor hooks into a Bitcoin Core binary with tracepoints and publishes
 /// events into a NATS pub-sub queue
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "ebpf-extractor", version)]
+#[command(group(ArgGroup::new("bitcoind_process").required(true).args(["bitcoind_pid", "bitcoind_pid_file"])))]
 struct Cli {
     /// Address of the NATS server where the extractor will publish messages to
-    #[arg(short = 'n', long, default_value = "127.0.0.1:4222")]
+    #[arg(short = 'n', visible_short_alias = 'a', long, default_value = "127.0.0.1:4222")]
     nats_address: String,
     /// Path to the Bitcoin Core (bitcoind) binary that should be hooked into
     #[arg(short = 'b', long)]
     bitcoind_path: PathBuf,
     /// PID (Process ID) of the Bitcoin Core (bitcoind) binary that should be hooked into. Either this or --bitcoind-pid-file must be set
-    #[arg(long, required_unless_present = "bitcoind_pid_file", conflicts_with = "bitcoind_pid_file")]
+    #[arg(long)]
     bitcoind_pid: Option<i32>,
     /// File containing the PID (Process ID) of the Bitcoin Core (bitcoind) binary that should be hooked into. Either this or --bitcoind-pid must be set
     #[arg(long)]
@@ -58,23 +66,29 @@ struct Cli {
     /// The extractor will exit if it doesn't detect activity in the ebpf buffers for 180 seconds. This flag disables this and only emits warnings about inactivity
     #[arg(short = 'i', long)]
     no_idle_exit: bool,
-    /// User (name or uid) the publisher runs as, without any capability
-    #[arg(long, default_value = "nobody")]
-    publisher_user: String,
-    /// User (name or uid) the loader runs as, with CAP_BPF and CAP_PERFMON only; must differ from the publisher's
-    #[arg(long, default_value = "peer-observer-ebpf-loader")]
-    loader_user: String,
+    /// User (name or uid) the publisher runs as, without any capability [default: a uid of its own, like systemd's DynamicUser=]
+    #[arg(long)]
+    publisher_user: Option<String>,
+    /// User (name or uid) the loader runs as, with CAP_BPF and CAP_PERFMON only; must differ from the publisher's [default: a uid of its own]
+    #[arg(long)]
+    loader_user: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 enum LaunchError {
     #[error("ebpf-extractor starts each half under its own user, so it must run as root (or start ebpf-publisher and ebpf-loader yourself, see README)")]
     NotRoot,
-    #[error("unknown user {0:?}: create it (see README) or pass another with --publisher-user/--loader-user")]
+    #[error("unknown user {0:?}: create it, or leave out --publisher-user/--loader-user for a uid of its own")]
     UnknownUser(String),
+    #[error("{0} must not be root: each half runs unprivileged")]
+    RootChild(&'static str),
+    #[error("no unused uid is left in systemd's range for dynamic users (61184-65519)")]
+    NoFreeUid,
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error("--loader-user and --publisher-user must differ: the publisher admits only the loader's uid")]
     SameUser,
-    #[error("cannot read /etc/passwd: {0}")]
+    #[error("cannot read /etc/passwd or /etc/group: {0}")]
     Passwd(io::Error),
     #[error("cannot prepare {path}: {source}")]
     RuntimeDir { path: PathBuf, source: io::Error },
@@ -84,50 +98,6 @@ enum LaunchError {
     NotReady { what: &'static str, status: std::process::ExitStatus },
     #[error("{0} did not become ready within 60 s")]
     Timeout(&'static str),
-}
-
-/// A user from /etc/passwd (system users live there): uid and primary gid.
-fn user(spec: &str) -> Result<(Uid, Gid), LaunchError> {
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(LaunchError::Passwd)?;
-    for line in passwd.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() > 3 && (f[0] == spec || f[2] == spec) {
-            if let (Ok(uid), Ok(gid)) = (f[2].parse(), f[3].parse()) {
-                return Ok((Uid::from_raw(uid), Gid::from_raw(gid)));
-            }
-        }
-    }
-    match spec.parse() {
-        // A bare uid without an entry gets a group of the same number.
-        Ok(id) => Ok((Uid::from_raw(id), Gid::from_raw(id))),
-        Err(_) => Err(LaunchError::UnknownUser(spec.to_string())),
-    }
-}
-
-/// Runs in the child between fork and exec: become `uid`/`gid` with no supplementary groups,
-/// keeping only `keep` capabilities (bounding, permitted, effective, inheritable, ambient),
-/// and set no_new_privs. Only raw syscalls: nothing here may allocate.
-fn become_user(uid: Uid, gid: Gid, keep: CapabilitySet) -> io::Result<()> {
-    for cap in CapabilitySet::all().iter() {
-        if !keep.contains(cap) {
-            // Capabilities this kernel does not know fail with EINVAL: nothing to drop.
-            match thread::remove_capability_from_bounding_set(cap) {
-                Ok(()) | Err(rustix::io::Errno::INVAL) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    thread::set_keep_capabilities(true)?;
-    thread::set_thread_groups(&[])?;
-    thread::set_thread_res_gid(gid, gid, gid)?;
-    thread::set_thread_res_uid(uid, uid, uid)?;
-    thread::set_capabilities(None, CapabilitySets { effective: keep, permitted: keep, inheritable: keep })?;
-    for cap in keep.iter() {
-        thread::configure_capability_in_ambient_set(cap, true)?;
-    }
-    thread::set_keep_capabilities(false)?;
-    thread::set_no_new_privs(true)?;
-    Ok(())
 }
 
 fn sibling(name: &str) -> PathBuf {
@@ -166,13 +136,13 @@ impl Drop for RuntimeDir {
 }
 
 /// Holds the publisher's socket: owned by the publisher's user, which creates the socket.
-fn runtime_dir(owner: (Uid, Gid)) -> Result<RuntimeDir, LaunchError> {
+fn runtime_dir(owner: &User) -> Result<RuntimeDir, LaunchError> {
     let path = std::env::temp_dir().join(format!("ebpf-extractor-{}", std::process::id()));
     let err = |source| LaunchError::RuntimeDir { path: path.clone(), source };
     std::fs::create_dir(&path).map_err(err)?;
     let dir = RuntimeDir(path.clone());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
-    rustix::fs::chown(&path, Some(owner.0), Some(owner.1)).map_err(|e| err(e.into()))?;
+    rustix::fs::chown(&path, Some(owner.uid), Some(owner.gid)).map_err(|e| err(e.into()))?;
     Ok(dir)
 }
 
@@ -186,10 +156,46 @@ fn notify_socket(dir: &Path, name: &str) -> Result<(UnixDatagram, PathBuf), Laun
     Ok((sock, path))
 }
 
-fn spawn(cmd: &mut Command, user: (Uid, Gid), keep: CapabilitySet, notify: &Path, what: &'static str) -> Result<Child, LaunchError> {
-    cmd.env("NOTIFY_SOCKET", notify);
-    // SAFETY: `become_user` makes only async-signal-safe raw syscalls.
-    unsafe { cmd.pre_exec(move || become_user(user.0, user.1, keep)) };
+/// The only variables of the launcher's environment a child gets (root's environment may hold
+/// secrets, and neither child reads configuration from it).
+const CHILD_ENV: [&str; 2] = ["TZ", "RUST_BACKTRACE"];
+
+/// Starts `cmd` as `user` keeping only `keep`, in a session of its own (no controlling
+/// terminal of root's, and no signal sent to the launcher's process group: the launcher stops
+/// its children itself, in order), with standard input from /dev/null, cwd `/` and only
+/// [`CHILD_ENV`] of the environment; `inherit` is a descriptor the child keeps open across
+/// exec (all others the launcher holds are close-on-exec).
+fn spawn(
+    cmd: &mut Command,
+    user: &User,
+    keep: CapabilitySet,
+    notify: &Path,
+    inherit: Option<&File>,
+    what: &'static str,
+) -> Result<Child, LaunchError> {
+    cmd.env_clear()
+        .envs(CHILD_ENV.iter().filter_map(|name| Some((name, std::env::var_os(name)?))))
+        .env("NOTIFY_SOCKET", notify)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null());
+    let (uid, gid) = (user.uid, user.gid);
+    let inherit = inherit.map(AsRawFd::as_raw_fd);
+    // SAFETY: `setsid`, `fcntl_setfd`, `become_user` and `prctl` make only async-signal-safe raw
+    // syscalls, and `inherit` names a descriptor the parent holds open, so the forked child
+    // has it too.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::setsid()?;
+            if let Some(fd) = inherit {
+                rustix::io::fcntl_setfd(BorrowedFd::borrow_raw(fd), rustix::io::FdFlags::empty())?;
+            }
+            become_user(uid, gid, keep)?;
+            // After the uid change, which clears it: a launcher killed outright (SIGKILL) must
+            // not leave its children running in their own session.
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            Ok(())
+        })
+    };
     cmd.spawn().map_err(|source| LaunchError::Spawn { what, source })
 }
 
@@ -199,16 +205,26 @@ fn signal(child: &Child, sig: rustix::process::Signal) {
     }
 }
 
+/// A named user, or without one a uid of its own.
+fn user(spec: Option<&str>, flag: &'static str) -> Result<User, LaunchError> {
+    match spec {
+        Some(spec) => User::named(spec, flag),
+        None => User::dynamic(),
+    }
+}
+
 fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     if !rustix::process::geteuid().is_root() {
         return Err(LaunchError::NotRoot);
     }
-    let publisher_user = user(&cli.publisher_user)?;
-    let loader_user = user(&cli.loader_user)?;
-    if publisher_user.0 == loader_user.0 {
+    let publisher_user = user(cli.publisher_user.as_deref(), "--publisher-user")?;
+    let loader_user = user(cli.loader_user.as_deref(), "--loader-user")?;
+    if publisher_user.uid == loader_user.uid {
         return Err(LaunchError::SameUser);
     }
-    let dir = runtime_dir(publisher_user)?;
+    // Before anything starts: a wrong pid or binary is the likelier mistake.
+    let bitcoind = cli.bitcoind()?;
+    let dir = runtime_dir(&publisher_user)?;
     let socket = dir.0.join("publisher.sock");
     let log_level = cli.log_level.to_lowercase();
 
@@ -219,25 +235,67 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
             .arg("--socket")
             .arg(&socket)
             .arg("--loader-uid")
-            .arg(loader_user.0.as_raw().to_string()),
-        publisher_user,
+            .arg(loader_user.uid.as_raw().to_string()),
+        &publisher_user,
         CapabilitySet::empty(),
         &publisher_notify_path,
+        None,
         "ebpf-publisher",
     )?;
     wait_ready(&publisher_notify, &mut publisher, "ebpf-publisher")?;
+    log_users(&publisher_user, &loader_user);
 
     let loader_notify = notify_socket(&dir.0, "loader-notify.sock")?;
-    let start_loader = || -> Result<Child, LaunchError> {
-        let mut loader = spawn(&mut loader_command(cli, &socket, &log_level), loader_user, CapabilitySet::BPF | CapabilitySet::PERFMON, &loader_notify.1, "ebpf-loader")?;
+    let start_loader = |bitcoind: &Bitcoind| -> Result<Child, LaunchError> {
+        let mut loader = spawn(
+            &mut loader_command(cli, &socket, &log_level, bitcoind),
+            &loader_user,
+            CapabilitySet::BPF | CapabilitySet::PERFMON,
+            &loader_notify.1,
+            Some(&bitcoind.binary),
+            "ebpf-loader",
+        )?;
         wait_ready(&loader_notify.0, &mut loader, "ebpf-loader").map(|()| loader)
     };
     // However supervision ends, the publisher stops last: it flushes to NATS what the loader
     // handed on.
-    let result = supervise(cli, stop, &mut publisher, start_loader);
+    let result = supervise(cli, stop, &mut publisher, bitcoind, start_loader);
     signal(&publisher, rustix::process::Signal::TERM);
     let _ = publisher.wait();
     result
+}
+
+/// Says whom the children run as, so that an operator can find them in `ps`.
+fn log_users(publisher: &User, loader: &User) {
+    let kind = |user: &User| if user.dynamic { "its own uid" } else { "user" };
+    eprintln!(
+        "ebpf-extractor: ebpf-publisher runs as {} {}, ebpf-loader as {} {}",
+        kind(publisher),
+        publisher.uid.as_raw(),
+        kind(loader),
+        loader.uid.as_raw()
+    );
+}
+
+/// The bitcoind a loader is started for: its pid, and its binary opened by the launcher.
+struct Bitcoind {
+    pid: i32,
+    binary: File,
+}
+
+impl Cli {
+    /// The bitcoind to trace now: the fixed pid, or the one the pid file names, running the
+    /// binary of --bitcoind-path.
+    fn bitcoind(&self) -> Result<Bitcoind, TargetError> {
+        let pid = match (&self.bitcoind_pid, &self.bitcoind_pid_file) {
+            (Some(pid), _) => *pid,
+            (None, Some(file)) => target::read_pid_file(file)?,
+            (None, None) => unreachable!("clap requires one of them"),
+        };
+        let binary = target::open_binary(&self.bitcoind_path)?;
+        target::check_runs(pid, &binary, &self.bitcoind_path)?;
+        Ok(Bitcoind { pid, binary })
+    }
 }
 
 /// Starts the loader, again for each restarted bitcoind, until a child exits or we are asked
@@ -246,11 +304,10 @@ fn supervise(
     cli: &Cli,
     stop: &AtomicBool,
     publisher: &mut Child,
-    start_loader: impl Fn() -> Result<Child, LaunchError>,
+    mut bitcoind: Bitcoind,
+    start_loader: impl Fn(&Bitcoind) -> Result<Child, LaunchError>,
 ) -> Result<ExitCode, LaunchError> {
-    // The pid a restarted bitcoind must not have: the one the running loader traces.
-    let mut traced = cli.bitcoind_pid_file.as_deref().and_then(read_pid);
-    let mut loader = start_loader()?;
+    let mut loader = start_loader(&bitcoind)?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let code = loop {
         if stop.load(Ordering::Relaxed) {
@@ -265,11 +322,11 @@ fn supervise(
                 break ExitCode::FAILURE;
             };
             eprintln!("ebpf-extractor: bitcoind exited: waiting for {} to name its successor", file.display());
-            match wait_for_successor(file, traced, stop, cli.no_idle_exit) {
-                Successor::Found(pid) => {
-                    traced = Some(pid);
-                    loader = start_loader()?;
-                    eprintln!("ebpf-extractor: following the restarted bitcoind (pid {pid})");
+            match wait_for_successor(cli, file, bitcoind.pid, stop) {
+                Successor::Found(next) => {
+                    bitcoind = next;
+                    loader = start_loader(&bitcoind)?;
+                    eprintln!("ebpf-extractor: following the restarted bitcoind (pid {})", bitcoind.pid);
                     continue;
                 }
                 Successor::Stopped => break ExitCode::SUCCESS,
@@ -293,15 +350,13 @@ fn supervise(
     Ok(code)
 }
 
-fn loader_command(cli: &Cli, socket: &Path, log_level: &str) -> Command {
+/// The loader's command line: the pid and the open binary the launcher resolved, never the
+/// pid file or the binary's path, which the loader's user may be unable to open.
+fn loader_command(cli: &Cli, socket: &Path, log_level: &str, bitcoind: &Bitcoind) -> Command {
     let mut cmd = Command::new(sibling("ebpf-loader"));
-    cmd.arg("--bitcoind-path").arg(&cli.bitcoind_path).arg("--socket").arg(socket);
+    cmd.arg("--bitcoind-path").arg(format!("/proc/self/fd/{}", bitcoind.binary.as_raw_fd()));
+    cmd.args(["--bitcoind-pid", &bitcoind.pid.to_string()]).arg("--socket").arg(socket);
     cmd.args(["--log-level", log_level]);
-    match (&cli.bitcoind_pid, &cli.bitcoind_pid_file) {
-        (Some(pid), _) => cmd.args(["--bitcoind-pid", &pid.to_string()]),
-        (None, Some(file)) => cmd.arg("--bitcoind-pid-file").arg(file),
-        (None, None) => unreachable!("clap requires one of them"),
-    };
     for (on, flag) in [
         (cli.no_p2pmsg_tracepoints, "--no-p2pmsg-tracepoints"),
         (cli.no_connection_tracepoints, "--no-connection-tracepoints"),
@@ -325,32 +380,28 @@ const LOADER_BITCOIND_EXITED: i32 = 3;
 const IDLE_WARN: Duration = Duration::from_secs(60);
 const IDLE_EXIT: Duration = Duration::from_secs(180);
 
-fn read_pid(file: &Path) -> Option<i32> {
-    std::fs::read_to_string(file).ok()?.trim().parse().ok().filter(|pid| *pid > 0)
-}
-
 enum Successor {
-    Found(i32),
+    Found(Bitcoind),
     Stopped,
     GaveUp(u64),
 }
 
-/// Waits until the pid file names a running process other than `previous`: bitcoind removes
-/// its pid file when it stops and writes a new one when it starts again.
-fn wait_for_successor(file: &Path, previous: Option<i32>, stop: &AtomicBool, no_idle_exit: bool) -> Successor {
+/// Waits until the pid file names a process other than `previous` that runs the binary:
+/// bitcoind removes its pid file when it stops and writes a new one when it starts again; a
+/// crashed one leaves a stale file, whose pid may meanwhile belong to something else.
+fn wait_for_successor(cli: &Cli, file: &Path, previous: i32, stop: &AtomicBool) -> Successor {
     let since = Instant::now();
     let mut next_warning = IDLE_WARN;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Successor::Stopped;
         }
-        let running = |pid: &i32| Some(*pid) != previous && Path::new(&format!("/proc/{pid}")).exists();
-        if let Some(pid) = read_pid(file).filter(running) {
-            return Successor::Found(pid);
+        if let Some(next) = cli.bitcoind().ok().filter(|next| next.pid != previous) {
+            return Successor::Found(next);
         }
         let waited = since.elapsed();
         if waited >= next_warning {
-            if !no_idle_exit && waited >= IDLE_EXIT {
+            if !cli.no_idle_exit && waited >= IDLE_EXIT {
                 return Successor::GaveUp(waited.as_secs());
             }
             eprintln!("ebpf-extractor: no bitcoind for {} s: still waiting for {}", waited.as_secs(), file.display());

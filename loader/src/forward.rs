@@ -168,7 +168,7 @@ impl Forwarder {
 
     /// Sends the open batch, if any; `Some(stop)` unless it went out.
     fn send_batch(&mut self) -> Option<Pump> {
-        let Some(batch) = self.encoder.batch() else { return None };
+        let batch = self.encoder.batch()?;
         let Some(sock) = &self.sock else { return Some(Pump::Disconnected) };
         let result = send(sock, batch, &[]);
         let stop = self.sent(result);

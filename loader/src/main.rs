@@ -46,7 +46,8 @@ struct Cli {
     /// PID of the bitcoind process to hook into. Either this or --bitcoind-pid-file must be set
     #[arg(long, required_unless_present = "bitcoind_pid_file", conflicts_with = "bitcoind_pid_file")]
     bitcoind_pid: Option<i32>,
-    /// File containing the PID of the bitcoind process (bitcoind's -pid=<file>)
+    /// File containing the PID of the bitcoind process (bitcoind's -pid=<file>); `-` reads it
+    /// from standard input, opened by someone who may (bitcoind's pid file is private to its user)
     #[arg(long)]
     bitcoind_pid_file: Option<PathBuf>,
     /// Unix socket (SOCK_SEQPACKET) of ebpf-publisher
@@ -154,18 +155,10 @@ const ACTIVE_NS: u64 = 5_000_000;
 /// How long a stopping loader waits for the publisher to take what it still holds.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
-fn clock_ns(clock: ClockId) -> i64 {
-    let t = clock_gettime(clock);
-    t.tv_sec * 1_000_000_000 + t.tv_nsec
-}
-
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 fn monotonic_ns() -> u64 {
-    clock_ns(ClockId::Monotonic) as u64
-}
-
-fn realtime_offset_ns() -> i64 {
-    clock_ns(ClockId::Realtime) - clock_ns(ClockId::Monotonic)
+    let t = clock_gettime(ClockId::Monotonic);
+    (t.tv_sec * 1_000_000_000 + t.tv_nsec) as u64
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, which libbpf then raises; only
@@ -201,9 +194,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let hello = Hello {
         loader_version: env!("CARGO_PKG_VERSION").into(),
         pid: target.pid as u32,
-        binary: target.binary.display().to_string(),
+        binary: target.binary_name.clone(),
         tracepoints: enabled.iter().map(|tp| tp.id()).collect(),
-        realtime_offset_ns: realtime_offset_ns(),
     };
     // Connect before touching the kernel: a missing publisher is the likelier mistake.
     let mut forwarder = Forwarder::connect(&cli.socket, &hello)?;
@@ -213,7 +205,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let mut probes = Probes::attach(&mut storage, &target, &enabled, sizes)?;
     tracing::info!(
         pid = target.pid,
-        binary = %target.binary.display(),
+        binary = %target.binary_name,
         tracepoints = enabled.len(),
         message_ring_bytes = sizes.messages,
         event_ring_bytes = sizes.events,

@@ -80,7 +80,7 @@ impl<'obj> Probes<'obj> {
                 .attach_usdt(target.pid, &target.binary, tp.provider(), tp.name())
                 .map_err(|source| ProbeError::Attach {
                     tracepoint: *tp,
-                    binary: target.binary.display().to_string(),
+                    binary: target.binary_name.clone(),
                     source,
                     hint: if tp.category() == ipc_protocol::Category::Addrman {
                         " and patched with the addrman tracepoints"

@@ -1,29 +1,50 @@
 //! Which process and binary to trace, checked before anything touches the kernel.
+//!
+//! The loader runs as a user of its own, and bitcoind keeps its files private (umask 077: a
+//! 0600 pid file in a 0700 directory; a self-built binary may sit in a 0700 home). So both may
+//! come as descriptors that someone allowed to open them opened for the loader: the pid file
+//! on standard input (`--bitcoind-pid-file -`: systemd's `StandardInput=file:`, a root
+//! shell's `<`), the binary as `/proc/self/fd/N` (how `ebpf-extractor` passes it).
 
 use std::fs;
+use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{fstat, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("bitcoind binary {0} does not exist: pass the binary bitcoind runs from with --bitcoind-path")]
     BinaryMissing(PathBuf),
-    #[error("bitcoind binary {path} cannot be read: {source}")]
-    BinaryUnreadable { path: PathBuf, source: std::io::Error },
-    #[error("cannot read pid file {path}: {source}; is bitcoind running with -pid={path}?")]
-    PidFileUnreadable { path: PathBuf, source: std::io::Error },
-    #[error("pid file {path} does not hold a process id (found {content:?})")]
-    PidFileGarbage { path: PathBuf, content: String },
+    #[error("bitcoind binary {path} cannot be read: {source}{hint}")]
+    BinaryUnreadable { path: PathBuf, source: std::io::Error, hint: &'static str },
+    #[error("cannot read pid file {path}: {source}{hint}")]
+    PidFileUnreadable { path: PathBuf, source: std::io::Error, hint: &'static str },
+    #[error("pid file {path} is not a regular file: bitcoind's -pid=<file> writes one")]
+    PidFileNotRegular { path: PathBuf },
+    #[error("pid file {path} does not hold a process id ({len} bytes): bitcoind writes its pid and a newline")]
+    PidFileGarbage { path: PathBuf, len: usize },
     #[error("no process with pid {0} is running: start bitcoind first, or pass its current pid")]
     NotRunning(i32),
 }
 
+/// Why a pid file or binary of bitcoind's is out of the loader's reach, and what to do.
+const PRIVATE_FILE_HINT: &str = "; bitcoind creates its files private to its user (umask 077), so let root open it for the \
+     loader: ebpf-extractor does, systemd's StandardInput=file:<pid file> with --bitcoind-pid-file - does (see README)";
+
 pub struct Target {
     pub pid: i32,
+    /// The path the probes attach through; `/proc/self/fd/N` for a binary passed open.
     pub binary: PathBuf,
+    /// The binary's own path, for logs and the hello.
+    pub binary_name: String,
 }
 
 pub enum PidSource<'a> {
     Pid(i32),
+    /// A path, or `-` for standard input.
     File(&'a Path),
 }
 
@@ -32,37 +53,94 @@ impl Target {
         if !binary.exists() {
             return Err(TargetError::BinaryMissing(binary.to_owned()));
         }
+        // libbpf reopens it by path to read the USDT notes.
         fs::File::open(binary).map_err(|source| TargetError::BinaryUnreadable {
             path: binary.to_owned(),
+            hint: if source.kind() == std::io::ErrorKind::PermissionDenied { PRIVATE_FILE_HINT } else { "" },
             source,
         })?;
-        let pid = match pid {
-            PidSource::Pid(pid) => pid,
-            PidSource::File(path) => read_pid_file(path)?,
+        let (pid, file_owner) = match pid {
+            PidSource::Pid(pid) => (pid, None),
+            PidSource::File(path) => read_pid_file(path).map(|(pid, owner)| (pid, Some(owner)))?,
         };
         // /proc/<pid> exists for any live process, even one owned by another user.
         if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
             return Err(TargetError::NotRunning(pid));
         }
-        Ok(Target {
-            pid,
-            binary: binary.to_owned(),
-        })
+        // bitcoind writes its own pid file, so its owner runs the pid; /proc/<pid>/exe is out
+        // of the loader's reach, but /proc/<pid>/status is not.
+        let runner = fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok());
+        if let (Some(owner), Some(runner)) = (file_owner, runner) {
+            if owner != runner {
+                tracing::warn!(pid, file_owner = owner, process_uid = runner, "the pid file's owner does not run this pid: a stale pid file whose pid was reused?");
+            }
+        }
+        // The loader's own descriptor links are always readable: name what it was handed.
+        let binary_name = fs::read_link(binary)
+            .ok()
+            .filter(|_| binary.starts_with("/proc/self/fd") || binary.starts_with("/dev/fd"))
+            .unwrap_or_else(|| binary.to_owned())
+            .display()
+            .to_string();
+        Ok(Target { pid, binary: binary.to_owned(), binary_name })
     }
 }
 
-fn read_pid_file(path: &Path) -> Result<i32, TargetError> {
-    let content = fs::read_to_string(path).map_err(|source| TargetError::PidFileUnreadable {
+/// bitcoind writes `<pid>\n`; anything longer than this is not its pid file.
+const PID_FILE_MAX: usize = 32;
+
+/// Reads a pid file without following a symlink or blocking on a FIFO, and at most
+/// [`PID_FILE_MAX`] bytes of it; `-` is standard input, which is then replaced by /dev/null.
+/// Returns the pid and the file's owner.
+fn read_pid_file(path: &Path) -> Result<(i32, u32), TargetError> {
+    let unreadable = |source: std::io::Error| TargetError::PidFileUnreadable {
         path: path.to_owned(),
+        hint: if source.kind() == std::io::ErrorKind::PermissionDenied { PRIVATE_FILE_HINT } else { "; is bitcoind running with -pid=<this file>?" },
         source,
-    })?;
-    content
-        .trim()
-        .parse::<i32>()
-        .ok()
-        .filter(|pid| *pid > 0)
-        .ok_or_else(|| TargetError::PidFileGarbage {
-            path: path.to_owned(),
-            content: content.chars().take(32).collect(),
-        })
+    };
+    let file: fs::File = if path == Path::new("-") {
+        let stdin = rustix::io::dup(std::io::stdin().as_fd()).map_err(|e| unreadable(e.into()))?;
+        let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| unreadable(e.into()))?;
+        rustix::stdio::dup2_stdin(&null).map_err(|e| unreadable(e.into()))?;
+        stdin.into()
+    } else {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        match rustix::fs::open(path, flags, Mode::empty()) {
+            Ok(fd) => fd.into(),
+            Err(Errno::LOOP) => return Err(TargetError::PidFileNotRegular { path: path.to_owned() }),
+            Err(e) => return Err(unreadable(e.into())),
+        }
+    };
+    let stat = fstat(&file).map_err(|e| unreadable(e.into()))?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(TargetError::PidFileNotRegular { path: path.to_owned() });
+    }
+    let mut content = Vec::with_capacity(PID_FILE_MAX + 1);
+    file.take(PID_FILE_MAX as u64 + 1).read_to_end(&mut content).map_err(unreadable)?;
+    let pid = parse_pid(&content).ok_or(TargetError::PidFileGarbage { path: path.to_owned(), len: content.len() })?;
+    Ok((pid, stat.st_uid))
+}
+
+/// The pid in a pid file's content: decimal digits, surrounding white space allowed.
+fn parse_pid(content: &[u8]) -> Option<i32> {
+    if content.len() > PID_FILE_MAX {
+        return None;
+    }
+    std::str::from_utf8(content).ok()?.trim().parse().ok().filter(|pid| *pid > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_file_holds_a_positive_decimal_pid_and_nothing_else() {
+        assert_eq!(parse_pid(b"4242\n"), Some(4242));
+        assert_eq!(parse_pid(b" 7 \n"), Some(7));
+        for bad in [&b""[..], b"\n", b"0\n", b"-5\n", b"42 43\n", b"pid\n", b"\xff\n", &[b'1'; 33]] {
+            assert_eq!(parse_pid(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The unprivileged half of the extractor: validates and decodes the records the loader
 //! forwards and publishes them to NATS in peer-observer's wire format.
 
+pub mod clock;
 pub mod counters;
 pub mod decode;
 pub mod loss_log;

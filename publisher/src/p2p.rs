@@ -333,12 +333,12 @@ fn block_txn_indexes(r: &mut Reader<'_>) -> Result<Vec<u64>, PayloadError> {
     if count > 62_500 {
         return Err(PayloadError::Invalid { field: "getblocktxn index count", value: count });
     }
-    let mut indexes = Vec::with_capacity(count as usize);
+    let mut indexes: Vec<u64> = Vec::with_capacity(count as usize);
     for i in 0..count {
         let diff = r.compact_size()?;
         let index = match indexes.last() {
             None => Some(diff),
-            Some(&prev) => (prev as u64).checked_add(1).and_then(|v| v.checked_add(diff)),
+            Some(&prev) => prev.checked_add(1).and_then(|v| v.checked_add(diff)),
         }
         .ok_or(PayloadError::Invalid { field: "getblocktxn index", value: i })?;
         indexes.push(index);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::{Client, PublishErrorKind};
 use ipc_protocol::{
-    decode_datagram, decode_hello, Datagram, Hello, Loss, OwnedRecord, Reassembler, Record, Tracepoint, MAX_DATAGRAM,
+    decode_datagram, decode_hello, Datagram, Loss, OwnedRecord, Reassembler, Record, Tracepoint, MAX_DATAGRAM,
     MAX_RECORD,
 };
 use prost::Message;
@@ -17,6 +17,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
+use crate::clock::ClockSample;
 use crate::counters::Counters;
 use crate::decode::{decode, Anomaly, Decoded};
 
@@ -170,19 +171,20 @@ async fn serve_loader(
             }
         };
         let Some((received, share)) = next else { break };
+        let clock = ClockSample::now();
         match received {
             Received::Batch(datagram) => {
                 let Ok(Datagram::Records { records, .. }) = decode_datagram(&datagram) else {
                     unreachable!("decoded as records when read")
                 };
                 for record in records {
-                    if let Some(event) = decoded(&record, &hello, counters) {
+                    if let Some(event) = decoded(&record, &clock, counters) {
                         unflushed += send(event, nats, counters).await;
                     }
                 }
             }
             Received::Whole(record) => {
-                let event = decoded(&record.as_record(), &hello, counters);
+                let event = decoded(&record.as_record(), &clock, counters);
                 // A large record's memory and backlog room are free before its event is encoded.
                 drop((record, share));
                 if let Some(event) = event {
@@ -307,12 +309,6 @@ fn counted_loss(loss: Loss, counters: &Counters) {
     }
 }
 
-/// Wall-clock milliseconds of a record's kernel (monotonic) timestamp.
-fn timestamp_ms(record: &Record<'_>, hello: &Hello) -> u64 {
-    let ns = i128::from(record.ktime_ns) + i128::from(hello.realtime_offset_ns);
-    u64::try_from(ns / 1_000_000).unwrap_or(0)
-}
-
 /// A record decoded into its event, with its subject and wall-clock time.
 struct DecodedRecord {
     tracepoint: Tracepoint,
@@ -321,7 +317,7 @@ struct DecodedRecord {
 }
 
 /// Decodes a record and counts its anomalies; `None` (counted) if it is invalid.
-fn decoded(record: &Record<'_>, hello: &Hello, counters: &Counters) -> Option<DecodedRecord> {
+fn decoded(record: &Record<'_>, clock: &ClockSample, counters: &Counters) -> Option<DecodedRecord> {
     let tp = record.tracepoint;
     let decoded = match decode(record) {
         Ok(decoded) => decoded,
@@ -340,7 +336,7 @@ fn decoded(record: &Record<'_>, hello: &Hello, counters: &Counters) -> Option<De
         tracing::debug!(tracepoint = %tp, "{label}");
         counters.anomaly(tp, label);
     }
-    Some(DecodedRecord { tracepoint: tp, timestamp_ms: timestamp_ms(record, hello), decoded })
+    Some(DecodedRecord { tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded })
 }
 
 /// Encodes and publishes one event; returns the bytes handed to the NATS client.

@@ -1778,7 +1778,7 @@ pub fn args(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> Args {
             replacement_vsize: rng.below(200_000) as i32 + 1,
             // A modified fee: prioritisetransaction can make it negative.
             replacement_fee: rng.below(20_000_000) as i64 - 1_000,
-            replaced_by_tx: seq % 2 == 0,
+            replaced_by_tx: seq.is_multiple_of(2),
         },
         T::MempoolRejected => Args::MempoolRejected {
             txid: rng.hash(),
@@ -1793,7 +1793,7 @@ pub fn args(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> Args {
             connection_time_ns: rng.below(2_000_000_000) as i64,
         },
         T::AddrmanAttemptAdd => Args::AddrmanAttemptAdd {
-            inserted: seq % 3 != 0,
+            inserted: !seq.is_multiple_of(3),
             bucket: rng.below(1024) as i32,
             bucket_pos: rng.below(64) as i32,
             addr: peer_addr(rng, seq),

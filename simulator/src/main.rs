@@ -1,8 +1,11 @@
 //! Fires Bitcoin Core's tracepoints with deterministic values (see the library) and prints,
 //! at exit, how many firings of each tracepoint a tracer saw.
 
+mod node;
+
 use std::ffi::{c_char, CString};
 use std::io::BufRead;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -80,16 +83,22 @@ struct Cli {
     /// as a broken probe site would; the tracer must count it and go on.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     unreadable_every: Option<u64>,
+    /// Bitcoin Core's `-datadir`: must exist; the pid file goes inside (also `-datadir=DIR`).
+    #[arg(long, value_name = "DIR")]
+    datadir: Option<PathBuf>,
+    /// Bitcoin Core's `-pid`: relative to the network's directory in the datadir unless
+    /// absolute; default `bitcoind.pid` (also `-pid=FILE`).
+    #[arg(long, value_name = "FILE")]
+    pid: Option<PathBuf>,
+    /// Bitcoin Core's `-regtest`: the network's directory is `<datadir>/regtest`.
+    #[arg(long)]
+    regtest: bool,
 }
 
 fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {
     match spec {
         "all" => Ok(Tracepoint::ALL.to_vec()),
-        "default" => Ok(Tracepoint::ALL
-            .iter()
-            .copied()
-            .filter(|tp| tp.category() != ipc_protocol::Category::Addrman)
-            .collect()),
+        "default" => Ok(Tracepoint::enabled(&ipc_protocol::Category::DEFAULT)),
         list => list
             .split(',')
             .map(|name| Tracepoint::from_full_name(name.trim()).ok_or_else(|| format!("unknown tracepoint {name:?}")))
@@ -150,7 +159,8 @@ fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    node::private_umask();
+    let cli = Cli::parse_from(node::core_spelling(std::env::args()));
     let tracepoints = match parse_tracepoints(&cli.tracepoints) {
         Ok(tps) => tps,
         Err(e) => {
@@ -167,6 +177,15 @@ fn main() -> ExitCode {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).expect("install signal handler");
     }
+    let _pid_file = match node::PidFile::location(cli.datadir.as_deref(), cli.pid.as_deref(), cli.regtest)
+        .and_then(|path| path.map(node::PidFile::write).transpose())
+    {
+        Ok(pid_file) => pid_file,
+        Err(e) => {
+            eprintln!("tracepoint-simulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if cli.start_on_stdin {
         let mut line = String::new();
         if std::io::stdin().lock().read_line(&mut line).is_err() {

@@ -1,0 +1,79 @@
+//! The bitcoind to trace, resolved as root: the launcher may read what the loader's user may
+//! not. bitcoind writes its pid file under umask 077 (0600 in a 0700 directory), and a
+//! self-built binary often sits in a 0700 home. The launcher reads the pid file, opens the
+//! binary, checks that the pid runs that binary, and hands the loader a pid and the open
+//! binary (`/proc/self/fd/N`), never a path it would have to open itself.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("cannot open the bitcoind binary {path}: {source}")]
+    Binary { path: PathBuf, source: std::io::Error },
+    #[error("cannot read pid file {path}: {source}; is bitcoind running with -pid={path}?")]
+    PidFileUnreadable { path: PathBuf, source: std::io::Error },
+    #[error("pid file {0} is not a regular file (a symlink, FIFO or directory): bitcoind's -pid=<file> writes one")]
+    PidFileNotRegular(PathBuf),
+    #[error("pid file {path} does not hold a process id ({len} bytes): bitcoind writes its pid and a newline")]
+    PidFileGarbage { path: PathBuf, len: usize },
+    #[error("no process with pid {0} is running: start bitcoind first, or pass its current pid")]
+    NotRunning(i32),
+    #[error("pid {pid} runs {exe}, not the bitcoind binary {binary}: pass the binary it runs from with --bitcoind-path (an upgraded binary needs a restarted bitcoind)")]
+    OtherBinary { pid: i32, exe: String, binary: PathBuf },
+}
+
+/// bitcoind writes `<pid>\n`; anything longer than this is not its pid file.
+const PID_FILE_MAX: u64 = 32;
+
+/// Reads bitcoind's pid file without following a symlink (bitcoind's user owns the directory
+/// and could point a root reader anywhere) or blocking on a FIFO, and at most a few bytes.
+pub fn read_pid_file(path: &Path) -> Result<i32, TargetError> {
+    let unreadable = |e: Errno| TargetError::PidFileUnreadable { path: path.to_owned(), source: e.into() };
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) => return Err(TargetError::PidFileNotRegular(path.to_owned())),
+        Err(e) => return Err(unreadable(e)),
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(unreadable)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(TargetError::PidFileNotRegular(path.to_owned()));
+    }
+    let mut content = Vec::new();
+    fs::File::from(fd)
+        .take(PID_FILE_MAX + 1)
+        .read_to_end(&mut content)
+        .map_err(|source| TargetError::PidFileUnreadable { path: path.to_owned(), source })?;
+    let pid = (content.len() as u64 <= PID_FILE_MAX)
+        .then(|| std::str::from_utf8(&content).ok()?.trim().parse::<i32>().ok())
+        .flatten()
+        .filter(|pid| *pid > 0);
+    pid.ok_or(TargetError::PidFileGarbage { path: path.to_owned(), len: content.len() })
+}
+
+/// Opens the binary the probes attach to; the loader gets this descriptor.
+pub fn open_binary(path: &Path) -> Result<fs::File, TargetError> {
+    fs::File::open(path).map_err(|source| TargetError::Binary { path: path.to_owned(), source })
+}
+
+/// Checks that `pid` is running `binary` (the same inode: `/proc/<pid>/exe` is readable by
+/// root). A stale pid file naming a reused pid, or a binary replaced since bitcoind started,
+/// would attach probes that never fire.
+pub fn check_runs(pid: i32, binary: &fs::File, binary_path: &Path) -> Result<(), TargetError> {
+    let exe = format!("/proc/{pid}/exe");
+    let Ok(running) = fs::metadata(&exe) else {
+        return Err(TargetError::NotRunning(pid));
+    };
+    let wanted = binary.metadata().map_err(|source| TargetError::Binary { path: binary_path.to_owned(), source })?;
+    if (running.dev(), running.ino()) != (wanted.dev(), wanted.ino()) {
+        let exe = fs::read_link(&exe).map_or_else(|_| "another binary".to_string(), |p| p.display().to_string());
+        return Err(TargetError::OtherBinary { pid, exe, binary: binary_path.to_owned() });
+    }
+    Ok(())
+}
