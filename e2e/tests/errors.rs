@@ -104,7 +104,7 @@ async fn binary_without_tracepoints() {
     let nats = NatsServer::start().await;
     let dir = TempDir::new("notracepoints");
     let sock = dir.path().join("publisher.sock");
-    let _publisher = start_publisher(&nats.address, &sock, &[]).await;
+    let _publisher = start_publisher(&nats.address, &sock, &["--allow-any-uid"]).await;
     let sim = Simulator::start("default", 1, 0);
     let pid = sim.pid().to_string();
     let line = fails(&mut loader(&["-b", "/usr/bin/true", "--bitcoind-pid", &pid, "-s", sock.to_str().unwrap()])).await;
@@ -122,9 +122,21 @@ async fn nats_unreachable_at_start() {
     let address = format!("127.0.0.1:{port}");
     let line = fails(
         Command::new(&bins().publisher)
-            .args(["--nats-address", &address, "--socket"])
+            .args(["--nats-address", &address, "--loader-uid", "65534", "--socket"])
             .arg(dir.path().join("publisher.sock")),
     )
     .await;
     assert!(line.contains(&format!("cannot connect to NATS at {address}")), "{line}");
+}
+
+/// Without --loader-uid anyone who may open the socket could inject events: the publisher
+/// does not start unless told so with --allow-any-uid.
+#[tokio::test]
+async fn publisher_fails_closed_without_the_loaders_uid() {
+    let dir = TempDir::new("anyuid");
+    let out = Command::new(&bins().publisher).arg("--socket").arg(dir.path().join("publisher.sock")).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--loader-uid <LOADER_UID>"), "{stderr}");
+    assert!(!dir.path().join("publisher.sock").exists(), "nothing was bound");
 }

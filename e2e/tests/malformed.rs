@@ -35,7 +35,7 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     let nats = NatsServer::start().await;
     let dir = TempDir::new("malformed");
     let socket = dir.path().join("publisher.sock");
-    let mut publisher = start_publisher(&nats.address, &socket, &[]).await;
+    let mut publisher = start_publisher(&nats.address, &socket, &["--allow-any-uid"]).await;
     let client = async_nats::connect(&nats.address).await.unwrap();
     let mut sub = client.subscribe("mempool").await.unwrap();
     client.flush().await.unwrap();

@@ -54,12 +54,10 @@ async fn fire_and_check(nats: &NatsServer, sim_tracepoints: &str, rounds: u64, s
     }
 }
 
-const DEFAULT: [Category; 4] = [Category::P2pMessages, Category::Connections, Category::Mempool, Category::Validation];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_default_tracepoint_arrives_with_every_field() {
     let nats = NatsServer::start().await;
-    fire_and_check(&nats, "default", 60, 11, &[], &Tracepoint::enabled(&DEFAULT)).await;
+    fire_and_check(&nats, "default", 60, 11, &[], &Tracepoint::enabled(&Category::DEFAULT)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +76,7 @@ async fn category_switches_turn_off_exactly_their_tracepoints() {
         ("--no-mempool-tracepoints", Category::Mempool),
         ("--no-validation-tracepoints", Category::Validation),
     ] {
-        let on: Vec<Category> = DEFAULT.into_iter().filter(|c| *c != off).collect();
+        let on: Vec<Category> = Category::DEFAULT.into_iter().filter(|c| *c != off).collect();
         fire_and_check(&nats, "all", 4, 13, &[flag], &Tracepoint::enabled(&on)).await;
     }
 }
@@ -97,7 +95,7 @@ async fn probes_are_attached_through_uprobe_multi_links() {
             uprobe_multi_links += 1;
         }
     }
-    assert_eq!(uprobe_multi_links, Tracepoint::enabled(&DEFAULT).len());
+    assert_eq!(uprobe_multi_links, Tracepoint::enabled(&Category::DEFAULT).len());
 }
 
 /// After attaching, the loader keeps no capability and cannot regain one, and the stream
@@ -167,7 +165,7 @@ async fn socket_activated_publisher_delivers_end_to_end() {
     let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
         Pipeline::start_with(Launch::SocketActivated, &nats, "default", 3, 8, &[], &[]).await;
     let fired = simulator.fire().await;
-    let enabled = Tracepoint::enabled(&DEFAULT);
+    let enabled = Tracepoint::enabled(&Category::DEFAULT);
     let total: u64 = enabled.iter().map(|tp| fired[tp]).sum();
     assert_eq!(total, 3 * 12);
     let events = receive(&mut subscriber, total as usize).await;

@@ -70,7 +70,6 @@ fn loader_unit_grants_exactly_cap_bpf_and_cap_perfmon_and_only_unix_sockets() {
     assert!(lines.contains(&"CapabilityBoundingSet=CAP_BPF CAP_PERFMON"));
     assert!(lines.contains(&"AmbientCapabilities=CAP_BPF CAP_PERFMON"));
     assert!(lines.contains(&"RestrictAddressFamilies=AF_UNIX"));
-    assert!(lines.iter().any(|l| l.starts_with("SystemCallFilter=") && l.contains(" bpf") && l.contains("perf_event_open")));
     let socket = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/peer-observer-ebpf-publisher.socket")).unwrap();
     let lines: Vec<&str> = socket.lines().collect();
     assert!(lines.contains(&"ListenSequentialPacket=/run/peer-observer-ebpf/publisher.sock"));
@@ -100,7 +99,7 @@ fn service_directives(unit: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 /// Directives the emulation below carries out as systemd does.
-const EMULATED: [&str; 13] = [
+const EMULATED: [&str; 15] = [
     "Type",
     "ExecStart",
     "Restart",
@@ -114,10 +113,12 @@ const EMULATED: [&str; 13] = [
     "StandardOutput",
     "StandardError",
     "UMask",
+    "SystemCallFilter",
+    "SystemCallErrorNumber",
 ];
 /// Sandboxing that only takes away (checked by `systemd-analyze` above): without systemd as
 /// pid 1 here, it is not set up.
-const SANDBOXING: [&str; 32] = [
+const SANDBOXING: [&str; 30] = [
     "PrivateDevices",
     "PrivateMounts",
     "PrivateTmp",
@@ -141,8 +142,6 @@ const SANDBOXING: [&str; 32] = [
     "RemoveIPC",
     "KeyringMode",
     "SystemCallArchitectures",
-    "SystemCallFilter",
-    "SystemCallErrorNumber",
     "DevicePolicy",
     "IPAddressDeny",
     "IPAddressAllow",
@@ -155,10 +154,13 @@ const SANDBOXING: [&str; 32] = [
 /// The loader unit as systemd (as root) starts it: systemd opens `StandardInput=file:` before
 /// switching to `User=`, then the process runs as that user with the ambient and bounding
 /// capabilities of the unit, no_new_privs, the unit's umask, `NOTIFY_SOCKET` for
-/// `Type=notify`; `Restart=` starts it again after `RestartSec=`, opening the file anew, and
-/// a start whose file cannot be opened fails and is retried the same way.
+/// `Type=notify`, and under the unit's `SystemCallFilter=` (systemd's own lists of its groups,
+/// from `systemd-analyze syscall-filter`; a call outside it fails with
+/// `SystemCallErrorNumber=`); `Restart=` starts it again after `RestartSec=`, opening the file
+/// anew, and a start whose file cannot be opened fails and is retried the same way.
 struct LoaderUnit {
     directives: BTreeMap<String, Vec<String>>,
+    syscall_filter: Arc<seccompiler::BpfProgram>,
     uid: u32,
     notify_path: std::path::PathBuf,
     notify: std::os::unix::net::UnixDatagram,
@@ -180,7 +182,8 @@ impl LoaderUnit {
         assert_eq!(directives["Type"], ["notify"]);
         let notify_path = dir.join("unit-notify.sock");
         let notify = notify_socket(&notify_path);
-        LoaderUnit { directives, uid, notify_path, notify }
+        let syscall_filter = Arc::new(syscall_filter(&directives["SystemCallFilter"], &directives["SystemCallErrorNumber"]));
+        LoaderUnit { directives, syscall_filter, uid, notify_path, notify }
     }
 
     fn one(&self, key: &str) -> &str {
@@ -210,7 +213,13 @@ impl LoaderUnit {
         let uid = self.uid.to_string();
         let exec: Vec<&str> = self.one("ExecStart").split_whitespace().collect();
         let umask = self.one("UMask");
-        Ok(Command::new("sh")
+        let filter = Arc::clone(&self.syscall_filter);
+        let mut cmd = Command::new("sh");
+        // SAFETY: installing a prebuilt filter is one prctl and one seccomp call, no allocation.
+        // It comes first here, so the helpers (sh, setpriv) run under it too: they need nothing
+        // outside @system-service.
+        unsafe { cmd.pre_exec(move || seccompiler::apply_filter(&filter).map_err(std::io::Error::other)) };
+        Ok(cmd
             .args(["-c", &format!("umask {umask} && exec \"$@\""), "sh", "setpriv"])
             .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), "--no-new-privs".into()])
             .arg(format!("--inh-caps={}", self.capabilities("AmbientCapabilities")))
@@ -255,6 +264,54 @@ impl LoaderUnit {
             tokio::time::sleep(self.restart_sec()).await;
         }
     }
+}
+
+/// The system calls systemd's group `@name` holds, nested groups expanded.
+fn syscall_group(name: &str) -> Vec<String> {
+    let out = std::process::Command::new("systemd-analyze").args(["syscall-filter", "--no-pager", name]).output().expect("systemd-analyze");
+    assert!(out.status.success(), "{name}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .flat_map(|item| if item.starts_with('@') { syscall_group(item) } else { vec![item.to_string()] })
+        .collect()
+}
+
+/// The seccomp filter of a unit's `SystemCallFilter=` lines, as systemd builds it: the first
+/// is an allow list, each later `~` line takes its calls away; what is left out fails with
+/// the unit's errno. Names are numbered from this machine's kernel headers.
+fn syscall_filter(lines: &[String], errno: &[String]) -> seccompiler::BpfProgram {
+    let headers = std::fs::read_to_string("/usr/include/x86_64-linux-gnu/asm/unistd_64.h").expect("kernel headers (x86_64, linux-libc-dev)");
+    let numbers: BTreeMap<&str, i64> = headers
+        .lines()
+        .filter_map(|l| l.strip_prefix("#define __NR_")?.split_once(' '))
+        .filter_map(|(name, nr)| Some((name, nr.trim().parse().ok()?)))
+        .collect();
+    let mut allowed = std::collections::BTreeSet::new();
+    for (i, line) in lines.iter().enumerate() {
+        let (deny, list) = line.strip_prefix('~').map_or((false, line.as_str()), |rest| (true, rest));
+        assert_eq!(deny, i > 0, "an allow list, then deny lines: {lines:?}");
+        let names: Vec<String> = list.split_whitespace().flat_map(|item| if item.starts_with('@') { syscall_group(item) } else { vec![item.to_string()] }).collect();
+        for name in names {
+            if deny {
+                allowed.remove(&name);
+            } else {
+                allowed.insert(name);
+            }
+        }
+    }
+    let rules = allowed.iter().filter_map(|name| numbers.get(name.as_str())).map(|nr| (*nr, Vec::new())).collect();
+    assert_eq!(errno, ["EPERM"]);
+    let filter = seccompiler::SeccompFilter::new(
+        rules,
+        seccompiler::SeccompAction::Errno(rustix::io::Errno::PERM.raw_os_error() as u32),
+        seccompiler::SeccompAction::Allow,
+        seccompiler::TargetArch::x86_64,
+    )
+    .expect("filter");
+    filter.try_into().expect("compiled filter")
 }
 
 /// Next to Bitcoin Core's stock unit (bitcoind as its own user, its pid file private), the

@@ -9,7 +9,7 @@ mod users;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -92,6 +92,8 @@ enum LaunchError {
     Passwd(io::Error),
     #[error("cannot prepare {path}: {source}")]
     RuntimeDir { path: PathBuf, source: io::Error },
+    #[error("refusing to start {name}, which must sit beside ebpf-extractor: {reason}")]
+    Sibling { name: &'static str, reason: String },
     #[error("cannot start {what}: {source}")]
     Spawn { what: &'static str, source: io::Error },
     #[error("{what} exited before it was ready ({status})")]
@@ -100,12 +102,21 @@ enum LaunchError {
     Timeout(&'static str),
 }
 
-fn sibling(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from(name))
+/// `name` beside the launcher's own binary, never from `$PATH`: root runs it, so it and its
+/// directory must be root's and writable by no one else.
+fn sibling(name: &'static str) -> Result<PathBuf, LaunchError> {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::env::current_exe().map_err(|source| LaunchError::Sibling { name, reason: source.to_string() })?;
+    let dir = exe.parent().ok_or(LaunchError::Sibling { name, reason: "the launcher has no directory".into() })?;
+    let path = dir.join(name);
+    for checked in [dir, path.as_path()] {
+        let meta = std::fs::metadata(checked).map_err(|e| LaunchError::Sibling { name, reason: format!("{}: {e}", checked.display()) })?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            let reason = format!("{} must be owned by root and writable by root only (uid {}, mode {:o})", checked.display(), meta.uid(), meta.mode() & 0o7777);
+            return Err(LaunchError::Sibling { name, reason });
+        }
+    }
+    Ok(path)
 }
 
 fn wait_ready(notify: &UnixDatagram, child: &mut Child, what: &'static str) -> Result<(), LaunchError> {
@@ -135,23 +146,31 @@ impl Drop for RuntimeDir {
     }
 }
 
-/// Holds the publisher's socket: owned by the publisher's user, which creates the socket.
-fn runtime_dir(owner: &User) -> Result<RuntimeDir, LaunchError> {
-    let path = std::env::temp_dir().join(format!("ebpf-extractor-{}", std::process::id()));
-    let err = |source| LaunchError::RuntimeDir { path: path.clone(), source };
-    std::fs::create_dir(&path).map_err(err)?;
+/// Holds the publisher's socket and both notify sockets, under root's
+/// `/run/ebpf-extractor` (0711: no one else may list it) with an unpredictable name. It is the
+/// publisher's (which creates its socket there) with the loader's group and setgid, mode 2710:
+/// the socket, 0660, gets the loader's group, so only the loader may connect, and no one
+/// else may even traverse the directory.
+fn runtime_dir(publisher: &User, loader: &User) -> Result<RuntimeDir, LaunchError> {
+    let mut name = [0u8; 8];
+    let base = users::run_dir()?;
+    let err = |path: &Path, source| LaunchError::RuntimeDir { path: path.to_owned(), source };
+    rustix::rand::getrandom(&mut name, rustix::rand::GetRandomFlags::empty()).map_err(|e| err(base, e.into()))?;
+    let path = base.join(name.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    std::fs::DirBuilder::new().mode(0o700).create(&path).map_err(|e| err(&path, e))?;
     let dir = RuntimeDir(path.clone());
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(err)?;
-    rustix::fs::chown(&path, Some(owner.uid), Some(owner.gid)).map_err(|e| err(e.into()))?;
+    rustix::fs::chown(&path, Some(publisher.uid), Some(loader.gid)).map_err(|e| err(&path, e.into()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o2710)).map_err(|e| err(&path, e))?;
     Ok(dir)
 }
 
-fn notify_socket(dir: &Path, name: &str) -> Result<(UnixDatagram, PathBuf), LaunchError> {
+/// A socket for `READY=1` from one child: its own, mode 0600.
+fn notify_socket(dir: &Path, name: &str, child: &User) -> Result<(UnixDatagram, PathBuf), LaunchError> {
     let path = dir.join(name);
     let err = |source| LaunchError::RuntimeDir { path: path.clone(), source };
     let sock = UnixDatagram::bind(&path).map_err(err)?;
-    // The children run as other users; only READY=1 is read from it.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).map_err(err)?;
+    rustix::fs::chown(&path, Some(child.uid), Some(child.gid)).map_err(|e| err(e.into()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     sock.set_nonblocking(true).map_err(err)?;
     Ok((sock, path))
 }
@@ -224,14 +243,15 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     }
     // Before anything starts: a wrong pid or binary is the likelier mistake.
     let bitcoind = cli.bitcoind()?;
-    let dir = runtime_dir(&publisher_user)?;
+    let dir = runtime_dir(&publisher_user, &loader_user)?;
     let socket = dir.0.join("publisher.sock");
     let log_level = cli.log_level.to_lowercase();
 
-    let (publisher_notify, publisher_notify_path) = notify_socket(&dir.0, "publisher-notify.sock")?;
+    let (publisher_notify, publisher_notify_path) = notify_socket(&dir.0, "publisher-notify.sock", &publisher_user)?;
+    let (publisher_bin, loader_bin) = (sibling("ebpf-publisher")?, sibling("ebpf-loader")?);
     let mut publisher = spawn(
-        Command::new(sibling("ebpf-publisher"))
-            .args(["--nats-address", &cli.nats_address, "--socket-mode", "666", "--log-level", &log_level])
+        Command::new(publisher_bin)
+            .args(["--nats-address", &cli.nats_address, "--socket-mode", "660", "--log-level", &log_level])
             .arg("--socket")
             .arg(&socket)
             .arg("--loader-uid")
@@ -245,10 +265,10 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     wait_ready(&publisher_notify, &mut publisher, "ebpf-publisher")?;
     log_users(&publisher_user, &loader_user);
 
-    let loader_notify = notify_socket(&dir.0, "loader-notify.sock")?;
+    let loader_notify = notify_socket(&dir.0, "loader-notify.sock", &loader_user)?;
     let start_loader = |bitcoind: &Bitcoind| -> Result<Child, LaunchError> {
         let mut loader = spawn(
-            &mut loader_command(cli, &socket, &log_level, bitcoind),
+            &mut loader_command(cli, &loader_bin, &socket, &log_level, bitcoind),
             &loader_user,
             CapabilitySet::BPF | CapabilitySet::PERFMON,
             &loader_notify.1,
@@ -352,8 +372,8 @@ fn supervise(
 
 /// The loader's command line: the pid and the open binary the launcher resolved, never the
 /// pid file or the binary's path, which the loader's user may be unable to open.
-fn loader_command(cli: &Cli, socket: &Path, log_level: &str, bitcoind: &Bitcoind) -> Command {
-    let mut cmd = Command::new(sibling("ebpf-loader"));
+fn loader_command(cli: &Cli, binary: &Path, socket: &Path, log_level: &str, bitcoind: &Bitcoind) -> Command {
+    let mut cmd = Command::new(binary);
     cmd.arg("--bitcoind-path").arg(format!("/proc/self/fd/{}", bitcoind.binary.as_raw_fd()));
     cmd.args(["--bitcoind-pid", &bitcoind.pid.to_string()]).arg("--socket").arg(socket);
     cmd.args(["--log-level", log_level]);

@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use rustix::fs::{flock, FlockOperation};
@@ -19,8 +19,17 @@ use crate::LaunchError;
 
 /// systemd's range for `DynamicUser=` (its docs/UIDS-GIDS.md): no distribution allocates there.
 const DYNAMIC_UIDS: std::ops::RangeInclusive<u32> = 61184..=65519;
-/// Root-only: the lock files that reserve a dynamic uid while a launcher uses it.
-const LOCK_DIR: &str = "/run/ebpf-extractor";
+/// Root's: the lock files that reserve a dynamic uid while a launcher uses it (0600), and
+/// each launcher's runtime directory. Mode 0711: no one else may list it.
+const RUN_DIR: &str = "/run/ebpf-extractor";
+
+/// [`RUN_DIR`], created if absent, its mode set whatever it was.
+pub fn run_dir() -> Result<&'static Path, LaunchError> {
+    let err = |source| LaunchError::RuntimeDir { path: RUN_DIR.into(), source };
+    fs::DirBuilder::new().mode(0o711).recursive(true).create(RUN_DIR).map_err(err)?;
+    fs::set_permissions(RUN_DIR, fs::Permissions::from_mode(0o711)).map_err(err)?;
+    Ok(Path::new(RUN_DIR))
+}
 
 /// A child's user: its uid and primary gid, and for a dynamic one the lock that reserves it.
 pub struct User {
@@ -51,8 +60,8 @@ impl User {
 
     /// A fresh uid (and gid of the same number) that nothing else uses; see the module's doc.
     pub fn dynamic() -> Result<User, LaunchError> {
-        let lock_err = |source| LaunchError::RuntimeDir { path: LOCK_DIR.into(), source };
-        fs::DirBuilder::new().mode(0o700).recursive(true).create(LOCK_DIR).map_err(lock_err)?;
+        let run_dir = run_dir()?;
+        let lock_err = |source| LaunchError::RuntimeDir { path: run_dir.into(), source };
         let accounts = [fs::read_to_string("/etc/passwd"), fs::read_to_string("/etc/group")]
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
@@ -73,7 +82,7 @@ impl User {
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
-                .open(Path::new(LOCK_DIR).join(format!("uid-{id}")))
+                .open(run_dir.join(format!("uid-{id}")))
                 .map_err(lock_err)?;
             if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
                 return Ok(User { uid: Uid::from_raw(id), gid: Gid::from_raw(id), dynamic: true, _lock: Some(lock) });

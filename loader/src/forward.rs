@@ -69,12 +69,16 @@ pub enum Pump {
 /// How often a loader whose publisher went away tries to reach it again.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Connects and sends the hello without ever blocking: a listener whose backlog is full (a
+/// publisher that stopped accepting, or anyone filling it) fails the attempt with EAGAIN
+/// instead of holding the loader, which must keep serving SIGTERM, bitcoind's exit and the
+/// idle rule; the next attempt comes a second later.
 fn connect(path: &Path, hello: &[u8]) -> std::io::Result<OwnedFd> {
-    let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
+    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+    let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, flags, None)?;
     rustix::net::connect(&sock, &SocketAddrUnix::new(path)?)?;
     // NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
     rustix::net::send(&sock, hello, SendFlags::NOSIGNAL)?;
-    rustix::io::ioctl_fionbio(&sock, true)?;
     Ok(sock)
 }
 

@@ -13,6 +13,7 @@
 mod forward;
 mod probes;
 mod ring;
+mod seccomp;
 mod target;
 
 use std::mem::MaybeUninit;
@@ -27,6 +28,7 @@ use ipc_protocol::{Category, Hello, Tracepoint};
 use libbpf_rs::PrintLevel;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
+use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::time::{clock_gettime, ClockId, Timespec};
 
 use forward::{ForwardError, Forwarder, Pump};
@@ -77,6 +79,9 @@ struct Cli {
     /// Don't exit after 180 seconds without any event from bitcoind; only warn (every 60 s)
     #[arg(short = 'i', long)]
     no_idle_exit: bool,
+    /// After start-up, make a system call the seccomp filter forbids (for tests: it must kill)
+    #[arg(long, hide = true)]
+    test_forbidden_syscall: bool,
     /// Seconds without events before warning (for tests)
     #[arg(long, default_value_t = 60, hide = true)]
     idle_warn_secs: u64,
@@ -126,6 +131,10 @@ enum LoaderError {
     Probe(#[from] ProbeError),
     #[error("cannot drop capabilities after attaching: {0}")]
     Privileges(std::io::Error),
+    #[error("cannot make the loader undumpable (no other process of its user may ptrace it or take its descriptors): {0}")]
+    Undumpable(std::io::Error),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("no event from bitcoind (pid {pid}) for {secs} s: is it still running and busy? Exiting so that a supervisor starts a fresh loader; --no-idle-exit only warns")]
     Idle { pid: i32, secs: u64 },
     #[error("bitcoind (pid {0}) exited: start the loader again for its successor (ebpf-extractor does when given --bitcoind-pid-file; systemd does, through Restart=)")]
@@ -176,6 +185,11 @@ fn warn_if_memlock_charged() {
 }
 
 fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
+    // First: while it holds CAP_BPF, no process of its user may ptrace it, read its memory or
+    // take its descriptors (pidfd_getfd); shrinking capabilities later does not clear the
+    // dumpable flag, so nothing sets it back.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(|e| LoaderError::Undumpable(e.into()))?;
     warn_if_memlock_charged();
     let enabled = Tracepoint::enabled(&cli.categories());
     if enabled.is_empty() {
@@ -211,13 +225,23 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         event_ring_bytes = sizes.events,
         "attached"
     );
+    probes.seal()?;
     let maps = &probes.skel.maps;
     let mut rings = [
         Ring::map(maps.messages.as_fd(), sizes.messages).map_err(LoaderError::RingBuffer)?,
         Ring::map(maps.events.as_fd(), sizes.events).map_err(LoaderError::RingBuffer)?,
     ];
     drop_privileges()?;
+    // libbpf reads the number of possible CPUs from /sys on the first lookup and caches it:
+    // after confine() no file can be opened.
+    probes.drop_counts()?;
+    seccomp::confine()?;
+    tracing::info!("confined to the steady state's system calls (seccomp)");
     notify_ready();
+    if cli.test_forbidden_syscall {
+        // pidfd_getfd is not in the filter's list: the kernel kills the process here.
+        let _ = rustix::process::pidfd_getfd(&target_exit, 0, rustix::process::PidfdGetfdFlags::empty());
+    }
 
     let mut last_counts = Vec::new();
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
@@ -336,10 +360,23 @@ fn drop_privileges() -> Result<(), LoaderError> {
     Ok(())
 }
 
-/// Tells a supervisor (systemd `Type=notify`, or a test) that the probes are attached.
+/// Tells a supervisor (systemd `Type=notify`, or a test) that the probes are attached: one
+/// `sendto` of `READY=1` to `$NOTIFY_SOCKET` (a path, or `@` and an abstract name), the calls
+/// the seccomp filter allows (a connected socket's `write`, as libraries send it, it does not).
 fn notify_ready() {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!("cannot notify readiness: {e}");
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let send = || -> std::io::Result<()> {
+        let name = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        let addr = match name.strip_prefix(b"@") {
+            Some(abstract_name) => SocketAddrUnix::new_abstract_name(abstract_name)?,
+            None => SocketAddrUnix::new(name)?,
+        };
+        let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
+        rustix::net::sendto(&sock, b"READY=1\n", SendFlags::NOSIGNAL, &addr)?;
+        Ok(())
+    };
+    if let Err(e) = send() {
+        tracing::warn!(socket = ?path, "cannot notify readiness: {e}");
     }
 }
 

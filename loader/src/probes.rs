@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use extractor_bpf::{ExtractorSkel, ExtractorSkelBuilder};
 use ipc_protocol::{DropCause, DropCount, Tracepoint};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, OpenObject};
+use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, OpenObject};
 
 use crate::target::Target;
 
@@ -26,6 +26,8 @@ pub enum ProbeError {
     },
     #[error("cannot read the BPF drop counters: {0}")]
     Counters(#[source] libbpf_rs::Error),
+    #[error("cannot freeze the BPF maps once attached: {0}")]
+    Seal(#[source] libbpf_rs::Error),
 }
 
 /// Bytes of the two BPF ring buffers: P2P messages, and every other event (kept apart so a
@@ -91,6 +93,24 @@ impl<'obj> Probes<'obj> {
             links.push(link);
         }
         Ok(Probes { polling_until_ns, links, skel })
+    }
+
+    /// Once every probe is attached: freezes the maps that user space no longer writes
+    /// (libbpf's USDT argument specs, which turned writable would let a program read any
+    /// address; the drop counters), so that no `bpf()` call can change them, and closes the
+    /// programs' descriptors (the links keep them attached).
+    pub fn seal(&mut self) -> Result<(), ProbeError> {
+        let maps = &self.skel.maps;
+        for map in [&maps.__bpf_usdt_specs, &maps.__bpf_usdt_ip_to_spec_id, &maps.drops] {
+            libbpf_rs::MapHandle::try_from(map).and_then(|handle| handle.freeze()).map_err(ProbeError::Seal)?;
+        }
+        for prog in self.skel.object_mut().progs_mut() {
+            // SAFETY: the program is loaded and attached through its link; unloading closes
+            // the descriptor libbpf holds, which nothing uses again (libbpf skips programs
+            // already unloaded when it closes the object).
+            unsafe { libbpf_sys::bpf_program__unload(prog.as_libbpf_object().as_ptr()) };
+        }
+        Ok(())
     }
 
     /// Totals of the BPF drop counters, summed over CPUs, for the non-zero ones.

@@ -29,9 +29,13 @@ struct Cli {
     #[arg(long, default_value = "660", value_parser = parse_mode)]
     socket_mode: u32,
     /// Only accept connections from this user (the loader's; a uid or a name in /etc/passwd),
-    /// checked with SO_PEERCRED. Without it, anyone who may open the socket can inject events.
-    #[arg(long, value_parser = parse_uid)]
+    /// checked with SO_PEERCRED; required unless --allow-any-uid
+    #[arg(long, value_parser = parse_uid, required_unless_present = "allow_any_uid")]
     loader_uid: Option<u32>,
+    /// Accept connections from any user who may open the socket (for debugging: anyone could
+    /// then inject events)
+    #[arg(long, conflicts_with = "loader_uid")]
+    allow_any_uid: bool,
     /// Serve the counters for Prometheus on this address (e.g. 127.0.0.1:9842); off by default
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
@@ -132,8 +136,8 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!("cannot notify readiness: {e}");
     }
-    if cli.loader_uid.is_none() {
-        tracing::warn!("no --loader-uid: any local user who may open the socket can inject events");
+    if cli.allow_any_uid {
+        tracing::warn!("--allow-any-uid: any local user who may open the socket can inject events");
     }
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(PublisherError::Signal)?;

@@ -58,20 +58,34 @@ pub fn render(s: &Snapshot) -> String {
     out
 }
 
+/// Scrapes answered at once; a connection beyond them is closed unanswered, so that clients
+/// that open many and send nothing hold at most this many tasks and descriptors.
+pub const MAX_CONNECTIONS: usize = 8;
+
 /// Answers scrapes until the process ends.
 pub async fn serve(listener: TcpListener, counters: Arc<Counters>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::debug!("metrics endpoint: {MAX_CONNECTIONS} connections open, closing another");
+                    continue;
+                };
                 let counters = Arc::clone(&counters);
                 tokio::spawn(async move {
                     // Bounded: a client that never finishes its request cannot hold a task.
                     if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), answer(conn, &counters)).await {
                         tracing::debug!("metrics request failed: {e}");
                     }
+                    drop(slot);
                 });
             }
-            Err(e) => tracing::warn!("metrics endpoint: accept failed: {e}"),
+            Err(e) => {
+                tracing::warn!("metrics endpoint: accept failed: {e}");
+                // The failed connection stays queued: accepting again at once would spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
 }

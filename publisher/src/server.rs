@@ -21,6 +21,24 @@ use crate::clock::ClockSample;
 use crate::counters::Counters;
 use crate::decode::{decode, Anomaly, Decoded};
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_the_count_left_out() {
+        let mut limit = RateLimited::new(Duration::from_secs(3600));
+        let mut logged = Vec::new();
+        for _ in 0..5 {
+            limit.log(|suppressed| logged.push(suppressed));
+        }
+        assert_eq!(logged, [0]);
+        limit.last = Some(std::time::Instant::now() - Duration::from_secs(3601));
+        limit.log(|suppressed| logged.push(suppressed));
+        assert_eq!(logged, [0, 4]);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
     #[error("reading from the loader failed: {0}")]
@@ -38,26 +56,58 @@ pub enum ConnectionError {
 /// NATS `max_payload` that fits any event: a 4,000,000-byte block plus its envelope.
 pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
 
+/// At most one warning per interval about refused connections or failed accepts, saying how
+/// many were not logged: a peer connecting in a loop must not flood the journal.
+struct RateLimited {
+    interval: Duration,
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    const fn new(interval: Duration) -> Self {
+        RateLimited { interval, last: None, suppressed: 0 }
+    }
+
+    /// Calls `log` with the number of events not logged since the last call, if one is due.
+    fn log(&mut self, log: impl FnOnce(u64)) {
+        if self.last.is_some_and(|last| last.elapsed() < self.interval) {
+            self.suppressed += 1;
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        log(std::mem::take(&mut self.suppressed));
+    }
+}
+
 /// Whether a connecting peer may feed events: only the loader's uid, when one is configured.
-fn admitted(conn: &UnixSeqpacket, loader_uid: Option<u32>) -> bool {
+fn admitted(conn: &UnixSeqpacket, loader_uid: Option<u32>, refusals: &mut RateLimited) -> bool {
     let Some(loader_uid) = loader_uid else { return true };
     match conn.peer_cred() {
         Ok(cred) if cred.uid() == loader_uid => true,
         Ok(cred) => {
-            tracing::warn!(
-                uid = cred.uid(),
-                pid = cred.pid(),
-                "refused connection from uid {}: only the loader's uid {loader_uid} may connect",
-                cred.uid()
-            );
+            refusals.log(|suppressed| {
+                tracing::warn!(
+                    uid = cred.uid(),
+                    pid = cred.pid(),
+                    "refused connection from uid {}: only the loader's uid {loader_uid} may connect ({suppressed} more refused since the last report)",
+                    cred.uid()
+                )
+            });
             false
         }
         Err(e) => {
-            tracing::warn!("refused connection: cannot read its credentials: {e}");
+            refusals.log(|suppressed| tracing::warn!("refused connection: cannot read its credentials: {e} ({suppressed} more refused since the last report)"));
             false
         }
     }
 }
+
+/// How often a refusal or failed accept is logged at most.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// After a failed accept (out of descriptors or memory), the pause before the next: the
+/// pending connection stays queued, so accepting again at once would spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How long a stopping publisher gives its connections to publish what they have read.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
@@ -75,10 +125,11 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    let (mut refusals, mut accept_failures) = (RateLimited::new(LOG_INTERVAL), RateLimited::new(LOG_INTERVAL));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) if !admitted(&conn, loader_uid) => drop(conn),
+                Ok(conn) if !admitted(&conn, loader_uid, &mut refusals) => drop(conn),
                 Ok(conn) => {
                     let (nats, counters, stopping) = (nats.clone(), Arc::clone(&counters), stopping.clone());
                     connections.spawn(async move {
@@ -88,7 +139,10 @@ pub async fn serve(
                         }
                     });
                 }
-                Err(e) => tracing::warn!("accept failed: {e}"),
+                Err(e) => {
+                    accept_failures.log(|suppressed| tracing::warn!("accept failed: {e} ({suppressed} more since the last report)"));
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
             },
             Some(_) = connections.join_next() => {}
             () = &mut shutdown => break,

@@ -1,0 +1,149 @@
+//! What an attacker on the machine can do to the loader once it is attached: a process of the
+//! loader's own user, with no capability, cannot take its descriptors; nobody can rewrite
+//! libbpf's USDT maps (frozen); the loader runs under its seccomp filter, which kills it on a
+//! forbidden call; and a publisher socket whose backlog is full cannot hold it.
+
+use std::os::unix::process::CommandExt;
+use std::time::Duration;
+
+use e2e::{assert_fired_exactly, receive, start_loader, start_publisher, terminate, wall_ms, NatsServer, Pipeline, Simulator, TempDir, LOADER_UID};
+use ipc_protocol::Tracepoint;
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+use rustix::io::Errno;
+
+fn status_field(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).unwrap_or_else(|| panic!("{key} in {status}"))
+}
+
+/// The loader's descriptors, listed as root.
+fn descriptors(pid: u32) -> Vec<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fd dir").filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+}
+
+/// Tries `pidfd_getfd` on each of `fds` of `pid` from a fresh process of `uid` without any
+/// capability; returns the errno of the first refusal, or `None` if it took every one.
+fn steal_as(uid: u32, pid: u32, fds: Vec<i32>) -> Option<Errno> {
+    let mut attacker = std::process::Command::new("/bin/true");
+    // SAFETY: only raw system calls between fork and exec, no allocation.
+    unsafe {
+        attacker.pre_exec(move || {
+            let id = rustix::process::Gid::from_raw(uid);
+            rustix::thread::set_thread_groups(&[])?;
+            rustix::thread::set_thread_res_gid(id, id, id)?;
+            // From root to another uid without keep-caps: every capability is gone.
+            let id = rustix::process::Uid::from_raw(uid);
+            rustix::thread::set_thread_res_uid(id, id, id)?;
+            let target = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+            let pidfd = rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty())?;
+            for fd in &fds {
+                rustix::process::pidfd_getfd(&pidfd, *fd, rustix::process::PidfdGetfdFlags::empty())?;
+            }
+            Ok(())
+        })
+    };
+    match attacker.status() {
+        Ok(_) => None,
+        Err(e) => Some(Errno::from_io_error(&e).expect("an errno")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attached_loader_cannot_be_turned_and_keeps_delivering() {
+    let nats = NatsServer::start().await;
+    let Pipeline { mut subscriber, simulator, dir: _dir, publisher: _publisher, loader } =
+        Pipeline::start(&nats, "mempool:added", 5, 61, &[]).await;
+    let pid = loader.id().expect("loader running");
+    assert_eq!(status_field(pid, "Seccomp:"), "2");
+    assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
+    assert_eq!(status_field(pid, "CapEff:"), "0000000000000000");
+
+    let fds = descriptors(pid);
+    assert!(fds.len() > 10, "BPF maps, programs' links, rings: {fds:?}");
+    assert_eq!(steal_as(LOADER_UID, pid, fds.clone()), Some(Errno::PERM), "a process of the loader's uid took its descriptors");
+    // Not even its descriptor list is readable to that user.
+    let listing = std::process::Command::new("setpriv")
+        .args([&format!("--reuid={LOADER_UID}"), &format!("--regid={LOADER_UID}"), "--clear-groups", "ls"])
+        .arg(format!("/proc/{pid}/fd"))
+        .output()
+        .unwrap();
+    assert!(!listing.status.success(), "listed the loader's descriptors: {listing:?}");
+
+    // Root may open the maps by id; user space still cannot write libbpf's USDT specs.
+    let mut usdt_maps = 0;
+    for fd in fds {
+        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else { continue };
+        let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse().ok()) else { continue };
+        let map = MapHandle::from_map_id(id).expect("open the map by id as root");
+        if !map.name().to_string_lossy().starts_with("__bpf_usdt") {
+            continue;
+        }
+        usdt_maps += 1;
+        let key = vec![0u8; map.key_size() as usize];
+        let value = vec![0xffu8; map.value_size() as usize];
+        let err = map.update(&key, &value, MapFlags::ANY).expect_err("a frozen map refuses updates");
+        assert_eq!(err.kind(), libbpf_rs::ErrorKind::PermissionDenied, "{err}");
+    }
+    assert_eq!(usdt_maps, 2, "libbpf's __bpf_usdt_specs and __bpf_usdt_ip_to_spec_id");
+
+    let before = wall_ms();
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], 5);
+    let events = receive(&mut subscriber, 5).await;
+    assert_fired_exactly(&events, &[Tracepoint::MempoolAdded], 61, 0..5, before..=wall_ms());
+    drop(loader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forbidden_system_call_kills_the_loader() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("forbidden");
+    let socket = dir.path().join("publisher.sock");
+    let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    let simulator = Simulator::start("mempool:added", 1, 0);
+    let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &["--test-forbidden-syscall"]).await;
+    let status = tokio::time::timeout(Duration::from_secs(10), loader.wait()).await.expect("killed in time").unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(sigsys()), "{status}");
+}
+
+/// SIGSYS: what a seccomp filter's kill action sends.
+fn sigsys() -> i32 {
+    rustix::process::Signal::SYS.as_raw()
+}
+
+/// A publisher socket whose backlog someone filled: the loader's reconnection attempts fail at
+/// once instead of blocking, and SIGTERM still stops it promptly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_backlog_cannot_hold_the_loader() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("backlog");
+    let socket = dir.path().join("publisher.sock");
+    let mut publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    let simulator = Simulator::start("mempool:added", 1, 0);
+    let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
+    publisher.kill().await.unwrap();
+    let _ = std::fs::remove_file(&socket);
+
+    // A listener that never accepts, its backlog full of connections that are never taken.
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+    let addr = SocketAddrUnix::new(&socket).unwrap();
+    rustix::net::bind(&listener, &addr).unwrap();
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    rustix::net::listen(&listener, 0).unwrap();
+    let mut fillers = Vec::new();
+    loop {
+        let client = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::NONBLOCK, None).unwrap();
+        match rustix::net::connect(&client, &addr) {
+            Ok(()) => fillers.push(client),
+            Err(Errno::AGAIN) => break,
+            Err(e) => panic!("filling the backlog: {e}"),
+        }
+        assert!(fillers.len() < 1000, "the backlog never filled");
+    }
+    // Several reconnection attempts meet the full backlog.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(loader.try_wait().unwrap(), None, "the loader keeps running");
+    let (status, took) = terminate(&mut loader).await;
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+}
