@@ -46,3 +46,43 @@ async fn events_over_max_payload_are_counted_and_named() {
     );
     assert!(log.contains(&format!("over_max_payload={}", too_big.len())), "{log}");
 }
+
+/// The publisher's memory bound, stated in README: its read-ahead (8 MiB), the NATS client's
+/// buffer (16 MiB), one event being decoded and encoded, and the runtime.
+const PUBLISHER_PEAK_RSS_MIB: u64 = 96;
+
+/// NATS is down while blocks of 4,000,000 bytes keep coming: the publisher's peak RSS stays
+/// under its stated bound (before, the NATS client buffered up to 2048 events of any size),
+/// and every block is handed to the client or counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_memory_stays_bounded_while_nats_is_down_and_large_blocks_keep_coming() {
+    const ROUNDS: u64 = 40;
+    let mut nats = NatsServer::start().await;
+    let Pipeline { simulator, mut publisher, dir: _dir, loader: _loader, subscriber: _subscriber } = Pipeline::start_with(
+        e2e::Launch::Direct,
+        &nats,
+        "net:inbound_message",
+        ROUNDS,
+        23,
+        &["--message-size", "4000000", "--rate", "4"],
+        &[],
+    )
+    .await;
+    nats.kill().await;
+    assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], ROUNDS);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let pid = publisher.id().expect("publisher running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap();
+    eprintln!("publisher peak RSS with NATS down, {ROUNDS} blocks of 4,000,000 bytes: {:.1} MiB", peak_kib as f64 / 1024.0);
+    assert!(peak_kib < PUBLISHER_PEAK_RSS_MIB * 1024, "peak RSS {peak_kib} KiB");
+
+    std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("signal publisher");
+    assert!(publisher.wait().await.expect("publisher exits").success());
+    let log = e2e::read_stderr(&mut publisher).await;
+    let counts: std::collections::BTreeMap<&str, u64> =
+        e2e::closing_line(&log).split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.parse().expect("a count"))).collect();
+    // The loader's rings count what they could not hold while the publisher was busy.
+    assert_eq!(counts["published"] + counts["nats_unavailable"] + counts["dropped_before_publisher"], ROUNDS, "{counts:?}");
+    assert!(counts["nats_unavailable"] > 0, "{counts:?}");
+}

@@ -118,7 +118,7 @@ const EMULATED: [&str; 15] = [
 ];
 /// Sandboxing that only takes away (checked by `systemd-analyze` above): without systemd as
 /// pid 1 here, it is not set up.
-const SANDBOXING: [&str; 30] = [
+const SANDBOXING: [&str; 31] = [
     "PrivateDevices",
     "PrivateMounts",
     "PrivateTmp",
@@ -146,6 +146,7 @@ const SANDBOXING: [&str; 30] = [
     "IPAddressDeny",
     "IPAddressAllow",
     "MemoryMax",
+    "MemorySwapMax",
     "TasksMax",
     "LimitNOFILE",
     "OOMScoreAdjust",

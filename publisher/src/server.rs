@@ -171,6 +171,11 @@ const _: () = assert!(MAX_RECORD <= BACKLOG_BYTES, "a whole record must fit the 
 
 /// Bytes published between waits for the NATS server to have taken them.
 const UNFLUSHED_BYTES: usize = 2 << 20;
+/// Bytes handed to the NATS client that it has not yet confirmed written (a flush): what may
+/// wait in its buffer while NATS is down or slow. The client itself bounds its buffer only in
+/// events (2048, of up to 5 MiB each); an event that would go past this is counted as
+/// `nats_unavailable` instead.
+pub const NATS_BUFFER_BYTES: usize = 16 << 20;
 
 /// What the reading thread hands on, holding its share of the backlog until published.
 enum Received {
@@ -233,7 +238,7 @@ async fn serve_loader(
                 };
                 for record in records {
                     if let Some(event) = decoded(&record, &clock, counters) {
-                        unflushed += send(event, nats, counters).await;
+                        unflushed += send(event, nats, counters, unflushed).await;
                     }
                 }
             }
@@ -242,18 +247,19 @@ async fn serve_loader(
                 // A large record's memory and backlog room are free before its event is encoded.
                 drop((record, share));
                 if let Some(event) = event {
-                    unflushed += send(event, nats, counters).await;
+                    unflushed += send(event, nats, counters, unflushed).await;
                 }
             }
         }
-        // The NATS client queues up to 2048 events however large; waiting for the server to
-        // take them every few MiB bounds that memory, and slows reading instead.
+        // Waiting for the server to take what was published every few MiB slows reading
+        // instead of growing the client's buffer; only a flush that went through shows the
+        // buffer empty.
         if unflushed >= UNFLUSHED_BYTES && nats.connection_state() == State::Connected {
-            unflushed = 0;
             // Bounded: a connection lost meanwhile would hold the flush until it is back.
             match tokio::time::timeout(Duration::from_secs(1), nats.flush()).await {
-                Ok(Ok(())) | Err(_) => {}
+                Ok(Ok(())) => unflushed = 0,
                 Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
+                Err(_) => {}
             }
         }
     }
@@ -394,11 +400,19 @@ fn decoded(record: &Record<'_>, clock: &ClockSample, counters: &Counters) -> Opt
 }
 
 /// Encodes and publishes one event; returns the bytes handed to the NATS client.
-async fn send(event: DecodedRecord, nats: &Client, counters: &Counters) -> usize {
+/// Publishes one event, `unflushed` bytes being in the client's buffer already; returns the
+/// bytes it added there.
+async fn send(event: DecodedRecord, nats: &Client, counters: &Counters, unflushed: usize) -> usize {
     let DecodedRecord { tracepoint: tp, timestamp_ms, decoded } = event;
     let subject = decoded.subject;
-    let payload = decoded.into_event(timestamp_ms).encode_to_vec();
-    let size = payload.len();
+    let event = decoded.into_event(timestamp_ms);
+    let size = event.encoded_len();
+    if unflushed + size > NATS_BUFFER_BYTES {
+        tracing::debug!(tracepoint = %tp, "NATS has not taken the last {unflushed} bytes: event dropped");
+        counters.nats_unavailable(tp);
+        return 0;
+    }
+    let payload = event.encode_to_vec();
     // While NATS is down, async-nats' `publish` waits for room in its bounded buffer, which
     // would stall the socket and, behind it, the loader. So while disconnected the buffer is
     // used only where it has room; an event that does not fit is counted.

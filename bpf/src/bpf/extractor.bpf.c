@@ -63,7 +63,9 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
 	__u64 *n = bpf_map_lookup_elem(&drops, &key);
 
 	if (n)
-		*n += 1; /* per-CPU slot: no other writer */
+		/* Atomic although the slot is per-CPU: a uprobe program runs preemptible, so
+		 * another hit on the same CPU may interleave a plain read-modify-write. */
+		__sync_fetch_and_add(n, 1);
 }
 
 /* Waking the loader is the dearest part of a hit for the traced thread: an irq_work (in a VM,
