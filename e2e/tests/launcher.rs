@@ -136,6 +136,17 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     }
     assert_ne!(uid(publisher), uid(loader));
     assert_eq!(status(loader)["CapEff"], "0000000000000000");
+    // The publisher's socket: 0660 with the loader's group, in a directory only those two
+    // may enter, under root's /run/ebpf-extractor, which no one else may list.
+    use std::os::unix::fs::MetadataExt;
+    let cmdline = std::fs::read(format!("/proc/{publisher}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let socket = args.iter().position(|a| *a == b"--socket").map(|i| String::from_utf8_lossy(args[i + 1]).into_owned()).expect("--socket");
+    let socket = Path::new(&socket);
+    let (sock, dir, run) = (std::fs::metadata(socket).unwrap(), std::fs::metadata(socket.parent().unwrap()).unwrap(), std::fs::metadata("/run/ebpf-extractor").unwrap());
+    assert_eq!((sock.mode() & 0o7777, sock.uid(), sock.gid()), (0o660, uid(publisher), uid(loader)), "socket");
+    assert_eq!((dir.mode() & 0o7777, dir.uid(), dir.gid()), (0o2710, uid(publisher), uid(loader)), "runtime directory");
+    assert_eq!((run.mode() & 0o7777, run.uid()), (0o711, 0), "/run/ebpf-extractor");
 
     let before = wall_ms();
     assert_eq!(first.fire().await.values().sum::<u64>(), 3 * defaults.len() as u64);

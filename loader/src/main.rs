@@ -134,7 +134,7 @@ enum LoaderError {
     #[error("cannot make the loader undumpable (no other process of its user may ptrace it or take its descriptors): {0}")]
     Undumpable(std::io::Error),
     #[error(transparent)]
-    Seccomp(#[from] seccomp::SeccompError),
+    Seccomp(#[from] confine::ConfineError),
     #[error("no event from bitcoind (pid {pid}) for {secs} s: is it still running and busy? Exiting so that a supervisor starts a fresh loader; --no-idle-exit only warns")]
     Idle { pid: i32, secs: u64 },
     #[error("bitcoind (pid {0}) exited: start the loader again for its successor (ebpf-extractor does when given --bitcoind-pid-file; systemd does, through Restart=)")]

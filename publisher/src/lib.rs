@@ -8,4 +8,5 @@ pub mod loss_log;
 pub mod metrics;
 pub mod p2p;
 pub mod proto;
+pub mod seccomp;
 pub mod server;

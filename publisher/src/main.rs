@@ -82,6 +82,10 @@ enum PublisherError {
     ActivationType,
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics { address: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Confine(confine::ConfineError),
+    #[error("cannot set no_new_privs before confining: {0}")]
+    NoNewPrivs(std::io::Error),
     #[error("cannot install a signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -156,6 +160,10 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
         tracing::info!("metrics on http://{address}/metrics");
         tokio::spawn(publisher::metrics::serve(listener, Arc::clone(&counters)));
     }
+    // Everything is open that the publisher will ever open itself: from here on it makes only
+    // the calls of its steady state (publisher/src/seccomp.rs).
+    rustix::thread::set_no_new_privs(true).map_err(|e| PublisherError::NoNewPrivs(e.into()))?;
+    confine::confine(publisher::seccomp::STEADY_STATE).map_err(PublisherError::Confine)?;
     let serving = publisher::server::serve(listener, cli.loader_uid, nats.clone(), Arc::clone(&counters), shutdown);
     tokio::pin!(serving);
     let mut loss_log = LossLog::default();

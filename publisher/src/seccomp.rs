@@ -1,0 +1,105 @@
+//! The publisher's steady state, enforced: once it listens, has its NATS connection and its
+//! metrics listener, it allows itself exactly the system calls of [`STEADY_STATE`]
+//! (SECURITY.md's table is this list) and is killed on any other. The publisher parses what
+//! internet peers sent; a parser bug turned into code execution finds no `execve`, `ptrace`,
+//! `process_vm_*`, `bpf`, `perf_event_open`, `pidfd_getfd`, no file opened for writing and no
+//! executable memory.
+
+use confine::{allow, Allowed, Arg};
+use confine::libc::{self, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, FIONBIO, O_APPEND, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY, PROT_EXEC};
+
+/// `PR_SET_NAME`, with which the standard library names the threads it starts.
+const PR_SET_NAME: u64 = 15;
+/// `PR_GET_AUXV`, with which rustix finds the vDSO the first time it reads a clock.
+const PR_GET_AUXV: u64 = 0x4155_5856;
+
+/// Every system call the publisher may make after start-up.
+pub const STEADY_STATE: &[Allowed] = &[
+    allow(libc::SYS_epoll_wait, "epoll_wait", &[], "the async runtime waits for sockets and timers"),
+    allow(libc::SYS_epoll_pwait, "epoll_pwait", &[], "the same, where the runtime uses it"),
+    allow(libc::SYS_epoll_ctl, "epoll_ctl", &[], "the async runtime registers sockets"),
+    allow(libc::SYS_read, "read", &[], "NATS, the metrics requests, /etc/hosts when resolving a NATS host name"),
+    allow(libc::SYS_recvfrom, "recvfrom", &[], "the loader's datagrams; NATS"),
+    allow(libc::SYS_recvmsg, "recvmsg", &[], "the loader's hello; resolving a NATS host name"),
+    allow(libc::SYS_write, "write", &[], "NATS; the metrics responses; logs to standard error"),
+    allow(libc::SYS_writev, "writev", &[], "NATS"),
+    allow(libc::SYS_sendto, "sendto", &[], "resolving a NATS host name; READY=1 to systemd"),
+    allow(libc::SYS_sendmsg, "sendmsg", &[], "resolving a NATS host name"),
+    allow(libc::SYS_accept4, "accept4", &[], "a loader connects; a metrics scrape"),
+    allow(
+        libc::SYS_socket,
+        "socket",
+        &[Arg::Eq(0, AF_INET as u64), Arg::Eq(0, AF_INET6 as u64), Arg::Eq(0, AF_UNIX as u64), Arg::Eq(0, AF_NETLINK as u64)],
+        "reconnect to NATS; resolve its host name (AF_INET, AF_INET6, AF_UNIX, AF_NETLINK only)",
+    ),
+    allow(libc::SYS_connect, "connect", &[], "reconnect to NATS; resolve its host name"),
+    allow(libc::SYS_bind, "bind", &[], "resolving a NATS host name (netlink)"),
+    allow(libc::SYS_getsockname, "getsockname", &[], "resolving a NATS host name (netlink)"),
+    allow(libc::SYS_getsockopt, "getsockopt", &[], "SO_PEERCRED of a connecting loader; SO_ERROR of a NATS connection"),
+    allow(libc::SYS_setsockopt, "setsockopt", &[], "TCP_NODELAY on a NATS connection"),
+    allow(libc::SYS_shutdown, "shutdown", &[], "stop reading the loader at SIGTERM"),
+    allow(libc::SYS_ioctl, "ioctl", &[Arg::Eq(1, FIONBIO)], "a loader connection to blocking mode for its reading thread (FIONBIO only)"),
+    allow(libc::SYS_fcntl, "fcntl", &[], "the standard library's descriptor checks"),
+    allow(libc::SYS_close, "close", &[], "connections that end"),
+    allow(
+        libc::SYS_openat,
+        "openat",
+        &[Arg::Clear(2, (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND) as u64)],
+        "/etc/hosts and /etc/resolv.conf when resolving a NATS host name (read-only)",
+    ),
+    allow(libc::SYS_newfstatat, "newfstatat", &[], "resolving a NATS host name"),
+    allow(libc::SYS_fstat, "fstat", &[], "resolving a NATS host name"),
+    allow(libc::SYS_lseek, "lseek", &[], "resolving a NATS host name"),
+    allow(libc::SYS_ppoll, "ppoll", &[], "resolving a NATS host name"),
+    allow(libc::SYS_poll, "poll", &[], "resolving a NATS host name"),
+    allow(libc::SYS_unlink, "unlink", &[], "remove its socket file at exit"),
+    allow(libc::SYS_clone3, "clone3", &[], "a reading thread per loader connection; the runtime's blocking threads"),
+    allow(libc::SYS_set_robust_list, "set_robust_list", &[], "a new thread"),
+    allow(libc::SYS_rseq, "rseq", &[], "a new thread"),
+    allow(libc::SYS_sched_getaffinity, "sched_getaffinity", &[], "a new thread"),
+    allow(libc::SYS_gettid, "gettid", &[], "a new thread"),
+    allow(
+        libc::SYS_prctl,
+        "prctl",
+        &[Arg::Eq(0, PR_SET_NAME), Arg::Eq(0, PR_GET_AUXV)],
+        "name a new thread; find the vDSO for reading clocks (PR_SET_NAME, PR_GET_AUXV only)",
+    ),
+    allow(libc::SYS_sched_yield, "sched_yield", &[], "the runtime's and the allocator's spinning"),
+    allow(libc::SYS_futex, "futex", &[], "locks and the threads' hand-over"),
+    allow(libc::SYS_getrandom, "getrandom", &[], "hash maps' keys"),
+    allow(libc::SYS_clock_gettime, "clock_gettime", &[], "time, where the vDSO falls back to the kernel"),
+    allow(libc::SYS_clock_nanosleep, "clock_nanosleep", &[], "back off after a failed accept"),
+    allow(libc::SYS_mmap, "mmap", &[Arg::Clear(2, PROT_EXEC as u64)], "the allocator and thread stacks, never executable memory"),
+    allow(libc::SYS_mprotect, "mprotect", &[Arg::Clear(2, PROT_EXEC as u64)], "thread stacks' guard pages, never executable memory"),
+    allow(libc::SYS_munmap, "munmap", &[], "the allocator; a thread's stack"),
+    allow(libc::SYS_mremap, "mremap", &[], "the allocator"),
+    allow(libc::SYS_madvise, "madvise", &[], "the allocator"),
+    allow(libc::SYS_brk, "brk", &[], "the allocator"),
+    allow(libc::SYS_rt_sigprocmask, "rt_sigprocmask", &[], "a new thread; exit"),
+    allow(libc::SYS_rt_sigaction, "rt_sigaction", &[], "the async runtime's signal handling (SIGINT/SIGTERM)"),
+    allow(libc::SYS_rt_sigreturn, "rt_sigreturn", &[], "return from the SIGINT/SIGTERM handler"),
+    allow(libc::SYS_restart_syscall, "restart_syscall", &[], "a sleep that a signal interrupted goes on"),
+    allow(libc::SYS_sigaltstack, "sigaltstack", &[], "a thread's signal stack"),
+    allow(libc::SYS_exit, "exit", &[], "a thread ends"),
+    allow(libc::SYS_exit_group, "exit_group", &[], "exit"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_md_lists_exactly_the_allowed_system_calls() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../SECURITY.md")).expect("SECURITY.md");
+        assert_eq!(confine::documented(&doc, "### The publisher's system calls after start-up"), confine::rows(STEADY_STATE));
+    }
+
+    #[test]
+    fn the_filter_builds_without_the_calls_an_attacker_wants() {
+        assert!(!confine::program(STEADY_STATE).unwrap().is_empty());
+        let names: Vec<&str> = STEADY_STATE.iter().map(|a| a.name).collect();
+        for forbidden in ["execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev", "bpf", "perf_event_open", "pidfd_getfd", "mount"] {
+            assert!(!names.contains(&forbidden), "{forbidden}");
+        }
+    }
+}
