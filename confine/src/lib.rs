@@ -90,6 +90,16 @@ pub fn rows(table: &[Allowed]) -> Vec<(&'static str, &'static str)> {
     table.iter().map(|a| (a.name, a.why)).collect()
 }
 
+/// For each binary's unit test: panics unless `table` builds into a filter, is the table
+/// under `heading` in `doc` row for row, and leaves out every call in `forbidden`.
+pub fn check(table: &[Allowed], doc: &str, heading: &str, forbidden: &[&str]) {
+    assert!(!program(table).expect("the filter builds").is_empty());
+    assert_eq!(documented(doc, heading), rows(table), "the table under {heading:?}");
+    for name in forbidden {
+        assert!(table.iter().all(|a| a.name != *name), "{name} is allowed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

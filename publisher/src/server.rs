@@ -407,6 +407,14 @@ async fn send(event: DecodedRecord, nats: &Client, counters: &Counters, unflushe
     let subject = decoded.subject;
     let event = decoded.into_event(timestamp_ms);
     let size = event.encoded_len();
+    // Never encoded when the server would refuse it: a decoded payload can be many times its
+    // record's size, and the encoding would be one more copy of it.
+    let max_payload = nats.server_info().max_payload;
+    if max_payload > 0 && size > max_payload {
+        tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
+        counters.over_max_payload(tp);
+        return 0;
+    }
     if unflushed + size > NATS_BUFFER_BYTES {
         tracing::debug!(tracepoint = %tp, "NATS has not taken the last {unflushed} bytes: event dropped");
         counters.nats_unavailable(tp);
