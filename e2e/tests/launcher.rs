@@ -136,6 +136,20 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     }
     assert_ne!(uid(publisher), uid(loader));
     assert_eq!(status(loader)["CapEff"], "0000000000000000");
+    // No descriptor of the launcher's leaked into a child (its lock files, the binaries it
+    // checked): past standard input, output and error (the launcher's own log), the only file
+    // either holds open is the bitcoind binary handed to the loader.
+    let files = |pid: u32| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|fd| fd.ok())
+            .filter(|fd| fd.file_name().to_str().and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 2))
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| target.is_absolute() && !target.starts_with("/dev"))
+            .collect()
+    };
+    assert_eq!(files(publisher), Vec::<std::path::PathBuf>::new(), "publisher's files");
+    assert_eq!(files(loader), [bins().simulator.clone()], "loader's files");
     // The publisher's socket: 0660 with the loader's group, in a directory only those two
     // may enter, under root's /run/ebpf-extractor, which no one else may list.
     use std::os::unix::fs::MetadataExt;
