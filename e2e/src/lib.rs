@@ -517,6 +517,16 @@ pub async fn receive(subscriber: &mut async_nats::Subscriber, total: usize) -> V
     events
 }
 
+/// The fields of `/proc/<pid>/status`, by name (without the colon), values trimmed.
+pub fn proc_status(pid: u32) -> BTreeMap<String, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"))
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
 /// Wall-clock milliseconds now, for bounding the envelope times of events.
 pub fn wall_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as u64

@@ -6,15 +6,10 @@
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use e2e::{assert_fired_exactly, receive, start_loader, start_publisher, terminate, wall_ms, NatsServer, Pipeline, Simulator, TempDir, LOADER_UID};
+use e2e::{assert_fired_exactly, proc_status, receive, start_loader, start_publisher, terminate, wall_ms, NatsServer, Pipeline, Simulator, TempDir, LOADER_UID};
 use ipc_protocol::Tracepoint;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use rustix::io::Errno;
-
-fn status_field(pid: u32, key: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string()).unwrap_or_else(|| panic!("{key} in {status}"))
-}
 
 /// The loader's descriptors, listed as root.
 fn descriptors(pid: u32) -> Vec<i32> {
@@ -54,9 +49,10 @@ async fn the_attached_loader_cannot_be_turned_and_keeps_delivering() {
     let Pipeline { mut subscriber, simulator, dir: _dir, publisher: _publisher, loader } =
         Pipeline::start(&nats, "mempool:added", 5, 61, &[]).await;
     let pid = loader.id().expect("loader running");
-    assert_eq!(status_field(pid, "Seccomp:"), "2");
-    assert_eq!(status_field(pid, "NoNewPrivs:"), "1");
-    assert_eq!(status_field(pid, "CapEff:"), "0000000000000000");
+    let status = proc_status(pid);
+    assert_eq!(status["Seccomp"], "2");
+    assert_eq!(status["NoNewPrivs"], "1");
+    assert_eq!(status["CapEff"], "0000000000000000");
 
     let fds = descriptors(pid);
     assert!(fds.len() > 10, "BPF maps, programs' links, rings: {fds:?}");

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{assert_fired_exactly, bins, chown, notify_socket, receive, wait_ready, wall_ms, NatsServer, NodeDir, Simulator, TempDir, BITCOIND_UID};
+use e2e::{assert_fired_exactly, bins, chown, notify_socket, proc_status, receive, wait_ready, wall_ms, NatsServer, NodeDir, Simulator, TempDir, BITCOIND_UID};
 use ipc_protocol::{Category, Tracepoint};
 use tokio::process::Command;
 
@@ -31,17 +31,8 @@ fn children(parent: u32) -> BTreeMap<String, u32> {
     found
 }
 
-fn status(pid: u32) -> BTreeMap<String, String> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
 fn uid(pid: u32) -> u32 {
-    status(pid)["Uid"].split_whitespace().next().and_then(|n| n.parse().ok()).expect("uid")
+    proc_status(pid)["Uid"].split_whitespace().next().and_then(|n| n.parse().ok()).expect("uid")
 }
 
 /// Session id and controlling terminal of `pid` (fields 6 and 7 of /proc/<pid>/stat).
@@ -93,7 +84,7 @@ async fn attached_loader(launcher: &tokio::process::Child, previous: Option<u32>
     loop {
         let kids = children(launcher.id().expect("ebpf-extractor still running"));
         if let Some(&loader) = kids.get("ebpf-loader").filter(|pid| Some(**pid) != previous) {
-            if status(loader).get("CapEff").map(String::as_str) == Some("0000000000000000") {
+            if proc_status(loader).get("CapEff").map(String::as_str) == Some("0000000000000000") {
                 return loader;
             }
         }
@@ -135,7 +126,7 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
         assert_eq!(std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(), Path::new("/dev/null"));
     }
     assert_ne!(uid(publisher), uid(loader));
-    assert_eq!(status(loader)["CapEff"], "0000000000000000");
+    assert_eq!(proc_status(loader)["CapEff"], "0000000000000000");
     // No descriptor of the launcher's leaked into a child (its lock files, the binaries it
     // checked): past standard input, output and error (the launcher's own log), the only file
     // either holds open is the bitcoind binary handed to the loader.
@@ -197,8 +188,8 @@ async fn named_users_run_privilege_separated_end_to_end() {
     let mut launcher = start_launcher(&nats, dir.path(), &bins().simulator, &args.map(std::ffi::OsStr::new)).await;
 
     let kids = children(launcher.id().unwrap());
-    let publisher = status(kids["ebpf-publisher"]);
-    let loader = status(kids["ebpf-loader"]);
+    let publisher = proc_status(kids["ebpf-publisher"]);
+    let loader = proc_status(kids["ebpf-loader"]);
     assert_eq!(publisher["Uid"].split_whitespace().next(), Some("65534"));
     assert_eq!(loader["Uid"].split_whitespace().next(), Some(LOADER_UID));
     for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {

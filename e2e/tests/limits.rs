@@ -72,8 +72,7 @@ async fn publisher_memory_stays_bounded_while_nats_is_down_and_large_blocks_keep
     assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], ROUNDS);
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let pid = publisher.id().expect("publisher running");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak_kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap();
+    let peak_kib: u64 = e2e::proc_status(pid)["VmHWM"].trim_end_matches(" kB").parse().expect("VmHWM in kB");
     eprintln!("publisher peak RSS with NATS down, {ROUNDS} blocks of 4,000,000 bytes: {:.1} MiB", peak_kib as f64 / 1024.0);
     assert!(peak_kib < PUBLISHER_PEAK_RSS_MIB * 1024, "peak RSS {peak_kib} KiB");
 

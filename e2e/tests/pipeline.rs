@@ -106,20 +106,12 @@ async fn loader_holds_no_capability_once_attached() {
     let Pipeline { mut subscriber, simulator, mut loader, dir: _dir, publisher: _publisher } =
         Pipeline::start(&nats, "mempool:added", 10, 5, &[]).await;
     let pid = loader.id().expect("loader running");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("loader status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .to_string()
-    };
-    for set in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
-        assert_eq!(field(set), "0000000000000000", "{set}");
+    let status = e2e::proc_status(pid);
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(status[set], "0000000000000000", "{set}");
     }
-    assert_eq!(field("NoNewPrivs:"), "1");
-    assert_eq!(field("Uid:").split_whitespace().next(), Some("65534"));
+    assert_eq!(status["NoNewPrivs"], "1");
+    assert_eq!(status["Uid"].split_whitespace().next(), Some("65534"));
 
     // Past a drop-counter read, made without any capability.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;

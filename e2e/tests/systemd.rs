@@ -340,27 +340,27 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
     let mut subscriber = client.subscribe("mempool").await.unwrap();
     client.flush().await.unwrap();
 
-    let first = Simulator::start_in(&node, &bins().simulator, "mempool:added", 3, 51, &[]);
-    let (mut loader, failures) = unit.start().await;
-    assert_eq!(failures, Vec::<String>::new());
-    let before = wall_ms();
-    assert_eq!(first.fire().await[&Tracepoint::MempoolAdded], 3);
-    let events = receive(&mut subscriber, 3).await;
-    assert_fired_exactly(&events, &[Tracepoint::MempoolAdded], 51, 0..3, before..=wall_ms());
+    // The node fires `rounds` and exits (its pid file is gone): every event arrives, and the
+    // loader says so with status 3.
+    async fn delivers_then_exits_with_bitcoind(simulator: Simulator, mut loader: tokio::process::Child, subscriber: &mut async_nats::Subscriber, seed: u64, rounds: u64) {
+        let before = wall_ms();
+        assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], rounds);
+        let events = receive(subscriber, rounds as usize).await;
+        assert_fired_exactly(&events, &[Tracepoint::MempoolAdded], seed, 0..rounds, before..=wall_ms());
+        let status = tokio::time::timeout(Duration::from_secs(15), loader.wait()).await.expect("loader exits with bitcoind").unwrap();
+        assert_eq!(status.code(), Some(3));
+    }
 
-    // bitcoind exited (its pid file is gone): the loader says so with status 3, and starts
-    // fail until the restarted node has written its pid file.
-    let status = tokio::time::timeout(Duration::from_secs(15), loader.wait()).await.expect("loader exits with bitcoind").unwrap();
-    assert_eq!(status.code(), Some(3));
+    let first = Simulator::start_in(&node, &bins().simulator, "mempool:added", 3, 51, &[]);
+    let (loader, failures) = unit.start().await;
+    assert_eq!(failures, Vec::<String>::new());
+    delivers_then_exits_with_bitcoind(first, loader, &mut subscriber, 51, 3).await;
+
+    // Starts fail until the restarted node has written its pid file.
     let restarting = tokio::spawn(async move { unit.start().await });
     tokio::time::sleep(Duration::from_secs(3)).await;
     let second = Simulator::start_in(&node, &bins().simulator, "mempool:added", 4, 52, &[]);
-    let (mut loader, failures) = restarting.await.unwrap();
+    let (loader, failures) = restarting.await.unwrap();
     assert!(!failures.is_empty() && failures.iter().all(|f| f.starts_with("208/STDIN")), "{failures:?}");
-    let before = wall_ms();
-    assert_eq!(second.fire().await[&Tracepoint::MempoolAdded], 4);
-    let events = receive(&mut subscriber, 4).await;
-    assert_fired_exactly(&events, &[Tracepoint::MempoolAdded], 52, 0..4, before..=wall_ms());
-    let status = tokio::time::timeout(Duration::from_secs(15), loader.wait()).await.expect("loader exits with bitcoind").unwrap();
-    assert_eq!(status.code(), Some(3));
+    delivers_then_exits_with_bitcoind(second, loader, &mut subscriber, 52, 4).await;
 }

@@ -420,7 +420,9 @@ async fn send(event: DecodedRecord, nats: &Client, counters: &Counters, unflushe
         counters.nats_unavailable(tp);
         return 0;
     }
-    let payload = event.encode_to_vec();
+    // `encode_to_vec` would compute the length a second time.
+    let mut payload = Vec::with_capacity(size);
+    event.encode_raw(&mut payload);
     // While NATS is down, async-nats' `publish` waits for room in its bounded buffer, which
     // would stall the socket and, behind it, the loader. So while disconnected the buffer is
     // used only where it has room; an event that does not fit is counted.
