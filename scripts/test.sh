@@ -9,6 +9,8 @@ if [[ $(id -u) != 0 ]]; then
 fi
 scripts/install-deps.sh
 # The end-to-end tests run the workspace's binaries, so build them first.
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
 cargo build --workspace --bins
 cargo clippy --workspace --all-targets -- -D warnings
 # Each fuzz target for a short, bounded time (scripts/fuzz.sh runs them longer).

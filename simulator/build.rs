@@ -2,10 +2,5 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=src/usdt.c");
-    cc::Build::new()
-        .file("src/usdt.c")
-        .opt_level(2)
-        .flag("-Wall")
-        .flag("-Werror")
-        .compile("usdt");
+    cc::Build::new().file("src/usdt.c").opt_level(2).flag("-Wall").flag("-Werror").compile("usdt");
 }

@@ -12,22 +12,16 @@ use libbpf_rs::btf::{Btf, HasSize};
 static OBJECT: &[u8] = include_bytes!(env!("EXTRACTOR_BPF_OBJECT"));
 
 fn btf() -> Btf<'static> {
-    Btf::from_raw("extractor", OBJECT)
-        .expect("parse BPF object")
-        .expect("BPF object carries BTF")
+    Btf::from_raw("extractor", OBJECT).expect("parse BPF object").expect("BPF object carries BTF")
 }
 
 fn c_struct(btf: &Btf<'_>, name: &str) -> (usize, Vec<(String, usize)>) {
-    let s: Struct<'_> = btf
-        .type_by_name(name)
-        .unwrap_or_else(|| panic!("struct {name} missing from BTF"));
+    let s: Struct<'_> = btf.type_by_name(name).unwrap_or_else(|| panic!("struct {name} missing from BTF"));
     let members = s
         .iter()
         .map(|m| {
             let name = m.name.expect("named member").to_string_lossy().into_owned();
-            let MemberAttr::Normal { offset } = m.attr else {
-                panic!("bitfield {name} in a record")
-            };
+            let MemberAttr::Normal { offset } = m.attr else { panic!("bitfield {name} in a record") };
             (name, offset as usize / 8)
         })
         .collect();
@@ -35,12 +29,8 @@ fn c_struct(btf: &Btf<'_>, name: &str) -> (usize, Vec<(String, usize)>) {
 }
 
 fn c_enum(btf: &Btf<'_>, name: &str) -> BTreeMap<String, i64> {
-    let e: Enum<'_> = btf
-        .type_by_name(name)
-        .unwrap_or_else(|| panic!("enum {name} missing from BTF"));
-    e.iter()
-        .map(|m| (m.name.expect("named").to_string_lossy().into_owned(), m.value))
-        .collect()
+    let e: Enum<'_> = btf.type_by_name(name).unwrap_or_else(|| panic!("enum {name} missing from BTF"));
+    e.iter().map(|m| (m.name.expect("named").to_string_lossy().into_owned(), m.value)).collect()
 }
 
 #[test]
@@ -50,8 +40,7 @@ fn every_record_layout_matches_its_c_struct() {
     for tp in Tracepoint::ALL {
         let Layout { c_name, size, fields } = tp.layout();
         let (c_size, c_fields) = c_struct(&btf, c_name);
-        let rust_fields: Vec<(String, usize)> =
-            fields.iter().map(|f| (f.name.to_string(), f.offset)).collect();
+        let rust_fields: Vec<(String, usize)> = fields.iter().map(|f| (f.name.to_string(), f.offset)).collect();
         assert_eq!(c_fields, rust_fields, "fields of {c_name} ({tp})");
         assert_eq!(c_size, *size, "size of {c_name} ({tp})");
         checked += 1;
@@ -63,10 +52,7 @@ fn every_record_layout_matches_its_c_struct() {
 fn record_header_matches() {
     let (size, fields) = c_struct(&btf(), "record_header");
     assert_eq!(size, RECORD_HEADER_LEN);
-    assert_eq!(
-        fields,
-        [("ktime_ns".into(), 0), ("tracepoint".into(), 8), ("_pad".into(), 10), ("len".into(), 12)]
-    );
+    assert_eq!(fields, [("ktime_ns".into(), 0), ("tracepoint".into(), 8), ("_pad".into(), 10), ("len".into(), 12)]);
 }
 
 #[test]

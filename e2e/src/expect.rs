@@ -43,7 +43,12 @@ pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (
             }),
         ),
         Args::Connection { peer_id, addr, conn_type, network, existing_connections } => {
-            let conn = connection::Connection { peer_id: peer_id as u64, addr, conn_type: conn_type_of(conn_type) as i32, network };
+            let conn = connection::Connection {
+                peer_id: peer_id as u64,
+                addr,
+                conn_type: conn_type_of(conn_type) as i32,
+                network,
+            };
             let event = if tp == Tracepoint::NetInboundConnection {
                 C::Inbound(connection::InboundConnection { conn, existing_connections })
             } else {
@@ -52,7 +57,12 @@ pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (
             ("netconn", EbpfEvent::Connection(connection::ConnectionEvent { event: Some(event) }))
         }
         Args::ClosedConnection { peer_id, addr, conn_type, network, time_established } => {
-            let conn = connection::Connection { peer_id: peer_id as u64, addr, conn_type: conn_type_of(conn_type) as i32, network };
+            let conn = connection::Connection {
+                peer_id: peer_id as u64,
+                addr,
+                conn_type: conn_type_of(conn_type) as i32,
+                network,
+            };
             let time_established = time_established as u64;
             let event = if tp == Tracepoint::NetClosedConnection {
                 C::Closed(connection::ClosedConnection { conn, time_established })
@@ -64,13 +74,24 @@ pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (
         Args::Misbehaving { peer_id, message } => (
             "netconn",
             EbpfEvent::Connection(connection::ConnectionEvent {
-                event: Some(C::Misbehaving(connection::MisbehavingConnection { id: peer_id as u64, message: message.into() })),
+                event: Some(C::Misbehaving(connection::MisbehavingConnection {
+                    id: peer_id as u64,
+                    message: message.into(),
+                })),
             }),
         ),
-        Args::MempoolAdded { txid, vsize, fee } => ("mempool", mempool(M::Added(mempool::Added { txid: txid.to_vec(), vsize, fee }))),
+        Args::MempoolAdded { txid, vsize, fee } => {
+            ("mempool", mempool(M::Added(mempool::Added { txid: txid.to_vec(), vsize, fee })))
+        }
         Args::MempoolRemoved { txid, reason, vsize, fee, entry_time } => (
             "mempool",
-            mempool(M::Removed(mempool::Removed { txid: txid.to_vec(), reason: reason.into(), vsize, fee, entry_time })),
+            mempool(M::Removed(mempool::Removed {
+                txid: txid.to_vec(),
+                reason: reason.into(),
+                vsize,
+                fee,
+                entry_time,
+            })),
         ),
         Args::MempoolReplaced {
             replaced_txid,
@@ -94,7 +115,9 @@ pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (
                 replaced_by_transaction: replaced_by_tx,
             })),
         ),
-        Args::MempoolRejected { txid, reason } => ("mempool", mempool(M::Rejected(mempool::Rejected { txid: txid.to_vec(), reason: reason.into() }))),
+        Args::MempoolRejected { txid, reason } => {
+            ("mempool", mempool(M::Rejected(mempool::Rejected { txid: txid.to_vec(), reason: reason.into() })))
+        }
         Args::BlockConnected { hash, height, transactions, inputs, sigops, connection_time_ns } => (
             "validation",
             EbpfEvent::Validation(validation::ValidationEvent {
@@ -111,13 +134,28 @@ pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (
         Args::AddrmanAttemptAdd { inserted, bucket, bucket_pos, addr, addr_as, source, source_as } => (
             "addrman",
             EbpfEvent::Addrman(addrman::AddrmanEvent {
-                event: Some(addrman::addrman_event::Event::New(addrman::InsertNew { inserted, bucket, bucket_pos, addr, addr_as, source, source_as })),
+                event: Some(addrman::addrman_event::Event::New(addrman::InsertNew {
+                    inserted,
+                    bucket,
+                    bucket_pos,
+                    addr,
+                    addr_as,
+                    source,
+                    source_as,
+                })),
             }),
         ),
         Args::AddrmanMoveToGood { bucket, bucket_pos, addr, addr_as, source, source_as } => (
             "addrman",
             EbpfEvent::Addrman(addrman::AddrmanEvent {
-                event: Some(addrman::addrman_event::Event::Tried(addrman::InsertTried { bucket, bucket_pos, addr, addr_as, source, source_as })),
+                event: Some(addrman::addrman_event::Event::Tried(addrman::InsertTried {
+                    bucket,
+                    bucket_pos,
+                    addr,
+                    addr_as,
+                    source,
+                    source_as,
+                })),
             }),
         ),
     };

@@ -117,7 +117,8 @@ impl NatsServer {
 
     pub async fn with_max_payload(max_payload: usize) -> NatsServer {
         let dir = TempDir::new("nats");
-        std::fs::write(dir.path().join("nats.conf"), format!("max_payload: {max_payload}\n")).expect("write nats config");
+        std::fs::write(dir.path().join("nats.conf"), format!("max_payload: {max_payload}\n"))
+            .expect("write nats config");
         let child = spawn_nats(dir.path(), "-1");
         let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id().expect("pid")));
         let address = wait_for(|| {
@@ -256,14 +257,29 @@ impl Simulator {
 
     /// In an existing node directory (a restarted node) and from `binary`; returns once its pid
     /// file names it.
-    pub fn start_in(node: &Arc<NodeDir>, binary: &Path, tracepoints: &str, count: u64, seed: u64, flags: &[&str]) -> Simulator {
+    pub fn start_in(
+        node: &Arc<NodeDir>,
+        binary: &Path,
+        tracepoints: &str,
+        count: u64,
+        seed: u64,
+        flags: &[&str],
+    ) -> Simulator {
         let uid = BITCOIND_UID.to_string();
         let mut child = Command::new("setpriv")
             .args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "--"])
             .arg(binary)
             .arg(format!("-datadir={}", node.datadir.display()))
             .arg("-regtest")
-            .args(["--tracepoints", tracepoints, "--count", &count.to_string(), "--seed", &seed.to_string(), "--start-on-stdin"])
+            .args([
+                "--tracepoints",
+                tracepoints,
+                "--count",
+                &count.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--start-on-stdin",
+            ])
             .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -274,7 +290,11 @@ impl Simulator {
         let pid = child.id().expect("simulator running");
         let deadline = std::time::Instant::now() + WAIT;
         while node.pid_in_file() != Some(pid) {
-            assert!(std::time::Instant::now() < deadline, "the simulator did not write its pid file {}", node.pid_file().display());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the simulator did not write its pid file {}",
+                node.pid_file().display()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         Simulator { child, stdin, node: Arc::clone(node) }
@@ -305,7 +325,10 @@ impl Simulator {
             .map(|line| {
                 let (name, rest) = line.split_once(' ').expect("`<tracepoint> fired=N untraced=N fire_ns=N`");
                 let field = |key: &str| -> u64 {
-                    rest.split(' ').find_map(|kv| kv.strip_prefix(key)).and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{key}N in {line}"))
+                    rest.split(' ')
+                        .find_map(|kv| kv.strip_prefix(key))
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or_else(|| panic!("{key}N in {line}"))
                 };
                 fire_ns = field("fire_ns=");
                 untraced += field("untraced=");
@@ -365,7 +388,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts everything and returns once the loader reports its probes attached.
-    pub async fn start(nats: &NatsServer, sim_tracepoints: &str, count: u64, seed: u64, loader_flags: &[&str]) -> Pipeline {
+    pub async fn start(
+        nats: &NatsServer,
+        sim_tracepoints: &str,
+        count: u64,
+        seed: u64,
+        loader_flags: &[&str],
+    ) -> Pipeline {
         Self::start_with(Launch::Direct, nats, sim_tracepoints, count, seed, &[], loader_flags).await
     }
 
@@ -507,7 +536,9 @@ pub async fn receive(subscriber: &mut async_nats::Subscriber, total: usize) -> V
     let deadline = tokio::time::Instant::now() + WAIT;
     while events.len() < total {
         match tokio::time::timeout_at(deadline, subscriber.next()).await {
-            Ok(Some(msg)) => events.push((msg.subject.to_string(), Event::decode(msg.payload).expect("payload is an event.Event"))),
+            Ok(Some(msg)) => {
+                events.push((msg.subject.to_string(), Event::decode(msg.payload).expect("payload is an event.Event")))
+            }
             _ => break,
         }
     }
@@ -535,17 +566,34 @@ pub fn wall_ms() -> u64 {
 /// Asserts that `events` are exactly the firings `rounds` of each tracepoint in `tracepoints`
 /// with `seed`, every field, each tracepoint's in firing order, on the right subject, and that
 /// each envelope's time lies in `window` (wall-clock milliseconds around the firing).
-pub fn assert_fired_exactly(events: &[(String, Event)], tracepoints: &[Tracepoint], seed: u64, rounds: std::ops::Range<u64>, window: std::ops::RangeInclusive<u64>) {
+pub fn assert_fired_exactly(
+    events: &[(String, Event)],
+    tracepoints: &[Tracepoint],
+    seed: u64,
+    rounds: std::ops::Range<u64>,
+    window: std::ops::RangeInclusive<u64>,
+) {
     use publisher::proto::event::event::PeerObserverEvent;
     let mut got = BTreeMap::<Tracepoint, Vec<_>>::new();
     for (subject, event) in events {
         assert!(window.contains(&event.timestamp), "envelope time {} outside {window:?}", event.timestamp);
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event.clone() else { panic!("empty event") };
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event.clone() else {
+            panic!("empty event")
+        };
         got.entry(expect::tracepoint_of(event)).or_default().push((subject.clone(), ebpf));
     }
     let want: BTreeMap<Tracepoint, Vec<_>> = tracepoints
         .iter()
-        .map(|tp| (*tp, rounds.clone().map(|seq| expect::event(*tp, seed, seq)).map(|(subject, e)| (subject.to_string(), e)).collect()))
+        .map(|tp| {
+            (
+                *tp,
+                rounds
+                    .clone()
+                    .map(|seq| expect::event(*tp, seed, seq))
+                    .map(|(subject, e)| (subject.to_string(), e))
+                    .collect(),
+            )
+        })
         .collect();
     assert_eq!(got, want);
 }

@@ -6,14 +6,20 @@
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use e2e::{assert_fired_exactly, proc_status, receive, start_loader, start_publisher, terminate, wall_ms, NatsServer, Pipeline, Simulator, TempDir, LOADER_UID};
+use e2e::{
+    assert_fired_exactly, proc_status, receive, start_loader, start_publisher, terminate, wall_ms, NatsServer,
+    Pipeline, Simulator, TempDir, LOADER_UID,
+};
 use ipc_protocol::Tracepoint;
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 use rustix::io::Errno;
 
 /// The loader's descriptors, listed as root.
 fn descriptors(pid: u32) -> Vec<i32> {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fd dir").filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// Tries `pidfd_getfd` on each of `fds` of `pid` from a fresh process of `uid` without any
@@ -56,7 +62,11 @@ async fn the_attached_loader_cannot_be_turned_and_keeps_delivering() {
 
     let fds = descriptors(pid);
     assert!(fds.len() > 10, "BPF maps, programs' links, rings: {fds:?}");
-    assert_eq!(steal_as(LOADER_UID, pid, fds.clone()), Some(Errno::PERM), "a process of the loader's uid took its descriptors");
+    assert_eq!(
+        steal_as(LOADER_UID, pid, fds.clone()),
+        Some(Errno::PERM),
+        "a process of the loader's uid took its descriptors"
+    );
     // Not even its descriptor list is readable to that user.
     let listing = std::process::Command::new("setpriv")
         .args([&format!("--reuid={LOADER_UID}"), &format!("--regid={LOADER_UID}"), "--clear-groups", "ls"])
@@ -69,7 +79,9 @@ async fn the_attached_loader_cannot_be_turned_and_keeps_delivering() {
     let mut usdt_maps = 0;
     for fd in fds {
         let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else { continue };
-        let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse().ok()) else { continue };
+        let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse().ok()) else {
+            continue;
+        };
         let map = MapHandle::from_map_id(id).expect("open the map by id as root");
         if !map.name().to_string_lossy().starts_with("__bpf_usdt") {
             continue;
@@ -128,7 +140,8 @@ async fn a_full_backlog_cannot_hold_the_loader() {
     rustix::net::listen(&listener, 0).unwrap();
     let mut fillers = Vec::new();
     loop {
-        let client = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::NONBLOCK, None).unwrap();
+        let client =
+            rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::NONBLOCK, None).unwrap();
         match rustix::net::connect(&client, &addr) {
             Ok(()) => fillers.push(client),
             Err(Errno::AGAIN) => break,

@@ -35,7 +35,8 @@ const OWN: &str = "1"; // init: always running
 
 #[tokio::test]
 async fn missing_bitcoind_binary() {
-    let line = fails(&mut loader(&["-b", "/nonexistent/bitcoind", "--bitcoind-pid", OWN, "-s", "/nonexistent.sock"])).await;
+    let line =
+        fails(&mut loader(&["-b", "/nonexistent/bitcoind", "--bitcoind-pid", OWN, "-s", "/nonexistent.sock"])).await;
     assert!(line.contains("bitcoind binary /nonexistent/bitcoind does not exist"), "{line}");
 }
 
@@ -53,16 +54,23 @@ async fn pid_not_running() {
 async fn pid_file_private_to_the_node() {
     let sim = Simulator::start("default", 1, 0);
     let pid_file = sim.node.pid_file();
-    let line = fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", pid_file.to_str().unwrap(), "-s", "/x.sock"])).await;
+    let line =
+        fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", pid_file.to_str().unwrap(), "-s", "/x.sock"]))
+            .await;
     assert!(line.contains(&format!("cannot read pid file {}: Permission denied", pid_file.display())), "{line}");
-    assert!(line.contains("StandardInput=file:<pid file> with --bitcoind-pid-file -") && line.contains("ebpf-extractor"), "{line}");
+    assert!(
+        line.contains("StandardInput=file:<pid file> with --bitcoind-pid-file -") && line.contains("ebpf-extractor"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
 async fn pid_file_missing_garbage_a_symlink_or_a_fifo() {
     let dir = TempDir::new("pidfile");
     let missing = dir.path().join("missing.pid");
-    let line = fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", missing.to_str().unwrap(), "-s", "/x.sock"])).await;
+    let line =
+        fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", missing.to_str().unwrap(), "-s", "/x.sock"]))
+            .await;
     assert!(line.contains("cannot read pid file") && line.contains("No such file") && line.contains("-pid="), "{line}");
 
     // On standard input, opened by root as systemd's StandardInput=file: opens it.
@@ -70,19 +78,24 @@ async fn pid_file_missing_garbage_a_symlink_or_a_fifo() {
     std::fs::write(&garbage, "not a pid\n").unwrap();
     std::fs::set_permissions(&garbage, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let stdin = std::fs::File::open(&garbage).unwrap();
-    let line = fails_reading(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", "-", "-s", "/x.sock"]), stdin.into()).await;
+    let line =
+        fails_reading(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", "-", "-s", "/x.sock"]), stdin.into())
+            .await;
     assert!(line.contains("pid file - does not hold a process id (10 bytes)"), "{line}");
     assert!(!line.contains("not a pid"), "the content is not echoed: {line}");
 
     let link = dir.path().join("link.pid");
     std::os::unix::fs::symlink(&garbage, &link).unwrap();
-    let line = fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", link.to_str().unwrap(), "-s", "/x.sock"])).await;
+    let line =
+        fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", link.to_str().unwrap(), "-s", "/x.sock"])).await;
     assert!(line.contains(&format!("pid file {} is not a regular file", link.display())), "{line}");
 
     // A FIFO with no writer would block a reader that opened it blindly.
     let fifo = dir.path().join("fifo.pid");
-    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o666), 0).unwrap();
-    let line = fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", fifo.to_str().unwrap(), "-s", "/x.sock"])).await;
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o666), 0)
+        .unwrap();
+    let line =
+        fails(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", fifo.to_str().unwrap(), "-s", "/x.sock"])).await;
     assert!(line.contains(&format!("pid file {} is not a regular file", fifo.display())), "{line}");
 }
 
@@ -96,7 +109,10 @@ async fn publisher_socket_absent() {
     let sock = dir.path().join("absent.sock");
     let sim = bins().simulator.to_str().unwrap();
     let line = fails(&mut loader(&["-b", sim, "--bitcoind-pid", OWN, "-s", sock.to_str().unwrap()])).await;
-    assert!(line.contains("cannot connect to the publisher socket") && line.contains("is ebpf-publisher running"), "{line}");
+    assert!(
+        line.contains("cannot connect to the publisher socket") && line.contains("is ebpf-publisher running"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
@@ -109,7 +125,8 @@ async fn binary_without_tracepoints() {
     let pid = sim.pid().to_string();
     let line = fails(&mut loader(&["-b", "/usr/bin/true", "--bitcoind-pid", &pid, "-s", sock.to_str().unwrap()])).await;
     assert!(
-        line.contains("cannot attach to tracepoint net:inbound_message in /usr/bin/true") && line.contains("-DWITH_USDT=ON"),
+        line.contains("cannot attach to tracepoint net:inbound_message in /usr/bin/true")
+            && line.contains("-DWITH_USDT=ON"),
         "{line}"
     );
 }
@@ -134,7 +151,8 @@ async fn nats_unreachable_at_start() {
 #[tokio::test]
 async fn publisher_fails_closed_without_the_loaders_uid() {
     let dir = TempDir::new("anyuid");
-    let out = Command::new(&bins().publisher).arg("--socket").arg(dir.path().join("publisher.sock")).output().await.unwrap();
+    let out =
+        Command::new(&bins().publisher).arg("--socket").arg(dir.path().join("publisher.sock")).output().await.unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--loader-uid <LOADER_UID>"), "{stderr}");

@@ -32,8 +32,12 @@ async fn firing_numbers(subscriber: &mut async_nats::Subscriber) -> Vec<u64> {
     let mut seqs = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), subscriber.next()).await {
         let event = Event::decode(msg.payload).expect("an event.Event");
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { panic!("not an eBPF event") };
-        seqs.push(*seq_of.get(&ebpf.encode_to_vec()).unwrap_or_else(|| panic!("an event that was never fired: {ebpf:?}")));
+        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else {
+            panic!("not an eBPF event")
+        };
+        seqs.push(
+            *seq_of.get(&ebpf.encode_to_vec()).unwrap_or_else(|| panic!("an event that was never fired: {ebpf:?}")),
+        );
     }
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "events arrive once each, in firing order: {seqs:?}");
     seqs
@@ -90,7 +94,10 @@ async fn publisher_restarted_mid_stream() {
     assert!(seqs.len() as u64 >= ROUNDS - 20, "only {} of {ROUNDS} arrived", seqs.len());
     // The loader rode out the outage; it ends only because the traced process did.
     let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
-    assert!(log.contains("lost the connection to the publisher") && log.contains("reconnected to the publisher"), "{log}");
+    assert!(
+        log.contains("lost the connection to the publisher") && log.contains("reconnected to the publisher"),
+        "{log}"
+    );
     assert!(log.contains(") exited: start the loader again for its successor"), "{log}");
 }
 
@@ -137,7 +144,8 @@ async fn an_idle_loader_warns_then_exits_unless_told_not_to() {
     // The simulator waits for its start signal: traced, alive, and silent.
     let Pipeline { mut loader, simulator: _simulator, dir: _dir, publisher: _publisher, subscriber: _s } =
         Pipeline::start_with(Launch::Direct, &nats, "mempool:added", 1, SEED, &[], &short).await;
-    let status = tokio::time::timeout(Duration::from_secs(10), loader.wait()).await.expect("exits in time").expect("status");
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), loader.wait()).await.expect("exits in time").expect("status");
     assert_eq!(status.code(), Some(1), "idle exit is a failure a supervisor restarts: {status}");
     let log = e2e::read_stderr(&mut loader).await;
     assert!(log.contains("no event from bitcoind for 1 s") && log.contains("no event from bitcoind for 2 s"), "{log}");
@@ -161,7 +169,8 @@ async fn the_loader_exits_after_its_bitcoind_with_everything_delivered() {
         Pipeline::start_with(Launch::Direct, &nats, "mempool:added", ROUNDS, SEED, &[], &[]).await;
     let simulator_pid = simulator.pid();
     assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], ROUNDS);
-    let status = tokio::time::timeout(Duration::from_secs(10), loader.wait()).await.expect("exits in time").expect("status");
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), loader.wait()).await.expect("exits in time").expect("status");
     assert_eq!(status.code(), Some(3), "its own status, for a supervisor to follow the successor");
     let log = e2e::read_stderr(&mut loader).await;
     assert!(log.contains(&format!("bitcoind (pid {simulator_pid}) exited: start the loader again")), "{log}");
@@ -195,7 +204,15 @@ async fn sigterm_stops_each_half_promptly_and_loses_nothing() {
     assert_eq!(delivered, (0..n).collect::<Vec<_>>());
     let counts = closing_counts(&e2e::read_stderr(&mut publisher).await);
     assert_eq!(counts["published"], n);
-    for lost in ["invalid", "publish_failed", "nats_unavailable", "over_max_payload", "dropped_before_publisher", "lost_datagrams", "fragment_lost"] {
+    for lost in [
+        "invalid",
+        "publish_failed",
+        "nats_unavailable",
+        "over_max_payload",
+        "dropped_before_publisher",
+        "lost_datagrams",
+        "fragment_lost",
+    ] {
         assert_eq!(counts[lost], 0, "{lost}");
     }
     let log = e2e::read_stderr(&mut loader).await;

@@ -3,10 +3,10 @@
 //! is delivered without loss at default settings.
 
 use e2e::{expect, receive, start_publisher, Launch, NatsServer, Pipeline, LOADER_UID};
-use ipc_protocol::Tracepoint;
-use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
 use futures_util::StreamExt;
+use ipc_protocol::Tracepoint;
 use prost::Message;
+use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
 use publisher::proto::event::event::PeerObserverEvent;
 use publisher::proto::event::Event;
 use sha2::{Digest, Sha256};
@@ -45,19 +45,15 @@ async fn fire_sized(nats: &NatsServer, tracepoints: &str, size: usize, rounds: u
     let _turn = ONE_AT_A_TIME.lock().await;
     let workload = Workload { message_size: Some(size), ..Workload::default() };
     let size_flag = size.to_string();
-    let Pipeline { mut subscriber, simulator, mut loader, dir: _dir, mut publisher } = Pipeline::start_with(
-        Launch::Direct,
-        nats,
-        tracepoints,
-        rounds,
-        seed,
-        &["--message-size", &size_flag],
-        &[],
-    )
-    .await;
+    let Pipeline { mut subscriber, simulator, mut loader, dir: _dir, mut publisher } =
+        Pipeline::start_with(Launch::Direct, nats, tracepoints, rounds, seed, &["--message-size", &size_flag], &[])
+            .await;
     let sndbufs = unix_send_buffers(loader.id().expect("loader running"));
     assert!(!sndbufs.is_empty(), "the loader's socket is listed");
-    assert!(sndbufs.iter().all(|b| *b <= STOCK_SNDBUF), "loader send buffers {sndbufs:?} above the stock {STOCK_SNDBUF}");
+    assert!(
+        sndbufs.iter().all(|b| *b <= STOCK_SNDBUF),
+        "loader send buffers {sndbufs:?} above the stock {STOCK_SNDBUF}"
+    );
 
     let fired = simulator.fire().await;
     let total: u64 = fired.values().sum();
@@ -116,11 +112,16 @@ async fn a_publisher_stopped_mid_burst_hands_on_what_it_read_and_the_next_one_ge
         Pipeline::start_with(Launch::Direct, &nats, "net:inbound_message", ROUNDS, SEED, &sim_flags, &[]).await;
     let firing = tokio::spawn(simulator.fire());
     // The first message is out: the publisher is in the middle of the burst.
-    let first = tokio::time::timeout(std::time::Duration::from_secs(30), subscriber.next()).await.expect("a first message").expect("subscribed");
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), subscriber.next())
+        .await
+        .expect("a first message")
+        .expect("subscribed");
     let mut events = vec![(first.subject.to_string(), Event::decode(first.payload).expect("an event.Event"))];
     let (status, _) = e2e::terminate(&mut publisher).await;
     assert!(status.success(), "publisher stops cleanly on SIGTERM: {status}");
-    let _next = start_publisher(&nats.address, &dir.path().join("publisher.sock"), &["--loader-uid", &LOADER_UID.to_string()]).await;
+    let _next =
+        start_publisher(&nats.address, &dir.path().join("publisher.sock"), &["--loader-uid", &LOADER_UID.to_string()])
+            .await;
 
     events.extend(receive(&mut subscriber, ROUNDS as usize - 1).await);
     assert_eq!(events.len() as u64, ROUNDS, "every message arrives once");

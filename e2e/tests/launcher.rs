@@ -9,7 +9,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{assert_fired_exactly, bins, chown, notify_socket, proc_status, receive, wait_ready, wall_ms, NatsServer, NodeDir, Simulator, TempDir, BITCOIND_UID};
+use e2e::{
+    assert_fired_exactly, bins, chown, notify_socket, proc_status, receive, wait_ready, wall_ms, NatsServer, NodeDir,
+    Simulator, TempDir, BITCOIND_UID,
+};
 use ipc_protocol::{Category, Tracepoint};
 use tokio::process::Command;
 
@@ -43,7 +46,12 @@ fn session_and_tty(pid: u32) -> (u32, u32) {
 }
 
 /// Starts `ebpf-extractor` on `binary` with `args` and returns once it reports ready.
-async fn start_launcher(nats: &NatsServer, dir: &Path, binary: &Path, args: &[&std::ffi::OsStr]) -> tokio::process::Child {
+async fn start_launcher(
+    nats: &NatsServer,
+    dir: &Path,
+    binary: &Path,
+    args: &[&std::ffi::OsStr],
+) -> tokio::process::Child {
     let notify_path = dir.join("notify.sock");
     let notify = notify_socket(&notify_path);
     let mut launcher = Command::new(&bins().launcher)
@@ -64,7 +72,8 @@ async fn start_launcher(nats: &NatsServer, dir: &Path, binary: &Path, args: &[&s
 async fn stop(launcher: &mut tokio::process::Child) -> String {
     let pid = launcher.id().expect("running").to_string();
     std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-    let status = tokio::time::timeout(Duration::from_secs(15), launcher.wait()).await.expect("stops in time").expect("status");
+    let status =
+        tokio::time::timeout(Duration::from_secs(15), launcher.wait()).await.expect("stops in time").expect("status");
     let log = e2e::read_stderr(launcher).await;
     assert!(status.success(), "{status}: {log}");
     log
@@ -104,7 +113,13 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     let first = Simulator::start_in(&node, &bins().simulator, "default", 3, 41, &[]);
     let first_pid = first.pid();
     let mut subscriber = subscribe(&nats).await;
-    let mut launcher = start_launcher(&nats, dir.path(), &bins().simulator, &["--bitcoind-pid-file".as_ref(), node.pid_file().as_os_str()]).await;
+    let mut launcher = start_launcher(
+        &nats,
+        dir.path(),
+        &bins().simulator,
+        &["--bitcoind-pid-file".as_ref(), node.pid_file().as_os_str()],
+    )
+    .await;
 
     let kids = children(launcher.id().unwrap());
     let (publisher, loader) = (kids["ebpf-publisher"], kids["ebpf-loader"]);
@@ -112,16 +127,26 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     for (who, pid) in [("publisher", publisher), ("loader", loader)] {
         let id = uid(pid);
         assert!((61184..=65519).contains(&id), "{who} runs as {id}, not a dynamic uid");
-        assert!(!passwd.lines().any(|l| l.split(':').nth(2) == Some(&id.to_string())), "{who}'s uid {id} has an account");
+        assert!(
+            !passwd.lines().any(|l| l.split(':').nth(2) == Some(&id.to_string())),
+            "{who}'s uid {id} has an account"
+        );
         assert_ne!(id, BITCOIND_UID);
         // A clean start: own session, no terminal, nothing of root's environment, cwd /.
         let (session, tty) = session_and_tty(pid);
         assert_eq!((session, tty), (pid, 0), "{who} leads a session of its own without a terminal");
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-        let names: Vec<String> = environ.split(|b| *b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).split('=').next().unwrap().to_string()).collect();
+        let names: Vec<String> = environ
+            .split(|b| *b == 0)
+            .filter(|v| !v.is_empty())
+            .map(|v| String::from_utf8_lossy(v).split('=').next().unwrap().to_string())
+            .collect();
         // README's allowlist: nothing else of root's environment (which holds a secret here).
         assert!(names.contains(&"NOTIFY_SOCKET".to_string()), "{who}'s environment: {names:?}");
-        assert!(names.iter().all(|n| ["NOTIFY_SOCKET", "TZ", "RUST_BACKTRACE"].contains(&n.as_str())), "{who}'s environment: {names:?}");
+        assert!(
+            names.iter().all(|n| ["NOTIFY_SOCKET", "TZ", "RUST_BACKTRACE"].contains(&n.as_str())),
+            "{who}'s environment: {names:?}"
+        );
         assert_eq!(std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(), Path::new("/"));
         assert_eq!(std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap(), Path::new("/dev/null"));
     }
@@ -146,9 +171,17 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     use std::os::unix::fs::MetadataExt;
     let cmdline = std::fs::read(format!("/proc/{publisher}/cmdline")).unwrap();
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let socket = args.iter().position(|a| *a == b"--socket").map(|i| String::from_utf8_lossy(args[i + 1]).into_owned()).expect("--socket");
+    let socket = args
+        .iter()
+        .position(|a| *a == b"--socket")
+        .map(|i| String::from_utf8_lossy(args[i + 1]).into_owned())
+        .expect("--socket");
     let socket = Path::new(&socket);
-    let (sock, dir, run) = (std::fs::metadata(socket).unwrap(), std::fs::metadata(socket.parent().unwrap()).unwrap(), std::fs::metadata("/run/ebpf-extractor").unwrap());
+    let (sock, dir, run) = (
+        std::fs::metadata(socket).unwrap(),
+        std::fs::metadata(socket.parent().unwrap()).unwrap(),
+        std::fs::metadata("/run/ebpf-extractor").unwrap(),
+    );
     assert_eq!((sock.mode() & 0o7777, sock.uid(), sock.gid()), (0o660, uid(publisher), uid(loader)), "socket");
     assert_eq!((dir.mode() & 0o7777, dir.uid(), dir.gid()), (0o2710, uid(publisher), uid(loader)), "runtime directory");
     assert_eq!((run.mode() & 0o7777, run.uid()), (0o711, 0), "/run/ebpf-extractor");
@@ -243,13 +276,24 @@ async fn a_binary_in_a_directory_the_loaders_user_cannot_traverse_attaches() {
     assert!(stderr.contains("does not exist") || stderr.contains("Permission denied"), "{stderr}");
 
     let mut subscriber = subscribe(&nats).await;
-    let mut launcher = start_launcher(&nats, dir.path(), &binary, &["--bitcoind-pid-file".as_ref(), node.pid_file().as_os_str()]).await;
+    let mut launcher =
+        start_launcher(&nats, dir.path(), &binary, &["--bitcoind-pid-file".as_ref(), node.pid_file().as_os_str()])
+            .await;
     let before = wall_ms();
     assert_eq!(simulator.fire().await.values().sum::<u64>(), 8);
     let events = receive(&mut subscriber, 8).await;
-    assert_fired_exactly(&events, &[Tracepoint::NetInboundMessage, Tracepoint::MempoolAdded], 7, 0..4, before..=wall_ms());
+    assert_fired_exactly(
+        &events,
+        &[Tracepoint::NetInboundMessage, Tracepoint::MempoolAdded],
+        7,
+        0..4,
+        before..=wall_ms(),
+    );
     let log = stop(&mut launcher).await;
-    assert!(log.contains(&format!("binary={}", binary.display())), "the loader names the binary, not its descriptor: {log}");
+    assert!(
+        log.contains(&format!("binary={}", binary.display())),
+        "the loader names the binary, not its descriptor: {log}"
+    );
 }
 
 /// `-V`, the usage line and the NATS flag in both its seed (`-n`) and 2026 upstream (`-a`)
@@ -266,12 +310,20 @@ async fn the_command_line_is_the_seeds() {
         "{help}"
     );
     for flag in ["-n", "-a", "--nats-address"] {
-        let out = Command::new(&bins().launcher).args([flag, "127.0.0.1:1", "-b", "/nonexistent/bitcoind", "--bitcoind-pid", "1"]).output().await.unwrap();
+        let out = Command::new(&bins().launcher)
+            .args([flag, "127.0.0.1:1", "-b", "/nonexistent/bitcoind", "--bitcoind-pid", "1"])
+            .output()
+            .await
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1));
         assert!(stderr.contains("cannot open the bitcoind binary /nonexistent/bitcoind"), "{flag}: {stderr}");
     }
-    let both = Command::new(&bins().launcher).args(["-b", "/x", "--bitcoind-pid", "1", "--bitcoind-pid-file", "/y"]).output().await.unwrap();
+    let both = Command::new(&bins().launcher)
+        .args(["-b", "/x", "--bitcoind-pid", "1", "--bitcoind-pid-file", "/y"])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(both.status.code(), Some(2));
 }
 
@@ -279,7 +331,16 @@ async fn the_command_line_is_the_seeds() {
 async fn launcher_refuses_the_same_user_twice_and_root() {
     let run = |publisher: &'static str, loader: &'static str| async move {
         let out = Command::new(&bins().launcher)
-            .args(["--bitcoind-path", "/usr/bin/true", "--bitcoind-pid", "1", "--publisher-user", publisher, "--loader-user", loader])
+            .args([
+                "--bitcoind-path",
+                "/usr/bin/true",
+                "--bitcoind-pid",
+                "1",
+                "--publisher-user",
+                publisher,
+                "--loader-user",
+                loader,
+            ])
             .output()
             .await
             .unwrap();
@@ -299,7 +360,13 @@ async fn launcher_refuses_a_symlinked_pid_file_and_a_pid_running_another_binary(
     let link = dir.path().join("bitcoind.pid");
     std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
     let run = |args: Vec<std::ffi::OsString>| async move {
-        let out = Command::new(&bins().launcher).arg("--bitcoind-path").arg(&bins().simulator).args(args).output().await.unwrap();
+        let out = Command::new(&bins().launcher)
+            .arg("--bitcoind-path")
+            .arg(&bins().simulator)
+            .args(args)
+            .output()
+            .await
+            .unwrap();
         assert_eq!(out.status.code(), Some(1));
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

@@ -18,7 +18,8 @@ async fn events_over_max_payload_are_counted_and_named() {
     // Which events fit: the envelope's timestamp always takes 6 bytes in this century.
     let (fits, too_big): (Vec<u64>, Vec<u64>) = (0..ROUNDS).partition(|seq| {
         let (_, ebpf) = expect::event(Tracepoint::NetInboundMessage, 21, *seq);
-        let event = Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(ebpf)), timestamp: 1_700_000_000_000 };
+        let event =
+            Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(ebpf)), timestamp: 1_700_000_000_000 };
         event.encoded_len() <= MAX_PAYLOAD
     });
     assert!(!too_big.is_empty() && !fits.is_empty(), "workload must straddle the limit");
@@ -40,8 +41,10 @@ async fn events_over_max_payload_are_counted_and_named() {
     assert!(status.success(), "publisher stops cleanly on SIGINT: {status}");
     let log = e2e::read_stderr(&mut publisher).await;
     assert!(
-        log.contains(&format!("{} events each exceeds the NATS server's max_payload of {MAX_PAYLOAD} bytes", too_big.len()))
-            && log.contains("set `max_payload: 5242880`"),
+        log.contains(&format!(
+            "{} events each exceeds the NATS server's max_payload of {MAX_PAYLOAD} bytes",
+            too_big.len()
+        )) && log.contains("set `max_payload: 5242880`"),
         "{log}"
     );
     assert!(log.contains(&format!("over_max_payload={}", too_big.len())), "{log}");
@@ -58,30 +61,41 @@ const PUBLISHER_PEAK_RSS_MIB: u64 = 96;
 async fn publisher_memory_stays_bounded_while_nats_is_down_and_large_blocks_keep_coming() {
     const ROUNDS: u64 = 40;
     let mut nats = NatsServer::start().await;
-    let Pipeline { simulator, mut publisher, dir: _dir, loader: _loader, subscriber: _subscriber } = Pipeline::start_with(
-        e2e::Launch::Direct,
-        &nats,
-        "net:inbound_message",
-        ROUNDS,
-        23,
-        &["--message-size", "4000000", "--rate", "4"],
-        &[],
-    )
-    .await;
+    let Pipeline { simulator, mut publisher, dir: _dir, loader: _loader, subscriber: _subscriber } =
+        Pipeline::start_with(
+            e2e::Launch::Direct,
+            &nats,
+            "net:inbound_message",
+            ROUNDS,
+            23,
+            &["--message-size", "4000000", "--rate", "4"],
+            &[],
+        )
+        .await;
     nats.kill().await;
     assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], ROUNDS);
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let pid = publisher.id().expect("publisher running");
     let peak_kib: u64 = e2e::proc_status(pid)["VmHWM"].trim_end_matches(" kB").parse().expect("VmHWM in kB");
-    eprintln!("publisher peak RSS with NATS down, {ROUNDS} blocks of 4,000,000 bytes: {:.1} MiB", peak_kib as f64 / 1024.0);
+    eprintln!(
+        "publisher peak RSS with NATS down, {ROUNDS} blocks of 4,000,000 bytes: {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
     assert!(peak_kib < PUBLISHER_PEAK_RSS_MIB * 1024, "peak RSS {peak_kib} KiB");
 
     std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("signal publisher");
     assert!(publisher.wait().await.expect("publisher exits").success());
     let log = e2e::read_stderr(&mut publisher).await;
-    let counts: std::collections::BTreeMap<&str, u64> =
-        e2e::closing_line(&log).split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.parse().expect("a count"))).collect();
+    let counts: std::collections::BTreeMap<&str, u64> = e2e::closing_line(&log)
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, v.parse().expect("a count")))
+        .collect();
     // The loader's rings count what they could not hold while the publisher was busy.
-    assert_eq!(counts["published"] + counts["nats_unavailable"] + counts["dropped_before_publisher"], ROUNDS, "{counts:?}");
+    assert_eq!(
+        counts["published"] + counts["nats_unavailable"] + counts["dropped_before_publisher"],
+        ROUNDS,
+        "{counts:?}"
+    );
     assert!(counts["nats_unavailable"] > 0, "{counts:?}");
 }

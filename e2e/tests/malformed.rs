@@ -22,7 +22,10 @@ fn rejected(reason: &str) -> MempoolRejectedRecord {
 
 /// Sends every datagram of the records of `tracepoint` (time, data), except the one at index `skip`.
 async fn send_all(conn: &UnixSeqpacket, enc: &mut Encoder, records: &[(u64, &[u8])], skip: Option<usize>) {
-    let records: Vec<Record> = records.iter().map(|&(ktime_ns, data)| Record { tracepoint: Tracepoint::MempoolRejected, ktime_ns, data }).collect();
+    let records: Vec<Record> = records
+        .iter()
+        .map(|&(ktime_ns, data)| Record { tracepoint: Tracepoint::MempoolRejected, ktime_ns, data })
+        .collect();
     for (i, datagram) in enc.datagrams(&records).unwrap().iter().enumerate() {
         if skip != Some(i) {
             conn.send(datagram).await.unwrap();
@@ -72,7 +75,9 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
         let event = Event::decode(msg.payload).unwrap();
         let Some(PeerObserverEvent::EbpfExtractor(e)) = event.peer_observer_event else { panic!() };
-        let Some(EbpfEvent::Mempool(mempool::MempoolEvent { event: Some(mempool::mempool_event::Event::Rejected(r)) })) = e.ebpf_event else {
+        let Some(EbpfEvent::Mempool(mempool::MempoolEvent { event: Some(mempool::mempool_event::Event::Rejected(r)) })) =
+            e.ebpf_event
+        else {
             panic!("not a rejected event")
         };
         times.push(event.timestamp);
@@ -92,7 +97,8 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
         assert!(log.contains(counted), "{counted} missing from: {log}");
     }
     assert!(log.contains("malformed datagram from the loader, dropped: "), "the reason is logged: {log}");
-    let warning = log.lines().find(|l| l.contains("events lost since the last report: ")).unwrap_or_else(|| panic!("{log}"));
+    let warning =
+        log.lines().find(|l| l.contains("events lost since the last report: ")).unwrap_or_else(|| panic!("{log}"));
     for grown in ["lost_datagrams +1", "malformed_datagrams +1", "mempool:rejected fragment_lost +1"] {
         assert!(warning.contains(grown), "{grown} missing from: {warning}");
     }

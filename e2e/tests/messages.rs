@@ -109,8 +109,7 @@ async fn undecodable_payloads_arrive_whole_as_unknown_and_are_counted_per_type()
     let mut want = BTreeMap::new();
     for tp in DIRECTIONS {
         for seq in 0..rounds {
-            let Args::Message { message: Message::Undecodable { command, .. }, .. } =
-                args(tp, 42, seq, &garbage)
+            let Args::Message { message: Message::Undecodable { command, .. }, .. } = args(tp, 42, seq, &garbage)
             else {
                 panic!("{tp} #{seq}: not garbage")
             };
@@ -180,7 +179,10 @@ async fn an_unreadable_payload_is_counted_and_every_other_message_arrives() {
     }
 
     // The loader sends its final drop totals as it exits after the simulator.
-    tokio::time::timeout(std::time::Duration::from_secs(30), loader.wait()).await.expect("loader exits").expect("waits");
+    tokio::time::timeout(std::time::Duration::from_secs(30), loader.wait())
+        .await
+        .expect("loader exits")
+        .expect("waits");
     let log = stopped_log(&mut publisher).await;
     assert!(log.contains("net:inbound_message read_failed +10"), "{log}");
     let stopped = e2e::closing_line(&log);

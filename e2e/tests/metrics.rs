@@ -10,9 +10,12 @@ async fn metrics_count_what_was_published() {
     let dir = TempDir::new("metrics");
     let socket = dir.path().join("publisher.sock");
     let address = free_address();
-    let _publisher =
-        start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address])
-            .await;
+    let _publisher = start_publisher(
+        &nats.address,
+        &socket,
+        &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address],
+    )
+    .await;
     let simulator = Simulator::start("mempool:added,validation:block_connected", ROUNDS, 3);
     let _loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
     let fired = simulator.fire().await;

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use e2e::{free_address, scrape_metrics, start_loader, start_publisher, NatsServer, Pipeline, Simulator, TempDir, LOADER_UID};
+use e2e::{
+    free_address, scrape_metrics, start_loader, start_publisher, NatsServer, Pipeline, Simulator, TempDir, LOADER_UID,
+};
 use ipc_protocol::Tracepoint;
 
 /// `peer_observer_ebpf_<family>{tracepoint="..."...} N` summed per tracepoint.
@@ -28,9 +30,12 @@ async fn fired_equals_published_plus_counted_drops() {
     let dir = TempDir::new("overload");
     let socket = dir.path().join("publisher.sock");
     let address = free_address();
-    let mut publisher =
-        start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address])
-            .await;
+    let mut publisher = start_publisher(
+        &nats.address,
+        &socket,
+        &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address],
+    )
+    .await;
     let simulator = Simulator::start("default", ROUNDS, 9);
     let small = ["--message-ring-bytes", "8388608", "--event-ring-bytes", "65536"];
     let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &small).await;
@@ -43,7 +48,14 @@ async fn fired_equals_published_plus_counted_drops() {
         let metrics = scrape_metrics(&address);
         let published = per_tracepoint(&metrics, "published_total");
         let mut accounted = published.clone();
-        for family in ["dropped_before_publisher_total", "invalid_records_total", "publish_failed_total", "nats_unavailable_total", "over_max_payload_total", "fragment_lost_total"] {
+        for family in [
+            "dropped_before_publisher_total",
+            "invalid_records_total",
+            "publish_failed_total",
+            "nats_unavailable_total",
+            "over_max_payload_total",
+            "fragment_lost_total",
+        ] {
             for (tp, n) in per_tracepoint(&metrics, family) {
                 *accounted.entry(tp).or_default() += n;
             }
@@ -52,13 +64,24 @@ async fn fired_equals_published_plus_counted_drops() {
         if accounted == want {
             let drops: u64 = per_tracepoint(&metrics, "dropped_before_publisher_total").values().sum();
             assert!(drops > 0, "the workload must overload the small rings:\n{metrics}");
-            for tp in Tracepoint::enabled(&[ipc_protocol::Category::P2pMessages, ipc_protocol::Category::Connections, ipc_protocol::Category::Mempool, ipc_protocol::Category::Validation]) {
+            for tp in Tracepoint::enabled(&[
+                ipc_protocol::Category::P2pMessages,
+                ipc_protocol::Category::Connections,
+                ipc_protocol::Category::Mempool,
+                ipc_protocol::Category::Validation,
+            ]) {
                 let name = tp.to_string();
-                eprintln!("{name}: fired {} = published {} + counted {}", want[&name], published.get(&name).unwrap_or(&0), accounted[&name] - published.get(&name).unwrap_or(&0));
+                eprintln!(
+                    "{name}: fired {} = published {} + counted {}",
+                    want[&name],
+                    published.get(&name).unwrap_or(&0),
+                    accounted[&name] - published.get(&name).unwrap_or(&0)
+                );
             }
             // Each drop was warned about, but in a line per interval, not per event.
             let log = e2e::stop_and_read_logs(&mut [&mut publisher]).await;
-            let warnings: Vec<&str> = log.lines().filter(|l| l.contains("events lost since the last report: ")).collect();
+            let warnings: Vec<&str> =
+                log.lines().filter(|l| l.contains("events lost since the last report: ")).collect();
             assert!((1..=3).contains(&warnings.len()), "{log}");
             let warned: u64 = warnings
                 .iter()
@@ -87,7 +110,10 @@ async fn a_burst_of_5000_mempool_removals_is_delivered() {
     let received = e2e::receive(&mut subscriber, ROUNDS as usize).await;
     assert_eq!(received.len() as u64, ROUNDS);
     for (seq, (_, event)) in received.into_iter().enumerate() {
-        let Some(publisher::proto::event::event::PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let Some(publisher::proto::event::event::PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event
+        else {
+            unreachable!()
+        };
         assert_eq!(ebpf, e2e::expect::event(Tracepoint::MempoolRemoved, 10, seq as u64).1, "#{seq}");
     }
 }

@@ -15,7 +15,14 @@ fn now_ms() -> u64 {
 
 /// Fires `rounds` of `sim_tracepoints` and checks what arrives: every event of an `enabled`
 /// tracepoint, in firing order, with every field; nothing of the others.
-async fn fire_and_check(nats: &NatsServer, sim_tracepoints: &str, rounds: u64, seed: u64, loader_flags: &[&str], enabled: &[Tracepoint]) {
+async fn fire_and_check(
+    nats: &NatsServer,
+    sim_tracepoints: &str,
+    rounds: u64,
+    seed: u64,
+    loader_flags: &[&str],
+    enabled: &[Tracepoint],
+) {
     // The other parts stay bound (and alive) until the end of the check.
     let Pipeline { mut subscriber, simulator, dir: _dir, publisher: _publisher, loader: _loader } =
         Pipeline::start(nats, sim_tracepoints, rounds, seed, loader_flags).await;

@@ -9,7 +9,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::{assert_fired_exactly, bins, notify_socket, receive, start_publisher, wall_ms, NatsServer, NodeDir, Simulator, TempDir};
+use e2e::{
+    assert_fired_exactly, bins, notify_socket, receive, start_publisher, wall_ms, NatsServer, NodeDir, Simulator,
+    TempDir,
+};
 use ipc_protocol::Tracepoint;
 use tokio::process::Command;
 
@@ -50,7 +53,8 @@ fn exposure(dir: &Path, unit: &str) -> f64 {
         .output()
         .expect("run systemd-analyze security");
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("no score in {text}"));
+    let line =
+        text.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("no score in {text}"));
     line.split(": ").nth(1).and_then(|rest| rest.split_whitespace().next()).and_then(|n| n.parse().ok()).expect("score")
 }
 
@@ -65,12 +69,18 @@ fn units_meet_the_hardening_targets() {
 
 #[test]
 fn loader_unit_grants_exactly_cap_bpf_and_cap_perfmon_and_only_unix_sockets() {
-    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/peer-observer-ebpf-loader.service")).unwrap();
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/peer-observer-ebpf-loader.service"),
+    )
+    .unwrap();
     let lines: Vec<&str> = unit.lines().collect();
     assert!(lines.contains(&"CapabilityBoundingSet=CAP_BPF CAP_PERFMON"));
     assert!(lines.contains(&"AmbientCapabilities=CAP_BPF CAP_PERFMON"));
     assert!(lines.contains(&"RestrictAddressFamilies=AF_UNIX"));
-    let socket = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/peer-observer-ebpf-publisher.socket")).unwrap();
+    let socket = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/peer-observer-ebpf-publisher.socket"),
+    )
+    .unwrap();
     let lines: Vec<&str> = socket.lines().collect();
     assert!(lines.contains(&"ListenSequentialPacket=/run/peer-observer-ebpf/publisher.sock"));
     assert!(lines.contains(&"SocketUser=peer-observer-ebpf-loader"));
@@ -171,19 +181,26 @@ impl LoaderUnit {
     /// The shipped unit, with the paths an operator's drop-in points at their node and the
     /// unit's user, which does not exist here, as `uid`.
     fn new(dir: &Path, paths: &[(&str, &Path)], uid: u32) -> LoaderUnit {
-        let mut text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/peer-observer-ebpf-loader.service")).unwrap();
+        let mut text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/peer-observer-ebpf-loader.service"),
+        )
+        .unwrap();
         for (from, to) in paths {
             text = text.replace(from, to.to_str().unwrap());
         }
         let directives = service_directives(&text);
         for key in directives.keys() {
-            assert!(EMULATED.contains(&key.as_str()) || SANDBOXING.contains(&key.as_str()), "the emulation does not know {key}=");
+            assert!(
+                EMULATED.contains(&key.as_str()) || SANDBOXING.contains(&key.as_str()),
+                "the emulation does not know {key}="
+            );
         }
         assert_eq!(directives["User"], ["peer-observer-ebpf-loader"]);
         assert_eq!(directives["Type"], ["notify"]);
         let notify_path = dir.join("unit-notify.sock");
         let notify = notify_socket(&notify_path);
-        let syscall_filter = Arc::new(syscall_filter(&directives["SystemCallFilter"], &directives["SystemCallErrorNumber"]));
+        let syscall_filter =
+            Arc::new(syscall_filter(&directives["SystemCallFilter"], &directives["SystemCallErrorNumber"]));
         LoaderUnit { directives, syscall_filter, uid, notify_path, notify }
     }
 
@@ -195,7 +212,11 @@ impl LoaderUnit {
     }
 
     fn capabilities(&self, key: &str) -> String {
-        let caps: Vec<String> = self.one(key).split_whitespace().map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase())).collect();
+        let caps: Vec<String> = self
+            .one(key)
+            .split_whitespace()
+            .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+            .collect();
         format!("-all,{}", caps.join(","))
     }
 
@@ -222,7 +243,12 @@ impl LoaderUnit {
         unsafe { cmd.pre_exec(move || seccompiler::apply_filter(&filter).map_err(std::io::Error::other)) };
         Ok(cmd
             .args(["-c", &format!("umask {umask} && exec \"$@\""), "sh", "setpriv"])
-            .args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), "--no-new-privs".into()])
+            .args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+                "--no-new-privs".into(),
+            ])
             .arg(format!("--inh-caps={}", self.capabilities("AmbientCapabilities")))
             .arg(format!("--ambient-caps={}", self.capabilities("AmbientCapabilities")))
             .arg(format!("--bounding-set={}", self.capabilities("CapabilityBoundingSet")))
@@ -269,7 +295,10 @@ impl LoaderUnit {
 
 /// The system calls systemd's group `@name` holds, nested groups expanded.
 fn syscall_group(name: &str) -> Vec<String> {
-    let out = std::process::Command::new("systemd-analyze").args(["syscall-filter", "--no-pager", name]).output().expect("systemd-analyze");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["syscall-filter", "--no-pager", name])
+        .output()
+        .expect("systemd-analyze");
     assert!(out.status.success(), "{name}: {out:?}");
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -284,7 +313,8 @@ fn syscall_group(name: &str) -> Vec<String> {
 /// is an allow list, each later `~` line takes its calls away; what is left out fails with
 /// the unit's errno. Names are numbered from this machine's kernel headers.
 fn syscall_filter(lines: &[String], errno: &[String]) -> seccompiler::BpfProgram {
-    let headers = std::fs::read_to_string("/usr/include/x86_64-linux-gnu/asm/unistd_64.h").expect("kernel headers (x86_64, linux-libc-dev)");
+    let headers = std::fs::read_to_string("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+        .expect("kernel headers (x86_64, linux-libc-dev)");
     let numbers: BTreeMap<&str, i64> = headers
         .lines()
         .filter_map(|l| l.strip_prefix("#define __NR_")?.split_once(' '))
@@ -294,7 +324,10 @@ fn syscall_filter(lines: &[String], errno: &[String]) -> seccompiler::BpfProgram
     for (i, line) in lines.iter().enumerate() {
         let (deny, list) = line.strip_prefix('~').map_or((false, line.as_str()), |rest| (true, rest));
         assert_eq!(deny, i > 0, "an allow list, then deny lines: {lines:?}");
-        let names: Vec<String> = list.split_whitespace().flat_map(|item| if item.starts_with('@') { syscall_group(item) } else { vec![item.to_string()] }).collect();
+        let names: Vec<String> = list
+            .split_whitespace()
+            .flat_map(|item| if item.starts_with('@') { syscall_group(item) } else { vec![item.to_string()] })
+            .collect();
         for name in names {
             if deny {
                 allowed.remove(&name);
@@ -342,12 +375,21 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
 
     // The node fires `rounds` and exits (its pid file is gone): every event arrives, and the
     // loader says so with status 3.
-    async fn delivers_then_exits_with_bitcoind(simulator: Simulator, mut loader: tokio::process::Child, subscriber: &mut async_nats::Subscriber, seed: u64, rounds: u64) {
+    async fn delivers_then_exits_with_bitcoind(
+        simulator: Simulator,
+        mut loader: tokio::process::Child,
+        subscriber: &mut async_nats::Subscriber,
+        seed: u64,
+        rounds: u64,
+    ) {
         let before = wall_ms();
         assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], rounds);
         let events = receive(subscriber, rounds as usize).await;
         assert_fired_exactly(&events, &[Tracepoint::MempoolAdded], seed, 0..rounds, before..=wall_ms());
-        let status = tokio::time::timeout(Duration::from_secs(15), loader.wait()).await.expect("loader exits with bitcoind").unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(15), loader.wait())
+            .await
+            .expect("loader exits with bitcoind")
+            .unwrap();
         assert_eq!(status.code(), Some(3));
     }
 

@@ -89,7 +89,10 @@ pub struct DropCount {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Datagram<'a> {
     /// `seq` counts record-carrying datagrams from 0, so the publisher notices a gap.
-    Records { seq: u64, records: Vec<Record<'a>> },
+    Records {
+        seq: u64,
+        records: Vec<Record<'a>>,
+    },
     Fragment(Fragment<'a>),
     DropCounts(Vec<DropCount>),
 }
@@ -129,13 +132,12 @@ pub enum DecodeError {
     UnknownDropCause(u8),
     #[error("{0} trailing bytes")]
     TrailingBytes(usize),
-    #[error("fragment of {len} bytes at offset {offset} does not fit a record of {total_len} bytes (at most {MAX_RECORD})")]
+    #[error(
+        "fragment of {len} bytes at offset {offset} does not fit a record of {total_len} bytes (at most {MAX_RECORD})"
+    )]
     BadFragment { total_len: u32, offset: u32, len: usize },
     #[error("malformed {what}: {source}")]
-    Malformed {
-        what: &'static str,
-        source: postcard::Error,
-    },
+    Malformed { what: &'static str, source: postcard::Error },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -197,7 +199,11 @@ pub fn decode_datagram(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
             let mut records = Vec::new();
             while !rest.is_empty() {
                 let (wire, tail) = postcard::take_from_bytes::<WireRecord>(rest).map_err(malformed("record"))?;
-                records.push(Record { tracepoint: tracepoint(wire.tracepoint)?, ktime_ns: wire.ktime_ns, data: wire.data });
+                records.push(Record {
+                    tracepoint: tracepoint(wire.tracepoint)?,
+                    ktime_ns: wire.ktime_ns,
+                    data: wire.data,
+                });
                 rest = tail;
             }
             Ok(Datagram::Records { seq, records })
@@ -207,7 +213,14 @@ pub fn decode_datagram(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
             if rest.is_empty() || total_len as usize > MAX_RECORD || end.is_none_or(|end| end > total_len as usize) {
                 return Err(DecodeError::BadFragment { total_len, offset, len: rest.len() });
             }
-            Ok(Datagram::Fragment(Fragment { seq, tracepoint: tracepoint(id)?, ktime_ns, total_len, offset, chunk: rest }))
+            Ok(Datagram::Fragment(Fragment {
+                seq,
+                tracepoint: tracepoint(id)?,
+                ktime_ns,
+                total_len,
+                offset,
+                chunk: rest,
+            }))
         }
         Head::DropCounts(wire) => {
             if !rest.is_empty() {
@@ -317,7 +330,13 @@ impl Encoder {
     /// The head of the fragment at `offset` of a record body of `total_len` bytes (at most
     /// [`MAX_RECORD`], which [`Self::push`] checked), numbered as the next datagram.
     pub fn fragment(&mut self, tracepoint: Tracepoint, ktime_ns: u64, total_len: usize, offset: usize) -> FragmentHead {
-        let head = Head::Fragment { seq: self.next_seq(), tracepoint: tracepoint.id(), ktime_ns, total_len: total_len as u32, offset: offset as u32 };
+        let head = Head::Fragment {
+            seq: self.next_seq(),
+            tracepoint: tracepoint.id(),
+            ktime_ns,
+            total_len: total_len as u32,
+            offset: offset as u32,
+        };
         let mut bytes = [0u8; FRAGMENT_HEAD_MAX];
         let len = postcard::to_slice(&head, &mut bytes).expect("FRAGMENT_HEAD_MAX holds the widest head").len();
         FragmentHead { bytes, len, end: total_len.min(offset + MAX_DATAGRAM - len) }
@@ -420,9 +439,10 @@ impl Reassembler {
         let mut loss = Loss::default();
         let in_order = self.sequence(f.seq, &mut loss);
         let same_record = f.offset != 0
-            && self.partial.as_ref().is_some_and(|p| {
-                (p.tracepoint, p.ktime_ns, p.total_len) == (f.tracepoint, f.ktime_ns, f.total_len)
-            });
+            && self
+                .partial
+                .as_ref()
+                .is_some_and(|p| (p.tracepoint, p.ktime_ns, p.total_len) == (f.tracepoint, f.ktime_ns, f.total_len));
         if !same_record {
             self.abandon(&mut loss);
             // A fragment past the start of a record whose start was lost: that record is lost.
@@ -452,7 +472,11 @@ impl Reassembler {
             return (loss, None);
         }
         let last = self.partial.take().expect("set above or continued");
-        let record = (!last.broken).then_some(OwnedRecord { tracepoint: last.tracepoint, ktime_ns: last.ktime_ns, data: last.data });
+        let record = (!last.broken).then_some(OwnedRecord {
+            tracepoint: last.tracepoint,
+            ktime_ns: last.ktime_ns,
+            data: last.data,
+        });
         (loss, record)
     }
 }
@@ -492,7 +516,11 @@ mod tests {
             match decode_datagram(d).unwrap() {
                 Datagram::Records { seq, records: rs } => {
                     losses.push(rx.records(seq));
-                    records.extend(rs.iter().map(|r| OwnedRecord { tracepoint: r.tracepoint, ktime_ns: r.ktime_ns, data: r.data.to_vec() }));
+                    records.extend(rs.iter().map(|r| OwnedRecord {
+                        tracepoint: r.tracepoint,
+                        ktime_ns: r.ktime_ns,
+                        data: r.data.to_vec(),
+                    }));
                 }
                 Datagram::Fragment(f) => {
                     let (loss, done) = rx.fragment(&f);
@@ -543,7 +571,10 @@ mod tests {
     #[test]
     fn small_records_are_batched_in_order_with_sequence_numbers() {
         let mut enc = Encoder::default();
-        let mut out = datagrams(&mut enc, &[rec(Tracepoint::MempoolAdded, 7, b"abc"), rec(Tracepoint::NetInboundMessage, 8, &[])]);
+        let mut out = datagrams(
+            &mut enc,
+            &[rec(Tracepoint::MempoolAdded, 7, b"abc"), rec(Tracepoint::NetInboundMessage, 8, &[])],
+        );
         out.extend(datagrams(&mut enc, &[rec(Tracepoint::MempoolRemoved, 9, b"x")]));
         assert_eq!(out.len(), 2);
         assert_eq!(
@@ -558,13 +589,17 @@ mod tests {
         );
         assert_eq!(
             decode_datagram(&out[1]).unwrap(),
-            Datagram::Records { seq: 1, records: vec![Record { tracepoint: Tracepoint::MempoolRemoved, ktime_ns: 9, data: b"x" }] }
+            Datagram::Records {
+                seq: 1,
+                records: vec![Record { tracepoint: Tracepoint::MempoolRemoved, ktime_ns: 9, data: b"x" }]
+            }
         );
     }
 
     #[test]
     fn records_of_every_size_up_to_the_maximum_round_trip_byte_identical() {
-        let sizes = [0, 1, 4096, MAX_DATAGRAM - 40, MAX_DATAGRAM - 20, MAX_DATAGRAM, MAX_DATAGRAM + 1, 1_000_000, MAX_RECORD];
+        let sizes =
+            [0, 1, 4096, MAX_DATAGRAM - 40, MAX_DATAGRAM - 20, MAX_DATAGRAM, MAX_DATAGRAM + 1, 1_000_000, MAX_RECORD];
         let payloads: Vec<Vec<u8>> = sizes.iter().map(|&size| payload(size)).collect();
         let mut sent = Vec::new();
         for (i, data) in payloads.iter().enumerate() {
@@ -581,7 +616,10 @@ mod tests {
     fn a_record_over_the_maximum_is_refused() {
         let mut enc = Encoder::default();
         let data = payload(MAX_RECORD + 1);
-        assert_eq!(enc.push(Tracepoint::NetInboundMessage, 1, &data), Err(EncodeError::TooLarge { size: MAX_RECORD + 1 }));
+        assert_eq!(
+            enc.push(Tracepoint::NetInboundMessage, 1, &data),
+            Err(EncodeError::TooLarge { size: MAX_RECORD + 1 })
+        );
         assert_eq!(enc.batch(), None);
     }
 
@@ -611,7 +649,10 @@ mod tests {
     fn fragmented() -> (Vec<Vec<u8>>, usize) {
         let (big, mut enc) = (payload(3 * MAX_DATAGRAM), Encoder::default());
         let first = datagrams(&mut enc, &[rec(Tracepoint::NetInboundMessage, 1, &big)]);
-        let rest = datagrams(&mut enc, &[rec(Tracepoint::NetOutboundMessage, 2, &big), rec(Tracepoint::MempoolAdded, 3, b"after")]);
+        let rest = datagrams(
+            &mut enc,
+            &[rec(Tracepoint::NetOutboundMessage, 2, &big), rec(Tracepoint::MempoolAdded, 3, b"after")],
+        );
         (first.iter().chain(&rest).cloned().collect(), first.len())
     }
 
@@ -684,7 +725,8 @@ mod tests {
         counts.push(1);
         assert_eq!(decode_datagram(&counts), Err(DecodeError::TrailingBytes(1)));
 
-        let bad_cause = encode(&Head::DropCounts(vec![WireDropCount { tracepoint: 0, cause: 200, total: 1 }]), Vec::new());
+        let bad_cause =
+            encode(&Head::DropCounts(vec![WireDropCount { tracepoint: 0, cause: 200, total: 1 }]), Vec::new());
         assert_eq!(decode_datagram(&bad_cause), Err(DecodeError::UnknownDropCause(200)));
     }
 
@@ -697,8 +739,13 @@ mod tests {
             d
         };
         assert!(matches!(decode_datagram(&fragment(100, 0, 100)), Ok(Datagram::Fragment(_))));
-        for (total_len, offset, len) in [(100, 0, 101), (100, 50, 51), (100, u32::MAX, 10), (100, 0, 0), (MAX_RECORD as u32 + 1, 0, 10)] {
-            assert_eq!(decode_datagram(&fragment(total_len, offset, len)), Err(DecodeError::BadFragment { total_len, offset, len }));
+        for (total_len, offset, len) in
+            [(100, 0, 101), (100, 50, 51), (100, u32::MAX, 10), (100, 0, 0), (MAX_RECORD as u32 + 1, 0, 10)]
+        {
+            assert_eq!(
+                decode_datagram(&fragment(total_len, offset, len)),
+                Err(DecodeError::BadFragment { total_len, offset, len })
+            );
         }
     }
 }

@@ -9,7 +9,8 @@ mod tracepoint;
 
 pub use frame::{
     decode_datagram, decode_hello, encode_drop_counts, encode_hello, Datagram, DecodeError, DropCount, EncodeError,
-    Encoder, Fragment, FragmentHead, Hello, Loss, OwnedRecord, Push, Reassembler, Record, MAX_DATAGRAM, MAX_RECORD, PROTOCOL_VERSION,
+    Encoder, Fragment, FragmentHead, Hello, Loss, OwnedRecord, Push, Reassembler, Record, MAX_DATAGRAM, MAX_RECORD,
+    PROTOCOL_VERSION,
 };
 pub use records::DropCause;
 pub use tracepoint::{Category, Tracepoint};

@@ -231,11 +231,7 @@ mod tests {
 
     #[test]
     fn string_buffers_hold_one_byte_past_the_cap_plus_nul() {
-        for (cap, buf) in [
-            (ADDR_CAP, ADDR_BUF),
-            (MSG_TYPE_CAP, MSG_TYPE_BUF),
-            (REASON_CAP, REASON_BUF),
-        ] {
+        for (cap, buf) in [(ADDR_CAP, ADDR_BUF), (MSG_TYPE_CAP, MSG_TYPE_BUF), (REASON_CAP, REASON_BUF)] {
             assert!(buf >= cap + 2, "cap {cap} buf {buf}");
         }
     }

@@ -2,9 +2,8 @@
 //! decoder and NATS subject) is keyed by [`Tracepoint`]; adding a tracepoint starts here.
 
 use crate::records::{
-    AddrmanNewRecord, AddrmanTriedRecord, BlockConnectedRecord, ConnectionRecord, Layout,
-    MempoolAddedRecord, MempoolRejectedRecord, MempoolRemovedRecord, MempoolReplacedRecord,
-    MessageRecord, MisbehavingRecord, RecordLayout,
+    AddrmanNewRecord, AddrmanTriedRecord, BlockConnectedRecord, ConnectionRecord, Layout, MempoolAddedRecord,
+    MempoolRejectedRecord, MempoolRemovedRecord, MempoolReplacedRecord, MessageRecord, MisbehavingRecord, RecordLayout,
 };
 
 /// The seed's tracepoint categories, each switched by one command-line flag.
@@ -24,7 +23,8 @@ pub enum Category {
 
 impl Category {
     /// The categories hooked unless switched off: Bitcoin Core's own.
-    pub const DEFAULT: [Category; 4] = [Category::P2pMessages, Category::Connections, Category::Mempool, Category::Validation];
+    pub const DEFAULT: [Category; 4] =
+        [Category::P2pMessages, Category::Connections, Category::Mempool, Category::Validation];
 }
 
 macro_rules! tracepoints {
@@ -99,20 +99,13 @@ tracepoints! {
 impl Tracepoint {
     /// Tracepoints hooked when their category is enabled; addrman is opt-in.
     pub fn enabled(categories: &[Category]) -> Vec<Tracepoint> {
-        Self::ALL
-            .iter()
-            .copied()
-            .filter(|tp| categories.contains(&tp.category()))
-            .collect()
+        Self::ALL.iter().copied().filter(|tp| categories.contains(&tp.category())).collect()
     }
 
     /// Parses `provider:name`.
     pub fn from_full_name(full: &str) -> Option<Self> {
         let (provider, name) = full.split_once(':')?;
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|tp| tp.provider() == provider && tp.name() == name)
+        Self::ALL.iter().copied().find(|tp| tp.provider() == provider && tp.name() == name)
     }
 }
 
@@ -139,10 +132,7 @@ mod tests {
     #[test]
     fn program_names_follow_provider_and_name() {
         assert_eq!(Tracepoint::NetInboundMessage.program(), "net_inbound_message");
-        assert_eq!(
-            Tracepoint::ValidationBlockConnected.program(),
-            "validation_block_connected"
-        );
+        assert_eq!(Tracepoint::ValidationBlockConnected.program(), "validation_block_connected");
     }
 
     #[test]

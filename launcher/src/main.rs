@@ -110,9 +110,15 @@ fn sibling(name: &'static str) -> Result<PathBuf, LaunchError> {
     let dir = exe.parent().ok_or(LaunchError::Sibling { name, reason: "the launcher has no directory".into() })?;
     let path = dir.join(name);
     for checked in [dir, path.as_path()] {
-        let meta = std::fs::metadata(checked).map_err(|e| LaunchError::Sibling { name, reason: format!("{}: {e}", checked.display()) })?;
+        let meta = std::fs::metadata(checked)
+            .map_err(|e| LaunchError::Sibling { name, reason: format!("{}: {e}", checked.display()) })?;
         if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-            let reason = format!("{} must be owned by root and writable by root only (uid {}, mode {:o})", checked.display(), meta.uid(), meta.mode() & 0o7777);
+            let reason = format!(
+                "{} must be owned by root and writable by root only (uid {}, mode {:o})",
+                checked.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
             return Err(LaunchError::Sibling { name, reason });
         }
     }
@@ -334,7 +340,8 @@ fn supervise(
             break ExitCode::SUCCESS;
         }
         if let Ok(Some(status)) = loader.try_wait() {
-            let Some(file) = cli.bitcoind_pid_file.as_deref().filter(|_| status.code() == Some(LOADER_BITCOIND_EXITED)) else {
+            let Some(file) = cli.bitcoind_pid_file.as_deref().filter(|_| status.code() == Some(LOADER_BITCOIND_EXITED))
+            else {
                 eprintln!("ebpf-extractor: ebpf-loader exited ({status})");
                 if status.code() == Some(LOADER_BITCOIND_EXITED) {
                     eprintln!("ebpf-extractor: bitcoind exited: to follow its restarts, pass --bitcoind-pid-file instead of --bitcoind-pid");

@@ -44,7 +44,10 @@ impl User {
     /// same number); root is refused.
     pub fn named(spec: &str, flag: &'static str) -> Result<User, LaunchError> {
         let passwd = fs::read_to_string("/etc/passwd").map_err(LaunchError::Passwd)?;
-        let entry = passwd.lines().map(|line| line.split(':').collect::<Vec<_>>()).find(|f| f.len() > 3 && (f[0] == spec || f[2] == spec));
+        let entry = passwd
+            .lines()
+            .map(|line| line.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 3 && (f[0] == spec || f[2] == spec));
         let (uid, gid) = match entry {
             Some(f) => (f[2].parse().ok(), f[3].parse().ok()),
             None => (spec.parse().ok(), spec.parse().ok()),
@@ -66,7 +69,9 @@ impl User {
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(LaunchError::Passwd)?;
-        let listed = |id: u32| accounts.iter().flat_map(|text| text.lines()).any(|line| line.split(':').nth(2) == Some(&id.to_string()));
+        let listed = |id: u32| {
+            accounts.iter().flat_map(|text| text.lines()).any(|line| line.split(':').nth(2) == Some(&id.to_string()))
+        };
         let span = DYNAMIC_UIDS.end() - DYNAMIC_UIDS.start() + 1;
         let mut seed = [0u8; 4];
         rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty()).map_err(|e| lock_err(e.into()))?;

@@ -99,7 +99,8 @@ impl Forwarder {
     /// Connects and sends the hello.
     pub fn connect(path: &Path, hello: &Hello) -> Result<Self, ForwardError> {
         let hello = encode_hello(hello);
-        let sock = connect(path, &hello).map_err(|source| ForwardError::Connect { path: path.display().to_string(), source })?;
+        let sock = connect(path, &hello)
+            .map_err(|source| ForwardError::Connect { path: path.display().to_string(), source })?;
         Ok(Forwarder {
             sock: Some(sock),
             path: path.to_owned(),
@@ -189,8 +190,10 @@ impl Forwarder {
             let Some(sock) = &self.sock else { return Pump::Disconnected };
             if let Some(f) = self.fragmenting {
                 let ring = &mut rings[f.ring];
-                let (tracepoint, ktime_ns, body) =
-                    ring.peek().and_then(parse_header).expect("a record being sent stays whole at the head of its ring");
+                let (tracepoint, ktime_ns, body) = ring
+                    .peek()
+                    .and_then(parse_header)
+                    .expect("a record being sent stays whole at the head of its ring");
                 let (total_len, end) = (body.len(), f.head.end);
                 let result = send(sock, f.head.bytes(), &body[f.offset..end]);
                 if let Some(stop) = self.sent(result) {
@@ -261,7 +264,9 @@ impl Forwarder {
     pub fn drain(&mut self, rings: &mut [Ring<'_>], within: Duration) -> u64 {
         let deadline = Instant::now() + within;
         while self.pump(rings) == Pump::SocketFull {
-            let (Some(sock), Some(left)) = (self.socket(), deadline.checked_duration_since(Instant::now())) else { break };
+            let (Some(sock), Some(left)) = (self.socket(), deadline.checked_duration_since(Instant::now())) else {
+                break;
+            };
             let timeout = Timespec::try_from(left).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
             // poll: wait until the publisher has read enough for the next datagram.
             if let Err(e) = poll(&mut [PollFd::from_borrowed_fd(sock, PollFlags::OUT)], Some(&timeout)) {

@@ -34,9 +34,9 @@ use rustix::time::{clock_gettime, ClockId, Timespec};
 use forward::{ForwardError, Forwarder, Pump};
 use probes::{ProbeError, Probes, RingSizes};
 use ring::Ring;
-use target::{PidSource, Target, TargetError};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use std::os::fd::AsFd;
+use target::{PidSource, Target, TargetError};
 
 /// Hooks Bitcoin Core's tracepoints and forwards raw records to ebpf-publisher.
 #[derive(Parser)]
@@ -131,7 +131,9 @@ enum LoaderError {
     Probe(#[from] ProbeError),
     #[error("cannot drop capabilities after attaching: {0}")]
     Privileges(std::io::Error),
-    #[error("cannot make the loader undumpable (no other process of its user may ptrace it or take its descriptors): {0}")]
+    #[error(
+        "cannot make the loader undumpable (no other process of its user may ptrace it or take its descriptors): {0}"
+    )]
     Undumpable(std::io::Error),
     #[error(transparent)]
     Seccomp(#[from] confine::ConfineError),
@@ -202,8 +204,9 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     };
     let target = Target::resolve(&cli.bitcoind_path, pid)?;
     // Readable once bitcoind exits: its probes then fire no more.
-    let target_exit = pidfd_open(Pid::from_raw(target.pid).ok_or(TargetError::NotRunning(target.pid))?, PidfdFlags::empty())
-        .map_err(|e| LoaderError::WatchTarget { pid: target.pid, source: e.into() })?;
+    let target_exit =
+        pidfd_open(Pid::from_raw(target.pid).ok_or(TargetError::NotRunning(target.pid))?, PidfdFlags::empty())
+            .map_err(|e| LoaderError::WatchTarget { pid: target.pid, source: e.into() })?;
     let mut exited = false;
     let hello = Hello {
         loader_version: env!("CARGO_PKG_VERSION").into(),

@@ -18,12 +18,7 @@ pub enum ProbeError {
     #[error("the kernel refused the BPF programs (needs CAP_BPF and CAP_PERFMON, Linux >= 5.11 with BTF): {0}")]
     Load(#[source] libbpf_rs::Error),
     #[error("cannot attach to tracepoint {tracepoint} in {binary}: {source}; is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?")]
-    Attach {
-        tracepoint: Tracepoint,
-        binary: String,
-        source: libbpf_rs::Error,
-        hint: &'static str,
-    },
+    Attach { tracepoint: Tracepoint, binary: String, source: libbpf_rs::Error, hint: &'static str },
     #[error("cannot read the BPF drop counters: {0}")]
     Counters(#[source] libbpf_rs::Error),
     #[error("cannot freeze the BPF maps once attached: {0}")]
@@ -78,9 +73,8 @@ impl<'obj> Probes<'obj> {
                 .progs_mut()
                 .find(|p| p.name() == tp.program())
                 .expect("extractor-bpf's layout test proves every tracepoint has its program");
-            let link = prog
-                .attach_usdt(target.pid, &target.binary, tp.provider(), tp.name())
-                .map_err(|source| ProbeError::Attach {
+            let link = prog.attach_usdt(target.pid, &target.binary, tp.provider(), tp.name()).map_err(|source| {
+                ProbeError::Attach {
                     tracepoint: *tp,
                     binary: target.binary_name.clone(),
                     source,
@@ -89,7 +83,8 @@ impl<'obj> Probes<'obj> {
                     } else {
                         ""
                     },
-                })?;
+                }
+            })?;
             links.push(link);
         }
         Ok(Probes { polling_until_ns, links, skel })

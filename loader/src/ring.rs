@@ -45,14 +45,16 @@ impl<'fd> Ring<'fd> {
         let producer_len = page + 2 * size as usize;
         // SAFETY: fresh mappings of the map's own layout; nothing else refers to them.
         unsafe {
-            let consumer = mmap(std::ptr::null_mut(), page, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)?;
-            let producer = match mmap(std::ptr::null_mut(), producer_len, ProtFlags::READ, MapFlags::SHARED, fd, page as u64) {
-                Ok(p) => p,
-                Err(e) => {
-                    let _ = munmap(consumer, page);
-                    return Err(e.into());
-                }
-            };
+            let consumer =
+                mmap(std::ptr::null_mut(), page, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)?;
+            let producer =
+                match mmap(std::ptr::null_mut(), producer_len, ProtFlags::READ, MapFlags::SHARED, fd, page as u64) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = munmap(consumer, page);
+                        return Err(e.into());
+                    }
+                };
             let consumer = NonNull::new(consumer.cast::<u8>()).expect("mmap does not return null");
             let position = (*consumer.as_ptr().cast::<AtomicU64>()).load(Ordering::Acquire);
             Ok(Ring {

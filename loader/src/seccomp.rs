@@ -16,14 +16,24 @@ const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_ppoll, "ppoll", &[], "wait for records, room in the socket, or bitcoind's exit"),
     allow(libc::SYS_sendmsg, "sendmsg", &[], "forward a datagram to the publisher"),
     allow(libc::SYS_sendto, "sendto", &[], "send the hello to a publisher; READY=1 to systemd"),
-    allow(libc::SYS_socket, "socket", &[Arg::Eq(0, AF_UNIX as u64)], "reach a restarted publisher; notify systemd (AF_UNIX only)"),
+    allow(
+        libc::SYS_socket,
+        "socket",
+        &[Arg::Eq(0, AF_UNIX as u64)],
+        "reach a restarted publisher; notify systemd (AF_UNIX only)",
+    ),
     allow(libc::SYS_connect, "connect", &[], "reach a restarted publisher"),
     allow(libc::SYS_close, "close", &[], "a lost connection; detaching the probes; exit"),
     allow(libc::SYS_bpf, "bpf", &[Arg::Eq(0, BPF_MAP_LOOKUP_ELEM)], "read the drop counters (map lookups only)"),
     allow(libc::SYS_write, "write", &[Arg::Eq(0, 2)], "log to standard error (fd 2 only)"),
     allow(libc::SYS_clock_gettime, "clock_gettime", &[], "time, where the vDSO falls back to the kernel"),
     allow(libc::SYS_futex, "futex", &[], "the standard library's locks"),
-    allow(libc::SYS_fcntl, "fcntl", &[Arg::Eq(1, F_GETFD as u64)], "the standard library's check that a descriptor it closes is open (F_GETFD only)"),
+    allow(
+        libc::SYS_fcntl,
+        "fcntl",
+        &[Arg::Eq(1, F_GETFD as u64)],
+        "the standard library's check that a descriptor it closes is open (F_GETFD only)",
+    ),
     allow(libc::SYS_mmap, "mmap", &[Arg::Clear(2, PROT_EXEC as u64)], "the allocator, never executable memory"),
     allow(libc::SYS_mprotect, "mprotect", &[Arg::Clear(2, PROT_EXEC as u64)], "the allocator, never executable memory"),
     allow(libc::SYS_munmap, "munmap", &[], "the allocator; unmapping the rings at exit"),
@@ -55,7 +65,8 @@ mod tests {
     #[test]
     fn the_table_is_security_md_s_and_leaves_out_what_an_attacker_wants() {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../SECURITY.md")).expect("SECURITY.md");
-        let forbidden = ["perf_event_open", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "openat", "execve"];
+        let forbidden =
+            ["perf_event_open", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "openat", "execve"];
         confine::check(super::STEADY_STATE, &doc, "### The loader's system calls after start-up", &forbidden);
     }
 }

@@ -31,7 +31,8 @@ pub enum TargetError {
 }
 
 /// Why a pid file or binary of bitcoind's is out of the loader's reach, and what to do.
-const PRIVATE_FILE_HINT: &str = "; bitcoind creates its files private to its user (umask 077), so let root open it for the \
+const PRIVATE_FILE_HINT: &str =
+    "; bitcoind creates its files private to its user (umask 077), so let root open it for the \
      loader: ebpf-extractor does, systemd's StandardInput=file:<pid file> with --bitcoind-pid-file - does (see README)";
 
 pub struct Target {
@@ -69,12 +70,17 @@ impl Target {
         }
         // bitcoind writes its own pid file, so its owner runs the pid; /proc/<pid>/exe is out
         // of the loader's reach, but /proc/<pid>/status is not.
-        let runner = fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|status| status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok());
+        let runner = fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
+            status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok()
+        });
         if let (Some(owner), Some(runner)) = (file_owner, runner) {
             if owner != runner {
-                tracing::warn!(pid, file_owner = owner, process_uid = runner, "the pid file's owner does not run this pid: a stale pid file whose pid was reused?");
+                tracing::warn!(
+                    pid,
+                    file_owner = owner,
+                    process_uid = runner,
+                    "the pid file's owner does not run this pid: a stale pid file whose pid was reused?"
+                );
             }
         }
         // The loader's own descriptor links are always readable: name what it was handed.
@@ -97,12 +103,17 @@ const PID_FILE_MAX: usize = 32;
 fn read_pid_file(path: &Path) -> Result<(i32, u32), TargetError> {
     let unreadable = |source: std::io::Error| TargetError::PidFileUnreadable {
         path: path.to_owned(),
-        hint: if source.kind() == std::io::ErrorKind::PermissionDenied { PRIVATE_FILE_HINT } else { "; is bitcoind running with -pid=<this file>?" },
+        hint: if source.kind() == std::io::ErrorKind::PermissionDenied {
+            PRIVATE_FILE_HINT
+        } else {
+            "; is bitcoind running with -pid=<this file>?"
+        },
         source,
     };
     let file: fs::File = if path == Path::new("-") {
         let stdin = rustix::io::dup(std::io::stdin().as_fd()).map_err(|e| unreadable(e.into()))?;
-        let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(|e| unreadable(e.into()))?;
+        let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| unreadable(e.into()))?;
         rustix::stdio::dup2_stdin(&null).map_err(|e| unreadable(e.into()))?;
         stdin.into()
     } else {

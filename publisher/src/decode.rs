@@ -64,10 +64,7 @@ pub struct Decoded {
 impl Decoded {
     /// Wraps the event in peer-observer's envelope.
     pub fn into_event(self, timestamp_ms: u64) -> Event {
-        Event {
-            peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(self.event)),
-            timestamp: timestamp_ms,
-        }
+        Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(self.event)), timestamp: timestamp_ms }
     }
 }
 
@@ -170,7 +167,13 @@ impl Context {
         Ok(text)
     }
 
-    fn conn(&mut self, peer_id: i64, addr: &[u8], conn_type_buf: &[u8], network_value: u32) -> Result<connection::Connection, RecordError> {
+    fn conn(
+        &mut self,
+        peer_id: i64,
+        addr: &[u8],
+        conn_type_buf: &[u8],
+        network_value: u32,
+    ) -> Result<connection::Connection, RecordError> {
         Ok(connection::Connection {
             peer_id: peer_id as u64,
             addr: self.text(addr, ADDR_CAP, "addr")?,
@@ -184,14 +187,23 @@ impl Context {
         use Tracepoint as T;
         Ok(match tp {
             T::NetInboundMessage | T::NetOutboundMessage => EbpfEvent::Message(self.message(tp, data)?),
-            T::NetInboundConnection | T::NetOutboundConnection | T::NetClosedConnection | T::NetEvictedInboundConnection => {
+            T::NetInboundConnection
+            | T::NetOutboundConnection
+            | T::NetClosedConnection
+            | T::NetEvictedInboundConnection => {
                 let r: ConnectionRecord = fixed(data)?;
                 let conn = self.conn(r.peer_id, &r.addr, &r.conn_type, r.network)?;
                 use connection::connection_event::Event as C;
                 let event = match tp {
-                    T::NetInboundConnection => C::Inbound(connection::InboundConnection { conn, existing_connections: r.value }),
-                    T::NetOutboundConnection => C::Outbound(connection::OutboundConnection { conn, existing_connections: r.value }),
-                    T::NetClosedConnection => C::Closed(connection::ClosedConnection { conn, time_established: r.value }),
+                    T::NetInboundConnection => {
+                        C::Inbound(connection::InboundConnection { conn, existing_connections: r.value })
+                    }
+                    T::NetOutboundConnection => {
+                        C::Outbound(connection::OutboundConnection { conn, existing_connections: r.value })
+                    }
+                    T::NetClosedConnection => {
+                        C::Closed(connection::ClosedConnection { conn, time_established: r.value })
+                    }
                     _ => C::InboundEvicted(connection::EvictedInboundConnection { conn, time_established: r.value }),
                 };
                 EbpfEvent::Connection(connection::ConnectionEvent { event: Some(event) })

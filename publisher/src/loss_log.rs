@@ -24,7 +24,10 @@ impl LossLog {
             return;
         }
         let list: Vec<String> = grown.iter().map(|(name, n)| format!("{name} +{n}")).collect();
-        tracing::warn!("events lost since the last report: {}; totals on --metrics-address and at exit", list.join(", "));
+        tracing::warn!(
+            "events lost since the last report: {}; totals on --metrics-address and at exit",
+            list.join(", ")
+        );
         let too_big: u64 = grown.iter().filter(|(name, _)| name.ends_with(" over_max_payload")).map(|(_, n)| n).sum();
         if too_big > 0 {
             tracing::warn!(

@@ -59,19 +59,13 @@ fn parse_uid(s: &str) -> Result<u32, String> {
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| format!("{s:?} is not an octal file mode"))
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("{s:?} is not an octal file mode"))
 }
 
 #[derive(Debug, thiserror::Error)]
 enum PublisherError {
     #[error("cannot connect to NATS at {address}: {source}; is nats-server running there?")]
-    Nats {
-        address: String,
-        source: async_nats::ConnectError,
-    },
+    Nats { address: String, source: async_nats::ConnectError },
     #[error("cannot listen on {path}: {source}")]
     Listen { path: PathBuf, source: std::io::Error },
     #[error("cannot take the socket passed by systemd: {0}")]

@@ -44,17 +44,42 @@ pub fn render(s: &Snapshot) -> String {
         s.anomalies.iter().map(|((tp, kind), n)| (format!("{{tracepoint=\"{tp}\",kind=\"{kind}\"}}"), *n)),
     );
     family(&mut out, "publish_failed_total", "Events NATS refused, dropped.", per_tp(&s.publish_failed));
-    family(&mut out, "nats_unavailable_total", "Events dropped while NATS was unreachable and the client buffer full.", per_tp(&s.nats_unavailable));
-    family(&mut out, "over_max_payload_total", "Events over the NATS server's max_payload, dropped.", per_tp(&s.over_max_payload));
+    family(
+        &mut out,
+        "nats_unavailable_total",
+        "Events dropped while NATS was unreachable and the client buffer full.",
+        per_tp(&s.nats_unavailable),
+    );
+    family(
+        &mut out,
+        "over_max_payload_total",
+        "Events over the NATS server's max_payload, dropped.",
+        per_tp(&s.over_max_payload),
+    );
     family(
         &mut out,
         "dropped_before_publisher_total",
         "Events the BPF programs or the loader could not hand on, as the loader reports them.",
         s.dropped_before.iter().map(|((tp, cause), n)| (format!("{{tracepoint=\"{tp}\",cause=\"{cause}\"}}"), *n)),
     );
-    family(&mut out, "fragment_lost_total", "Fragmented records that arrived incomplete, dropped.", per_tp(&s.fragment_lost));
-    family(&mut out, "malformed_datagrams_total", "Datagrams from the loader refused whole.", [(String::new(), s.malformed_datagrams)]);
-    family(&mut out, "lost_datagrams_total", "Datagrams missing from the loader's sequence.", [(String::new(), s.lost_datagrams)]);
+    family(
+        &mut out,
+        "fragment_lost_total",
+        "Fragmented records that arrived incomplete, dropped.",
+        per_tp(&s.fragment_lost),
+    );
+    family(
+        &mut out,
+        "malformed_datagrams_total",
+        "Datagrams from the loader refused whole.",
+        [(String::new(), s.malformed_datagrams)],
+    );
+    family(
+        &mut out,
+        "lost_datagrams_total",
+        "Datagrams missing from the loader's sequence.",
+        [(String::new(), s.lost_datagrams)],
+    );
     out
 }
 
@@ -121,7 +146,11 @@ mod tests {
         counters.published(Tracepoint::MempoolAdded);
         counters.published(Tracepoint::MempoolAdded);
         counters.invalid(Tracepoint::MempoolRejected, "missing_nul");
-        counters.dropped_before(&[DropCount { tracepoint: Tracepoint::NetInboundMessage, cause: DropCause::RingFull, total: 7 }]);
+        counters.dropped_before(&[DropCount {
+            tracepoint: Tracepoint::NetInboundMessage,
+            cause: DropCause::RingFull,
+            total: 7,
+        }]);
         let text = render(&counters.snapshot());
         for line in [
             "# TYPE peer_observer_ebpf_published_total counter",

@@ -28,10 +28,7 @@ pub enum PayloadError {
 
 /// The `unknown` variant: the command and the complete payload.
 pub fn unknown(command: &str, payload: &[u8]) -> Msg {
-    Msg::Unknown(m::Unknown {
-        command: command.to_owned(),
-        payload: payload.to_vec(),
-    })
+    Msg::Unknown(m::Unknown { command: command.to_owned(), payload: payload.to_vec() })
 }
 
 /// Decodes a payload by its exact, case-sensitive command. Commands without a decoder give
@@ -50,27 +47,19 @@ pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
         "sendaddrv2" => Msg::Sendaddrv2(true),
         "filterclear" => Msg::Filterclear(true),
         "feefilter" => Msg::Feefilter(m::FeeFilter { fee: r.u64()? as i64 }),
-        "sendcmpct" => Msg::Sendcompact(m::SendCompact {
-            send_compact: r.u8()? != 0,
-            version: r.u64()?,
-        }),
+        "sendcmpct" => Msg::Sendcompact(m::SendCompact { send_compact: r.u8()? != 0, version: r.u64()? }),
         "inv" => Msg::Inv(m::Inv { items: inventory(r)? }),
         "getdata" => Msg::Getdata(m::GetData { items: inventory(r)? }),
         "notfound" => Msg::Notfound(m::NotFound { items: inventory(r)? }),
-        "getcfilters" => Msg::Getcfilter(m::GetCFilter {
-            filter_type: r.u8()?.into(),
-            start_height: r.u32()?,
-            stop_hash: r.hash()?,
-        }),
+        "getcfilters" => {
+            Msg::Getcfilter(m::GetCFilter { filter_type: r.u8()?.into(), start_height: r.u32()?, stop_hash: r.hash()? })
+        }
         "getcfheaders" => Msg::Getcfheaders(m::GetCfHeaders {
             filter_type: r.u8()?.into(),
             start_height: r.u32()?,
             stop_hash: r.hash()?,
         }),
-        "getcfcheckpt" => Msg::Getcfcheckpt(m::GetCfCheckpt {
-            filter_type: r.u8()?.into(),
-            stop_hash: r.hash()?,
-        }),
+        "getcfcheckpt" => Msg::Getcfcheckpt(m::GetCfCheckpt { filter_type: r.u8()?.into(), stop_hash: r.hash()? }),
         "version" => Msg::Version(version(r)?),
         "addr" => Msg::Addr(m::Addr { addresses: r.list(|r| v1_address(r, true))? }),
         "addrv2" if payload.is_empty() => Msg::Emptyaddrv2(true),
@@ -110,11 +99,9 @@ pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
             },
         }),
         "filteradd" => Msg::Filteradd(m::FilterAdd { filter: r.var_bytes()? }),
-        "cfilter" => Msg::Cfilter(m::CFilter {
-            filter_type: r.u8()?.into(),
-            block_hash: r.hash()?,
-            filter: r.var_bytes()?,
-        }),
+        "cfilter" => {
+            Msg::Cfilter(m::CFilter { filter_type: r.u8()?.into(), block_hash: r.hash()?, filter: r.var_bytes()? })
+        }
         "cfheaders" => Msg::Cfheaders(m::CfHeaders {
             filter_type: r.u8()?.into(),
             stop_hash: r.hash()?,
@@ -192,11 +179,8 @@ fn base32(bytes: &[u8]) -> String {
 fn torv3(key: &[u8]) -> String {
     use sha3::Sha3_256;
     const VERSION: u8 = 3;
-    let checksum = Sha3_256::new()
-        .chain_update(b".onion checksum")
-        .chain_update(key)
-        .chain_update([VERSION])
-        .finalize();
+    let checksum =
+        Sha3_256::new().chain_update(b".onion checksum").chain_update(key).chain_update([VERSION]).finalize();
     let mut name = key.to_vec();
     name.extend_from_slice(&checksum[..2]);
     name.push(VERSION);
@@ -421,7 +405,10 @@ impl<'a> Reader<'a> {
 
     /// A CompactSize count, then that many elements. The count is not trusted for
     /// allocation: elements are read (and fail) one by one.
-    fn list<T>(&mut self, mut element: impl FnMut(&mut Self) -> Result<T, PayloadError>) -> Result<Vec<T>, PayloadError> {
+    fn list<T>(
+        &mut self,
+        mut element: impl FnMut(&mut Self) -> Result<T, PayloadError>,
+    ) -> Result<Vec<T>, PayloadError> {
         let count = self.compact_size()?;
         let mut items = Vec::new();
         for _ in 0..count {
@@ -579,10 +566,35 @@ mod tests {
                 })
                 .collect();
             for command in [
-                "ping", "pong", "inv", "getdata", "notfound", "feefilter", "sendcmpct", "getcfilters", "getcfheaders",
-                "getcfcheckpt", "version", "addr", "addrv2", "getheaders", "getblocks", "tx", "block", "headers",
-                "merkleblock", "filterload", "filteradd", "cfilter", "cfheaders", "cfcheckpt", "reject", "alert",
-                "cmpctblock", "getblocktxn", "blocktxn",
+                "ping",
+                "pong",
+                "inv",
+                "getdata",
+                "notfound",
+                "feefilter",
+                "sendcmpct",
+                "getcfilters",
+                "getcfheaders",
+                "getcfcheckpt",
+                "version",
+                "addr",
+                "addrv2",
+                "getheaders",
+                "getblocks",
+                "tx",
+                "block",
+                "headers",
+                "merkleblock",
+                "filterload",
+                "filteradd",
+                "cfilter",
+                "cfheaders",
+                "cfcheckpt",
+                "reject",
+                "alert",
+                "cmpctblock",
+                "getblocktxn",
+                "blocktxn",
             ] {
                 let _ = decode(command, &payload);
             }

@@ -5,8 +5,10 @@
 //! `process_vm_*`, `bpf`, `perf_event_open`, `pidfd_getfd`, no file opened for writing and no
 //! executable memory.
 
+use confine::libc::{
+    self, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, FIONBIO, O_APPEND, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY, PROT_EXEC,
+};
 use confine::{allow, Allowed, Arg};
-use confine::libc::{self, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, FIONBIO, O_APPEND, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY, PROT_EXEC};
 
 /// `PR_SET_NAME`, with which the standard library names the threads it starts.
 const PR_SET_NAME: u64 = 15;
@@ -29,7 +31,12 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(
         libc::SYS_socket,
         "socket",
-        &[Arg::Eq(0, AF_INET as u64), Arg::Eq(0, AF_INET6 as u64), Arg::Eq(0, AF_UNIX as u64), Arg::Eq(0, AF_NETLINK as u64)],
+        &[
+            Arg::Eq(0, AF_INET as u64),
+            Arg::Eq(0, AF_INET6 as u64),
+            Arg::Eq(0, AF_UNIX as u64),
+            Arg::Eq(0, AF_NETLINK as u64),
+        ],
         "reconnect to NATS; resolve its host name (AF_INET, AF_INET6, AF_UNIX, AF_NETLINK only)",
     ),
     allow(libc::SYS_connect, "connect", &[], "reconnect to NATS; resolve its host name"),
@@ -38,7 +45,12 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_getsockopt, "getsockopt", &[], "SO_PEERCRED of a connecting loader; SO_ERROR of a NATS connection"),
     allow(libc::SYS_setsockopt, "setsockopt", &[], "TCP_NODELAY on a NATS connection"),
     allow(libc::SYS_shutdown, "shutdown", &[], "stop reading the loader at SIGTERM"),
-    allow(libc::SYS_ioctl, "ioctl", &[Arg::Eq(1, FIONBIO)], "a loader connection to blocking mode for its reading thread (FIONBIO only)"),
+    allow(
+        libc::SYS_ioctl,
+        "ioctl",
+        &[Arg::Eq(1, FIONBIO)],
+        "a loader connection to blocking mode for its reading thread (FIONBIO only)",
+    ),
     allow(libc::SYS_fcntl, "fcntl", &[], "the standard library's descriptor checks"),
     allow(libc::SYS_close, "close", &[], "connections that end"),
     allow(
@@ -69,8 +81,18 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_getrandom, "getrandom", &[], "hash maps' keys"),
     allow(libc::SYS_clock_gettime, "clock_gettime", &[], "time, where the vDSO falls back to the kernel"),
     allow(libc::SYS_clock_nanosleep, "clock_nanosleep", &[], "back off after a failed accept"),
-    allow(libc::SYS_mmap, "mmap", &[Arg::Clear(2, PROT_EXEC as u64)], "the allocator and thread stacks, never executable memory"),
-    allow(libc::SYS_mprotect, "mprotect", &[Arg::Clear(2, PROT_EXEC as u64)], "thread stacks' guard pages, never executable memory"),
+    allow(
+        libc::SYS_mmap,
+        "mmap",
+        &[Arg::Clear(2, PROT_EXEC as u64)],
+        "the allocator and thread stacks, never executable memory",
+    ),
+    allow(
+        libc::SYS_mprotect,
+        "mprotect",
+        &[Arg::Clear(2, PROT_EXEC as u64)],
+        "thread stacks' guard pages, never executable memory",
+    ),
     allow(libc::SYS_munmap, "munmap", &[], "the allocator; a thread's stack"),
     allow(libc::SYS_mremap, "mremap", &[], "the allocator"),
     allow(libc::SYS_madvise, "madvise", &[], "the allocator"),
@@ -91,7 +113,17 @@ mod tests {
     #[test]
     fn the_table_is_security_md_s_and_leaves_out_what_an_attacker_wants() {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../SECURITY.md")).expect("SECURITY.md");
-        let forbidden = ["execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev", "bpf", "perf_event_open", "pidfd_getfd", "mount"];
+        let forbidden = [
+            "execve",
+            "execveat",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "bpf",
+            "perf_event_open",
+            "pidfd_getfd",
+            "mount",
+        ];
         confine::check(super::STEADY_STATE, &doc, "### The publisher's system calls after start-up", &forbidden);
     }
 }

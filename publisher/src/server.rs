@@ -149,9 +149,13 @@ pub async fn serve(
         }
     }
     let _ = stop.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async { while connections.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(SHUTDOWN_DRAIN, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!("records read from the loader were still being published {} s after shutdown", SHUTDOWN_DRAIN.as_secs());
+        tracing::warn!(
+            "records read from the loader were still being published {} s after shutdown",
+            SHUTDOWN_DRAIN.as_secs()
+        );
     }
 }
 

@@ -93,15 +93,8 @@ pub enum Args {
     },
 }
 
-pub const CONN_TYPES: [&str; 7] = [
-    "inbound",
-    "outbound-full-relay",
-    "block-relay-only",
-    "feeler",
-    "manual",
-    "addr-fetch",
-    "private-broadcast",
-];
+pub const CONN_TYPES: [&str; 7] =
+    ["inbound", "outbound-full-relay", "block-relay-only", "feeler", "manual", "addr-fetch", "private-broadcast"];
 
 const REMOVAL_REASONS: [&str; 6] = ["expiry", "sizelimit", "reorg", "block", "conflict", "replaced"];
 
@@ -211,16 +204,10 @@ impl Workload {
             }
             let mut commands: Vec<&str> = GARBAGE.iter().map(|(command, _)| *command).collect();
             commands.dedup();
-            return Err(format!(
-                "no garbage payload for {name:?}; there is one for {}",
-                commands.join(", ")
-            ));
+            return Err(format!("no garbage payload for {name:?}; there is one for {}", commands.join(", ")));
         }
         let Some(msg_type) = known_type(name) else {
-            return Err(format!(
-                "unknown message type {name:?}; known: {}",
-                MESSAGE_TYPES.join(", ")
-            ));
+            return Err(format!("unknown message type {name:?}; known: {}", MESSAGE_TYPES.join(", ")));
         };
         match (msg_type, self.message_size) {
             (_, None) => Ok(()),
@@ -661,23 +648,13 @@ impl Message {
                     out.extend_from_slice(&entry.port.to_be_bytes());
                 }
             }
-            Message::MerkleBlock {
-                header,
-                total_txs,
-                hashes,
-                flags,
-            } => {
+            Message::MerkleBlock { header, total_txs, hashes, flags } => {
                 out.extend_from_slice(&header.serialize());
                 out.extend_from_slice(&total_txs.to_le_bytes());
                 out.hash_list(hashes);
                 out.var_bytes(flags);
             }
-            Message::FilterLoad {
-                filter,
-                hash_funcs,
-                tweak,
-                flags,
-            } => {
+            Message::FilterLoad { filter, hash_funcs, tweak, flags } => {
                 out.var_bytes(filter);
                 out.extend_from_slice(&hash_funcs.to_le_bytes());
                 out.extend_from_slice(&tweak.to_le_bytes());
@@ -689,21 +666,12 @@ impl Message {
                 out.extend_from_slice(&range.start_height.to_le_bytes());
                 out.extend_from_slice(&range.stop_hash);
             }
-            Message::CFilter {
-                filter_type,
-                block_hash,
-                filter,
-            } => {
+            Message::CFilter { filter_type, block_hash, filter } => {
                 out.push(*filter_type);
                 out.extend_from_slice(block_hash);
                 out.var_bytes(filter);
             }
-            Message::CFHeaders {
-                filter_type,
-                stop_hash,
-                previous_header,
-                hashes,
-            } => {
+            Message::CFHeaders { filter_type, stop_hash, previous_header, hashes } => {
                 out.push(*filter_type);
                 out.extend_from_slice(stop_hash);
                 out.extend_from_slice(previous_header);
@@ -713,21 +681,12 @@ impl Message {
                 out.push(*filter_type);
                 out.extend_from_slice(stop_hash);
             }
-            Message::CFCheckpt {
-                filter_type,
-                stop_hash,
-                headers,
-            } => {
+            Message::CFCheckpt { filter_type, stop_hash, headers } => {
                 out.push(*filter_type);
                 out.extend_from_slice(stop_hash);
                 out.hash_list(headers);
             }
-            Message::Reject {
-                message,
-                code,
-                reason,
-                hash,
-            } => {
+            Message::Reject { message, code, reason, hash } => {
                 out.var_bytes(message.as_bytes());
                 out.push(*code);
                 out.var_bytes(reason.as_bytes());
@@ -983,16 +942,9 @@ fn message(rng: &mut Rng, seq: u64, workload: &Workload) -> Message {
     }
     let only = workload.message_type.as_deref();
     if workload.garbage {
-        let cases: Vec<_> = GARBAGE
-            .iter()
-            .filter(|(command, _)| only.is_none_or(|t| t == *command))
-            .collect();
+        let cases: Vec<_> = GARBAGE.iter().filter(|(command, _)| only.is_none_or(|t| t == *command)).collect();
         let &(command, flaw) = cases[(seq % cases.len() as u64) as usize];
-        return Message::Undecodable {
-            command,
-            flaw,
-            payload: garbage(rng, command, flaw),
-        };
+        return Message::Undecodable { command, flaw, payload: garbage(rng, command, flaw) };
     }
     let only = only.and_then(known_type);
     if let Some(size) = workload.message_size {
@@ -1020,10 +972,7 @@ fn typed(rng: &mut Rng, msg_type: &'static str, round: u64) -> Message {
         "sendaddrv2" => Message::SendAddrV2,
         "wtxidrelay" => Message::WtxidRelay,
         "sendheaders" => Message::SendHeaders,
-        "sendcmpct" => Message::SendCmpct {
-            announce: rng.below(2) == 1,
-            version: 1 + rng.below(2),
-        },
+        "sendcmpct" => Message::SendCmpct { announce: rng.below(2) == 1, version: 1 + rng.below(2) },
         "feefilter" => Message::FeeFilter(rng.below(10_000_000) as i64),
         "ping" if odd => Message::OldPing,
         "ping" => Message::Ping(rng.next()),
@@ -1031,14 +980,7 @@ fn typed(rng: &mut Rng, msg_type: &'static str, round: u64) -> Message {
         "getaddr" => Message::GetAddr,
         "addr" => {
             let n = 6 + rng.below(7);
-            Message::Addr(
-                (0..n)
-                    .map(|i| TimedAddr {
-                        time: timestamp(rng),
-                        addr: net_addr(rng, i),
-                    })
-                    .collect(),
-            )
+            Message::Addr((0..n).map(|i| TimedAddr { time: timestamp(rng), addr: net_addr(rng, i) }).collect())
         }
         "addrv2" if odd => Message::EmptyAddrV2,
         "addrv2" => {
@@ -1083,10 +1025,7 @@ fn typed(rng: &mut Rng, msg_type: &'static str, round: u64) -> Message {
         "blocktxn" => {
             let block_hash = rng.hash();
             let n = 1 + rng.below(3);
-            Message::BlockTxn {
-                block_hash,
-                txs: (0..n).map(|i| tx(rng, i % 2 == 0)).collect(),
-            }
+            Message::BlockTxn { block_hash, txs: (0..n).map(|i| tx(rng, i % 2 == 0)).collect() }
         }
         "merkleblock" => {
             let header = header(rng);
@@ -1094,12 +1033,7 @@ fn typed(rng: &mut Rng, msg_type: &'static str, round: u64) -> Message {
             let n = 1 + rng.below(10);
             let hashes = rng.hashes(n);
             let flags_len = 1 + rng.below(3) as usize;
-            Message::MerkleBlock {
-                header,
-                total_txs,
-                hashes,
-                flags: rng.bytes(flags_len),
-            }
+            Message::MerkleBlock { header, total_txs, hashes, flags: rng.bytes(flags_len) }
         }
         "filterload" => {
             let len = 1 + rng.below(100) as usize;
@@ -1119,64 +1053,36 @@ fn typed(rng: &mut Rng, msg_type: &'static str, round: u64) -> Message {
         "cfilter" => {
             let (filter_type, block_hash) = (rng.below(2) as u8, rng.hash());
             let len = rng.below(200) as usize;
-            Message::CFilter {
-                filter_type,
-                block_hash,
-                filter: rng.bytes(len),
-            }
+            Message::CFilter { filter_type, block_hash, filter: rng.bytes(len) }
         }
         "getcfheaders" => Message::GetCFHeaders(filter_range(rng)),
         "cfheaders" => {
             let (filter_type, stop_hash, previous_header) = (rng.below(2) as u8, rng.hash(), rng.hash());
             let n = rng.below(20);
-            Message::CFHeaders {
-                filter_type,
-                stop_hash,
-                previous_header,
-                hashes: rng.hashes(n),
-            }
+            Message::CFHeaders { filter_type, stop_hash, previous_header, hashes: rng.hashes(n) }
         }
-        "getcfcheckpt" => Message::GetCFCheckpt {
-            filter_type: rng.below(2) as u8,
-            stop_hash: rng.hash(),
-        },
+        "getcfcheckpt" => Message::GetCFCheckpt { filter_type: rng.below(2) as u8, stop_hash: rng.hash() },
         "cfcheckpt" => {
             let (filter_type, stop_hash) = (rng.below(2) as u8, rng.hash());
             let n = rng.below(20);
-            Message::CFCheckpt {
-                filter_type,
-                stop_hash,
-                headers: rng.hashes(n),
-            }
+            Message::CFCheckpt { filter_type, stop_hash, headers: rng.hashes(n) }
         }
         "reject" => Message::Reject {
             message: rng.pick(&["tx", "block", "version", "addrv2"]).into(),
             code: rng.pick(&[0x01, 0x10, 0x11, 0x12, 0x40, 0x41, 0x42, 0x43]),
             reason: rng
-                .pick(&[
-                    "bad-txns-inputs-missingorspent",
-                    "dust",
-                    "mempool min fee not met",
-                    "duplicate",
-                    "",
-                ])
+                .pick(&["bad-txns-inputs-missingorspent", "dust", "mempool min fee not met", "duplicate", ""])
                 .into(),
             hash: rng.hash(),
         },
         "sendtxrcncl" => {
             let mut payload = 1u32.to_le_bytes().to_vec();
             payload.extend_from_slice(&rng.next().to_le_bytes());
-            Message::Unknown {
-                command: "sendtxrcncl",
-                payload,
-            }
+            Message::Unknown { command: "sendtxrcncl", payload }
         }
         MADE_UP_TYPE => {
             let len = rng.below(65) as usize;
-            Message::Unknown {
-                command: MADE_UP_TYPE,
-                payload: rng.bytes(len),
-            }
+            Message::Unknown { command: MADE_UP_TYPE, payload: rng.bytes(len) }
         }
         other => unreachable!("{other} is not in MESSAGE_TYPES"),
     }
@@ -1185,10 +1091,7 @@ fn typed(rng: &mut Rng, msg_type: &'static str, round: u64) -> Message {
 /// A message of exactly `size` bytes (at most that for inventories); `check` admitted the type.
 fn sized(rng: &mut Rng, msg_type: Option<&'static str>, size: usize) -> Message {
     match msg_type {
-        None if size < MIN_BLOCK_SIZE => Message::Unknown {
-            command: MADE_UP_TYPE,
-            payload: rng.filler(size),
-        },
+        None if size < MIN_BLOCK_SIZE => Message::Unknown { command: MADE_UP_TYPE, payload: rng.filler(size) },
         None | Some("block") => Message::Block(sized_block(rng, size)),
         Some("tx") => Message::Tx(filler_tx(rng, size, false)),
         Some(msg_type @ ("inv" | "getdata" | "notfound")) => {
@@ -1203,10 +1106,7 @@ fn sized(rng: &mut Rng, msg_type: Option<&'static str>, size: usize) -> Message 
                 _ => Message::NotFound(items),
             }
         }
-        Some(command) => Message::Unknown {
-            command,
-            payload: rng.filler(size),
-        },
+        Some(command) => Message::Unknown { command, payload: rng.filler(size) },
     }
 }
 
@@ -1224,9 +1124,7 @@ fn sized_block(rng: &mut Rng, size: usize) -> Block {
         count = needed;
     };
     let header = header(rng);
-    let txs = (0..count)
-        .map(|i| filler_tx(rng, room / count + usize::from(i < room % count), i == 0))
-        .collect();
+    let txs = (0..count).map(|i| filler_tx(rng, room / count + usize::from(i < room % count), i == 0)).collect();
     Block { header, txs }
 }
 
@@ -1241,31 +1139,15 @@ fn filler_tx(rng: &mut Rng, size: usize, coinbase: bool) -> Tx {
             let room = size.checked_sub(MIN_TX_SIZE - 1 + sig_len)?;
             [1, 3, 5, 9]
                 .into_iter()
-                .find_map(|width| {
-                    room.checked_sub(width)
-                        .filter(|len| compact_size_len(*len as u64) == width)
-                })
+                .find_map(|width| room.checked_sub(width).filter(|len| compact_size_len(*len as u64) == width))
                 .map(|script_len| (sig_len, script_len))
         })
         .expect("one of three consecutive lengths fits a script");
-    let (prevout, vout) = if coinbase {
-        ([0; 32], u32::MAX)
-    } else {
-        (rng.hash(), rng.below(4) as u32)
-    };
+    let (prevout, vout) = if coinbase { ([0; 32], u32::MAX) } else { (rng.hash(), rng.below(4) as u32) };
     Tx {
         version: 2,
-        inputs: vec![TxIn {
-            prevout,
-            vout,
-            script_sig: rng.bytes(sig_len),
-            sequence: u32::MAX,
-            witness: Vec::new(),
-        }],
-        outputs: vec![TxOut {
-            value: rng.below(5_000_000_000) as i64,
-            script_pubkey: rng.filler(script_len),
-        }],
+        inputs: vec![TxIn { prevout, vout, script_sig: rng.bytes(sig_len), sequence: u32::MAX, witness: Vec::new() }],
+        outputs: vec![TxOut { value: rng.below(5_000_000_000) as i64, script_pubkey: rng.filler(script_len) }],
         lock_time: 0,
     }
 }
@@ -1274,11 +1156,7 @@ fn filler_tx(rng: &mut Rng, size: usize, coinbase: bool) -> Tx {
 fn garbage(rng: &mut Rng, command: &'static str, flaw: Flaw) -> Vec<u8> {
     let addrv2_with = |rng: &mut Rng, network: u8, addr: Vec<u8>| {
         let good = addr_v2(rng, 0);
-        let bad = AddrV2 {
-            network,
-            addr,
-            ..addr_v2(rng, 1)
-        };
+        let bad = AddrV2 { network, addr, ..addr_v2(rng, 1) };
         Message::AddrV2(vec![good, bad]).serialize()
     };
     match (command, flaw) {
@@ -1333,29 +1211,16 @@ fn garbage(rng: &mut Rng, command: &'static str, flaw: Flaw) -> Vec<u8> {
         }
         (_, Flaw::BloomFlags) => {
             let len = 1 + rng.below(100) as usize;
-            Message::FilterLoad {
-                filter: rng.bytes(len),
-                hash_funcs: 11,
-                tweak: rng.next() as u32,
-                flags: 3,
-            }
-            .serialize()
+            Message::FilterLoad { filter: rng.bytes(len), hash_funcs: 11, tweak: rng.next() as u32, flags: 3 }
+                .serialize()
         }
-        (_, Flaw::RejectCode) => Message::Reject {
-            message: "tx".into(),
-            code: 0x02,
-            reason: "dust".into(),
-            hash: rng.hash(),
+        (_, Flaw::RejectCode) => {
+            Message::Reject { message: "tx".into(), code: 0x02, reason: "dust".into(), hash: rng.hash() }.serialize()
         }
-        .serialize(),
         (_, Flaw::MissingHash) => {
-            let mut payload = Message::Reject {
-                message: "version".into(),
-                code: 0x11,
-                reason: "obsolete".into(),
-                hash: [0; 32],
-            }
-            .serialize();
+            let mut payload =
+                Message::Reject { message: "version".into(), code: 0x11, reason: "obsolete".into(), hash: [0; 32] }
+                    .serialize();
             payload.truncate(payload.len() - 32);
             payload
         }
@@ -1472,11 +1337,7 @@ fn net_addr(rng: &mut Rng, form: u64) -> NetAddr {
         // All zero, as Bitcoin Core's own `version` often sends.
         _ => {}
     }
-    NetAddr {
-        services: services(rng),
-        ip,
-        port: rng.below(65536) as u16,
-    }
+    NetAddr { services: services(rng), ip, port: rng.below(65536) as u16 }
 }
 
 fn any_net_addr(rng: &mut Rng) -> NetAddr {
@@ -1499,13 +1360,7 @@ fn addr_v2(rng: &mut Rng, i: u64) -> AddrV2 {
             (id, rng.bytes(len))
         }
     };
-    AddrV2 {
-        time: timestamp(rng),
-        services: services(rng),
-        network,
-        addr,
-        port: rng.below(65536) as u16,
-    }
+    AddrV2 { time: timestamp(rng), services: services(rng), network, addr, port: rng.below(65536) as u16 }
 }
 
 fn version(rng: &mut Rng, relay: Option<bool>) -> Version {
@@ -1535,12 +1390,7 @@ fn version(rng: &mut Rng, relay: Option<bool>) -> Version {
 fn inventory(rng: &mut Rng, n: u64) -> Vec<InvItem> {
     const TYPES: [u32; 8] = [1, 2, 4, 5, 0x4000_0001, 0x4000_0002, 3, 0x4000_0003];
     let error_at = rng.below(n.max(1));
-    (0..n)
-        .map(|i| InvItem {
-            inv_type: if i == error_at { 0 } else { rng.pick(&TYPES) },
-            hash: rng.hash(),
-        })
-        .collect()
+    (0..n).map(|i| InvItem { inv_type: if i == error_at { 0 } else { rng.pick(&TYPES) }, hash: rng.hash() }).collect()
 }
 
 fn locator(rng: &mut Rng) -> Locator {
@@ -1548,29 +1398,17 @@ fn locator(rng: &mut Rng) -> Locator {
     let hashes = rng.hashes(n);
     // Zero: "as many as you have".
     let stop_hash = if rng.below(2) == 0 { [0; 32] } else { rng.hash() };
-    Locator {
-        version: 70016,
-        hashes,
-        stop_hash,
-    }
+    Locator { version: 70016, hashes, stop_hash }
 }
 
 fn filter_range(rng: &mut Rng) -> FilterRange {
-    FilterRange {
-        filter_type: rng.below(2) as u8,
-        start_height: rng.below(1_000_000) as u32,
-        stop_hash: rng.hash(),
-    }
+    FilterRange { filter_type: rng.below(2) as u8, start_height: rng.below(1_000_000) as u32, stop_hash: rng.hash() }
 }
 
 fn header(rng: &mut Rng) -> Header {
     Header {
         // Mostly BIP9 versions; sometimes any i32 a peer may send, negative ones included.
-        version: if rng.below(4) == 0 {
-            rng.next() as i32
-        } else {
-            0x2000_0000 | rng.below(1 << 13) as i32
-        },
+        version: if rng.below(4) == 0 { rng.next() as i32 } else { 0x2000_0000 | rng.below(1 << 13) as i32 },
         prev_block: rng.hash(),
         merkle_root: rng.hash(),
         time: timestamp(rng),
@@ -1608,48 +1446,25 @@ fn tx(rng: &mut Rng, segwit: bool) -> Tx {
             } else {
                 Vec::new()
             };
-            TxIn {
-                prevout,
-                vout,
-                script_sig,
-                sequence,
-                witness,
-            }
+            TxIn { prevout, vout, script_sig, sequence, witness }
         })
         .collect();
     let outputs = (0..1 + rng.below(3))
-        .map(|_| TxOut {
-            value: rng.below(2_100_000_000_000_000) as i64,
-            script_pubkey: script_pubkey(rng),
-        })
+        .map(|_| TxOut { value: rng.below(2_100_000_000_000_000) as i64, script_pubkey: script_pubkey(rng) })
         .collect();
-    let lock_time = if rng.below(2) == 0 {
-        0
-    } else {
-        800_000 + rng.below(100_000) as u32
-    };
-    Tx {
-        version: 1 + rng.below(2) as i32,
-        inputs,
-        outputs,
-        lock_time,
-    }
+    let lock_time = if rng.below(2) == 0 { 0 } else { 800_000 + rng.below(100_000) as u32 };
+    Tx { version: 1 + rng.below(2) as i32, inputs, outputs, lock_time }
 }
 
 /// A coinbase; in a segwit block it carries the witness reserved value and commitment.
 fn coinbase(rng: &mut Rng, segwit: bool) -> Tx {
     let height = rng.below(1_000_000) as u32;
     let script_sig = [&[0x03][..], &height.to_le_bytes()[..3], &rng.bytes(8)].concat();
-    let mut outputs = vec![TxOut {
-        value: 312_500_000 + rng.below(50_000_000) as i64,
-        script_pubkey: script_pubkey(rng),
-    }];
+    let mut outputs =
+        vec![TxOut { value: 312_500_000 + rng.below(50_000_000) as i64, script_pubkey: script_pubkey(rng) }];
     if segwit {
         let commitment = [&[0x6a, 0x24, 0xaa, 0x21, 0xa9, 0xed][..], &rng.hash()].concat();
-        outputs.push(TxOut {
-            value: 0,
-            script_pubkey: commitment,
-        });
+        outputs.push(TxOut { value: 0, script_pubkey: commitment });
     }
     Tx {
         version: 2,
@@ -1685,23 +1500,12 @@ fn compact_block(rng: &mut Rng) -> CompactBlock {
         })
         .collect();
     // The coinbase at index 0, then differential indexes up to 299 (3-byte CompactSizes).
-    let mut prefilled = vec![PrefilledTx {
-        diff_index: 0,
-        tx: coinbase(rng, true),
-    }];
+    let mut prefilled = vec![PrefilledTx { diff_index: 0, tx: coinbase(rng, true) }];
     for i in 0..rng.below(3) {
         let diff_index = rng.below(300) as u32;
-        prefilled.push(PrefilledTx {
-            diff_index,
-            tx: tx(rng, i % 2 == 0),
-        });
+        prefilled.push(PrefilledTx { diff_index, tx: tx(rng, i % 2 == 0) });
     }
-    CompactBlock {
-        header,
-        nonce,
-        short_ids,
-        prefilled,
-    }
+    CompactBlock { header, nonce, short_ids, prefilled }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `--ping-clock` nonces, which a subscriber on
@@ -1724,39 +1528,23 @@ pub fn args(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> Args {
     match tp {
         T::NetInboundMessage | T::NetOutboundMessage => {
             let message = message(rng, seq, workload);
-            Args::Message {
-                peer_id,
-                addr: peer_addr(rng, seq),
-                conn_type: CONN_TYPES[(seq % 7) as usize],
-                message,
-            }
+            Args::Message { peer_id, addr: peer_addr(rng, seq), conn_type: CONN_TYPES[(seq % 7) as usize], message }
         }
         T::NetInboundConnection | T::NetOutboundConnection => Args::Connection {
             peer_id,
             addr: peer_addr(rng, seq),
-            conn_type: if tp == T::NetInboundConnection {
-                "inbound"
-            } else {
-                CONN_TYPES[1 + (seq % 6) as usize]
-            },
+            conn_type: if tp == T::NetInboundConnection { "inbound" } else { CONN_TYPES[1 + (seq % 6) as usize] },
             network,
             existing_connections: rng.below(125) + 1,
         },
         T::NetClosedConnection | T::NetEvictedInboundConnection => Args::ClosedConnection {
             peer_id,
             addr: peer_addr(rng, seq),
-            conn_type: if tp == T::NetEvictedInboundConnection {
-                "inbound"
-            } else {
-                CONN_TYPES[(seq % 7) as usize]
-            },
+            conn_type: if tp == T::NetEvictedInboundConnection { "inbound" } else { CONN_TYPES[(seq % 7) as usize] },
             network,
             time_established: time,
         },
-        T::NetMisbehavingConnection => Args::Misbehaving {
-            peer_id,
-            message: MISBEHAVIOURS[(seq % 6) as usize],
-        },
+        T::NetMisbehavingConnection => Args::Misbehaving { peer_id, message: MISBEHAVIOURS[(seq % 6) as usize] },
         T::MempoolAdded => Args::MempoolAdded {
             txid: rng.hash(),
             vsize: rng.below(100_000) as i32 + 1,
@@ -1780,10 +1568,7 @@ pub fn args(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> Args {
             replacement_fee: rng.below(20_000_000) as i64 - 1_000,
             replaced_by_tx: seq.is_multiple_of(2),
         },
-        T::MempoolRejected => Args::MempoolRejected {
-            txid: rng.hash(),
-            reason: REJECT_REASONS[(seq % 6) as usize],
-        },
+        T::MempoolRejected => Args::MempoolRejected { txid: rng.hash(), reason: REJECT_REASONS[(seq % 6) as usize] },
         T::ValidationBlockConnected => Args::BlockConnected {
             hash: rng.hash(),
             height: rng.below(1_000_000) as i32,
@@ -1824,24 +1609,15 @@ mod tests {
     }
 
     fn sized(size: usize) -> Workload {
-        Workload {
-            message_size: Some(size),
-            ..Workload::default()
-        }
+        Workload { message_size: Some(size), ..Workload::default() }
     }
 
     #[test]
     fn values_are_deterministic_and_differ_by_seq() {
         let workloads = [
             Workload::default(),
-            Workload {
-                garbage: true,
-                ..Workload::default()
-            },
-            Workload {
-                message_type: Some("tx".into()),
-                ..Workload::default()
-            },
+            Workload { garbage: true, ..Workload::default() },
+            Workload { message_type: Some("tx".into()), ..Workload::default() },
             sized(4096),
         ];
         for workload in &workloads {
@@ -1882,10 +1658,7 @@ mod tests {
 
     #[test]
     fn garbage_cycles_through_every_flaw() {
-        let garbage = Workload {
-            garbage: true,
-            ..Workload::default()
-        };
+        let garbage = Workload { garbage: true, ..Workload::default() };
         for (seq, (command, flaw)) in GARBAGE.iter().enumerate() {
             let message = message_of(seq as u64, &garbage);
             assert!(
@@ -1893,15 +1666,10 @@ mod tests {
                 "#{seq}: {message:?}"
             );
         }
-        let only_tx = Workload {
-            message_type: Some("tx".into()),
-            ..garbage
-        };
+        let only_tx = Workload { message_type: Some("tx".into()), ..garbage };
         let flaws: Vec<_> = (0..3)
             .map(|seq| match message_of(seq, &only_tx) {
-                Message::Undecodable {
-                    command: "tx", flaw, ..
-                } => flaw,
+                Message::Undecodable { command: "tx", flaw, .. } => flaw,
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -1913,10 +1681,7 @@ mod tests {
         for size in [0, 1, 100, 140, 141, 4096, 65536, 1_000_000, 4_000_000] {
             let message = message_of(9, &sized(size));
             assert_eq!(message.serialize().len(), size);
-            assert_eq!(
-                message.command(),
-                if size >= MIN_BLOCK_SIZE { "block" } else { MADE_UP_TYPE }
-            );
+            assert_eq!(message.command(), if size >= MIN_BLOCK_SIZE { "block" } else { MADE_UP_TYPE });
         }
     }
 
@@ -1928,20 +1693,12 @@ mod tests {
             .chain((1..4).flat_map(|k| k * MAX_FILLER_TX_SIZE + 60..k * MAX_FILLER_TX_SIZE + 100))
             .chain([253 * MAX_FILLER_TX_SIZE + 80, 253 * MAX_FILLER_TX_SIZE + 84]);
         for size in sizes {
-            let Message::Block(block) = message_of(0, &sized(size)) else {
-                panic!("{size}: not a block")
-            };
-            assert!(
-                block.txs.iter().all(|tx| tx.serialize().len() <= MAX_FILLER_TX_SIZE),
-                "{size}"
-            );
+            let Message::Block(block) = message_of(0, &sized(size)) else { panic!("{size}: not a block") };
+            assert!(block.txs.iter().all(|tx| tx.serialize().len() <= MAX_FILLER_TX_SIZE), "{size}");
             assert_eq!(Message::Block(block).serialize().len(), size);
         }
         for size in MIN_TX_SIZE..400 {
-            let workload = Workload {
-                message_type: Some("tx".into()),
-                ..sized(size)
-            };
+            let workload = Workload { message_type: Some("tx".into()), ..sized(size) };
             assert_eq!(message_of(0, &workload).serialize().len(), size);
         }
     }
@@ -1949,10 +1706,7 @@ mod tests {
     #[test]
     fn sized_inventories_hold_as_many_items_as_fit() {
         for size in [1, 36, 37, 100, 9_000, 4_000_000] {
-            let workload = Workload {
-                message_type: Some("inv".into()),
-                ..sized(size)
-            };
+            let workload = Workload { message_type: Some("inv".into()), ..sized(size) };
             let message = message_of(1, &workload);
             let len = message.serialize().len();
             assert!(len <= size && size < len + 36 + 2, "{size}: {len}");
@@ -1975,12 +1729,7 @@ mod tests {
         assert!(with("block", Some(MIN_BLOCK_SIZE - 1), false).check().is_err());
         assert!(with("tx", Some(MIN_TX_SIZE), false).check().is_ok());
         assert!(with("inv", Some(0), false).check().is_err());
-        assert!(Workload {
-            garbage: true,
-            ..sized(100)
-        }
-        .check()
-        .is_err());
+        assert!(Workload { garbage: true, ..sized(100) }.check().is_err());
         assert!(sized(MAX_MESSAGE_SIZE + 1).check().is_err());
     }
 }

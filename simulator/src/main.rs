@@ -16,20 +16,89 @@ use ipc_protocol::Tracepoint;
 use tracepoint_simulator::{args, monotonic_ns, Args, Message, Workload};
 
 extern "C" {
-    fn sim_net_inbound_message(id: i64, addr: *const c_char, conn_type: *const c_char, msg_type: *const c_char, size: usize, data: *const u8) -> bool;
-    fn sim_net_outbound_message(id: i64, addr: *const c_char, conn_type: *const c_char, msg_type: *const c_char, size: usize, data: *const u8) -> bool;
-    fn sim_net_inbound_connection(id: i64, addr: *const c_char, conn_type: *const c_char, network: u32, existing: usize) -> bool;
-    fn sim_net_outbound_connection(id: i64, addr: *const c_char, conn_type: *const c_char, network: u32, existing: usize) -> bool;
-    fn sim_net_closed_connection(id: i64, addr: *const c_char, conn_type: *const c_char, network: u32, time_established: i64) -> bool;
-    fn sim_net_evicted_inbound_connection(id: i64, addr: *const c_char, conn_type: *const c_char, network: u32, time_established: i64) -> bool;
+    fn sim_net_inbound_message(
+        id: i64,
+        addr: *const c_char,
+        conn_type: *const c_char,
+        msg_type: *const c_char,
+        size: usize,
+        data: *const u8,
+    ) -> bool;
+    fn sim_net_outbound_message(
+        id: i64,
+        addr: *const c_char,
+        conn_type: *const c_char,
+        msg_type: *const c_char,
+        size: usize,
+        data: *const u8,
+    ) -> bool;
+    fn sim_net_inbound_connection(
+        id: i64,
+        addr: *const c_char,
+        conn_type: *const c_char,
+        network: u32,
+        existing: usize,
+    ) -> bool;
+    fn sim_net_outbound_connection(
+        id: i64,
+        addr: *const c_char,
+        conn_type: *const c_char,
+        network: u32,
+        existing: usize,
+    ) -> bool;
+    fn sim_net_closed_connection(
+        id: i64,
+        addr: *const c_char,
+        conn_type: *const c_char,
+        network: u32,
+        time_established: i64,
+    ) -> bool;
+    fn sim_net_evicted_inbound_connection(
+        id: i64,
+        addr: *const c_char,
+        conn_type: *const c_char,
+        network: u32,
+        time_established: i64,
+    ) -> bool;
     fn sim_net_misbehaving_connection(id: i64, message: *const c_char) -> bool;
     fn sim_mempool_added(txid: *const u8, vsize: i32, fee: i64) -> bool;
     fn sim_mempool_removed(txid: *const u8, reason: *const c_char, vsize: i32, fee: i64, entry_time: u64) -> bool;
-    fn sim_mempool_replaced(replaced_txid: *const u8, replaced_vsize: i32, replaced_fee: i64, replaced_entry_time: u64, replacement_id: *const u8, replacement_vsize: i32, replacement_fee: i64, replaced_by_tx: bool) -> bool;
+    fn sim_mempool_replaced(
+        replaced_txid: *const u8,
+        replaced_vsize: i32,
+        replaced_fee: i64,
+        replaced_entry_time: u64,
+        replacement_id: *const u8,
+        replacement_vsize: i32,
+        replacement_fee: i64,
+        replaced_by_tx: bool,
+    ) -> bool;
     fn sim_mempool_rejected(txid: *const u8, reason: *const c_char) -> bool;
-    fn sim_validation_block_connected(hash: *const u8, height: i32, transactions: usize, inputs: i32, sigops: i64, duration_ns: i64) -> bool;
-    fn sim_addrman_attempt_add(inserted: bool, bucket: i32, bucket_pos: i32, addr: *const c_char, addr_as: u32, source: *const c_char, source_as: u32) -> bool;
-    fn sim_addrman_move_to_good(bucket: i32, bucket_pos: i32, addr: *const c_char, addr_as: u32, source: *const c_char, source_as: u32) -> bool;
+    fn sim_validation_block_connected(
+        hash: *const u8,
+        height: i32,
+        transactions: usize,
+        inputs: i32,
+        sigops: i64,
+        duration_ns: i64,
+    ) -> bool;
+    fn sim_addrman_attempt_add(
+        inserted: bool,
+        bucket: i32,
+        bucket_pos: i32,
+        addr: *const c_char,
+        addr_as: u32,
+        source: *const c_char,
+        source_as: u32,
+    ) -> bool;
+    fn sim_addrman_move_to_good(
+        bucket: i32,
+        bucket_pos: i32,
+        addr: *const c_char,
+        addr_as: u32,
+        source: *const c_char,
+        source_as: u32,
+    ) -> bool;
 }
 
 /// Fires Bitcoin Core's USDT tracepoints with deterministic values.
@@ -125,34 +194,96 @@ fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
                 let data = if unreadable_payload { std::ptr::dangling() } else { payload.as_ptr() };
                 f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), c(message.command()).as_ptr(), payload.len(), data)
             }
-            (T::NetInboundConnection | T::NetOutboundConnection, Args::Connection { peer_id, addr, conn_type, network, existing_connections }) => {
-                let f = if tp == T::NetInboundConnection { sim_net_inbound_connection } else { sim_net_outbound_connection };
+            (
+                T::NetInboundConnection | T::NetOutboundConnection,
+                Args::Connection { peer_id, addr, conn_type, network, existing_connections },
+            ) => {
+                let f = if tp == T::NetInboundConnection {
+                    sim_net_inbound_connection
+                } else {
+                    sim_net_outbound_connection
+                };
                 f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), *network, *existing_connections as usize)
             }
-            (T::NetClosedConnection | T::NetEvictedInboundConnection, Args::ClosedConnection { peer_id, addr, conn_type, network, time_established }) => {
-                let f = if tp == T::NetClosedConnection { sim_net_closed_connection } else { sim_net_evicted_inbound_connection };
+            (
+                T::NetClosedConnection | T::NetEvictedInboundConnection,
+                Args::ClosedConnection { peer_id, addr, conn_type, network, time_established },
+            ) => {
+                let f = if tp == T::NetClosedConnection {
+                    sim_net_closed_connection
+                } else {
+                    sim_net_evicted_inbound_connection
+                };
                 f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), *network, *time_established)
             }
             (T::NetMisbehavingConnection, Args::Misbehaving { peer_id, message }) => {
                 sim_net_misbehaving_connection(*peer_id, c(message).as_ptr())
             }
-            (T::MempoolAdded, Args::MempoolAdded { txid, vsize, fee }) => sim_mempool_added(txid.as_ptr(), *vsize, *fee),
+            (T::MempoolAdded, Args::MempoolAdded { txid, vsize, fee }) => {
+                sim_mempool_added(txid.as_ptr(), *vsize, *fee)
+            }
             (T::MempoolRemoved, Args::MempoolRemoved { txid, reason, vsize, fee, entry_time }) => {
                 sim_mempool_removed(txid.as_ptr(), c(reason).as_ptr(), *vsize, *fee, *entry_time)
             }
-            (T::MempoolReplaced, Args::MempoolReplaced { replaced_txid, replaced_vsize, replaced_fee, replaced_entry_time, replacement_id, replacement_vsize, replacement_fee, replaced_by_tx }) => {
-                sim_mempool_replaced(replaced_txid.as_ptr(), *replaced_vsize, *replaced_fee, *replaced_entry_time, replacement_id.as_ptr(), *replacement_vsize, *replacement_fee, *replaced_by_tx)
+            (
+                T::MempoolReplaced,
+                Args::MempoolReplaced {
+                    replaced_txid,
+                    replaced_vsize,
+                    replaced_fee,
+                    replaced_entry_time,
+                    replacement_id,
+                    replacement_vsize,
+                    replacement_fee,
+                    replaced_by_tx,
+                },
+            ) => sim_mempool_replaced(
+                replaced_txid.as_ptr(),
+                *replaced_vsize,
+                *replaced_fee,
+                *replaced_entry_time,
+                replacement_id.as_ptr(),
+                *replacement_vsize,
+                *replacement_fee,
+                *replaced_by_tx,
+            ),
+            (T::MempoolRejected, Args::MempoolRejected { txid, reason }) => {
+                sim_mempool_rejected(txid.as_ptr(), c(reason).as_ptr())
             }
-            (T::MempoolRejected, Args::MempoolRejected { txid, reason }) => sim_mempool_rejected(txid.as_ptr(), c(reason).as_ptr()),
-            (T::ValidationBlockConnected, Args::BlockConnected { hash, height, transactions, inputs, sigops, connection_time_ns }) => {
-                sim_validation_block_connected(hash.as_ptr(), *height, *transactions as usize, *inputs, *sigops, *connection_time_ns)
-            }
-            (T::AddrmanAttemptAdd, Args::AddrmanAttemptAdd { inserted, bucket, bucket_pos, addr, addr_as, source, source_as }) => {
-                sim_addrman_attempt_add(*inserted, *bucket, *bucket_pos, c(addr).as_ptr(), *addr_as, c(source).as_ptr(), *source_as)
-            }
-            (T::AddrmanMoveToGood, Args::AddrmanMoveToGood { bucket, bucket_pos, addr, addr_as, source, source_as }) => {
-                sim_addrman_move_to_good(*bucket, *bucket_pos, c(addr).as_ptr(), *addr_as, c(source).as_ptr(), *source_as)
-            }
+            (
+                T::ValidationBlockConnected,
+                Args::BlockConnected { hash, height, transactions, inputs, sigops, connection_time_ns },
+            ) => sim_validation_block_connected(
+                hash.as_ptr(),
+                *height,
+                *transactions as usize,
+                *inputs,
+                *sigops,
+                *connection_time_ns,
+            ),
+            (
+                T::AddrmanAttemptAdd,
+                Args::AddrmanAttemptAdd { inserted, bucket, bucket_pos, addr, addr_as, source, source_as },
+            ) => sim_addrman_attempt_add(
+                *inserted,
+                *bucket,
+                *bucket_pos,
+                c(addr).as_ptr(),
+                *addr_as,
+                c(source).as_ptr(),
+                *source_as,
+            ),
+            (
+                T::AddrmanMoveToGood,
+                Args::AddrmanMoveToGood { bucket, bucket_pos, addr, addr_as, source, source_as },
+            ) => sim_addrman_move_to_good(
+                *bucket,
+                *bucket_pos,
+                c(addr).as_ptr(),
+                *addr_as,
+                c(source).as_ptr(),
+                *source_as,
+            ),
             (tp, args) => unreachable!("args {args:?} do not belong to {tp}"),
         }
     }
@@ -202,7 +333,10 @@ fn main() -> ExitCode {
     let mut fire_ns = 0u128;
     let start = Instant::now();
     let mut seq = 0u64;
-    while (cli.count == 0 || seq < cli.count) && !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| start.elapsed() < d) {
+    while (cli.count == 0 || seq < cli.count)
+        && !stop.load(Ordering::Relaxed)
+        && deadline.is_none_or(|d| start.elapsed() < d)
+    {
         for (i, tp) in tracepoints.iter().enumerate() {
             let mut args = args(*tp, cli.seed, seq, &workload);
             if let Args::Message { message: message @ (Message::Ping(_) | Message::OldPing), .. } = &mut args {

@@ -50,7 +50,8 @@ impl PidFile {
 
     /// Writes the pid and a newline, truncating a stale file in place as `fopen(.., "w")` does.
     pub fn write(path: PathBuf) -> Result<PidFile, String> {
-        let mut file = fs::File::create(&path).map_err(|e| format!("Unable to create the PID file '{}': {e}", path.display()))?;
+        let mut file =
+            fs::File::create(&path).map_err(|e| format!("Unable to create the PID file '{}': {e}", path.display()))?;
         writeln!(file, "{}", std::process::id()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(PidFile(path))
     }
@@ -73,10 +74,26 @@ mod tests {
 
     #[test]
     fn core_spelling_becomes_clap_spelling_and_the_rest_is_kept() {
-        let args = ["sim", "-datadir=/var/lib/bitcoind", "-pid=/run/bitcoind/bitcoind.pid", "-regtest", "--count", "3", "-datadirx=1"];
+        let args = [
+            "sim",
+            "-datadir=/var/lib/bitcoind",
+            "-pid=/run/bitcoind/bitcoind.pid",
+            "-regtest",
+            "--count",
+            "3",
+            "-datadirx=1",
+        ];
         assert_eq!(
             core_spelling(args.iter().map(|s| s.to_string())),
-            ["sim", "--datadir=/var/lib/bitcoind", "--pid=/run/bitcoind/bitcoind.pid", "--regtest", "--count", "3", "-datadirx=1"]
+            [
+                "sim",
+                "--datadir=/var/lib/bitcoind",
+                "--pid=/run/bitcoind/bitcoind.pid",
+                "--regtest",
+                "--count",
+                "3",
+                "-datadirx=1"
+            ]
         );
     }
 }

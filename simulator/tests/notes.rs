@@ -35,7 +35,11 @@ fn stapsdt_notes_match_bitcoin_core() {
         let name = lines.next().and_then(|l| l.strip_prefix("Name: ")).expect("Name");
         let location = lines.next().expect("Location");
         let semaphore = location.rsplit("Semaphore: ").next().expect("Semaphore");
-        assert_ne!(u64::from_str_radix(semaphore.trim_start_matches("0x"), 16), Ok(0), "{provider}:{name} has no semaphore");
+        assert_ne!(
+            u64::from_str_radix(semaphore.trim_start_matches("0x"), 16),
+            Ok(0),
+            "{provider}:{name} has no semaphore"
+        );
         let widths: Vec<String> = lines
             .next()
             .and_then(|l| l.strip_prefix("Arguments: "))

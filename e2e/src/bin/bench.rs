@@ -8,15 +8,18 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use e2e::{bins, free_address, Firing, scrape_metrics, start_loader, start_publisher, NatsServer, Simulator, TempDir, LOADER_UID};
+use e2e::{
+    bins, free_address, scrape_metrics, start_loader, start_publisher, Firing, NatsServer, Simulator, TempDir,
+    LOADER_UID,
+};
 use futures_util::StreamExt;
-use tracepoint_simulator::monotonic_ns;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use prost::Message;
 use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
 use publisher::proto::ebpf_extractor::message::message_event::Msg;
 use publisher::proto::ebpf_extractor::Ebpf;
 use publisher::proto::event::{event::PeerObserverEvent, Event};
+use tracepoint_simulator::monotonic_ns;
 
 /// Measures the extractor end to end and prints one table.
 #[derive(Parser)]
@@ -67,7 +70,14 @@ fn workloads() -> Vec<Workload> {
         ping("ping 150k/s", 150_000),
         ping("ping 200k/s", 200_000),
         ping("ping, max rate", 0),
-        Workload { name: "12 tracepoints mixed, max rate".into(), tracepoints: "default", rounds: 0, rate: 0, flags: &[], check: Check::Events },
+        Workload {
+            name: "12 tracepoints mixed, max rate".into(),
+            tracepoints: "default",
+            rounds: 0,
+            rate: 0,
+            flags: &[],
+            check: Check::Events,
+        },
         Workload {
             name: "inv of 3.6 KB, max rate".into(),
             tracepoints: "net:inbound_message",
@@ -149,14 +159,17 @@ fn bpf_map_bytes(pid: u32) -> u64 {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return 0 };
     fds.filter_map(|fd| std::fs::read_to_string(fd.ok()?.path()).ok())
         .filter(|info| info.lines().any(|l| l.starts_with("map_type:")))
-        .filter_map(|info| info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok()))
+        .filter_map(|info| {
+            info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok())
+        })
         .sum()
 }
 
 /// Busy and total jiffies of all CPUs, from /proc/stat.
 fn cpu_jiffies() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let values: Vec<u64> = stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let values: Vec<u64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
     let total: u64 = values.iter().sum();
     // idle and iowait.
     let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
@@ -167,7 +180,14 @@ fn cpu_jiffies() -> (u64, u64) {
 /// family name when it has neither).
 fn drops_by_cause(metrics: &str) -> BTreeMap<String, u64> {
     let mut drops = BTreeMap::new();
-    for family in ["dropped_before_publisher_total", "invalid_records_total", "publish_failed_total", "nats_unavailable_total", "over_max_payload_total", "fragment_lost_total"] {
+    for family in [
+        "dropped_before_publisher_total",
+        "invalid_records_total",
+        "publish_failed_total",
+        "nats_unavailable_total",
+        "over_max_payload_total",
+        "fragment_lost_total",
+    ] {
         let prefix = format!("peer_observer_ebpf_{family}{{");
         for line in metrics.lines().filter_map(|l| l.strip_prefix(&prefix)) {
             let Some((labels, value)) = line.rsplit_once("} ") else { continue };
@@ -246,8 +266,12 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64) -> Row {
         .expect("connect subscriber");
     let mut subscriber = client.subscribe("*").await.expect("subscribe");
     client.flush().await.expect("flush subscription");
-    let mut publisher =
-        start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &metrics]).await;
+    let mut publisher = start_publisher(
+        &nats.address,
+        &socket,
+        &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &metrics],
+    )
+    .await;
     let (rate, duration) = (w.rate.to_string(), seconds.to_string());
     let mut flags = w.flags.to_vec();
     flags.extend(["--rate", &rate, "--linger", "1"]);
@@ -339,7 +363,8 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64) -> Row {
     (row.loader_rss, row.publisher_rss) = (usage.loader_rss, usage.publisher_rss);
     let (busy, total) = (machine_after.0 - machine_before.0, machine_after.1 - machine_before.1);
     row.machine_busy = 100.0 * busy as f64 / total.max(1) as f64;
-    row.load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?").to_string();
+    row.load =
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?").to_string();
     let _ = e2e::stop_and_read_logs(&mut [&mut publisher]).await;
     row
 }
@@ -349,8 +374,12 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64) -> Row {
 /// `None` if the no-op program saw none of the hits (its attachment did not take).
 async fn floor(rate: u64, seconds: f64, noop: bool) -> Option<f64> {
     let (rate, seconds) = (rate.to_string(), seconds.to_string());
-    let simulator =
-        Simulator::start_with("net:inbound_message", 0, 5, &["--message-type", "ping", "--rate", &rate, "--seconds", &seconds]);
+    let simulator = Simulator::start_with(
+        "net:inbound_message",
+        0,
+        5,
+        &["--message-type", "ping", "--rate", &rate, "--seconds", &seconds],
+    );
     let mut storage = std::mem::MaybeUninit::uninit();
     let skel = extractor_bpf::noop::NoopSkelBuilder::default()
         .open(&mut storage)
@@ -402,7 +431,12 @@ async fn main() {
         }
     }
     let untraced = floor(0, seconds, false).await.unwrap_or(f64::NAN);
-    let list: Vec<String> = floors.iter().map(|(rate, ns)| format!("{ns:.0} ns at {}", if *rate == 0 { "max rate".into() } else { format!("{}k/s", rate / 1000) })).collect();
+    let list: Vec<String> = floors
+        .iter()
+        .map(|(rate, ns)| {
+            format!("{ns:.0} ns at {}", if *rate == 0 { "max rate".into() } else { format!("{}k/s", rate / 1000) })
+        })
+        .collect();
     println!("Time per ping hit in the firing thread under a no-op BPF program (the floor): {}; untraced at max rate: {untraced:.0} ns.\n", list.join(", "));
     println!(
         "| workload | fired | delivered | intact | dropped (cause) | delivered/s | MB/s | loader µs/event | publisher µs/event | \
@@ -415,13 +449,20 @@ async fn main() {
         }
         let mut r = run(&nats, &w, cli.seconds).await;
         r.latencies_ns.sort_unstable();
-        let drops: Vec<String> = r.drops.iter().filter(|(_, n)| **n > 0).map(|(cause, n)| format!("{n} {cause}")).collect();
+        let drops: Vec<String> =
+            r.drops.iter().filter(|(_, n)| **n > 0).map(|(cause, n)| format!("{n} {cause}")).collect();
         let unaccounted = r.fired.saturating_sub(r.delivered + r.drops.values().sum::<u64>());
         let mut dropped = if drops.is_empty() { "0".to_string() } else { drops.join(", ") };
         if unaccounted > 0 {
             dropped.push_str(&format!(", {unaccounted} unaccounted"));
         }
-        let per_event = |cpu_s: f64| if r.delivered > 0 { format!("{:.2}", cpu_s * 1e6 / r.delivered as f64) } else { "–".into() };
+        let per_event = |cpu_s: f64| {
+            if r.delivered > 0 {
+                format!("{:.2}", cpu_s * 1e6 / r.delivered as f64)
+            } else {
+                "–".into()
+            }
+        };
         let latency = if r.latencies_ns.is_empty() {
             "–".to_string()
         } else {

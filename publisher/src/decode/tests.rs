@@ -70,14 +70,18 @@ fn removed(reason: &str) -> Vec<u8> {
 
 #[test]
 fn v1_outbound_ping() {
-    let data = message(9674439, "209.222.252.40:64809", "inbound", "ping", &[0x92, 0xe4, 0x20, 0x0d, 0x30, 0x21, 0xc2, 0x1b]);
+    let data =
+        message(9674439, "209.222.252.40:64809", "inbound", "ping", &[0x92, 0xe4, 0x20, 0x0d, 0x30, 0x21, 0xc2, 0x1b]);
     assert_eq!(encode(Tracepoint::NetOutboundMessage, &data, TS), "0a360a340a2708c7bdce0412143230392e3232322e3235322e34303a36343830391801220470696e672800300812090992e4200d3021c21b50fbd095ffbc31");
 }
 
 #[test]
 fn v2_verack() {
     let data = message(7, "127.0.0.1:8333", "outbound-full-relay", "verack", &[]);
-    assert_eq!(encode(Tracepoint::NetOutboundMessage, &data, TS), "0a270a250a200807120e3132372e302e302e313a383333331802220676657261636b2800300080020150fbd095ffbc31");
+    assert_eq!(
+        encode(Tracepoint::NetOutboundMessage, &data, TS),
+        "0a270a250a200807120e3132372e302e302e313a383333331802220676657261636b2800300080020150fbd095ffbc31"
+    );
 }
 
 #[test]
@@ -91,7 +95,10 @@ fn v3_inv_wtx() {
 #[test]
 fn v5_oldping_and_v6_unknown_command() {
     let data = message(1, "1.2.3.4:8333", "inbound", "ping", &[]);
-    assert_eq!(encode(Tracepoint::NetInboundMessage, &data, 1_700_000_000_000), "0a230a210a1c0801120c312e322e332e343a383333331801220470696e6728013000c802015080d095ffbc31");
+    assert_eq!(
+        encode(Tracepoint::NetInboundMessage, &data, 1_700_000_000_000),
+        "0a230a210a1c0801120c312e322e332e343a383333331801220470696e6728013000c802015080d095ffbc31"
+    );
     let payload = [1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
     let data = message(1, "1.2.3.4:8333", "manual", "sendtxrcncl", &payload);
     assert_eq!(encode(Tracepoint::NetInboundMessage, &data, 1_700_000_000_000), "0a450a430a230801120c312e322e332e343a383333331800220b73656e64747872636e636c2801300cfa011b0a0b73656e64747872636e636c120c0100000001020304050607085080d095ffbc31");
@@ -100,11 +107,20 @@ fn v5_oldping_and_v6_unknown_command() {
 #[test]
 fn v9_v10_v18_connections() {
     let v9 = connection(7, "127.0.0.1:8333", "inbound", 0, 123);
-    assert_eq!(encode(Tracepoint::NetInboundConnection, &v9, 1_700_000_000_999), "0a1e121c1a1a0a160807120e3132372e302e302e313a3833333318012000107b50e7d795ffbc31");
+    assert_eq!(
+        encode(Tracepoint::NetInboundConnection, &v9, 1_700_000_000_999),
+        "0a1e121c1a1a0a160807120e3132372e302e302e313a3833333318012000107b50e7d795ffbc31"
+    );
     let v10 = connection(8, "5.6.7.8:8333", "block-relay-only", 1, 1_699_990_000);
-    assert_eq!(encode(Tracepoint::NetClosedConnection, &v10, 1_700_000_000_000), "0a20121e0a1c0a140808120c352e362e372e383a383333331803200110f093cfaa065080d095ffbc31");
+    assert_eq!(
+        encode(Tracepoint::NetClosedConnection, &v10, 1_700_000_000_000),
+        "0a20121e0a1c0a140808120c352e362e372e383a383333331803200110f093cfaa065080d095ffbc31"
+    );
     let v18 = connection(11, "5.6.7.8:8333", "feeler", 1, 9);
-    assert_eq!(encode(Tracepoint::NetOutboundConnection, &v18, TS), "0a1c121a22180a14080b120c352e362e372e383a3833333318042001100950fbd095ffbc31");
+    assert_eq!(
+        encode(Tracepoint::NetOutboundConnection, &v18, TS),
+        "0a1c121a22180a14080b120c352e362e372e383a3833333318042001100950fbd095ffbc31"
+    );
 }
 
 #[test]
@@ -112,7 +128,10 @@ fn v11_misbehaving() {
     let mut r = MisbehavingRecord::zeroed();
     r.peer_id = 9;
     r.message = s("headers message size = 2001");
-    assert_eq!(encode(Tracepoint::NetMisbehavingConnection, bytemuck::bytes_of(&r), 1_700_000_000_000), "0a2312212a1f0809121b68656164657273206d6573736167652073697a65203d20323030315080d095ffbc31");
+    assert_eq!(
+        encode(Tracepoint::NetMisbehavingConnection, bytemuck::bytes_of(&r), 1_700_000_000_000),
+        "0a2312212a1f0809121b68656164657273206d6573736167652073697a65203d20323030315080d095ffbc31"
+    );
 }
 
 #[test]
@@ -121,7 +140,10 @@ fn v12_to_v15_mempool() {
     added.txid = H;
     added.vsize = 453;
     added.fee = 123;
-    assert_eq!(encode(Tracepoint::MempoolAdded, bytemuck::bytes_of(&added), TS), "0a2b22290a270a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f10c503187b50fbd095ffbc31");
+    assert_eq!(
+        encode(Tracepoint::MempoolAdded, bytemuck::bytes_of(&added), TS),
+        "0a2b22290a270a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f10c503187b50fbd095ffbc31"
+    );
 
     assert_eq!(encode(Tracepoint::MempoolRemoved, &removed("expiry"), TS), "0a3a22381a360a20000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f1206657870697279188d01209a0228c0dd92aa0650fbd095ffbc31");
 
@@ -162,7 +184,10 @@ fn v17_addrman_new() {
     r.bucket_pos = 63;
     r.addr = s("5.6.7.8:8333");
     r.source = s("1.2.3.4");
-    assert_eq!(encode(Tracepoint::AddrmanAttemptAdd, bytemuck::bytes_of(&r), TS), "0a261a240a22080110ff07183f220c352e362e372e383a3833333328003207312e322e332e34380050fbd095ffbc31");
+    assert_eq!(
+        encode(Tracepoint::AddrmanAttemptAdd, bytemuck::bytes_of(&r), TS),
+        "0a261a240a22080110ff07183f220c352e362e372e383a3833333328003207312e322e332e34380050fbd095ffbc31"
+    );
 }
 
 #[test]
@@ -203,10 +228,16 @@ fn reject(tp: Tracepoint, data: &[u8]) -> RecordError {
 #[test]
 fn short_and_long_records_are_refused() {
     let good = removed("expiry");
-    assert_eq!(reject(Tracepoint::MempoolRemoved, &good[..good.len() - 1]), RecordError::WrongSize { expected: good.len(), got: good.len() - 1 });
+    assert_eq!(
+        reject(Tracepoint::MempoolRemoved, &good[..good.len() - 1]),
+        RecordError::WrongSize { expected: good.len(), got: good.len() - 1 }
+    );
     let mut long = good.clone();
     long.push(0);
-    assert_eq!(reject(Tracepoint::MempoolRemoved, &long), RecordError::WrongSize { expected: good.len(), got: good.len() + 1 });
+    assert_eq!(
+        reject(Tracepoint::MempoolRemoved, &long),
+        RecordError::WrongSize { expected: good.len(), got: good.len() + 1 }
+    );
     assert!(matches!(reject(Tracepoint::NetInboundMessage, &[0u8; 10]), RecordError::WrongSize { .. }));
     // A message whose payload length disagrees with its msg_size.
     let mut msg = message(1, "1.2.3.4:8333", "inbound", "ping", &[0; 8]);
@@ -231,7 +262,10 @@ fn out_of_range_values_are_refused() {
     assert_eq!(reject(Tracepoint::NetInboundConnection, &data), RecordError::OutOfRange { field: "network", value: 7 });
     let mut r = MempoolReplacedRecord::zeroed();
     r.replaced_by_tx = 2;
-    assert_eq!(reject(Tracepoint::MempoolReplaced, bytemuck::bytes_of(&r)), RecordError::OutOfRange { field: "replaced_by_tx", value: 2 });
+    assert_eq!(
+        reject(Tracepoint::MempoolReplaced, bytemuck::bytes_of(&r)),
+        RecordError::OutOfRange { field: "replaced_by_tx", value: 2 }
+    );
 }
 
 #[test]
