@@ -2,7 +2,7 @@
 //! package protobuf-compiler).
 
 fn main() {
-    const PROTOS: [&str; 8] = [
+    const PROTOS: [&str; 9] = [
         "proto/event.proto",
         "proto/ebpf_extractor.proto",
         "proto/message.proto",
@@ -11,6 +11,7 @@ fn main() {
         "proto/validation.proto",
         "proto/addrman.proto",
         "proto/primitive.proto",
+        "proto/utxocache.proto",
     ];
     if let Err(e) = prost_build::Config::new().compile_protos(&PROTOS, &["proto"]) {
         panic!("compiling the .proto files failed (is protoc installed?): {e}");

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use ipc_protocol::records::{Layout, RECORD_HEADER_LEN};
-use ipc_protocol::{DropCause, Tracepoint};
+use ipc_protocol::c_header::{drop_cause_constant, ring_constant, tracepoint_constant};
+use ipc_protocol::records::{Layout, RecordHeader, RecordLayout};
+use ipc_protocol::{DropCause, Ring, Tracepoint};
 use libbpf_rs::btf::types::{Enum, MemberAttr, Struct};
 use libbpf_rs::btf::{Btf, HasSize};
 
@@ -45,21 +46,22 @@ fn every_record_layout_matches_its_c_struct() {
         assert_eq!(c_size, *size, "size of {c_name} ({tp})");
         checked += 1;
     }
-    assert_eq!(checked, 14);
+    assert_eq!(checked, Tracepoint::ALL.len());
 }
 
 #[test]
 fn record_header_matches() {
-    let (size, fields) = c_struct(&btf(), "record_header");
-    assert_eq!(size, RECORD_HEADER_LEN);
-    assert_eq!(fields, [("ktime_ns".into(), 0), ("tracepoint".into(), 8), ("_pad".into(), 10), ("len".into(), 12)]);
+    let Layout { c_name, size, fields } = &RecordHeader::LAYOUT;
+    let (c_size, c_fields) = c_struct(&btf(), c_name);
+    assert_eq!(c_fields, fields.iter().map(|f| (f.name.to_string(), f.offset)).collect::<Vec<_>>());
+    assert_eq!(c_size, *size);
 }
 
 #[test]
 fn tracepoint_ids_match_enum_tracepoint_id() {
     let c = c_enum(&btf(), "tracepoint_id");
     for tp in Tracepoint::ALL {
-        let c_name = format!("TP_{}_{}", tp.provider(), tp.name()).to_uppercase();
+        let c_name = tracepoint_constant(*tp);
         assert_eq!(c.get(&c_name), Some(&i64::from(tp.id())), "{c_name}");
     }
     assert_eq!(c["TP_COUNT"], Tracepoint::ALL.len() as i64);
@@ -69,10 +71,25 @@ fn tracepoint_ids_match_enum_tracepoint_id() {
 fn drop_causes_match_enum_drop_cause() {
     let c = c_enum(&btf(), "drop_cause");
     for cause in DropCause::BPF {
-        let c_name = format!("DROP_{}", cause.as_str()).to_uppercase();
+        let c_name = drop_cause_constant(cause);
         assert_eq!(c.get(&c_name), Some(&i64::from(cause as u8)), "{c_name}");
     }
     assert_eq!(c["DROP_CAUSES"], DropCause::BPF.len() as i64);
+}
+
+#[test]
+fn rings_match_enum_ring_id_and_each_has_its_map() {
+    let btf = btf();
+    let c = c_enum(&btf, "ring_id");
+    for ring in Ring::ALL {
+        assert_eq!(c.get(&ring_constant(ring)), Some(&(ring.index() as i64)), "{ring:?}");
+    }
+    assert_eq!(c["RING_COUNT"], Ring::ALL.len() as i64);
+    let object = libbpf_rs::ObjectBuilder::default().open_memory(OBJECT).expect("open the BPF object");
+    let maps: Vec<String> = object.maps().map(|m| m.name().to_string_lossy().into_owned()).collect();
+    for ring in Ring::ALL {
+        assert!(maps.iter().any(|m| m == ring.map_name()), "no ring map {} in {maps:?}", ring.map_name());
+    }
 }
 
 #[test]

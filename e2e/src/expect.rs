@@ -13,6 +13,7 @@ use publisher::proto::ebpf_extractor::message::{
 };
 use publisher::proto::ebpf_extractor::{addrman, connection, mempool, validation, Ebpf};
 use publisher::proto::event::{event::PeerObserverEvent, Event};
+use publisher::proto::peer_observer_ebpf::utxocache;
 use sha2::{Digest, Sha256};
 use sha3::Sha3_256;
 use tracepoint_simulator::{self as sim, Args, Workload};
@@ -158,8 +159,30 @@ pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (
                 })),
             }),
         ),
+        Args::UtxocacheCoin { .. } | Args::UtxocacheFlush { .. } => {
+            panic!("{tp} is published as this project's own message: see expect::utxocache")
+        }
     };
     (subject, Ebpf { ebpf_event: Some(event) })
+}
+
+/// The utxocache event (without the envelope's timestamp) for firing `seq` of `tp`.
+pub fn utxocache(tp: Tracepoint, seed: u64, seq: u64) -> utxocache::event::Event {
+    use utxocache::event::Event as U;
+    match sim::args(tp, seed, seq, &Workload::default()) {
+        Args::UtxocacheCoin { txid, index, height, value, is_coinbase } => {
+            let coin = utxocache::Coin { txid: txid.to_vec(), index, height, value, is_coinbase };
+            match tp {
+                Tracepoint::UtxocacheAdd => U::Add(coin),
+                Tracepoint::UtxocacheSpent => U::Spent(coin),
+                _ => U::Uncache(coin),
+            }
+        }
+        Args::UtxocacheFlush { duration_us, mode, coins_count, coins_mem_usage, for_prune } => {
+            U::Flush(utxocache::Flush { duration_us, mode, coins_count, coins_mem_usage, for_prune })
+        }
+        other => panic!("{tp} is not a utxocache tracepoint: {other:?}"),
+    }
 }
 
 fn mempool(event: mempool::mempool_event::Event) -> EbpfEvent {

@@ -65,6 +65,11 @@ pub struct Bins {
 pub fn bins() -> &'static Bins {
     static BINS: OnceLock<Bins> = OnceLock::new();
     BINS.get_or_init(|| {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "the end-to-end tests load BPF programs and run each process as a user of its own: \
+             run them as root (scripts/test.sh, as CI does)"
+        );
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>
         let mut profile_dir = exe.parent().expect("target dir");

@@ -13,7 +13,7 @@ use e2e::{
     assert_fired_exactly, bins, chown, notify_socket, proc_status, receive, wait_ready, wall_ms, NatsServer, NodeDir,
     Simulator, TempDir, BITCOIND_UID,
 };
-use ipc_protocol::{Category, Tracepoint};
+use ipc_protocol::Tracepoint;
 use tokio::process::Command;
 
 /// A uid for the named-user test: no /etc/passwd entry needed.
@@ -109,7 +109,7 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     let nats = NatsServer::start().await;
     let dir = TempDir::new("launcher-seed");
     let node = Arc::new(NodeDir::new());
-    let defaults = Tracepoint::enabled(&Category::DEFAULT);
+    let defaults = Tracepoint::defaults();
     let first = Simulator::start_in(&node, &bins().simulator, "default", 3, 41, &[]);
     let first_pid = first.pid();
     let mut subscriber = subscribe(&nats).await;
@@ -238,7 +238,7 @@ async fn named_users_run_privilege_separated_end_to_end() {
 
     let before = wall_ms();
     let firing = tokio::spawn(simulator.fire());
-    let defaults = Tracepoint::enabled(&Category::DEFAULT);
+    let defaults = Tracepoint::defaults();
     let events = receive(&mut subscriber, 5 * defaults.len()).await;
     assert_fired_exactly(&events, &defaults, 31, 0..5, before..=wall_ms());
     stop(&mut launcher).await;

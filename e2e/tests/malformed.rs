@@ -7,7 +7,7 @@ use bytemuck::Zeroable;
 use e2e::{start_publisher, NatsServer, TempDir};
 use futures_util::StreamExt;
 use ipc_protocol::records::MempoolRejectedRecord;
-use ipc_protocol::{encode_hello, Encoder, Hello, Record, Tracepoint, MAX_DATAGRAM};
+use ipc_protocol::{Hello, Record, Sender, Tracepoint, MAX_DATAGRAM};
 use prost::Message;
 use publisher::proto::ebpf_extractor::{ebpf::EbpfEvent, mempool};
 use publisher::proto::event::{event::PeerObserverEvent, Event};
@@ -20,13 +20,14 @@ fn rejected(reason: &str) -> MempoolRejectedRecord {
     r
 }
 
-/// Sends every datagram of the records of `tracepoint` (time, data), except the one at index `skip`.
-async fn send_all(conn: &UnixSeqpacket, enc: &mut Encoder, records: &[(u64, &[u8])], skip: Option<usize>) {
+/// Sends every datagram the loader's sender makes of these `mempool:rejected` records (time,
+/// data), the hello first if it is the first call, except the one at index `skip`.
+async fn send_all(conn: &UnixSeqpacket, sender: &mut Sender, records: &[(u64, &[u8])], skip: Option<usize>) {
     let records: Vec<Record> = records
         .iter()
         .map(|&(ktime_ns, data)| Record { tracepoint: Tracepoint::MempoolRejected, ktime_ns, data })
         .collect();
-    for (i, datagram) in enc.datagrams(&records).unwrap().iter().enumerate() {
+    for (i, datagram) in ipc_protocol::testing::datagrams(sender, &records).iter().enumerate() {
         if skip != Some(i) {
             conn.send(datagram).await.unwrap();
         }
@@ -50,9 +51,7 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
         binary: "/usr/bin/bitcoind".into(),
         tracepoints: vec![Tracepoint::MempoolRejected.id()],
     };
-    conn.send(&encode_hello(&hello)).await.unwrap();
-
-    let mut enc = Encoder::default();
+    let mut sender = Sender::new(&hello);
     let good = rejected("first");
     let mut no_nul = rejected("");
     no_nul.reason = [b'x'; 264];
@@ -64,12 +63,12 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
         (base + 2_000_000, bytemuck::bytes_of(&no_nul)),
         (base + 3_000_000, &bytemuck::bytes_of(&good)[1..]),
     ];
-    send_all(&conn, &mut enc, &batch, None).await;
+    send_all(&conn, &mut sender, &batch, None).await;
     conn.send(&[0xff, 0xff, 0xff]).await.unwrap();
     // A fragmented record missing its second fragment is refused whole, never glued.
-    send_all(&conn, &mut enc, &[(base + 3_500_000, &[0u8; 3 * MAX_DATAGRAM])], Some(1)).await;
+    send_all(&conn, &mut sender, &[(base + 3_500_000, &[0u8; 3 * MAX_DATAGRAM])], Some(1)).await;
     let last = rejected("last");
-    send_all(&conn, &mut enc, &[(base + 4_000_000, bytemuck::bytes_of(&last))], None).await;
+    send_all(&conn, &mut sender, &[(base + 4_000_000, bytemuck::bytes_of(&last))], None).await;
 
     let (mut reasons, mut times) = (Vec::new(), Vec::new());
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {

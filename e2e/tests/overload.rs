@@ -64,12 +64,7 @@ async fn fired_equals_published_plus_counted_drops() {
         if accounted == want {
             let drops: u64 = per_tracepoint(&metrics, "dropped_before_publisher_total").values().sum();
             assert!(drops > 0, "the workload must overload the small rings:\n{metrics}");
-            for tp in Tracepoint::enabled(&[
-                ipc_protocol::Category::P2pMessages,
-                ipc_protocol::Category::Connections,
-                ipc_protocol::Category::Mempool,
-                ipc_protocol::Category::Validation,
-            ]) {
+            for tp in Tracepoint::defaults() {
                 let name = tp.to_string();
                 eprintln!(
                     "{name}: fired {} = published {} + counted {}",

@@ -64,14 +64,14 @@ async fn fire_and_check(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_default_tracepoint_arrives_with_every_field() {
     let nats = NatsServer::start().await;
-    fire_and_check(&nats, "default", 60, 11, &[], &Tracepoint::enabled(&Category::DEFAULT)).await;
+    fire_and_check(&nats, "default", 60, 11, &[], &Tracepoint::defaults()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addrman_tracepoints_arrive_when_switched_on() {
     let nats = NatsServer::start().await;
-    let all = Tracepoint::ALL.to_vec();
-    fire_and_check(&nats, "all", 20, 12, &["--addrman-tracepoints"], &all).await;
+    let with_addrman = Tracepoint::enabled(&[Category::defaults(), vec![Category::Addrman]].concat());
+    fire_and_check(&nats, "all", 20, 12, &["--addrman-tracepoints"], &with_addrman).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +83,7 @@ async fn category_switches_turn_off_exactly_their_tracepoints() {
         ("--no-mempool-tracepoints", Category::Mempool),
         ("--no-validation-tracepoints", Category::Validation),
     ] {
-        let on: Vec<Category> = Category::DEFAULT.into_iter().filter(|c| *c != off).collect();
+        let on: Vec<Category> = Category::defaults().into_iter().filter(|c| *c != off).collect();
         fire_and_check(&nats, "all", 4, 13, &[flag], &Tracepoint::enabled(&on)).await;
     }
 }
@@ -102,7 +102,7 @@ async fn probes_are_attached_through_uprobe_multi_links() {
             uprobe_multi_links += 1;
         }
     }
-    assert_eq!(uprobe_multi_links, Tracepoint::enabled(&Category::DEFAULT).len());
+    assert_eq!(uprobe_multi_links, Tracepoint::defaults().len());
 }
 
 /// After attaching, the loader keeps no capability and cannot regain one, and the stream
@@ -164,7 +164,7 @@ async fn socket_activated_publisher_delivers_end_to_end() {
     let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
         Pipeline::start_with(Launch::SocketActivated, &nats, "default", 3, 8, &[], &[]).await;
     let fired = simulator.fire().await;
-    let enabled = Tracepoint::enabled(&Category::DEFAULT);
+    let enabled = Tracepoint::defaults();
     let total: u64 = enabled.iter().map(|tp| fired[tp]).sum();
     assert_eq!(total, 3 * 12);
     let events = receive(&mut subscriber, total as usize).await;

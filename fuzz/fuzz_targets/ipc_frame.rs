@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let (datagram, tail) = tail.split_at(tail.len().min(len as usize));
         rest = tail;
         match decode_datagram(datagram) {
-            Ok(Datagram::Records { seq, .. }) => drop(reassembler.records(seq)),
+            Ok(Datagram::Records(batch)) => drop(reassembler.records(batch.seq)),
             Ok(Datagram::Fragment(fragment)) => {
                 if let (_, Some(record)) = reassembler.fragment(&fragment) {
                     assert_eq!(record.data.len(), fragment.total_len as usize);

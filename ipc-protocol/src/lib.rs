@@ -1,16 +1,27 @@
 //! The contract between `ebpf-loader` (privileged) and `ebpf-publisher` (unprivileged).
 //!
-//! Sans-IO: the tracepoint table, the record layouts shared with the BPF programs, and the
-//! encoding of the datagrams that cross the Unix socket. No sockets, no clocks, no files.
+//! Sans-IO: the tracepoint table, the record layouts shared with the BPF programs (and the C
+//! header generated from the table), the datagrams that cross the Unix socket, and both ends
+//! of the protocol as state machines: the loader's [`Sender`] and the publisher's
+//! [`Reassembler`]. No sockets, no clocks, no files (docs/ipc.md).
 
-pub mod frame;
+pub mod c_header;
+#[cfg(feature = "cli")]
+pub mod cli;
+mod datagram;
+mod hello;
+mod reassembler;
 pub mod records;
+mod sender;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod tracepoint;
 
-pub use frame::{
-    decode_datagram, decode_hello, encode_drop_counts, encode_hello, Datagram, DecodeError, DropCount, EncodeError,
-    Encoder, Fragment, FragmentHead, Hello, Loss, OwnedRecord, Push, Reassembler, Record, MAX_DATAGRAM, MAX_RECORD,
-    PROTOCOL_VERSION,
+pub use datagram::{
+    decode_datagram, Batch, Datagram, DecodeError, DropCount, Fragment, OwnedRecord, Record, MAX_DATAGRAM, MAX_RECORD,
 };
+pub use hello::{decode_hello, encode_hello, Hello, PROTOCOL_VERSION};
+pub use reassembler::{Loss, Reassembler};
 pub use records::DropCause;
-pub use tracepoint::{Category, Tracepoint};
+pub use sender::{Offer, Piece, Refusal, Sender, Transmit};
+pub use tracepoint::{Category, Ring, Tracepoint};

@@ -6,6 +6,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::Tracepoint;
+
 /// Published cap of a peer or addrman address (spec nats-wire.md Q3).
 pub const ADDR_CAP: usize = 512;
 pub const ADDR_BUF: usize = 520;
@@ -17,14 +19,12 @@ pub const MSG_TYPE_BUF: usize = 16;
 /// Published cap of removal, reject and misbehaving reasons (Q2, Q5, Q6).
 pub const REASON_CAP: usize = 256;
 pub const REASON_BUF: usize = 264;
+/// While the loader says it polls the rings by itself, a BPF program wakes it at most once per
+/// this interval (`bpf/src/bpf/extractor.bpf.c`, `loader/src/main.rs`).
+pub const WAKEUP_INTERVAL_NS: u64 = 1_000_000;
 /// Largest P2P payload one record carries (4 MiB, as upstream; Bitcoin Core's largest message
 /// is 4,000,000 bytes). Larger ones are counted as `payload_too_large`.
 pub const MAX_PAYLOAD_CAPTURE: usize = 4_194_304;
-
-/// Size of the header the BPF program puts in front of every record body: `u64 ktime_ns`,
-/// `u16 tracepoint id`, 2 bytes padding, `u32 len` (body bytes that matter; a message's ring
-/// reservation can be larger). Only the loader reads it.
-pub const RECORD_HEADER_LEN: usize = 16;
 
 /// One field of a record layout, for the C/Rust layout check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +186,79 @@ record! {
     }
 }
 
+record! {
+    /// `utxocache:add`, `utxocache:spent`, `utxocache:uncache`.
+    UtxocacheCoinRecord = "utxocache_coin_record" {
+        txid: [u8; 32],
+        index: u32,
+        height: u32,
+        value: i64,
+        is_coinbase: u8,
+        _pad: [u8; 7],
+    }
+}
+
+record! {
+    /// `utxocache:flush`.
+    UtxocacheFlushRecord = "utxocache_flush_record" {
+        duration_us: i64,
+        mode: u32,
+        _pad: u32,
+        coins_count: u64,
+        coins_mem_usage: u64,
+        for_prune: u8,
+        _pad2: [u8; 7],
+    }
+}
+
+record! {
+    /// In front of every record body in a ring. `len` counts the body bytes that follow and
+    /// matter: a message's ring reservation can be larger. Only the loader reads it.
+    RecordHeader = "record_header" {
+        ktime_ns: u64,
+        tracepoint: u16,
+        _pad: u16,
+        len: u32,
+    }
+}
+
+pub const RECORD_HEADER_LEN: usize = std::mem::size_of::<RecordHeader>();
+
+/// A record as it lies in a BPF ring: its header, split from the body bytes that matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingRecord<'a> {
+    pub tracepoint: Tracepoint,
+    pub ktime_ns: u64,
+    /// Where the body lies within the ring record (after the header).
+    pub body: std::ops::Range<usize>,
+    pub raw: &'a [u8],
+}
+
+impl<'a> RingRecord<'a> {
+    /// Splits a ring record into header and body; `None` if the header is cut short, names no
+    /// tracepoint or claims more bytes than the record holds (a BPF object and loader that
+    /// disagree).
+    pub fn parse(raw: &'a [u8]) -> Option<Self> {
+        let header: RecordHeader = bytemuck::pod_read_unaligned(raw.get(..RECORD_HEADER_LEN)?);
+        let tracepoint = Tracepoint::from_id(header.tracepoint)?;
+        let end = RECORD_HEADER_LEN.checked_add(header.len as usize)?;
+        raw.get(RECORD_HEADER_LEN..end)?;
+        Some(RingRecord { tracepoint, ktime_ns: header.ktime_ns, body: RECORD_HEADER_LEN..end, raw })
+    }
+
+    pub fn body(&self) -> &'a [u8] {
+        &self.raw[self.body.clone()]
+    }
+
+    /// A ring record as a BPF program writes it, for tests and tools.
+    pub fn build(tracepoint: Tracepoint, ktime_ns: u64, body: &[u8]) -> Vec<u8> {
+        let header = RecordHeader { ktime_ns, tracepoint: tracepoint.id(), _pad: 0, len: body.len() as u32 };
+        let mut raw = bytemuck::bytes_of(&header).to_vec();
+        raw.extend_from_slice(body);
+        raw
+    }
+}
+
 /// Why the BPF side or the loader could not hand an event on. Indexes the BPF drop-counter
 /// map (`enum drop_cause` in C) for the first three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,9 +310,26 @@ mod tests {
     }
 
     #[test]
+    fn ring_records_parse_back_and_refuse_a_short_header_an_unknown_id_or_an_overlong_len() {
+        let raw = RingRecord::build(Tracepoint::MempoolAdded, 7, b"body");
+        let record = RingRecord::parse(&raw).unwrap();
+        assert_eq!((record.tracepoint, record.ktime_ns, record.body()), (Tracepoint::MempoolAdded, 7, &b"body"[..]));
+        // A reservation larger than the body: the padding is not part of it.
+        let padded = [raw.as_slice(), &[0xaa; 4]].concat();
+        assert_eq!(RingRecord::parse(&padded).unwrap().body(), b"body");
+        assert_eq!(RingRecord::parse(&raw[..RECORD_HEADER_LEN - 1]), None);
+        assert_eq!(RingRecord::parse(&raw[..raw.len() - 1]), None);
+        let mut unknown = raw.clone();
+        unknown[8..10].copy_from_slice(&999u16.to_ne_bytes());
+        assert_eq!(RingRecord::parse(&unknown), None);
+        let mut overlong = raw;
+        overlong[12..16].copy_from_slice(&u32::MAX.to_ne_bytes());
+        assert_eq!(RingRecord::parse(&overlong), None);
+    }
+
+    #[test]
     fn layouts_have_no_gaps() {
-        for tp in crate::Tracepoint::ALL {
-            let layout = tp.layout();
+        for layout in Tracepoint::ALL.iter().map(|tp| tp.layout()).chain([&RecordHeader::LAYOUT]) {
             let mut end = 0;
             for f in layout.fields {
                 assert_eq!(f.offset, end, "{}.{}", layout.c_name, f.name);

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use clap::{ArgGroup, Parser};
 use rustix::thread::CapabilitySet;
 
+use ipc_protocol::cli::CategoryFlags;
 use target::TargetError;
 use users::{become_user, User};
 
@@ -42,21 +43,8 @@ struct Cli {
     /// File containing the PID (Process ID) of the Bitcoin Core (bitcoind) binary that should be hooked into. Either this or --bitcoind-pid must be set
     #[arg(long)]
     bitcoind_pid_file: Option<PathBuf>,
-    /// Controls if the p2p message tracepoints should be hooked into
-    #[arg(long)]
-    no_p2pmsg_tracepoints: bool,
-    /// Controls if the connection tracepoints should be hooked into
-    #[arg(long)]
-    no_connection_tracepoints: bool,
-    /// Controls if the mempool tracepoints should be hooked into
-    #[arg(long)]
-    no_mempool_tracepoints: bool,
-    /// Controls if the validation tracepoints should be hooked into
-    #[arg(long)]
-    no_validation_tracepoints: bool,
-    /// Controls if the addrman tracepoints should be hooked into. These may not have been PRed to Bitcoin Core yet
-    #[arg(long)]
-    addrman_tracepoints: bool,
+    #[command(flatten)]
+    categories: CategoryFlags,
     /// The log level the extractor should run with. Valid log levels are "trace", "debug", "info", "warn", "error"
     #[arg(short = 'l', long, default_value = "DEBUG")]
     log_level: String,
@@ -384,15 +372,8 @@ fn loader_command(cli: &Cli, binary: &Path, socket: &Path, log_level: &str, bitc
     cmd.arg("--bitcoind-path").arg(format!("/proc/self/fd/{}", bitcoind.binary.as_raw_fd()));
     cmd.args(["--bitcoind-pid", &bitcoind.pid.to_string()]).arg("--socket").arg(socket);
     cmd.args(["--log-level", log_level]);
-    for (on, flag) in [
-        (cli.no_p2pmsg_tracepoints, "--no-p2pmsg-tracepoints"),
-        (cli.no_connection_tracepoints, "--no-connection-tracepoints"),
-        (cli.no_mempool_tracepoints, "--no-mempool-tracepoints"),
-        (cli.no_validation_tracepoints, "--no-validation-tracepoints"),
-        (cli.addrman_tracepoints, "--addrman-tracepoints"),
-        (cli.libbpf_debug, "--libbpf-debug"),
-        (cli.no_idle_exit, "--no-idle-exit"),
-    ] {
+    cmd.args(cli.categories.to_args());
+    for (on, flag) in [(cli.libbpf_debug, "--libbpf-debug"), (cli.no_idle_exit, "--no-idle-exit")] {
         if on {
             cmd.arg(flag);
         }

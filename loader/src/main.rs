@@ -11,6 +11,7 @@
 //! publisher.
 
 mod forward;
+mod idle;
 mod probes;
 mod ring;
 mod seccomp;
@@ -24,7 +25,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ipc_protocol::{Category, Hello, Tracepoint};
+use ipc_protocol::cli::{CategoryFlags, RingSizes};
+use ipc_protocol::records::WAKEUP_INTERVAL_NS;
+use ipc_protocol::{Hello, Ring};
 use libbpf_rs::PrintLevel;
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
@@ -32,8 +35,8 @@ use rustix::net::{AddressFamily, SendFlags, SocketAddrUnix, SocketFlags, SocketT
 use rustix::time::{clock_gettime, ClockId, Timespec};
 
 use forward::{ForwardError, Forwarder, Pump};
-use probes::{ProbeError, Probes, RingSizes};
-use ring::Ring;
+use idle::Idle;
+use probes::{ProbeError, Probes};
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use std::os::fd::AsFd;
 use target::{PidSource, Target, TargetError};
@@ -55,21 +58,8 @@ struct Cli {
     /// Unix socket (SOCK_SEQPACKET) of ebpf-publisher
     #[arg(short = 's', long, default_value = "/run/peer-observer-ebpf/publisher.sock")]
     socket: PathBuf,
-    /// Don't hook the P2P message tracepoints
-    #[arg(long)]
-    no_p2pmsg_tracepoints: bool,
-    /// Don't hook the connection tracepoints
-    #[arg(long)]
-    no_connection_tracepoints: bool,
-    /// Don't hook the mempool tracepoints
-    #[arg(long)]
-    no_mempool_tracepoints: bool,
-    /// Don't hook the validation tracepoints
-    #[arg(long)]
-    no_validation_tracepoints: bool,
-    /// Hook the addrman tracepoints (not in Bitcoin Core; needs a patched binary)
-    #[arg(long)]
-    addrman_tracepoints: bool,
+    #[command(flatten)]
+    categories: CategoryFlags,
     /// Log level: trace, debug, info, warn, error
     #[arg(short = 'l', long, default_value = "info")]
     log_level: tracing::Level,
@@ -88,37 +78,8 @@ struct Cli {
     /// Seconds without events before exiting, unless --no-idle-exit (for tests)
     #[arg(long, default_value_t = 180, hide = true)]
     idle_exit_secs: u64,
-    /// Bytes of the BPF ring buffer for P2P messages: a power of two, at least 8 MiB so
-    /// that a 4 MiB message fits
-    #[arg(long, default_value_t = 32 << 20, value_parser = parse_ring_size::<{ 8 << 20 }>)]
-    message_ring_bytes: u32,
-    /// Bytes of the BPF ring buffer for all other events: a power of two, at least 64 KiB
-    #[arg(long, default_value_t = 2 << 20, value_parser = parse_ring_size::<{ 64 << 10 }>)]
-    event_ring_bytes: u32,
-}
-
-/// A ring buffer's size must be a power of two and a multiple of the page size.
-fn parse_ring_size<const MIN: u32>(s: &str) -> Result<u32, String> {
-    let bytes: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    if !bytes.is_power_of_two() || bytes < MIN {
-        return Err(format!("{bytes} is not a power of two of at least {MIN}"));
-    }
-    Ok(bytes)
-}
-
-impl Cli {
-    fn categories(&self) -> Vec<Category> {
-        [
-            (!self.no_p2pmsg_tracepoints, Category::P2pMessages),
-            (!self.no_connection_tracepoints, Category::Connections),
-            (!self.no_mempool_tracepoints, Category::Mempool),
-            (!self.no_validation_tracepoints, Category::Validation),
-            (self.addrman_tracepoints, Category::Addrman),
-        ]
-        .into_iter()
-        .filter_map(|(on, category)| on.then_some(category))
-        .collect()
-    }
+    #[command(flatten)]
+    rings: RingSizes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +106,6 @@ enum LoaderError {
     WatchTarget { pid: i32, source: std::io::Error },
     #[error("every tracepoint category is switched off: nothing to hook")]
     NothingEnabled,
-    #[error("cannot map the BPF ring buffers: {0}")]
-    RingBuffer(#[source] std::io::Error),
     #[error("waiting for the BPF ring buffers or the publisher failed: {0}")]
     Poll(std::io::Error),
 }
@@ -157,11 +116,11 @@ const EXIT_BITCOIND_EXITED: u8 = 3;
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 /// How long `poll` waits while bitcoind is quiet.
 const POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
-/// For ACTIVE_NS after the last record, the loader looks at the rings every half millisecond
-/// (at least as often as WAKEUP_INTERVAL_NS of the BPF programs; half of it keeps p99 latency
-/// at 10k events/s near 1 ms), and tells the programs so: meanwhile they do not wake it,
-/// which would cost bitcoind's thread an irq_work per wakeup.
-const ACTIVE_POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: 500_000 };
+/// For ACTIVE_NS after the last record, the loader looks at the rings every half
+/// WAKEUP_INTERVAL_NS (at least as often as the BPF programs would wake it; half keeps p99
+/// latency at 10k events/s near 1 ms), and tells the programs so: meanwhile they do not wake
+/// it, which would cost bitcoind's thread an irq_work per wakeup.
+const ACTIVE_POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: WAKEUP_INTERVAL_NS as i64 / 2 };
 const ACTIVE_NS: u64 = 5_000_000;
 /// How long a stopping loader waits for the publisher to take what it still holds.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
@@ -193,7 +152,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| LoaderError::Undumpable(e.into()))?;
     warn_if_memlock_charged();
-    let enabled = Tracepoint::enabled(&cli.categories());
+    let enabled = cli.categories.tracepoints();
     if enabled.is_empty() {
         return Err(LoaderError::NothingEnabled);
     }
@@ -218,22 +177,16 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let mut forwarder = Forwarder::connect(&cli.socket, &hello)?;
 
     let mut storage = MaybeUninit::uninit();
-    let sizes = RingSizes { messages: cli.message_ring_bytes, events: cli.event_ring_bytes };
-    let mut probes = Probes::attach(&mut storage, &target, &enabled, sizes)?;
+    let mut probes = Probes::attach(&mut storage, &target, &enabled, &cli.rings)?;
     tracing::info!(
         pid = target.pid,
         binary = %target.binary_name,
         tracepoints = enabled.len(),
-        message_ring_bytes = sizes.messages,
-        event_ring_bytes = sizes.events,
+        ring_bytes = ?Ring::ALL.map(|r| (r.map_name(), cli.rings.bytes(r))),
         "attached"
     );
     probes.seal()?;
-    let maps = &probes.skel.maps;
-    let mut rings = [
-        Ring::map(maps.messages.as_fd(), sizes.messages).map_err(LoaderError::RingBuffer)?,
-        Ring::map(maps.events.as_fd(), sizes.events).map_err(LoaderError::RingBuffer)?,
-    ];
+    let mut rings = probes::rings(&probes.skel, &cli.rings)?;
     drop_privileges()?;
     // libbpf reads the number of possible CPUs from /sys on the first lookup and caches it:
     // after confine() no file can be opened.
@@ -248,7 +201,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
 
     let mut last_counts = Vec::new();
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
-    let mut idle = Idle::new(Duration::from_secs(cli.idle_warn_secs));
+    let mut idle = Idle::new(Duration::from_secs(cli.idle_warn_secs), Instant::now());
     let mut polling_until_ns = 0;
     loop {
         let taken = forwarder.records();
@@ -256,16 +209,16 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         let took = forwarder.records() != taken;
         if took {
             polling_until_ns = monotonic_ns() + ACTIVE_NS;
-            // The programs are told a millisecond less than the loader keeps looking: a
+            // The programs are told one wakeup interval less than the loader keeps looking: a
             // record stamped before their deadline but submitted after it still gets looked at.
-            probes.polling_until_ns.store(polling_until_ns - 1_000_000, Ordering::Relaxed);
+            probes.polling_until_ns.store(polling_until_ns - WAKEUP_INTERVAL_NS, Ordering::Relaxed);
         }
         if exited || stop.load(Ordering::Relaxed) {
             break;
         }
         // Records waiting in the rings for a publisher that is slow or gone are not idleness.
         let quiet = !took && rings.iter_mut().all(|ring| ring.peek().is_none());
-        if let Some(secs) = idle.tick(quiet) {
+        if let Some(secs) = idle.tick(quiet, Instant::now()) {
             if !cli.no_idle_exit && secs >= cli.idle_exit_secs {
                 return Err(LoaderError::Idle { pid: target.pid, secs });
             }
@@ -315,35 +268,6 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The seed's inactivity rule: a warning every `warn_after` without events; the caller gives
-/// up at the first warning past --idle-exit-secs, unless --no-idle-exit.
-struct Idle {
-    since: Instant,
-    next_warning: Duration,
-    warn_after: Duration,
-}
-
-impl Idle {
-    fn new(warn_after: Duration) -> Self {
-        Idle { since: Instant::now(), next_warning: warn_after, warn_after }
-    }
-
-    /// Called once per loop turn; returns the idle seconds when a warning is due.
-    fn tick(&mut self, quiet: bool) -> Option<u64> {
-        if !quiet {
-            self.since = Instant::now();
-            self.next_warning = self.warn_after;
-            return None;
-        }
-        let idle = self.since.elapsed();
-        if idle < self.next_warning {
-            return None;
-        }
-        self.next_warning += self.warn_after;
-        Some(idle.as_secs())
-    }
 }
 
 /// Once the probes are attached, all that is left goes through descriptors the loader already

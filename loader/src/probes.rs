@@ -2,12 +2,16 @@
 //! drop counters.
 
 use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::atomic::AtomicU64;
 
 use extractor_bpf::{ExtractorSkel, ExtractorSkelBuilder};
-use ipc_protocol::{DropCause, DropCount, Tracepoint};
+use ipc_protocol::cli::RingSizes;
+use ipc_protocol::{DropCause, DropCount, Ring, Tracepoint};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, OpenObject};
+
+use crate::ring;
 
 use crate::target::Target;
 
@@ -23,14 +27,10 @@ pub enum ProbeError {
     Counters(#[source] libbpf_rs::Error),
     #[error("cannot freeze the BPF maps once attached: {0}")]
     Seal(#[source] libbpf_rs::Error),
-}
-
-/// Bytes of the two BPF ring buffers: P2P messages, and every other event (kept apart so a
-/// flood of messages cannot crowd out connection or mempool events).
-#[derive(Debug, Clone, Copy)]
-pub struct RingSizes {
-    pub messages: u32,
-    pub events: u32,
+    #[error("the BPF object has no ring buffer map {0}: BPF object and loader disagree")]
+    NoRing(&'static str),
+    #[error("cannot map the BPF ring buffer {ring}: {source}")]
+    MapRing { ring: &'static str, source: std::io::Error },
 }
 
 pub struct Probes<'obj> {
@@ -52,11 +52,14 @@ impl<'obj> Probes<'obj> {
         storage: &'obj mut MaybeUninit<OpenObject>,
         target: &Target,
         enabled: &[Tracepoint],
-        rings: RingSizes,
+        rings: &RingSizes,
     ) -> Result<Self, ProbeError> {
         let mut open = ExtractorSkelBuilder::default().open(storage).map_err(ProbeError::Open)?;
-        open.maps.messages.set_max_entries(rings.messages).map_err(ProbeError::Open)?;
-        open.maps.events.set_max_entries(rings.events).map_err(ProbeError::Open)?;
+        for mut map in open.open_object_mut().maps_mut() {
+            if let Some(ring) = Ring::ALL.iter().find(|r| map.name() == r.map_name()) {
+                map.set_max_entries(rings.bytes(*ring)).map_err(ProbeError::Open)?;
+            }
+        }
         for mut prog in open.open_object_mut().progs_mut() {
             let wanted = enabled.iter().any(|tp| prog.name() == tp.program());
             prog.set_autoload(wanted);
@@ -133,4 +136,24 @@ impl<'obj> Probes<'obj> {
         }
         Ok(counts)
     }
+}
+
+/// Maps every ring buffer of `skel`, in [`Ring::ALL`]'s order. (Of the skeleton only, so that
+/// the links can be dropped while the rings are still read.)
+pub fn rings<'s>(skel: &'s ExtractorSkel<'_>, sizes: &RingSizes) -> Result<Vec<ring::Ring<'s>>, ProbeError> {
+    Ring::ALL
+        .iter()
+        .map(|ring| {
+            let map = skel
+                .object()
+                .maps()
+                .find(|m| m.name() == ring.map_name())
+                .ok_or(ProbeError::NoRing(ring.map_name()))?;
+            // SAFETY: the descriptor is the BPF object's, which lives as long as `skel`, which
+            // the rings borrow (`Map` is only a view of it).
+            let fd = unsafe { BorrowedFd::borrow_raw(map.as_fd().as_raw_fd()) };
+            ring::Ring::map(fd, sizes.bytes(*ring))
+                .map_err(|source| ProbeError::MapRing { ring: ring.map_name(), source })
+        })
+        .collect()
 }

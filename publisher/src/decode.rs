@@ -3,23 +3,13 @@
 
 use bytemuck::Pod;
 use ipc_protocol::records::*;
-use ipc_protocol::{Category, Record, Tracepoint};
+use ipc_protocol::{Record, Tracepoint};
 
 use crate::p2p;
 use crate::proto::bitcoin_primitives::ConnType;
 use crate::proto::ebpf_extractor::{self as ebpf, addrman, connection, mempool, message, validation};
 use crate::proto::event::{event::PeerObserverEvent, Event};
-
-/// The NATS subject of a tracepoint's events (nats-wire.md §1).
-pub const fn subject(tp: Tracepoint) -> &'static str {
-    match tp.category() {
-        Category::P2pMessages => "netmsg",
-        Category::Connections => "netconn",
-        Category::Mempool => "mempool",
-        Category::Validation => "validation",
-        Category::Addrman => "addrman",
-    }
-}
+use crate::proto::peer_observer_ebpf::utxocache;
 
 /// Why a record was refused. The event is counted as invalid and not published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,30 +42,73 @@ pub enum Anomaly {
     InvalidUtf8(&'static str),
     /// A known P2P message whose payload did not decode; published as `unknown` (Q11).
     Undecodable(String),
+    /// A known P2P message whose decoded form would pass its budget (`p2p::BUDGET_PER_BYTE`);
+    /// published as `unknown`.
+    OverBudget(String),
 }
 
 #[derive(Debug)]
 pub struct Decoded {
+    /// Its NATS subject (docs/wire-format.md, "Subjects").
     pub subject: &'static str,
-    pub event: ebpf::Ebpf,
+    pub payload: Payload,
     pub anomalies: Vec<Anomaly>,
 }
 
+/// An event without its envelope.
+#[derive(Debug)]
+pub enum Payload {
+    /// One of peer-observer's eBPF events.
+    PeerObserver(ebpf::Ebpf),
+    /// One of this project's own utxocache events.
+    Utxocache(utxocache::event::Event),
+}
+
+/// An event in its envelope, as published.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Envelope {
+    /// peer-observer's `event.Event`.
+    PeerObserver(Event),
+    /// This project's `peer_observer_ebpf.utxocache.Event`.
+    Utxocache(utxocache::Event),
+}
+
 impl Decoded {
-    /// Wraps the event in peer-observer's envelope.
-    pub fn into_event(self, timestamp_ms: u64) -> Event {
-        Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(self.event)), timestamp: timestamp_ms }
+    /// Wraps the event in its envelope.
+    pub fn into_envelope(self, timestamp_ms: u64) -> Envelope {
+        match self.payload {
+            Payload::PeerObserver(event) => Envelope::PeerObserver(Event {
+                peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(event)),
+                timestamp: timestamp_ms,
+            }),
+            Payload::Utxocache(event) => {
+                Envelope::Utxocache(utxocache::Event { event: Some(event), timestamp: timestamp_ms })
+            }
+        }
+    }
+}
+
+impl Envelope {
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Envelope::PeerObserver(e) => prost::Message::encoded_len(e),
+            Envelope::Utxocache(e) => prost::Message::encoded_len(e),
+        }
+    }
+
+    /// Appends the encoding to `buf`.
+    pub fn encode_to(&self, buf: &mut Vec<u8>) {
+        match self {
+            Envelope::PeerObserver(e) => prost::Message::encode_raw(e, buf),
+            Envelope::Utxocache(e) => prost::Message::encode_raw(e, buf),
+        }
     }
 }
 
 pub fn decode(record: &Record<'_>) -> Result<Decoded, RecordError> {
     let mut cx = Context::default();
-    let event = cx.event(record.tracepoint, record.data)?;
-    Ok(Decoded {
-        subject: subject(record.tracepoint),
-        event: ebpf::Ebpf { ebpf_event: Some(event) },
-        anomalies: cx.anomalies,
-    })
+    let payload = cx.payload(record.tracepoint, record.data)?;
+    Ok(Decoded { subject: record.tracepoint.subject(), payload, anomalies: cx.anomalies })
 }
 
 /// Maps Bitcoin Core's connection type string (nats-wire.md §5.4 and Q1).
@@ -182,10 +215,11 @@ impl Context {
         })
     }
 
-    fn event(&mut self, tp: Tracepoint, data: &[u8]) -> Result<ebpf::ebpf::EbpfEvent, RecordError> {
+    fn payload(&mut self, tp: Tracepoint, data: &[u8]) -> Result<Payload, RecordError> {
         use ebpf::ebpf::EbpfEvent;
+        use utxocache::event::Event as U;
         use Tracepoint as T;
-        Ok(match tp {
+        let event = match tp {
             T::NetInboundMessage | T::NetOutboundMessage => EbpfEvent::Message(self.message(tp, data)?),
             T::NetInboundConnection
             | T::NetOutboundConnection
@@ -291,7 +325,33 @@ impl Context {
                 });
                 EbpfEvent::Addrman(addrman::AddrmanEvent { event: Some(event) })
             }
-        })
+            T::UtxocacheAdd | T::UtxocacheSpent | T::UtxocacheUncache => {
+                let r: UtxocacheCoinRecord = fixed(data)?;
+                let coin = utxocache::Coin {
+                    txid: r.txid.to_vec(),
+                    index: r.index,
+                    height: r.height,
+                    value: r.value,
+                    is_coinbase: boolean(r.is_coinbase, "is_coinbase")?,
+                };
+                return Ok(Payload::Utxocache(match tp {
+                    T::UtxocacheAdd => U::Add(coin),
+                    T::UtxocacheSpent => U::Spent(coin),
+                    _ => U::Uncache(coin),
+                }));
+            }
+            T::UtxocacheFlush => {
+                let r: UtxocacheFlushRecord = fixed(data)?;
+                return Ok(Payload::Utxocache(U::Flush(utxocache::Flush {
+                    duration_us: r.duration_us,
+                    mode: r.mode,
+                    coins_count: r.coins_count,
+                    coins_mem_usage: r.coins_mem_usage,
+                    for_prune: boolean(r.for_prune, "for_prune")?,
+                })));
+            }
+        };
+        Ok(Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(event) }))
     }
 
     fn message(&mut self, tp: Tracepoint, data: &[u8]) -> Result<message::MessageEvent, RecordError> {
@@ -312,7 +372,10 @@ impl Context {
             Ok(msg) => msg,
             Err(e) => {
                 tracing::debug!(%command, "undecodable payload: {e}");
-                self.anomalies.push(Anomaly::Undecodable(command.clone()));
+                self.anomalies.push(match e {
+                    p2p::PayloadError::OverBudget => Anomaly::OverBudget(command.clone()),
+                    _ => Anomaly::Undecodable(command.clone()),
+                });
                 p2p::unknown(&command, payload)
             }
         };

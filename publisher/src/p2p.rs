@@ -2,6 +2,7 @@
 //! every read is bounds-checked and decoding never panics. Bytes left after a successful
 //! decode are ignored, as upstream does.
 
+use std::cell::Cell;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sha2::{Digest, Sha256};
@@ -24,7 +25,21 @@ pub enum PayloadError {
     Invalid { field: &'static str, value: u64 },
     #[error("segwit transaction without any witness")]
     EmptyWitnesses,
+    #[error("decoded form would pass {} heap bytes per payload byte plus {}", BUDGET_PER_BYTE, BUDGET_BASE)]
+    OverBudget,
 }
+
+/// Heap bytes a decoded payload may take per payload byte. Legitimate messages stay within it:
+/// the densest are `getblocktxn` (a 1-byte index becomes a u64) and `cmpctblock` (a 6-byte
+/// short id becomes a Vec); the tests measure every type against it.
+pub const BUDGET_PER_BYTE: usize = 8;
+/// Heap bytes every payload may take besides: the fixed allocations of the smallest ones.
+pub const BUDGET_BASE: usize = 1024;
+/// What a heap allocation is charged besides its bytes: the allocator's header and rounding.
+const ALLOC_COST: usize = 16;
+/// The shortest transaction the decoder accepts: version, segwit marker and flag, no inputs,
+/// no outputs, lock time.
+const MIN_TX_LEN: usize = 12;
 
 /// The `unknown` variant: the command and the complete payload.
 pub fn unknown(command: &str, payload: &[u8]) -> Msg {
@@ -32,9 +47,17 @@ pub fn unknown(command: &str, payload: &[u8]) -> Msg {
 }
 
 /// Decodes a payload by its exact, case-sensitive command. Commands without a decoder give
-/// `unknown`; an `Err` means a known command whose payload is malformed.
+/// `unknown`; an `Err` means a known command whose payload is malformed, or whose decoded form
+/// would pass [`BUDGET_PER_BYTE`] × its length + [`BUDGET_BASE`] heap bytes.
 pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
-    let r = &mut Reader { buf: payload, pos: 0 };
+    let budget = payload.len().saturating_mul(BUDGET_PER_BYTE).saturating_add(BUDGET_BASE);
+    decode_within(command, payload, &Cell::new(budget))
+}
+
+/// [`decode`], charging the heap bytes of what it builds to `budget`. Lists are charged before
+/// they are allocated, so a payload over budget is refused before its large allocation.
+pub(crate) fn decode_within(command: &str, payload: &[u8], budget: &Cell<usize>) -> Result<Msg, PayloadError> {
+    let r = &mut Reader { buf: payload, pos: 0, budget };
     Ok(match command {
         "ping" if payload.is_empty() => Msg::Oldping(true),
         "ping" => Msg::Ping(m::Ping { value: r.u64()? }),
@@ -61,21 +84,21 @@ pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
         }),
         "getcfcheckpt" => Msg::Getcfcheckpt(m::GetCfCheckpt { filter_type: r.u8()?.into(), stop_hash: r.hash()? }),
         "version" => Msg::Version(version(r)?),
-        "addr" => Msg::Addr(m::Addr { addresses: r.list(|r| v1_address(r, true))? }),
+        "addr" => Msg::Addr(m::Addr { addresses: r.list(30, |r| v1_address(r, true))? }),
         "addrv2" if payload.is_empty() => Msg::Emptyaddrv2(true),
-        "addrv2" => Msg::Addrv2(m::AddrV2 { addresses: r.list(v2_address)? }),
+        "addrv2" => Msg::Addrv2(m::AddrV2 { addresses: r.list(9, v2_address)? }),
         "getheaders" => {
-            let (version, locator_hashes, stop_hash) = (r.u32()?, r.list(Reader::hash)?, r.hash()?);
+            let (version, locator_hashes, stop_hash) = (r.u32()?, r.list(32, Reader::hash)?, r.hash()?);
             Msg::Getheaders(m::GetHeaders { version, locator_hashes, stop_hash })
         }
         "getblocks" => {
-            let (version, locator_hashes, stop_hash) = (r.u32()?, r.list(Reader::hash)?, r.hash()?);
+            let (version, locator_hashes, stop_hash) = (r.u32()?, r.list(32, Reader::hash)?, r.hash()?);
             Msg::Getblocks(m::GetBlocks { version, locator_hashes, stop_hash })
         }
         "tx" => Msg::Tx(m::Tx { tx: transaction(r)? }),
-        "block" => Msg::Block(m::Block { header: header(r)?, transactions: r.list(transaction)? }),
+        "block" => Msg::Block(m::Block { header: header(r)?, transactions: r.list(MIN_TX_LEN, transaction)? }),
         "headers" => Msg::Headers(m::Headers {
-            headers: r.list(|r| {
+            headers: r.list(81, |r| {
                 let h = header(r)?;
                 match r.u8()? {
                     0 => Ok(h),
@@ -86,8 +109,14 @@ pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
         "merkleblock" => Msg::Merkleblock(m::MerkleBlock {
             header: header(r)?,
             num_transactions: r.u32()?,
-            hashes: r.list(Reader::hash)?,
-            bits: r.var_bytes()?.iter().flat_map(|byte| (0..8).map(move |i| byte >> i & 1 == 1)).collect(),
+            hashes: r.list(32, Reader::hash)?,
+            bits: {
+                let flags = r.var_slice()?;
+                r.alloc(flags.len() * 8)?;
+                let mut bits = Vec::with_capacity(flags.len() * 8);
+                bits.extend(flags.iter().flat_map(|byte| (0..8).map(move |i| byte >> i & 1 == 1)));
+                bits
+            },
         }),
         "filterload" => Msg::Filterload(m::FilterLoad {
             filter: r.var_bytes()?,
@@ -106,12 +135,12 @@ pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
             filter_type: r.u8()?.into(),
             stop_hash: r.hash()?,
             previous_filter_header: r.hash()?,
-            filter_hashes: r.list(Reader::hash)?,
+            filter_hashes: r.list(32, Reader::hash)?,
         }),
         "cfcheckpt" => Msg::Cfcheckpt(m::CfCheckpt {
             filter_type: r.u8()?.into(),
             stop_hash: r.hash()?,
-            filter_headers: r.list(Reader::hash)?,
+            filter_headers: r.list(32, Reader::hash)?,
         }),
         "reject" => Msg::Reject(m::Reject {
             rejected_command: r.var_str("rejected command")?,
@@ -133,8 +162,8 @@ pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
         "cmpctblock" => Msg::Compactblock(m::CompactBlock {
             header: header(r)?,
             nonce: r.u64()?,
-            short_ids: r.list(|r| Ok(r.take(6)?.to_vec()))?,
-            transactions: r.list(|r| {
+            short_ids: r.list(6, |r| r.bytes(6))?,
+            transactions: r.list(1 + MIN_TX_LEN, |r| {
                 let index = r.compact_size()?;
                 if index > 0xffff {
                     return Err(PayloadError::Invalid { field: "prefilled index", value: index });
@@ -143,7 +172,9 @@ pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
             })?,
         }),
         "getblocktxn" => Msg::Getblocktxn(m::GetBlockTxn { block_hash: r.hash()?, tx_indexes: block_txn_indexes(r)? }),
-        "blocktxn" => Msg::Blocktxn(m::BlockTxn { block_hash: r.hash()?, transactions: r.list(transaction)? }),
+        "blocktxn" => {
+            Msg::Blocktxn(m::BlockTxn { block_hash: r.hash()?, transactions: r.list(MIN_TX_LEN, transaction)? })
+        }
         _ => unknown(command, payload),
     })
 }
@@ -201,6 +232,7 @@ fn v1_address(r: &mut Reader<'_>, with_time: bool) -> Result<Address, PayloadErr
     } else {
         Addr::Ipv6(Ipv6Addr::from(a).to_string())
     };
+    r.alloc(heap_len(&address))?;
     Ok(Address { timestamp, address: Some(address), services, port })
 }
 
@@ -232,8 +264,17 @@ fn v2_address(r: &mut Reader<'_>) -> Result<Address, PayloadError> {
         3..=6 => return Err(wrong_length()),
         id => Addr::Unknown(UnknownAddress { id: id.into(), address: bytes.to_vec() }),
     };
+    r.alloc(heap_len(&address))?;
     let port = u16::from_be_bytes(r.array()?).into();
     Ok(Address { timestamp, address: Some(address), services, port })
+}
+
+/// The heap bytes of an address, charged once it is made: at most 512.
+fn heap_len(address: &Addr) -> usize {
+    match address {
+        Addr::Ipv4(s) | Addr::Ipv6(s) | Addr::Torv2(s) | Addr::Torv3(s) | Addr::I2p(s) | Addr::Cjdns(s) => s.capacity(),
+        Addr::Unknown(u) => u.address.capacity(),
+    }
 }
 
 /// `version`; a payload that ends right after the start height has relay = true, as
@@ -254,7 +295,7 @@ fn version(r: &mut Reader<'_>) -> Result<m::Version, PayloadError> {
 
 fn header(r: &mut Reader<'_>) -> Result<BlockHeader, PayloadError> {
     let raw = r.take(80)?;
-    let h = &mut Reader { buf: raw, pos: 0 };
+    let h = &mut Reader { buf: raw, pos: 0, budget: r.budget };
     Ok(BlockHeader {
         version: h.u32()? as i32,
         prev_blockhash: h.hash()?,
@@ -262,7 +303,7 @@ fn header(r: &mut Reader<'_>) -> Result<BlockHeader, PayloadError> {
         time: h.u32()?,
         bits: h.u32()?,
         nonce: h.u32()?,
-        hash: sha256d(&[raw]),
+        hash: h.digest(&[raw])?,
     })
 }
 
@@ -282,21 +323,25 @@ fn transaction(r: &mut Reader<'_>) -> Result<Transaction, PayloadError> {
         body_start = r.pos;
         inputs = r.compact_size()?;
     }
+    // Scripts and witnesses are skipped, not copied: only the raw bytes are published.
     for _ in 0..inputs {
         r.take(36)?;
-        r.var_bytes()?;
+        r.var_slice()?;
         r.u32()?;
     }
-    r.list(|r| {
+    for _ in 0..r.compact_size()? {
         r.u64()?;
-        r.var_bytes()
-    })?;
+        r.var_slice()?;
+    }
     let body_end = r.pos;
     if segwit {
         let mut any_witness = false;
         for _ in 0..inputs {
-            let items = r.list(Reader::var_bytes)?;
-            any_witness |= !items.is_empty();
+            let items = r.compact_size()?;
+            for _ in 0..items {
+                r.var_slice()?;
+            }
+            any_witness |= items > 0;
         }
         if inputs > 0 && !any_witness {
             return Err(PayloadError::EmptyWitnesses);
@@ -304,10 +349,16 @@ fn transaction(r: &mut Reader<'_>) -> Result<Transaction, PayloadError> {
     }
     r.u32()?;
     let raw = &r.buf[start..r.pos];
-    let txid = sha256d(&[&raw[..4], &r.buf[body_start..body_end], &raw[raw.len() - 4..]]);
+    let txid = r.digest(&[&raw[..4], &r.buf[body_start..body_end], &raw[raw.len() - 4..]])?;
     // rust-bitcoin (upstream) writes every 0-input transaction in segwit form, so its
     // wtxid covers the marker even without witnesses.
-    let wtxid = if segwit { sha256d(&[raw]) } else { txid.clone() };
+    let wtxid = if segwit {
+        r.digest(&[raw])?
+    } else {
+        r.alloc(txid.len())?;
+        txid.clone()
+    };
+    r.alloc(raw.len())?;
     Ok(Transaction { txid, wtxid, raw: Some(raw.to_vec()) })
 }
 
@@ -317,14 +368,16 @@ fn block_txn_indexes(r: &mut Reader<'_>) -> Result<Vec<u64>, PayloadError> {
     if count > 62_500 {
         return Err(PayloadError::Invalid { field: "getblocktxn index count", value: count });
     }
-    let mut indexes: Vec<u64> = Vec::with_capacity(count as usize);
+    let count = r.held(count, 1)?;
+    r.alloc(count * size_of::<u64>())?;
+    let mut indexes: Vec<u64> = Vec::with_capacity(count);
     for i in 0..count {
         let diff = r.compact_size()?;
         let index = match indexes.last() {
             None => Some(diff),
             Some(&prev) => prev.checked_add(1).and_then(|v| v.checked_add(diff)),
         }
-        .ok_or(PayloadError::Invalid { field: "getblocktxn index", value: i })?;
+        .ok_or(PayloadError::Invalid { field: "getblocktxn index", value: i as u64 })?;
         indexes.push(index);
     }
     Ok(indexes)
@@ -332,7 +385,7 @@ fn block_txn_indexes(r: &mut Reader<'_>) -> Result<Vec<u64>, PayloadError> {
 
 /// Inventory list; a MSG_ERROR entry consumes its hash like every other (Q9).
 fn inventory(r: &mut Reader<'_>) -> Result<Vec<InventoryItem>, PayloadError> {
-    r.list(|r| {
+    r.list(36, |r| {
         let inv_type = r.u32()?;
         let hash = r.hash()?;
         let item = match inv_type {
@@ -352,6 +405,8 @@ fn inventory(r: &mut Reader<'_>) -> Result<Vec<InventoryItem>, PayloadError> {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Heap bytes the decoded form may still take.
+    budget: &'a Cell<usize>,
 }
 
 impl<'a> Reader<'a> {
@@ -385,36 +440,75 @@ impl<'a> Reader<'a> {
     }
 
     fn hash(&mut self) -> Result<Vec<u8>, PayloadError> {
-        Ok(self.take(32)?.to_vec())
+        self.bytes(32)
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<Vec<u8>, PayloadError> {
+        let bytes = self.take(n)?;
+        self.alloc(n)?;
+        Ok(bytes.to_vec())
+    }
+
+    fn digest(&self, parts: &[&[u8]]) -> Result<Vec<u8>, PayloadError> {
+        self.alloc(32)?;
+        Ok(sha256d(parts))
+    }
+
+    /// Charges a heap allocation of `bytes` (none for 0: empty Vecs and Strings allocate
+    /// nothing); refuses the payload once its decoded form would pass the budget.
+    fn alloc(&self, bytes: usize) -> Result<(), PayloadError> {
+        let cost = if bytes == 0 { 0 } else { bytes.saturating_add(ALLOC_COST) };
+        let left = self.budget.get().checked_sub(cost).ok_or(PayloadError::OverBudget)?;
+        self.budget.set(left);
+        Ok(())
     }
 
     fn is_empty(&self) -> bool {
         self.pos == self.buf.len()
     }
 
-    fn var_bytes(&mut self) -> Result<Vec<u8>, PayloadError> {
+    fn var_slice(&mut self) -> Result<&'a [u8], PayloadError> {
         let len = self.compact_size()?;
         // A length beyond the payload is truncation, whatever its size.
-        let len = usize::try_from(len).unwrap_or(usize::MAX);
-        Ok(self.take(len)?.to_vec())
+        self.take(usize::try_from(len).unwrap_or(usize::MAX))
+    }
+
+    fn var_bytes(&mut self) -> Result<Vec<u8>, PayloadError> {
+        let bytes = self.var_slice()?;
+        self.alloc(bytes.len())?;
+        Ok(bytes.to_vec())
     }
 
     fn var_str(&mut self, what: &'static str) -> Result<String, PayloadError> {
         String::from_utf8(self.var_bytes()?).map_err(|_| PayloadError::NotUtf8(what))
     }
 
-    /// A CompactSize count, then that many elements. The count is not trusted for
-    /// allocation: elements are read (and fail) one by one.
+    /// A CompactSize count, then that many elements of at least `min_len` bytes each. The Vec
+    /// is allocated once, after the payload is known to hold them and the budget to cover it.
     fn list<T>(
         &mut self,
+        min_len: usize,
         mut element: impl FnMut(&mut Self) -> Result<T, PayloadError>,
     ) -> Result<Vec<T>, PayloadError> {
         let count = self.compact_size()?;
-        let mut items = Vec::new();
+        let count = self.held(count, min_len)?;
+        self.alloc(count.saturating_mul(size_of::<T>()))?;
+        let mut items = Vec::with_capacity(count);
         for _ in 0..count {
             items.push(element(self)?);
         }
         Ok(items)
+    }
+
+    /// `count`, if the rest of the payload can hold that many elements of `min_len` (≥ 1) bytes.
+    fn held(&self, count: u64, min_len: usize) -> Result<usize, PayloadError> {
+        let rest = self.buf.len() - self.pos;
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        let needed = count.saturating_mul(min_len);
+        if needed > rest {
+            return Err(PayloadError::Truncated { offset: self.pos, needed: needed - rest });
+        }
+        Ok(count)
     }
 
     /// Bitcoin's CompactSize; non-minimal encodings are refused, as Bitcoin Core does.

@@ -1,4 +1,5 @@
-//! peer-observer's protobuf messages, generated from `proto/` (nats-wire.md §3-4).
+//! The protobuf messages, generated from `proto/`: peer-observer's (docs/wire-format.md,
+//! "Envelope" and "Events") and this project's own `peer_observer_ebpf.utxocache`.
 #![allow(clippy::all, missing_docs)]
 
 pub mod event {
@@ -26,5 +27,12 @@ pub mod ebpf_extractor {
     }
     pub mod addrman {
         include!(concat!(env!("OUT_DIR"), "/ebpf_extractor.addrman.rs"));
+    }
+}
+
+/// This project's own package, not peer-observer's.
+pub mod peer_observer_ebpf {
+    pub mod utxocache {
+        include!(concat!(env!("OUT_DIR"), "/peer_observer_ebpf.utxocache.rs"));
     }
 }

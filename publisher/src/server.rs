@@ -7,10 +7,9 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::{Client, PublishErrorKind};
 use ipc_protocol::{
-    decode_datagram, decode_hello, Datagram, Loss, OwnedRecord, Reassembler, Record, Tracepoint, MAX_DATAGRAM,
+    decode_datagram, decode_hello, Batch, Datagram, Loss, OwnedRecord, Reassembler, Record, Tracepoint, MAX_DATAGRAM,
     MAX_RECORD,
 };
-use prost::Message;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, Shutdown};
 use tokio::sync::mpsc::UnboundedSender;
@@ -183,8 +182,8 @@ pub const NATS_BUFFER_BYTES: usize = 16 << 20;
 
 /// What the reading thread hands on, holding its share of the backlog until published.
 enum Received {
-    /// A `Records` datagram, its sequence number checked.
-    Batch(Vec<u8>),
+    /// A `Records` datagram, its sequence number checked and its records found.
+    Batch(Batch<Vec<u8>>),
     /// A record put together from its fragments.
     Whole(OwnedRecord),
 }
@@ -236,11 +235,8 @@ async fn serve_loader(
         let Some((received, share)) = next else { break };
         let clock = ClockSample::now();
         match received {
-            Received::Batch(datagram) => {
-                let Ok(Datagram::Records { records, .. }) = decode_datagram(&datagram) else {
-                    unreachable!("decoded as records when read")
-                };
-                for record in records {
+            Received::Batch(batch) => {
+                for record in batch.records() {
                     if let Some(event) = decoded(&record, &clock, counters) {
                         unflushed += send(event, nats, counters, unflushed).await;
                     }
@@ -307,9 +303,9 @@ fn read_loader(
         }
         let datagram = &buf[..len];
         let received = match decode_datagram(datagram) {
-            Ok(Datagram::Records { seq, .. }) => {
-                counted_loss(reassembler.records(seq), counters);
-                (Received::Batch(datagram.to_vec()), share(datagram.len()))
+            Ok(Datagram::Records(batch)) => {
+                counted_loss(reassembler.records(batch.seq), counters);
+                (Received::Batch(batch.to_owned()), share(datagram.len()))
             }
             Ok(Datagram::Fragment(fragment)) => {
                 if fragment.offset == 0 {
@@ -396,6 +392,7 @@ fn decoded(record: &Record<'_>, clock: &ClockSample, counters: &Counters) -> Opt
             Anomaly::Truncated(field) => format!("truncated_{field}"),
             Anomaly::InvalidUtf8(field) => format!("invalid_utf8_{field}"),
             Anomaly::Undecodable(command) => format!("undecodable_{command}"),
+            Anomaly::OverBudget(command) => format!("over_decode_budget_{command}"),
         };
         tracing::debug!(tracepoint = %tp, "{label}");
         counters.anomaly(tp, label);
@@ -409,7 +406,7 @@ fn decoded(record: &Record<'_>, clock: &ClockSample, counters: &Counters) -> Opt
 async fn send(event: DecodedRecord, nats: &Client, counters: &Counters, unflushed: usize) -> usize {
     let DecodedRecord { tracepoint: tp, timestamp_ms, decoded } = event;
     let subject = decoded.subject;
-    let event = decoded.into_event(timestamp_ms);
+    let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
     // Never encoded when the server would refuse it: a decoded payload can be many times its
     // record's size, and the encoding would be one more copy of it.
@@ -426,7 +423,7 @@ async fn send(event: DecodedRecord, nats: &Client, counters: &Counters, unflushe
     }
     // `encode_to_vec` would compute the length a second time.
     let mut payload = Vec::with_capacity(size);
-    event.encode_raw(&mut payload);
+    event.encode_to(&mut payload);
     // While NATS is down, async-nats' `publish` waits for room in its bounded buffer, which
     // would stall the socket and, behind it, the loader. So while disconnected the buffer is
     // used only where it has room; an event that does not fit is counted.

@@ -91,6 +91,16 @@ extern "C" {
         source: *const c_char,
         source_as: u32,
     ) -> bool;
+    fn sim_utxocache_add(txid: *const u8, index: u32, height: u32, value: i64, is_coinbase: bool) -> bool;
+    fn sim_utxocache_spent(txid: *const u8, index: u32, height: u32, value: i64, is_coinbase: bool) -> bool;
+    fn sim_utxocache_uncache(txid: *const u8, index: u32, height: u32, value: i64, is_coinbase: bool) -> bool;
+    fn sim_utxocache_flush(
+        duration_us: i64,
+        mode: u32,
+        coins_count: u64,
+        coins_mem_usage: u64,
+        for_prune: bool,
+    ) -> bool;
     fn sim_addrman_move_to_good(
         bucket: i32,
         bucket_pos: i32,
@@ -105,8 +115,8 @@ extern "C" {
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// Tracepoints to fire: `default` (Bitcoin Core's twelve), `all` (plus addrman), or a
-    /// comma-separated list such as `net:inbound_message,mempool:added`.
+    /// Tracepoints to fire: `default` (those hooked by default), `all`, or a comma-separated
+    /// list of tracepoints and providers such as `net:inbound_message,mempool:added,utxocache`.
     #[arg(long, default_value = "default")]
     tracepoints: String,
     /// Rounds to fire (each round fires every selected tracepoint once); 0 = until SIGINT.
@@ -167,11 +177,19 @@ struct Cli {
 fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {
     match spec {
         "all" => Ok(Tracepoint::ALL.to_vec()),
-        "default" => Ok(Tracepoint::enabled(&ipc_protocol::Category::DEFAULT)),
-        list => list
-            .split(',')
-            .map(|name| Tracepoint::from_full_name(name.trim()).ok_or_else(|| format!("unknown tracepoint {name:?}")))
-            .collect(),
+        "default" => Ok(Tracepoint::defaults()),
+        list => {
+            let mut tracepoints = Vec::new();
+            for name in list.split(',').map(str::trim) {
+                let of_provider: Vec<_> = Tracepoint::ALL.iter().copied().filter(|tp| tp.provider() == name).collect();
+                match Tracepoint::from_full_name(name) {
+                    Some(tp) => tracepoints.push(tp),
+                    None if !of_provider.is_empty() => tracepoints.extend(of_provider),
+                    None => return Err(format!("unknown tracepoint {name:?}")),
+                }
+            }
+            Ok(tracepoints)
+        }
     }
 }
 
@@ -179,54 +197,86 @@ fn c(s: &str) -> CString {
     CString::new(s).expect("simulated strings have no NUL")
 }
 
+/// A probe site of `usdt.c`, by argument list.
+#[derive(Clone, Copy)]
+enum Site {
+    Message(MessageSite),
+    Connection(ConnectionSite),
+    ClosedConnection(ClosedConnectionSite),
+    Misbehaving,
+    MempoolAdded,
+    MempoolRemoved,
+    MempoolReplaced,
+    MempoolRejected,
+    BlockConnected,
+    AddrmanAttemptAdd,
+    AddrmanMoveToGood,
+    UtxocacheCoin(CoinSite),
+    UtxocacheFlush,
+}
+
+type MessageSite = unsafe extern "C" fn(i64, *const c_char, *const c_char, *const c_char, usize, *const u8) -> bool;
+type ConnectionSite = unsafe extern "C" fn(i64, *const c_char, *const c_char, u32, usize) -> bool;
+type ClosedConnectionSite = unsafe extern "C" fn(i64, *const c_char, *const c_char, u32, i64) -> bool;
+type CoinSite = unsafe extern "C" fn(*const u8, u32, u32, i64, bool) -> bool;
+
+/// The probe site of each tracepoint: exhaustive, so a tracepoint added to the table does not
+/// build until the simulator can fire it.
+fn site(tp: Tracepoint) -> Site {
+    use Tracepoint as T;
+    match tp {
+        T::NetInboundMessage => Site::Message(sim_net_inbound_message),
+        T::NetOutboundMessage => Site::Message(sim_net_outbound_message),
+        T::NetInboundConnection => Site::Connection(sim_net_inbound_connection),
+        T::NetOutboundConnection => Site::Connection(sim_net_outbound_connection),
+        T::NetClosedConnection => Site::ClosedConnection(sim_net_closed_connection),
+        T::NetEvictedInboundConnection => Site::ClosedConnection(sim_net_evicted_inbound_connection),
+        T::NetMisbehavingConnection => Site::Misbehaving,
+        T::MempoolAdded => Site::MempoolAdded,
+        T::MempoolRemoved => Site::MempoolRemoved,
+        T::MempoolReplaced => Site::MempoolReplaced,
+        T::MempoolRejected => Site::MempoolRejected,
+        T::ValidationBlockConnected => Site::BlockConnected,
+        T::AddrmanAttemptAdd => Site::AddrmanAttemptAdd,
+        T::AddrmanMoveToGood => Site::AddrmanMoveToGood,
+        T::UtxocacheAdd => Site::UtxocacheCoin(sim_utxocache_add),
+        T::UtxocacheSpent => Site::UtxocacheCoin(sim_utxocache_spent),
+        T::UtxocacheUncache => Site::UtxocacheCoin(sim_utxocache_uncache),
+        T::UtxocacheFlush => Site::UtxocacheFlush,
+    }
+}
+
 /// Runs the probe site of `tp`; true if a tracer was attached (the semaphore was set). With
 /// `unreadable_payload`, a message's payload pointer points into the never-mapped first page.
 fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
-    use Tracepoint as T;
     // SAFETY: every pointer is to a live, NUL-terminated CString or a buffer of the stated
     // length, valid for the duration of the call; an unreadable payload pointer is only handed
     // to the tracer, which reads user memory with checked reads.
     unsafe {
-        match (tp, args) {
-            (T::NetInboundMessage | T::NetOutboundMessage, Args::Message { peer_id, addr, conn_type, message }) => {
-                let f = if tp == T::NetInboundMessage { sim_net_inbound_message } else { sim_net_outbound_message };
+        match (site(tp), args) {
+            (Site::Message(f), Args::Message { peer_id, addr, conn_type, message }) => {
                 let payload = message.serialize();
                 let data = if unreadable_payload { std::ptr::dangling() } else { payload.as_ptr() };
                 f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), c(message.command()).as_ptr(), payload.len(), data)
             }
-            (
-                T::NetInboundConnection | T::NetOutboundConnection,
-                Args::Connection { peer_id, addr, conn_type, network, existing_connections },
-            ) => {
-                let f = if tp == T::NetInboundConnection {
-                    sim_net_inbound_connection
-                } else {
-                    sim_net_outbound_connection
-                };
+            (Site::Connection(f), Args::Connection { peer_id, addr, conn_type, network, existing_connections }) => {
                 f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), *network, *existing_connections as usize)
             }
             (
-                T::NetClosedConnection | T::NetEvictedInboundConnection,
+                Site::ClosedConnection(f),
                 Args::ClosedConnection { peer_id, addr, conn_type, network, time_established },
-            ) => {
-                let f = if tp == T::NetClosedConnection {
-                    sim_net_closed_connection
-                } else {
-                    sim_net_evicted_inbound_connection
-                };
-                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), *network, *time_established)
-            }
-            (T::NetMisbehavingConnection, Args::Misbehaving { peer_id, message }) => {
+            ) => f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), *network, *time_established),
+            (Site::Misbehaving, Args::Misbehaving { peer_id, message }) => {
                 sim_net_misbehaving_connection(*peer_id, c(message).as_ptr())
             }
-            (T::MempoolAdded, Args::MempoolAdded { txid, vsize, fee }) => {
+            (Site::MempoolAdded, Args::MempoolAdded { txid, vsize, fee }) => {
                 sim_mempool_added(txid.as_ptr(), *vsize, *fee)
             }
-            (T::MempoolRemoved, Args::MempoolRemoved { txid, reason, vsize, fee, entry_time }) => {
+            (Site::MempoolRemoved, Args::MempoolRemoved { txid, reason, vsize, fee, entry_time }) => {
                 sim_mempool_removed(txid.as_ptr(), c(reason).as_ptr(), *vsize, *fee, *entry_time)
             }
             (
-                T::MempoolReplaced,
+                Site::MempoolReplaced,
                 Args::MempoolReplaced {
                     replaced_txid,
                     replaced_vsize,
@@ -247,11 +297,11 @@ fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
                 *replacement_fee,
                 *replaced_by_tx,
             ),
-            (T::MempoolRejected, Args::MempoolRejected { txid, reason }) => {
+            (Site::MempoolRejected, Args::MempoolRejected { txid, reason }) => {
                 sim_mempool_rejected(txid.as_ptr(), c(reason).as_ptr())
             }
             (
-                T::ValidationBlockConnected,
+                Site::BlockConnected,
                 Args::BlockConnected { hash, height, transactions, inputs, sigops, connection_time_ns },
             ) => sim_validation_block_connected(
                 hash.as_ptr(),
@@ -262,7 +312,7 @@ fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
                 *connection_time_ns,
             ),
             (
-                T::AddrmanAttemptAdd,
+                Site::AddrmanAttemptAdd,
                 Args::AddrmanAttemptAdd { inserted, bucket, bucket_pos, addr, addr_as, source, source_as },
             ) => sim_addrman_attempt_add(
                 *inserted,
@@ -274,7 +324,7 @@ fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
                 *source_as,
             ),
             (
-                T::AddrmanMoveToGood,
+                Site::AddrmanMoveToGood,
                 Args::AddrmanMoveToGood { bucket, bucket_pos, addr, addr_as, source, source_as },
             ) => sim_addrman_move_to_good(
                 *bucket,
@@ -284,7 +334,14 @@ fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
                 c(source).as_ptr(),
                 *source_as,
             ),
-            (tp, args) => unreachable!("args {args:?} do not belong to {tp}"),
+            (Site::UtxocacheCoin(f), Args::UtxocacheCoin { txid, index, height, value, is_coinbase }) => {
+                f(txid.as_ptr(), *index, *height, *value, *is_coinbase)
+            }
+            (
+                Site::UtxocacheFlush,
+                Args::UtxocacheFlush { duration_us, mode, coins_count, coins_mem_usage, for_prune },
+            ) => sim_utxocache_flush(*duration_us, *mode, *coins_count, *coins_mem_usage, *for_prune),
+            (_, args) => unreachable!("tracepoint_simulator::args built {args:?} for another site than {tp}'s"),
         }
     }
 }

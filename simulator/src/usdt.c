@@ -39,6 +39,10 @@ TRACEPOINT_SEMAPHORE(mempool, rejected);
 TRACEPOINT_SEMAPHORE(validation, block_connected);
 TRACEPOINT_SEMAPHORE(addrman, attempt_add);
 TRACEPOINT_SEMAPHORE(addrman, move_to_good);
+TRACEPOINT_SEMAPHORE(utxocache, add);
+TRACEPOINT_SEMAPHORE(utxocache, spent);
+TRACEPOINT_SEMAPHORE(utxocache, uncache);
+TRACEPOINT_SEMAPHORE(utxocache, flush);
 
 #define SITE __attribute__((noinline)) bool
 
@@ -131,4 +135,32 @@ SITE sim_addrman_move_to_good(int32_t bucket, int32_t bucket_pos, const char *ad
 			      uint32_t addr_as, const char *source, uint32_t source_as)
 {
 	TRACEPOINT(addrman, move_to_good, bucket, bucket_pos, addr, addr_as, source, source_as);
+}
+
+/* CCoinsViewCache::AddCoin, SpendCoin and Uncache: outpoint.hash.data(), (uint32_t)outpoint.n,
+ * (uint32_t)coin.nHeight, (int64_t)coin.out.nValue, (bool)coin.IsCoinBase(). */
+SITE sim_utxocache_add(const unsigned char *txid, uint32_t index, uint32_t height, int64_t value,
+		       bool is_coinbase)
+{
+	TRACEPOINT(utxocache, add, txid, index, height, value, is_coinbase);
+}
+
+SITE sim_utxocache_spent(const unsigned char *txid, uint32_t index, uint32_t height,
+			 int64_t value, bool is_coinbase)
+{
+	TRACEPOINT(utxocache, spent, txid, index, height, value, is_coinbase);
+}
+
+SITE sim_utxocache_uncache(const unsigned char *txid, uint32_t index, uint32_t height,
+			   int64_t value, bool is_coinbase)
+{
+	TRACEPOINT(utxocache, uncache, txid, index, height, value, is_coinbase);
+}
+
+/* Chainstate::FlushStateToDisk: the duration in µs, (uint32_t)mode, (uint64_t)coins_count,
+ * (uint64_t)coins_mem_usage, (bool)fFlushForPrune. */
+SITE sim_utxocache_flush(int64_t duration_us, uint32_t mode, uint64_t coins_count,
+			 uint64_t coins_mem_usage, bool for_prune)
+{
+	TRACEPOINT(utxocache, flush, duration_us, mode, coins_count, coins_mem_usage, for_prune);
 }

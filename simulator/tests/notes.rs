@@ -1,9 +1,9 @@
 //! `readelf -n` shows the simulator's probes with Bitcoin Core's providers, names, argument
-//! widths and signedness (tracepoints.md §6), each with a semaphore.
+//! widths and signedness (docs/tracepoints.md), as `readelf -n bitcoind` shows them, each with a semaphore.
 
 use std::process::Command;
 
-const EXPECTED: [(&str, &str, &[&str]); 14] = [
+const EXPECTED: [(&str, &str, &[&str]); 18] = [
     ("net", "inbound_message", &["-8", "8", "8", "8", "8", "8"]),
     ("net", "outbound_message", &["-8", "8", "8", "8", "8", "8"]),
     ("net", "inbound_connection", &["-8", "8", "8", "4", "8"]),
@@ -18,6 +18,10 @@ const EXPECTED: [(&str, &str, &[&str]); 14] = [
     ("validation", "block_connected", &["8", "-4", "8", "-4", "-8", "-8"]),
     ("addrman", "attempt_add", &["1", "-4", "-4", "8", "4", "8", "4"]),
     ("addrman", "move_to_good", &["-4", "-4", "8", "4", "8", "4"]),
+    ("utxocache", "add", &["8", "4", "4", "-8", "1"]),
+    ("utxocache", "spent", &["8", "4", "4", "-8", "1"]),
+    ("utxocache", "uncache", &["8", "4", "4", "-8", "1"]),
+    ("utxocache", "flush", &["-8", "4", "8", "8", "1"]),
 ];
 
 #[test]

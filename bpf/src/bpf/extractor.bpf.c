@@ -10,19 +10,9 @@
 #include <bpf/usdt.bpf.h>
 
 #include "records.h"
+#include "table.h" /* generated from ipc-protocol's table by bpf/build.rs */
 
 char LICENSE[] SEC("license") = "GPL";
-
-/* P2P messages: bulky, so kept apart from the rarer events they would otherwise crowd out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20);
-} messages SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 2 << 20);
-} events SEC(".maps");
 
 /* Key: tracepoint_id * DROP_CAUSES + drop_cause. */
 struct {
@@ -47,8 +37,11 @@ struct btf_anchor {
 	struct block_connected_record block_connected;
 	struct addrman_new_record addrman_new;
 	struct addrman_tried_record addrman_tried;
+	struct utxocache_coin_record utxocache_coin;
+	struct utxocache_flush_record utxocache_flush;
 	enum tracepoint_id tracepoint;
 	enum drop_cause drop_cause;
+	enum ring_id ring;
 } btf_anchor;
 
 #define EVENT(type)                        \
@@ -76,23 +69,22 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
  * WAKEUP_INTERVAL_NS. A ring a quarter full always wakes it. The loader only moves the
  * deadline forward, so a stale read errs towards a wakeup; the other timestamps race between
  * CPUs, harmlessly: at worst one wakeup too many. */
-#define WAKEUP_INTERVAL_NS 1000000
 __u64 loader_polling_until_ns;
-__u64 messages_woken_ns;
-__u64 events_woken_ns;
+__u64 ring_woken_ns[RING_COUNT];
 
 /* `now` is the record's own timestamp: no second clock read. */
-static __always_inline __u64 wakeup(void *ring, __u64 *woken_ns, __u64 now)
+static __always_inline __u64 wakeup(enum ring_id ring, __u64 now)
 {
-	if ((now < loader_polling_until_ns || now - *woken_ns < WAKEUP_INTERVAL_NS) &&
-	    bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) < bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 4)
+	void *map = ring_map(ring);
+
+	if ((now < loader_polling_until_ns || now - ring_woken_ns[ring] < WAKEUP_INTERVAL_NS) &&
+	    bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA) < bpf_ringbuf_query(map, BPF_RB_RING_SIZE) / 4)
 		return BPF_RB_NO_WAKEUP;
-	*woken_ns = now;
+	ring_woken_ns[ring] = now;
 	return BPF_RB_FORCE_WAKEUP;
 }
 
-#define SUBMIT_MESSAGE(e) bpf_ringbuf_submit(e, wakeup(&messages, &messages_woken_ns, (e)->head.hdr.ktime_ns))
-#define SUBMIT_EVENT(e) bpf_ringbuf_submit(e, wakeup(&events, &events_woken_ns, (e)->hdr.ktime_ns))
+#define SUBMIT(e, tp) bpf_ringbuf_submit(e, wakeup(ring_id_of(tp), (e)->hdr.ktime_ns))
 
 static __always_inline void fill_header(struct record_header *hdr, enum tracepoint_id tp, __u32 len)
 {
@@ -102,10 +94,11 @@ static __always_inline void fill_header(struct record_header *hdr, enum tracepoi
 	hdr->len = len;
 }
 
-/* Reserves a fixed-size record in `events`; `size` is a compile-time constant at every caller. */
+/* Reserves a fixed-size record in the tracepoint's ring; `size` is a compile-time constant at
+ * every caller. */
 static __always_inline void *reserve_event(enum tracepoint_id tp, __u64 size)
 {
-	struct record_header *hdr = bpf_ringbuf_reserve(&events, size, 0);
+	struct record_header *hdr = bpf_ringbuf_reserve(ring_map(ring_id_of(tp)), size, 0);
 
 	if (!hdr) {
 		count_drop(tp, DROP_RING_FULL);
@@ -134,7 +127,7 @@ static __always_inline int read_failed(enum tracepoint_id tp, void *event)
 		struct {                                                                       \
 			struct message_head head;                                              \
 			__u8 payload[cap];                                                     \
-		} *e = bpf_ringbuf_reserve(&messages, sizeof(*e), 0);                          \
+		} *e = bpf_ringbuf_reserve(ring_map(RING_MESSAGES), sizeof(*e), 0);           \
 		__u32 len = size;                                                              \
                                                                                                \
 		if (!e) {                                                                      \
@@ -146,7 +139,7 @@ static __always_inline int read_failed(enum tracepoint_id tp, void *event)
 		if (fill_message_head(&e->head, tp, peer_id, addr, conn_type, msg_type, size) || \
 		    bpf_probe_read_user(e->payload, len, data) < 0)                            \
 			return read_failed(tp, e);                                             \
-		SUBMIT_MESSAGE(e);                                                             \
+		SUBMIT(&e->head, tp);                                                          \
 		return 0;                                                                      \
 	} while (0)
 
@@ -187,7 +180,7 @@ static __always_inline int emit_large_message(enum tracepoint_id tp, __s64 peer_
 		count_drop(tp, DROP_PAYLOAD_TOO_LARGE);
 		return 0;
 	}
-	if (bpf_ringbuf_reserve_dynptr(&messages, sizeof(*m) + size, 0, &ring)) {
+	if (bpf_ringbuf_reserve_dynptr(ring_map(RING_MESSAGES), sizeof(*m) + size, 0, &ring)) {
 		bpf_ringbuf_discard_dynptr(&ring, 0); /* the verifier requires it even on failure */
 		count_drop(tp, DROP_RING_FULL);
 		return 0;
@@ -214,7 +207,7 @@ static __always_inline int emit_large_message(enum tracepoint_id tp, __s64 peer_
 	}
 	if (failed)
 		goto read_failed;
-	bpf_ringbuf_submit_dynptr(&ring, wakeup(&messages, &messages_woken_ns, m->hdr.ktime_ns));
+	bpf_ringbuf_submit_dynptr(&ring, wakeup(RING_MESSAGES, m->hdr.ktime_ns));
 	return 0;
 
 read_failed:
@@ -263,7 +256,7 @@ static __always_inline int emit_connection(enum tracepoint_id tp, __s64 peer_id,
 	e->rec.value = value;
 	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.conn_type, conn_type))
 		return read_failed(tp, e);
-	SUBMIT_EVENT(e);
+	SUBMIT(e, tp);
 	return 0;
 }
 
@@ -310,7 +303,7 @@ int BPF_USDT(net_misbehaving_connection, __s64 peer_id, const char *message)
 	e->rec.peer_id = peer_id;
 	if (READ_STR(e->rec.message, message))
 		return read_failed(tp, e);
-	SUBMIT_EVENT(e);
+	SUBMIT(e, tp);
 	return 0;
 }
 
@@ -327,7 +320,7 @@ int BPF_USDT(mempool_added, const void *txid, __s32 vsize, __s64 fee)
 	e->rec.fee = fee;
 	if (READ_HASH(e->rec.txid, txid))
 		return read_failed(tp, e);
-	SUBMIT_EVENT(e);
+	SUBMIT(e, tp);
 	return 0;
 }
 
@@ -346,7 +339,7 @@ int BPF_USDT(mempool_removed, const void *txid, const char *reason, __s32 vsize,
 	e->rec.entry_time = entry_time;
 	if (READ_HASH(e->rec.txid, txid) || READ_STR(e->rec.reason, reason))
 		return read_failed(tp, e);
-	SUBMIT_EVENT(e);
+	SUBMIT(e, tp);
 	return 0;
 }
 
@@ -370,7 +363,7 @@ int BPF_USDT(mempool_replaced, const void *replaced_txid, __s32 replaced_vsize,
 	if (READ_HASH(e->rec.replaced_txid, replaced_txid) ||
 	    READ_HASH(e->rec.replacement_id, replacement_id))
 		return read_failed(tp, e);
-	SUBMIT_EVENT(e);
+	SUBMIT(e, tp);
 	return 0;
 }
 
@@ -384,7 +377,7 @@ int BPF_USDT(mempool_rejected, const void *txid, const char *reason)
 		return 0;
 	if (READ_HASH(e->rec.txid, txid) || READ_STR(e->rec.reason, reason))
 		return read_failed(tp, e);
-	SUBMIT_EVENT(e);
+	SUBMIT(e, tp);
 	return 0;
 }
 
@@ -404,7 +397,7 @@ int BPF_USDT(validation_block_connected, const void *hash, __s32 height, __u64 t
 	e->rec.connection_time_ns = connection_time_ns;
 	if (READ_HASH(e->rec.hash, hash))
 		return read_failed(tp, e);
-	SUBMIT_EVENT(e);
+	SUBMIT(e, tp);
 	return 0;
 }
 
@@ -426,7 +419,7 @@ int BPF_USDT(addrman_attempt_add, __u8 inserted, __s32 bucket, __s32 bucket_pos,
 	e->rec._pad2 = 0;
 	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.source, source))
 		return read_failed(tp, e);
-	SUBMIT_EVENT(e);
+	SUBMIT(e, tp);
 	return 0;
 }
 
@@ -445,6 +438,65 @@ int BPF_USDT(addrman_move_to_good, __s32 bucket, __s32 bucket_pos, const char *a
 	e->rec.source_as = source_as;
 	if (READ_STR(e->rec.addr, addr) || READ_STR(e->rec.source, source))
 		return read_failed(tp, e);
-	SUBMIT_EVENT(e);
+	SUBMIT(e, tp);
+	return 0;
+}
+
+static __always_inline int emit_coin(enum tracepoint_id tp, const void *txid, __u32 index,
+				     __u32 height, __s64 value, __u8 is_coinbase)
+{
+	EVENT(utxocache_coin_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.index = index;
+	e->rec.height = height;
+	e->rec.value = value;
+	e->rec.is_coinbase = is_coinbase;
+	__builtin_memset(e->rec._pad, 0, sizeof(e->rec._pad));
+	if (READ_HASH(e->rec.txid, txid))
+		return read_failed(tp, e);
+	SUBMIT(e, tp);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(utxocache_add, const void *txid, __u32 index, __u32 height, __s64 value,
+	     __u8 is_coinbase)
+{
+	return emit_coin(TP_UTXOCACHE_ADD, txid, index, height, value, is_coinbase);
+}
+
+SEC("usdt")
+int BPF_USDT(utxocache_spent, const void *txid, __u32 index, __u32 height, __s64 value,
+	     __u8 is_coinbase)
+{
+	return emit_coin(TP_UTXOCACHE_SPENT, txid, index, height, value, is_coinbase);
+}
+
+SEC("usdt")
+int BPF_USDT(utxocache_uncache, const void *txid, __u32 index, __u32 height, __s64 value,
+	     __u8 is_coinbase)
+{
+	return emit_coin(TP_UTXOCACHE_UNCACHE, txid, index, height, value, is_coinbase);
+}
+
+SEC("usdt")
+int BPF_USDT(utxocache_flush, __s64 duration_us, __u32 mode, __u64 coins_count,
+	     __u64 coins_mem_usage, __u8 for_prune)
+{
+	const enum tracepoint_id tp = TP_UTXOCACHE_FLUSH;
+	EVENT(utxocache_flush_record) *e = reserve_event(tp, sizeof(*e));
+
+	if (!e)
+		return 0;
+	e->rec.duration_us = duration_us;
+	e->rec.mode = mode;
+	e->rec._pad = 0;
+	e->rec.coins_count = coins_count;
+	e->rec.coins_mem_usage = coins_mem_usage;
+	e->rec.for_prune = for_prune;
+	__builtin_memset(e->rec._pad2, 0, sizeof(e->rec._pad2));
+	SUBMIT(e, tp);
 	return 0;
 }

@@ -1,5 +1,6 @@
 /* Record layouts shared with Rust (ipc-protocol/src/records.rs). The layout test in
- * bpf/tests/layout.rs compares both through this object's BTF: change them together. */
+ * bpf/tests/layout.rs compares both through this object's BTF: change them together. The
+ * tracepoint ids, drop causes and rings come from the generated table.h. */
 #ifndef EXTRACTOR_RECORDS_H
 #define EXTRACTOR_RECORDS_H
 
@@ -14,33 +15,6 @@
 /* Largest P2P payload captured, as upstream: Bitcoin Core's largest is 4,000,000 bytes
  * (MAX_PROTOCOL_MESSAGE_LENGTH, MAX_BLOCK_SERIALIZED_SIZE). */
 #define MAX_PAYLOAD_CAPTURE 4194304
-
-/* Ids of ipc_protocol::Tracepoint. */
-enum tracepoint_id {
-	TP_NET_INBOUND_MESSAGE = 0,
-	TP_NET_OUTBOUND_MESSAGE = 1,
-	TP_NET_INBOUND_CONNECTION = 2,
-	TP_NET_OUTBOUND_CONNECTION = 3,
-	TP_NET_CLOSED_CONNECTION = 4,
-	TP_NET_EVICTED_INBOUND_CONNECTION = 5,
-	TP_NET_MISBEHAVING_CONNECTION = 6,
-	TP_MEMPOOL_ADDED = 7,
-	TP_MEMPOOL_REMOVED = 8,
-	TP_MEMPOOL_REPLACED = 9,
-	TP_MEMPOOL_REJECTED = 10,
-	TP_VALIDATION_BLOCK_CONNECTED = 11,
-	TP_ADDRMAN_ATTEMPT_ADD = 12,
-	TP_ADDRMAN_MOVE_TO_GOOD = 13,
-	TP_COUNT = 14,
-};
-
-/* Indexes of ipc_protocol::DropCause counted here. */
-enum drop_cause {
-	DROP_RING_FULL = 0,
-	DROP_READ_FAILED = 1,
-	DROP_PAYLOAD_TOO_LARGE = 2,
-	DROP_CAUSES = 3,
-};
 
 /* In front of every record in a ring buffer; read by the loader only. `len` counts the body
  * bytes that follow and matter: a message reservation can be larger than its payload. */
@@ -135,6 +109,25 @@ struct addrman_tried_record {
 	__u32 source_as;
 	char addr[ADDR_BUF];
 	char source[ADDR_BUF];
+};
+
+struct utxocache_coin_record {
+	__u8 txid[32];
+	__u32 index;
+	__u32 height;
+	__s64 value;
+	__u8 is_coinbase;
+	__u8 _pad[7];
+};
+
+struct utxocache_flush_record {
+	__s64 duration_us;
+	__u32 mode;
+	__u32 _pad;
+	__u64 coins_count;
+	__u64 coins_mem_usage;
+	__u8 for_prune;
+	__u8 _pad2[7];
 };
 
 #endif

@@ -2,7 +2,6 @@
 
 use super::*;
 use bytemuck::Zeroable;
-use prost::Message as _;
 
 const TS: u64 = 1_700_000_000_123;
 const H: [u8; 32] = {
@@ -33,7 +32,23 @@ fn hex(bytes: &[u8]) -> String {
 
 fn encode(tp: Tracepoint, data: &[u8], ts: u64) -> String {
     let record = Record { tracepoint: tp, ktime_ns: 0, data };
-    hex(&decode(&record).expect("valid record").into_event(ts).encode_to_vec())
+    envelope_hex(decode(&record).expect("valid record"), ts)
+}
+
+fn envelope_hex(decoded: Decoded, ts: u64) -> String {
+    let envelope = decoded.into_envelope(ts);
+    let mut out = Vec::new();
+    envelope.encode_to(&mut out);
+    assert_eq!(out.len(), envelope.encoded_len());
+    hex(&out)
+}
+
+/// The peer-observer event of a decoded record.
+fn ebpf_event(decoded: Decoded) -> ebpf::ebpf::EbpfEvent {
+    match decoded.payload {
+        Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(event) }) => event,
+        other => panic!("not a peer-observer event: {other:?}"),
+    }
 }
 
 fn message(peer_id: i64, addr: &str, conn_type: &str, command: &str, payload: &[u8]) -> Vec<u8> {
@@ -213,7 +228,7 @@ fn v23_undecodable_pong_is_published_as_unknown_and_counted() {
     let data = message(3, "1.2.3.4:8333", "inbound", "pong", &[1, 2, 3, 4]);
     let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data }).unwrap();
     assert_eq!(decoded.anomalies, vec![Anomaly::Undecodable("pong".into())]);
-    assert_eq!(hex(&decoded.into_event(TS).encode_to_vec()), "0a2f0a2d0a1c0803120c312e322e332e343a3833333318012204706f6e6728013004fa010c0a04706f6e6712040102030450fbd095ffbc31");
+    assert_eq!(envelope_hex(decoded, TS), "0a2f0a2d0a1c0803120c312e322e332e343a3833333318012204706f6e6728013004fa010c0a04706f6e6712040102030450fbd095ffbc31");
 }
 
 #[test]
@@ -276,7 +291,7 @@ fn invalid_utf8_becomes_replacement_characters_and_is_counted() {
     data[addr_at + 5] = 0xff;
     let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundConnection, ktime_ns: 0, data: &data }).unwrap();
     assert_eq!(decoded.anomalies, vec![Anomaly::InvalidUtf8("addr")]);
-    let Some(ebpf::ebpf::EbpfEvent::Connection(c)) = decoded.event.ebpf_event else { panic!() };
+    let ebpf::ebpf::EbpfEvent::Connection(c) = ebpf_event(decoded) else { panic!() };
     let Some(connection::connection_event::Event::Inbound(i)) = c.event else { panic!() };
     assert_eq!(i.conn.addr, "host-\u{fffd}");
 }
@@ -288,7 +303,7 @@ fn over_long_strings_are_cut_explicitly() {
     let data = connection(1, &long, "inbound", 0, 1);
     let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundConnection, ktime_ns: 0, data: &data }).unwrap();
     assert_eq!(decoded.anomalies, vec![Anomaly::Truncated("addr")]);
-    let Some(ebpf::ebpf::EbpfEvent::Connection(c)) = decoded.event.ebpf_event else { panic!() };
+    let ebpf::ebpf::EbpfEvent::Connection(c) = ebpf_event(decoded) else { panic!() };
     let Some(connection::connection_event::Event::Inbound(i)) = c.event else { panic!() };
     assert_eq!(i.conn.addr, format!("{}...", "a".repeat(511)));
 
@@ -348,4 +363,349 @@ fn v20_torv3_is_a_valid_v3_name() {
     let payload = unhex("0118ed5365fd0904042079bcc625184b05194975c28b66b66b0469f7f6556fb1ac3189a79b40dda32f1f208d");
     let data = message(3, "1.2.3.4:8333", "inbound", "addrv2", &payload);
     assert_eq!(encode(Tracepoint::NetInboundMessage, &data, TS), "0a720a700a1e0803120c312e322e332e343a38333333180122066164647276322801302c4a4e0a4c0898dacfaa062a3e7067366d6d6a69796a6d637273736c76796b66776e6e746c61727537703573766e367932796d6d6a75366e7562786e6466347073637279642e6f6e696f6e488908508d4150fbd095ffbc31");
+}
+
+// The decode budget: p2p::BUDGET_PER_BYTE heap bytes per payload byte, plus p2p::BUDGET_BASE.
+
+use crate::p2p::{PayloadError, BUDGET_BASE, BUDGET_PER_BYTE};
+use crate::proto::ebpf_extractor::message::message_event::Msg;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+/// The system allocator, counting each thread's live heap bytes (as requested) and their peak.
+struct Counting;
+
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(change: isize) {
+    // try_with: a thread's allocations go on while its thread-locals are being torn down.
+    let _ = LIVE.try_with(|live| {
+        live.set(live.get() + change);
+        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(live.get())));
+    });
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's guarantees, passed on unchanged.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as for alloc.
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as for alloc.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn budget(payload_len: usize) -> usize {
+    BUDGET_PER_BYTE * payload_len + BUDGET_BASE
+}
+
+/// Decodes without limit; returns the heap bytes the budget was charged and the peak heap
+/// bytes really allocated meanwhile (the decoded form and anything transient).
+fn measure(command: &str, payload: &[u8]) -> (usize, usize) {
+    let unlimited = Cell::new(usize::MAX);
+    let base = LIVE.with(Cell::get);
+    PEAK.with(|peak| peak.set(base));
+    let decoded = p2p::decode_within(command, payload, &unlimited);
+    let heap = PEAK.with(Cell::get) - base;
+    if let Err(e) = decoded {
+        panic!("{command} must decode without a budget: {e}");
+    }
+    (usize::MAX - unlimited.get(), heap as usize)
+}
+
+fn compact(n: usize) -> Vec<u8> {
+    match n {
+        0..=0xfc => vec![n as u8],
+        0xfd..=0xffff => [&[0xfd][..], &(n as u16).to_le_bytes()].concat(),
+        _ => [&[0xfe][..], &(n as u32).to_le_bytes()].concat(),
+    }
+}
+
+/// A CompactSize count, then `item` that many times.
+fn repeated(n: usize, item: &[u8]) -> Vec<u8> {
+    [compact(n), item.repeat(n)].concat()
+}
+
+/// As many `item`s as fit in `size` bytes (with the count and `before`), after `before`.
+fn filled(size: usize, before: &[u8], item: &[u8]) -> Vec<u8> {
+    let n = (size - before.len() - 5) / item.len();
+    [before, &repeated(n, item)].concat()
+}
+
+/// A transaction: `inputs` spends with empty scripts (each with a P2WPKH witness if `segwit`),
+/// `outputs` outputs of `script_len`-byte scripts. `tx(0, 0, 0, true)` is the shortest the
+/// decoder accepts (12 bytes), `tx(1, 1, 0, false)` the shortest valid one (60 bytes).
+fn tx(inputs: usize, outputs: usize, script_len: usize, segwit: bool) -> Vec<u8> {
+    let mut tx = 2u32.to_le_bytes().to_vec();
+    if segwit {
+        tx.extend_from_slice(&[0, 1]);
+    }
+    tx.extend(repeated(inputs, &[[7; 36].as_slice(), &[0], &u32::MAX.to_le_bytes()].concat()));
+    let output = [&5000u64.to_le_bytes()[..], &compact(script_len), &vec![0x51; script_len]].concat();
+    tx.extend(repeated(outputs, &output));
+    if segwit {
+        let witness = [&[2, 72][..], &[0x30; 72], &[33], &[2; 33]].concat();
+        tx.extend(witness.repeat(inputs));
+    }
+    tx.extend_from_slice(&0u32.to_le_bytes());
+    tx
+}
+
+/// A block of `count` copies of `tx`, then `last` if any.
+fn block(count: usize, tx: &[u8], last: Option<&[u8]>) -> Vec<u8> {
+    let total = count + usize::from(last.is_some());
+    [&[0x20; 80][..], &compact(total), &tx.repeat(count), last.unwrap_or_default()].concat()
+}
+
+/// A 2-input, 2-output P2WPKH payment: 372 bytes.
+fn payment() -> Vec<u8> {
+    tx(2, 2, 22, true)
+}
+
+/// A block of exactly 4,000,000 bytes: `count` copies of `tx`, then one transaction whose
+/// output script takes the rest.
+fn full_block(count: usize, tx_bytes: &[u8]) -> Vec<u8> {
+    let rest = 4_000_000 - block(count, tx_bytes, Some(&[])).len();
+    // 1 input, 1 output, a script of 253-65,535 bytes (3-byte CompactSize): 62 bytes besides.
+    let filler = tx(1, 1, rest - 62, false);
+    let payload = block(count, tx_bytes, Some(&filler));
+    assert_eq!(payload.len(), 4_000_000);
+    payload
+}
+
+/// An addrv2 entry: time, 1-byte services, network, address, port.
+fn addr_v2(network: u8, address: &[u8]) -> Vec<u8> {
+    [&[0; 4][..], &[0, network], &compact(address.len()), address, &[0x20, 0x8d]].concat()
+}
+
+const MB: usize = 1_000_000;
+
+/// Worst cases per decoder that allocates per item, and legitimate maxima; the factor
+/// (heap bytes charged per payload byte, in hundredths) and whether `decode` takes it.
+#[test]
+fn decoded_size_per_payload_byte_of_every_allocating_decoder() {
+    let header = [0x20; 80];
+    let merkle_head = [&header[..], &[0; 4]].concat();
+    let inv_item = [&1u32.to_le_bytes()[..], &[9; 32]].concat();
+    let v1_ipv6 = [&[0; 4][..], &[0; 8], &[0x12; 16], &[0x20, 0x8d]].concat();
+    let user_agent = [&[0xfd, 0, 1][..], &[b'a'; 256]].concat();
+    let version = [&unhex(P7)[..80], &user_agent, &[0; 5]].concat();
+    let tiny = tx(0, 0, 0, true);
+    let cases: Vec<(&str, &str, Vec<u8>, usize, bool)> = vec![
+        // Attacker-chosen.
+        (
+            "merkleblock, flags only",
+            "merkleblock",
+            [&merkle_head[..], &[0], &filled(MB, &[], &[0xff])].concat(),
+            799,
+            true,
+        ),
+        ("merkleblock, hashes only", "merkleblock", [filled(MB, &merkle_head, &[3; 32]), vec![0]].concat(), 224, true),
+        ("block of 12-byte transactions", "block", filled(MB, &header, &tiny), 1633, false),
+        ("blocktxn of 12-byte transactions", "blocktxn", filled(MB, &[4; 32], &tiny), 1633, false),
+        (
+            "cmpctblock, 13-byte prefilled",
+            "cmpctblock",
+            filled(MB, &[&header[..], &[0; 8], &[0]].concat(), &[&[0], &tiny[..]].concat()),
+            1569,
+            false,
+        ),
+        ("tx, empty inputs", "tx", tx(MB / 41, 0, 0, false), 100, true),
+        ("tx, empty outputs", "tx", tx(1, MB / 9, 0, false), 100, true),
+        ("inv", "inv", filled(MB, &[], &inv_item), 222, true),
+        ("getdata", "getdata", filled(MB, &[], &inv_item), 222, true),
+        ("notfound", "notfound", filled(MB, &[], &inv_item), 222, true),
+        ("addr, longest IPv6 text", "addr", filled(MB, &[], &v1_ipv6), 426, true),
+        ("addrv2, IPv4", "addrv2", filled(MB, &[], &addr_v2(1, &[255; 4])), 615, true),
+        ("addrv2, unknown network, 1 byte", "addrv2", filled(MB, &[], &addr_v2(9, &[1])), 649, true),
+        ("addrv2, Tor v3", "addrv2", filled(MB, &[], &addr_v2(4, &[1; 32])), 429, true),
+        ("headers", "headers", filled(MB, &[], &[&header[..], &[0]].concat()), 286, true),
+        ("getheaders", "getheaders", [filled(MB, &[1, 0, 0, 0], &[5; 32]), vec![0; 32]].concat(), 224, true),
+        ("getblocks", "getblocks", [filled(MB, &[1, 0, 0, 0], &[5; 32]), vec![0; 32]].concat(), 224, true),
+        ("cfheaders", "cfheaders", filled(MB, &[0; 65], &[6; 32]), 224, true),
+        ("cfcheckpt", "cfcheckpt", filled(MB, &[0; 33], &[6; 32]), 224, true),
+        ("cfilter", "cfilter", filled(MB, &[0; 33], &[1]), 100, true),
+        ("filterload", "filterload", [filled(36_000, &[], &[1]), vec![0; 9]].concat(), 100, true),
+        ("filteradd", "filteradd", filled(520, &[], &[1]), 102, true),
+        ("alert", "alert", filled(MB, &[], &[1]), 100, true),
+        ("reject", "reject", [&user_agent[..], &[0x10], &user_agent, &[0; 32]].concat(), 107, true),
+        ("version, 256-byte user agent", "version", version, 93, true),
+        // Legitimate maxima (Bitcoin Core's own limits).
+        ("getblocktxn, 62,500 consecutive", "getblocktxn", [&[4; 32][..], &repeated(62_500, &[0])].concat(), 799, true),
+        (
+            "cmpctblock, 100,000 short ids",
+            "cmpctblock",
+            [&header[..], &[0; 8], &repeated(100_000, &[8; 6]), &[0]].concat(),
+            766,
+            true,
+        ),
+        ("block of 60-byte transactions", "block", full_block(66_660, &tx(1, 1, 0, false)), 406, true),
+        ("block of 2,000 2-in 2-out payments", "block", block(2000, &payment(), None), 149, true),
+        ("block of 2-in 2-out payments", "block", full_block(10_700, &payment()), 149, true),
+    ];
+    println!("{:<36} {:>9} {:>11} {:>7} {:>7}", "payload", "bytes", "charged", "factor", "heap");
+    for (name, command, payload, factor, decodes) in cases {
+        let (charged, heap) = measure(command, &payload);
+        let len = payload.len();
+        println!(
+            "{name:<36} {len:>9} {charged:>11} {:>7.2} {:>7.2}",
+            charged as f64 / len as f64,
+            heap as f64 / len as f64
+        );
+        assert!(heap <= charged, "{name}: {heap} heap bytes, {charged} charged");
+        assert_eq!(charged * 100 / len, factor, "{name}");
+        assert_eq!(charged <= budget(len), decodes, "{name}");
+        match p2p::decode(command, &payload) {
+            Ok(_) => assert!(decodes, "{name} must be refused"),
+            Err(e) => assert!(!decodes && e == PayloadError::OverBudget, "{name}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn the_budget_is_charged_exactly() {
+    let payload = block(40, &tx(0, 0, 0, true), Some(&payment()));
+    let (charged, _) = measure("block", &payload);
+    // Three header hashes, the Vec of 41 transactions, and per transaction two ids and its raw bytes.
+    let heap = |bytes: usize| bytes + 16;
+    let vec = heap(41 * size_of::<crate::proto::bitcoin_primitives::Transaction>());
+    let per_tx = |len| 2 * heap(32) + heap(len);
+    assert_eq!(charged, 3 * heap(32) + vec + 40 * per_tx(12) + per_tx(372));
+    assert!(
+        matches!(p2p::decode_within("block", &payload, &Cell::new(charged)), Ok(Msg::Block(b)) if b.transactions.len() == 41)
+    );
+    assert_eq!(p2p::decode_within("block", &payload, &Cell::new(charged - 1)), Err(PayloadError::OverBudget));
+}
+
+#[test]
+fn just_under_the_budget_decodes_and_just_over_is_refused() {
+    // A 4,000-byte transaction, then more and more 12-byte ones: each adds 196 charged bytes
+    // and 96 of budget.
+    let big = tx(1, 1, 3934, false);
+    let tiny = tx(0, 0, 0, true);
+    let last = (0..)
+        .take_while(|n| {
+            let payload = block(*n, &tiny, Some(&big));
+            p2p::decode("block", &payload).is_ok()
+        })
+        .last()
+        .expect("a lone big transaction decodes");
+    assert_eq!(last, 293);
+    let under = block(last, &tiny, Some(&big));
+    let (charged, _) = measure("block", &under);
+    assert!(charged <= budget(under.len()) && budget(under.len()) - charged < 100, "{charged} of {}", under.len());
+    let over = block(last + 1, &tiny, Some(&big));
+    let (charged, _) = measure("block", &over);
+    assert!(charged > budget(over.len()));
+    assert_eq!(p2p::decode("block", &over), Err(PayloadError::OverBudget));
+}
+
+#[test]
+fn over_budget_is_published_as_unknown_and_counted_apart_from_undecodable() {
+    let payload = block(MB / 12, &tx(0, 0, 0, true), None);
+    let data = message(3, "1.2.3.4:8333", "inbound", "block", &payload);
+    let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data }).unwrap();
+    assert_eq!(decoded.anomalies, vec![Anomaly::OverBudget("block".into())]);
+    let Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(ebpf::ebpf::EbpfEvent::Message(event)) }) = decoded.payload
+    else {
+        panic!("a message")
+    };
+    assert_eq!(event.msg, Some(Msg::Unknown(message::Unknown { command: "block".into(), payload: payload.clone() })));
+
+    let data = message(3, "1.2.3.4:8333", "inbound", "block", &payload[..payload.len() - 1]);
+    let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data }).unwrap();
+    assert_eq!(decoded.anomalies, vec![Anomaly::Undecodable("block".into())]);
+}
+
+fn coin_record(is_coinbase: u8) -> Vec<u8> {
+    let record = UtxocacheCoinRecord {
+        txid: [0xab; 32],
+        index: 7,
+        height: 840_000,
+        value: 5_000_000_000,
+        is_coinbase,
+        _pad: [0; 7],
+    };
+    bytemuck::bytes_of(&record).to_vec()
+}
+
+#[test]
+fn utxocache_coins_are_this_projects_own_events_with_every_field() {
+    use crate::proto::peer_observer_ebpf::utxocache;
+    for (tp, tag) in
+        [(Tracepoint::UtxocacheAdd, "0a"), (Tracepoint::UtxocacheSpent, "12"), (Tracepoint::UtxocacheUncache, "1a")]
+    {
+        let data = coin_record(1);
+        let decoded = decode(&Record { tracepoint: tp, ktime_ns: 0, data: &data }).unwrap();
+        assert_eq!(decoded.subject, "peer-observer-ebpf.utxocache");
+        // Coin: txid (1), index 7 (2), height 840000 (3), value 5e9 (4), is_coinbase (5); then
+        // the timestamp as field 10, as in event.Event.
+        let coin = format!("0a20{}100718c0a2332080e497d0122801", "ab".repeat(32));
+        assert_eq!(envelope_hex(decoded, TS), format!("{tag}{:02x}{coin}50fbd095ffbc31", coin.len() / 2), "{tp}");
+    }
+    let data = coin_record(0);
+    let decoded = decode(&Record { tracepoint: Tracepoint::UtxocacheSpent, ktime_ns: 0, data: &data }).unwrap();
+    let Payload::Utxocache(utxocache::event::Event::Spent(coin)) = decoded.payload else { panic!("a spent coin") };
+    assert_eq!(
+        coin,
+        utxocache::Coin { txid: vec![0xab; 32], index: 7, height: 840_000, value: 5_000_000_000, is_coinbase: false }
+    );
+}
+
+#[test]
+fn utxocache_flush_has_every_field_and_bools_out_of_range_are_refused() {
+    use crate::proto::peer_observer_ebpf::utxocache;
+    let flush = |for_prune| {
+        let record = UtxocacheFlushRecord {
+            duration_us: 1_234_567,
+            mode: 3,
+            _pad: 0,
+            coins_count: 4_000_000,
+            coins_mem_usage: 450 << 20,
+            for_prune,
+            _pad2: [0; 7],
+        };
+        bytemuck::bytes_of(&record).to_vec()
+    };
+    let data = flush(1);
+    let decoded = decode(&Record { tracepoint: Tracepoint::UtxocacheFlush, ktime_ns: 0, data: &data }).unwrap();
+    let Payload::Utxocache(utxocache::event::Event::Flush(f)) = decoded.payload else { panic!("a flush") };
+    let want = utxocache::Flush {
+        duration_us: 1_234_567,
+        mode: 3,
+        coins_count: 4_000_000,
+        coins_mem_usage: 450 << 20,
+        for_prune: true,
+    };
+    assert_eq!(f, want);
+    let data = flush(2);
+    let refused = decode(&Record { tracepoint: Tracepoint::UtxocacheFlush, ktime_ns: 0, data: &data }).unwrap_err();
+    assert_eq!(refused, RecordError::OutOfRange { field: "for_prune", value: 2 });
+    let data = coin_record(9);
+    let refused = decode(&Record { tracepoint: Tracepoint::UtxocacheAdd, ktime_ns: 0, data: &data }).unwrap_err();
+    assert_eq!(refused, RecordError::OutOfRange { field: "is_coinbase", value: 9 });
+    let short = decode(&Record { tracepoint: Tracepoint::UtxocacheAdd, ktime_ns: 0, data: &data[1..] }).unwrap_err();
+    assert_eq!(short, RecordError::WrongSize { expected: data.len(), got: data.len() - 1 });
 }

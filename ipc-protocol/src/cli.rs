@@ -1,0 +1,169 @@
+//! The table's command-line flags (feature `cli`): one switch per category and one size per
+//! ring, so that the loader and the launcher take the same flags and the launcher hands on
+//! exactly what it was given.
+
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
+
+use crate::{Category, Ring, Tracepoint};
+
+/// `--no-p2pmsg-tracepoints`, …, `--addrman-tracepoints`, `--utxocache-tracepoints`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CategoryFlags {
+    /// The categories whose flag was given.
+    given: Vec<Category>,
+}
+
+impl CategoryFlags {
+    /// The categories to hook: the defaults not switched off, and those switched on.
+    pub fn categories(&self) -> Vec<Category> {
+        Category::ALL.iter().copied().filter(|c| c.default_on() != self.given.contains(c)).collect()
+    }
+
+    pub fn tracepoints(&self) -> Vec<Tracepoint> {
+        Tracepoint::enabled(&self.categories())
+    }
+
+    /// The flags as given, to hand on to another binary that takes them.
+    pub fn to_args(&self) -> Vec<String> {
+        self.given.iter().map(|c| format!("--{}", c.flag())).collect()
+    }
+}
+
+impl FromArgMatches for CategoryFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(CategoryFlags { given: Category::ALL.iter().copied().filter(|c| matches.get_flag(c.flag())).collect() })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for CategoryFlags {
+    fn augment_args(cmd: Command) -> Command {
+        Category::ALL
+            .iter()
+            .fold(cmd, |cmd, c| cmd.arg(Arg::new(c.flag()).long(c.flag()).action(ArgAction::SetTrue).help(c.help())))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// `--message-ring-bytes`, `--event-ring-bytes`, `--utxocache-ring-bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RingSizes {
+    bytes: [u32; Ring::ALL.len()],
+}
+
+impl RingSizes {
+    pub fn bytes(&self, ring: Ring) -> u32 {
+        self.bytes[ring.index()]
+    }
+}
+
+impl Default for RingSizes {
+    fn default() -> Self {
+        RingSizes { bytes: Ring::ALL.map(Ring::default_bytes) }
+    }
+}
+
+/// A ring buffer's size must be a power of two (hence a multiple of the page size).
+fn ring_size(ring: Ring) -> impl Fn(&str) -> Result<u32, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let bytes: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        if !bytes.is_power_of_two() || bytes < ring.min_bytes() {
+            return Err(format!("{bytes} is not a power of two of at least {}", ring.min_bytes()));
+        }
+        Ok(bytes)
+    }
+}
+
+impl FromArgMatches for RingSizes {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let bytes =
+            Ring::ALL.map(|ring| matches.get_one::<u32>(ring.size_flag()).copied().unwrap_or(ring.default_bytes()));
+        Ok(RingSizes { bytes })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for RingSizes {
+    fn augment_args(cmd: Command) -> Command {
+        Ring::ALL.iter().fold(cmd, |cmd, &ring| {
+            let categories: Vec<String> =
+                Category::ALL.iter().filter(|c| c.ring() == ring).map(|c| format!("{c:?}").to_lowercase()).collect();
+            let help = format!(
+                "Bytes of the BPF ring buffer for {} events: a power of two, at least {} [default: {}]",
+                categories.join(", "),
+                ring.min_bytes(),
+                ring.default_bytes()
+            );
+            cmd.arg(
+                Arg::new(ring.size_flag())
+                    .long(ring.size_flag())
+                    .value_name("BYTES")
+                    .value_parser(ring_size(ring))
+                    .help(help),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        categories: CategoryFlags,
+        #[command(flatten)]
+        rings: RingSizes,
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_flag_hooks_the_default_categories_with_default_rings() {
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.categories.categories(), Category::defaults());
+        assert_eq!(cli.categories.to_args(), Vec::<String>::new());
+        assert_eq!(cli.rings, RingSizes::default());
+    }
+
+    #[test]
+    fn every_switch_flips_its_category_and_is_handed_on_as_given() {
+        for c in Category::ALL {
+            let flag = format!("--{}", c.flag());
+            let cli = parse(&[&flag]).unwrap();
+            assert_eq!(cli.categories.categories().contains(c), !c.default_on(), "{flag}");
+            assert_eq!(cli.categories.to_args(), std::slice::from_ref(&flag));
+            let again = parse(&cli.categories.to_args().iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+            assert_eq!(again.categories, cli.categories);
+        }
+    }
+
+    #[test]
+    fn ring_sizes_must_be_powers_of_two_above_their_minimum() {
+        let cli = parse(&["--utxocache-ring-bytes", "1048576", "--message-ring-bytes", "16777216"]).unwrap();
+        assert_eq!((cli.rings.bytes(Ring::Utxocache), cli.rings.bytes(Ring::Messages)), (1 << 20, 16 << 20));
+        assert_eq!(cli.rings.bytes(Ring::Events), Ring::Events.default_bytes());
+        assert!(parse(&["--event-ring-bytes", "100000"]).is_err());
+        assert!(parse(&["--message-ring-bytes", "4194304"]).is_err(), "a 4 MiB message must fit");
+    }
+}

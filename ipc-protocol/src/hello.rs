@@ -1,0 +1,89 @@
+//! The first datagram of every connection: magic, protocol version (little-endian `u16`),
+//! then the postcard-encoded [`Hello`] (docs/ipc.md).
+
+use serde::{Deserialize, Serialize};
+
+use crate::datagram::{encode, malformed, tracepoint, DecodeError};
+
+pub const PROTOCOL_VERSION: u16 = 5;
+pub const HELLO_MAGIC: [u8; 4] = *b"BCXT";
+
+/// The loader's handshake: who is traced and what is hooked. Records' kernel timestamps are
+/// CLOCK_MONOTONIC, which the publisher converts with its own reading of both clocks
+/// (`publisher/src/clock.rs`), so that a stepped wall clock is followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub loader_version: String,
+    pub pid: u32,
+    pub binary: String,
+    /// Ids of the attached tracepoints.
+    pub tracepoints: Vec<u16>,
+}
+
+pub fn encode_hello(hello: &Hello) -> Vec<u8> {
+    let mut out = HELLO_MAGIC.to_vec();
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    encode(hello, out)
+}
+
+pub fn decode_hello(buf: &[u8]) -> Result<Hello, DecodeError> {
+    if buf.len() < 6 || buf[..4] != HELLO_MAGIC {
+        return Err(DecodeError::BadMagic(buf[..buf.len().min(4)].to_vec()));
+    }
+    let version = u16::from_le_bytes([buf[4], buf[5]]);
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion { got: version });
+    }
+    let (hello, rest) = postcard::take_from_bytes::<Hello>(&buf[6..]).map_err(malformed("hello"))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    for id in &hello.tracepoints {
+        tracepoint(*id)?;
+    }
+    Ok(hello)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn hello() -> Hello {
+        Hello {
+            loader_version: "0.1.0".into(),
+            pid: 4242,
+            binary: "/usr/bin/bitcoind".into(),
+            tracepoints: vec![0, 1, 11],
+        }
+    }
+
+    #[test]
+    fn hello_round_trips() {
+        assert_eq!(decode_hello(&encode_hello(&hello())), Ok(hello()));
+    }
+
+    #[test]
+    fn hello_rejects_bad_magic_version_trailing_bytes_and_unknown_tracepoints() {
+        let good = encode_hello(&hello());
+
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        assert!(matches!(decode_hello(&bad_magic), Err(DecodeError::BadMagic(_))));
+        assert!(matches!(decode_hello(b"BC"), Err(DecodeError::BadMagic(_))));
+
+        let mut v1 = good.clone();
+        v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(decode_hello(&v1), Err(DecodeError::UnsupportedVersion { got: 1 }));
+
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(decode_hello(&trailing), Err(DecodeError::TrailingBytes(1)));
+
+        let truncated = &good[..good.len() - 3];
+        assert!(matches!(decode_hello(truncated), Err(DecodeError::Malformed { .. })));
+
+        let mut unknown = hello();
+        unknown.tracepoints.push(999);
+        assert_eq!(decode_hello(&encode_hello(&unknown)), Err(DecodeError::UnknownTracepoint(999)));
+    }
+}

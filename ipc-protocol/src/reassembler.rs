@@ -1,0 +1,114 @@
+//! The publisher's side: the sequence check and the reassembly of fragmented records, for
+//! one connection (docs/ipc.md).
+
+use crate::datagram::{Fragment, OwnedRecord};
+use crate::Tracepoint;
+
+/// What a receiver lost, found from sequence numbers and fragment offsets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Loss {
+    /// Record-carrying datagrams that never arrived.
+    pub datagrams: u64,
+    /// Records of which only some fragments arrived; each is discarded, never glued to
+    /// another record's fragments, and named here once.
+    pub records: Vec<Tracepoint>,
+}
+
+impl Loss {
+    pub fn is_empty(&self) -> bool {
+        self.datagrams == 0 && self.records.is_empty()
+    }
+}
+
+struct Partial {
+    tracepoint: Tracepoint,
+    ktime_ns: u64,
+    total_len: u32,
+    data: Vec<u8>,
+    /// A fragment of it went missing: its remaining fragments are skipped.
+    broken: bool,
+}
+
+/// The receiving side's sequence check and fragment reassembly, for one connection.
+#[derive(Default)]
+pub struct Reassembler {
+    /// `None` until the connection's first datagram: a loader that reconnects goes on with
+    /// its sequence where it was.
+    expected_seq: Option<u64>,
+    partial: Option<Partial>,
+}
+
+impl Reassembler {
+    /// Counts the datagrams missing before `seq`.
+    fn sequence(&mut self, seq: u64, loss: &mut Loss) -> bool {
+        let expected = self.expected_seq.unwrap_or(seq);
+        loss.datagrams = seq.saturating_sub(expected);
+        self.expected_seq = Some(seq.wrapping_add(1));
+        seq == expected
+    }
+
+    /// Ends the record under way; unless already counted, it is lost.
+    fn abandon(&mut self, loss: &mut Loss) {
+        if let Some(p) = self.partial.take().filter(|p| !p.broken) {
+            loss.records.push(p.tracepoint);
+        }
+    }
+
+    /// A `Records` datagram arrived.
+    pub fn records(&mut self, seq: u64) -> Loss {
+        let mut loss = Loss::default();
+        self.sequence(seq, &mut loss);
+        self.abandon(&mut loss);
+        loss
+    }
+
+    /// A fragment arrived: returns what was lost before it and, with its last fragment, the
+    /// whole record. A record whose fragments do not arrive in order, gapless, is discarded.
+    pub fn fragment(&mut self, f: &Fragment<'_>) -> (Loss, Option<OwnedRecord>) {
+        let mut loss = Loss::default();
+        let in_order = self.sequence(f.seq, &mut loss);
+        let same_record = f.offset != 0
+            && self
+                .partial
+                .as_ref()
+                .is_some_and(|p| (p.tracepoint, p.ktime_ns, p.total_len) == (f.tracepoint, f.ktime_ns, f.total_len));
+        if !same_record {
+            self.abandon(&mut loss);
+            // A fragment past the start of a record whose start was lost: that record is lost.
+            let broken = f.offset != 0;
+            if broken {
+                loss.records.push(f.tracepoint);
+            }
+            self.partial = Some(Partial {
+                tracepoint: f.tracepoint,
+                ktime_ns: f.ktime_ns,
+                total_len: f.total_len,
+                data: if broken { Vec::new() } else { Vec::with_capacity(f.total_len as usize) },
+                broken,
+            });
+        }
+        let partial = self.partial.as_mut().expect("set above or continued");
+        // A gap before a record's first fragment is not this record's loss.
+        if !partial.broken && same_record && (!in_order || partial.data.len() != f.offset as usize) {
+            loss.records.push(partial.tracepoint);
+            partial.broken = true;
+            partial.data = Vec::new();
+        }
+        if !partial.broken {
+            partial.data.extend_from_slice(f.chunk);
+        }
+        if f.offset as usize + f.chunk.len() < f.total_len as usize {
+            return (loss, None);
+        }
+        let last = self.partial.take().expect("set above or continued");
+        let record = (!last.broken).then_some(OwnedRecord {
+            tracepoint: last.tracepoint,
+            ktime_ns: last.ktime_ns,
+            data: last.data,
+        });
+        (loss, record)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! The loader's side of the protocol as a state machine without I/O, in the manner of
+//! quinn-proto's `poll_transmit`: it owns the open batch, the sequence numbers, the cursor of a
+//! record going out in fragments, the drop totals waiting to go out and what a new connection
+//! needs first. The loader only picks the ring whose record is oldest, offers that record,
+//! sends what [`Sender::poll_transmit`] says and releases what the sender says it is done
+//! with (`loader/src/forward.rs`).
+//!
+//! Records stay in their ring until sent: a small one is copied into the batch when offered
+//! (so it can be released at once), a large one is sent in fragments straight from the ring's
+//! memory and released after its last fragment. So what waits for a slow or absent publisher
+//! waits in the rings, where the BPF programs count what no longer fits.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use crate::datagram::{
+    encode, encode_drop_counts, record_prefix, DropCount, Head, FRAGMENT_HEAD_MAX, MAX_DATAGRAM, MAX_RECORD,
+    RECORDS_HEAD_MAX,
+};
+use crate::records::{DropCause, RingRecord};
+use crate::{encode_hello, Hello, Tracepoint};
+
+pub struct Sender {
+    hello: Vec<u8>,
+    /// `Some` while connected: whether the hello went out on this connection.
+    hello_sent: Option<bool>,
+    /// The batch being filled; empty when none is open. Its records left their rings.
+    batch: Vec<u8>,
+    /// The batch takes no more records: it goes out next.
+    batch_closed: bool,
+    next_seq: u64,
+    fragmenting: Option<Cursor>,
+    /// Drop totals waiting to go out.
+    counts: Option<Vec<u8>>,
+    /// The totals last queued, so that only a change is sent (and all of them to a new
+    /// publisher, which starts from zero).
+    last_counts: Vec<DropCount>,
+    /// Drops the sender itself counted.
+    refused: BTreeMap<(Tracepoint, DropCause), u64>,
+    taken: u64,
+}
+
+/// A record at the head of a ring, going out in fragments.
+struct Cursor {
+    ring: usize,
+    tracepoint: Tracepoint,
+    ktime_ns: u64,
+    /// Where the body lies within the ring record.
+    body: Range<usize>,
+    /// The next fragment: its head, and the body bytes it carries.
+    head: [u8; FRAGMENT_HEAD_MAX],
+    head_len: usize,
+    piece: Range<usize>,
+}
+
+/// One datagram to send: `head`, followed by `piece` (if any) taken from where the record
+/// lies. Once it went out whole, call [`Sender::transmitted`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    pub head: &'a [u8],
+    pub piece: Option<Piece>,
+}
+
+/// Bytes `range` of the record at the head of ring `ring` (header included, as
+/// [`Sender::offer`] was given it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub ring: usize,
+    pub range: Range<usize>,
+}
+
+/// What became of an offered record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// Copied into the batch: release it from its ring.
+    Taken,
+    /// Left where it is: send what [`Sender::poll_transmit`] says, then offer it again (a
+    /// record sent in fragments is released when [`Sender::transmitted`] says so).
+    Held,
+    /// Never to be sent, and counted where it can be: release it.
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No valid header: the BPF object and the loader disagree.
+    BadHeader,
+    /// Larger than the protocol allows: counted as `ipc_too_large`.
+    TooLarge { tracepoint: Tracepoint, size: usize },
+}
+
+impl Sender {
+    /// A sender that is not connected yet.
+    pub fn new(hello: &Hello) -> Self {
+        Sender {
+            hello: encode_hello(hello),
+            hello_sent: None,
+            batch: Vec::with_capacity(MAX_DATAGRAM),
+            batch_closed: false,
+            next_seq: 0,
+            fragmenting: None,
+            counts: None,
+            last_counts: Vec::new(),
+            refused: BTreeMap::new(),
+            taken: 0,
+        }
+    }
+
+    /// A new connection to a publisher: the hello goes first, then the drop totals (it starts
+    /// from zero), then whatever was under way. Sequence numbers go on where they were.
+    pub fn connected(&mut self) {
+        self.hello_sent = Some(false);
+        if !self.last_counts.is_empty() {
+            self.counts = Some(encode_drop_counts(&self.last_counts));
+        }
+    }
+
+    /// The connection is gone. A record that was going out in fragments stays at the head of
+    /// its ring and starts over on the next connection; the batch waits for it too.
+    pub fn disconnected(&mut self) {
+        self.hello_sent = None;
+        self.fragmenting = None;
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.hello_sent.is_some()
+    }
+
+    /// Records taken off the rings so far (batched, or sent whole in fragments).
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// The next datagram to send, if one is due: the hello, the rest of a fragmented record,
+    /// drop totals, a closed batch. `None` when disconnected.
+    pub fn poll_transmit(&self) -> Option<Transmit<'_>> {
+        let datagram = |bytes| Some(Transmit { head: bytes, piece: None });
+        match self.hello_sent? {
+            false => datagram(&self.hello),
+            true => {
+                if let Some(c) = &self.fragmenting {
+                    let piece = Piece { ring: c.ring, range: c.body.start + c.piece.start..c.body.start + c.piece.end };
+                    return Some(Transmit { head: &c.head[..c.head_len], piece: Some(piece) });
+                }
+                if let Some(counts) = &self.counts {
+                    return datagram(counts);
+                }
+                if self.batch_closed {
+                    return datagram(&self.batch);
+                }
+                None
+            }
+        }
+    }
+
+    /// What [`Self::poll_transmit`] returned went out whole. Returns the ring whose head
+    /// record has now been sent whole, to release.
+    pub fn transmitted(&mut self) -> Option<usize> {
+        if self.hello_sent == Some(false) {
+            self.hello_sent = Some(true);
+        } else if let Some(c) = &mut self.fragmenting {
+            let total = c.body.len();
+            if c.piece.end == total {
+                let ring = c.ring;
+                self.fragmenting = None;
+                self.taken += 1;
+                return Some(ring);
+            }
+            let offset = c.piece.end;
+            let (head, head_len, piece) = fragment_head(&mut self.next_seq, c.tracepoint, c.ktime_ns, total, offset);
+            (c.head, c.head_len, c.piece) = (head, head_len, piece);
+        } else if self.counts.take().is_none() && self.batch_closed {
+            self.batch.clear();
+            self.batch_closed = false;
+        }
+        None
+    }
+
+    /// Offers the record `raw` (header and body, as it lies) at the head of ring `ring`. Call
+    /// only when [`Self::poll_transmit`] has nothing to send.
+    pub fn offer(&mut self, ring: usize, raw: &[u8]) -> Offer {
+        if self.poll_transmit().is_some() || !self.is_connected() {
+            return Offer::Held;
+        }
+        let Some(record) = RingRecord::parse(raw) else { return Offer::Refused(Refusal::BadHeader) };
+        let (tracepoint, size) = (record.tracepoint, record.body.len());
+        if size > MAX_RECORD {
+            *self.refused.entry((tracepoint, DropCause::IpcTooLarge)).or_default() += 1;
+            return Offer::Refused(Refusal::TooLarge { tracepoint, size });
+        }
+        let prefix = record_prefix(tracepoint, record.ktime_ns, size);
+        let encoded = postcard::experimental::serialized_size(&prefix).expect("integers always serialize") + size;
+        if encoded + RECORDS_HEAD_MAX > MAX_DATAGRAM {
+            // Fragments; an open batch goes first, keeping the records in order.
+            if self.batch.is_empty() {
+                let (head, head_len, piece) = fragment_head(&mut self.next_seq, tracepoint, record.ktime_ns, size, 0);
+                let (ring, ktime_ns, body) = (ring, record.ktime_ns, record.body);
+                self.fragmenting = Some(Cursor { ring, tracepoint, ktime_ns, body, head, head_len, piece });
+            } else {
+                self.batch_closed = true;
+            }
+            return Offer::Held;
+        }
+        if self.batch.len() + encoded > MAX_DATAGRAM {
+            self.batch_closed = true;
+            return Offer::Held;
+        }
+        if self.batch.is_empty() {
+            let seq = self.next_seq();
+            self.batch = encode(&Head::Records { seq }, std::mem::take(&mut self.batch));
+        }
+        self.batch = encode(&prefix, std::mem::take(&mut self.batch));
+        self.batch.extend_from_slice(record.body());
+        self.taken += 1;
+        Offer::Taken
+    }
+
+    /// The rings hold nothing more for now: the open batch goes out.
+    pub fn flush(&mut self) {
+        self.batch_closed |= !self.batch.is_empty();
+    }
+
+    /// The BPF programs' drop totals: merged with the sender's own, they go out when they
+    /// changed.
+    pub fn drop_counts(&mut self, bpf: &[DropCount]) {
+        let mut totals = bpf.to_vec();
+        totals.extend(self.refused.iter().map(|(&(tracepoint, cause), &total)| DropCount { tracepoint, cause, total }));
+        totals.sort();
+        if totals != self.last_counts {
+            self.counts = Some(encode_drop_counts(&totals));
+            self.last_counts = totals;
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq - 1
+    }
+}
+
+/// The head of the fragment at `offset` of a body of `total` bytes, numbered as the next
+/// datagram, and the body bytes it carries.
+fn fragment_head(
+    next_seq: &mut u64,
+    tracepoint: Tracepoint,
+    ktime_ns: u64,
+    total: usize,
+    offset: usize,
+) -> ([u8; FRAGMENT_HEAD_MAX], usize, Range<usize>) {
+    let seq = *next_seq;
+    *next_seq += 1;
+    let head =
+        Head::Fragment { seq, tracepoint: tracepoint.id(), ktime_ns, total_len: total as u32, offset: offset as u32 };
+    let mut bytes = [0u8; FRAGMENT_HEAD_MAX];
+    let len = postcard::to_slice(&head, &mut bytes).expect("FRAGMENT_HEAD_MAX holds the widest head").len();
+    (bytes, len, offset..total.min(offset + MAX_DATAGRAM - len))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,179 @@
+use super::*;
+use crate::testing::{body, hello, receive, run, Faults, Peer, Rings};
+use crate::{decode_datagram, Datagram, OwnedRecord, MAX_DATAGRAM};
+
+/// The records, each stamped with its index as its time.
+fn sent(records: &[(Tracepoint, Vec<u8>)]) -> Vec<OwnedRecord> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, (tracepoint, data))| OwnedRecord { tracepoint: *tracepoint, ktime_ns: i as u64, data: data.clone() })
+        .collect()
+}
+
+fn rings(n: usize, records: &[(Tracepoint, Vec<u8>)]) -> Rings {
+    Rings::spread(n, &sent(records).iter().map(OwnedRecord::as_record).collect::<Vec<_>>())
+}
+
+fn datagrams(records: &[(Tracepoint, Vec<u8>)]) -> Vec<Vec<u8>> {
+    let owned = sent(records);
+    crate::testing::datagrams(&mut Sender::new(&hello()), &owned.iter().map(OwnedRecord::as_record).collect::<Vec<_>>())
+}
+
+/// Large and small records of every size up to the maximum, a small one after each.
+fn mixed() -> Vec<(Tracepoint, Vec<u8>)> {
+    let sizes =
+        [0, 1, 4096, MAX_DATAGRAM - 40, MAX_DATAGRAM - 20, MAX_DATAGRAM, MAX_DATAGRAM + 1, 1_000_000, MAX_RECORD];
+    sizes
+        .iter()
+        .flat_map(|&size| {
+            [(Tracepoint::NetOutboundMessage, body(size)), (Tracepoint::MempoolAdded, b"between".to_vec())]
+        })
+        .collect()
+}
+
+#[test]
+fn small_records_are_batched_in_order_with_sequence_numbers() {
+    let records = [(Tracepoint::MempoolAdded, b"abc".to_vec()), (Tracepoint::NetInboundMessage, vec![])];
+    let out = datagrams(&records);
+    assert_eq!(out.len(), 2, "the hello and one batch");
+    let Ok(Datagram::Records(batch)) = decode_datagram(&out[1]) else { panic!("not a batch") };
+    assert_eq!(batch.seq, 0);
+    assert_eq!(
+        batch.records().map(|r| (r.tracepoint, r.ktime_ns, r.data.to_vec())).collect::<Vec<_>>(),
+        [(Tracepoint::MempoolAdded, 0, b"abc".to_vec()), (Tracepoint::NetInboundMessage, 1, vec![])]
+    );
+}
+
+#[test]
+fn records_of_every_size_up_to_the_maximum_arrive_byte_identical_and_in_order() {
+    let records = mixed();
+    let mut peer = Peer::new(Faults::default());
+    run(&mut Sender::new(&hello()), &mut rings(3, &records), &mut peer);
+    for d in &peer.connections[0] {
+        assert!(d.len() <= MAX_DATAGRAM, "datagram of {} bytes", d.len());
+    }
+    let received = receive(&peer.connections);
+    assert!(received.losses.is_empty(), "{:?}", received.losses);
+    assert_eq!(received.records, sent(&records));
+}
+
+#[test]
+fn sequence_numbers_follow_the_sending_order_across_batches_and_fragments() {
+    let half = body(MAX_DATAGRAM / 2);
+    let records = [
+        (Tracepoint::MempoolAdded, half.clone()),
+        (Tracepoint::MempoolAdded, half.clone()),
+        (Tracepoint::NetInboundMessage, body(3 * MAX_DATAGRAM)),
+        (Tracepoint::MempoolAdded, half),
+    ];
+    let seqs: Vec<u64> = datagrams(&records)[1..]
+        .iter()
+        .map(|d| match decode_datagram(d).unwrap() {
+            Datagram::Records(batch) => batch.seq,
+            Datagram::Fragment(f) => f.seq,
+            Datagram::DropCounts(_) => panic!("no drops"),
+        })
+        .collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(seqs.len(), 2 + 4 + 1, "two batches of one half each, four fragments, one batch");
+}
+
+#[test]
+fn a_socket_that_is_full_now_and_then_delays_but_loses_nothing() {
+    let records = mixed();
+    for every in 2..5 {
+        let mut peer = Peer::new(Faults { full_every: Some(every), ..Faults::default() });
+        run(&mut Sender::new(&hello()), &mut rings(2, &records), &mut peer);
+        let received = receive(&peer.connections);
+        assert!(received.losses.is_empty());
+        assert_eq!(received.records, sent(&records), "full every {every}");
+    }
+}
+
+#[test]
+fn a_connection_that_breaks_at_any_datagram_loses_nothing_and_duplicates_nothing() {
+    let records = mixed();
+    let total = datagrams(&records).len();
+    for at in 0..total {
+        let break_at: &'static [usize] = Box::leak(vec![at].into_boxed_slice());
+        let mut peer = Peer::new(Faults { break_at, ..Faults::default() });
+        run(&mut Sender::new(&hello()), &mut rings(2, &records), &mut peer);
+        let received = receive(&peer.connections);
+        assert_eq!(peer.connections.len(), 2, "break at {at}");
+        assert!(received.losses.is_empty(), "break at {at}: {:?}", received.losses);
+        assert_eq!(received.records, sent(&records), "break at {at}");
+    }
+}
+
+/// A sender connected, its hello sent.
+fn connected() -> Sender {
+    let mut sender = Sender::new(&hello());
+    sender.connected();
+    assert_eq!(sender.transmitted(), None, "the hello");
+    sender
+}
+
+#[test]
+fn a_record_over_the_maximum_is_refused_and_counted() {
+    let mut sender = connected();
+    let raw = RingRecord::build(Tracepoint::NetInboundMessage, 0, &body(MAX_RECORD + 1));
+    let size = MAX_RECORD + 1;
+    assert_eq!(
+        sender.offer(0, &raw),
+        Offer::Refused(Refusal::TooLarge { tracepoint: Tracepoint::NetInboundMessage, size })
+    );
+    sender.drop_counts(&[]);
+    let counts = sender.poll_transmit().expect("the totals are due");
+    let too_large = DropCount { tracepoint: Tracepoint::NetInboundMessage, cause: DropCause::IpcTooLarge, total: 1 };
+    assert_eq!(decode_datagram(counts.head), Ok(Datagram::DropCounts(vec![too_large])));
+}
+
+#[test]
+fn every_new_publisher_gets_the_drop_totals() {
+    let mut rings = rings(1, &[(Tracepoint::MempoolAdded, b"next".to_vec())]);
+    let mut sender = Sender::new(&hello());
+    let totals = vec![DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total: 3 }];
+    sender.drop_counts(&totals);
+    let mut peer = Peer::new(Faults::default());
+    run(&mut sender, &mut rings, &mut peer);
+    sender.disconnected();
+    run(&mut sender, &mut rings, &mut peer);
+    let received = receive(&peer.connections);
+    assert_eq!(received.drop_counts, [totals.clone(), totals]);
+    assert_eq!(
+        received.records,
+        [OwnedRecord { tracepoint: Tracepoint::MempoolAdded, ktime_ns: 0, data: b"next".to_vec() }]
+    );
+}
+
+#[test]
+fn unchanged_totals_are_not_sent_again() {
+    let mut sender = connected();
+    let bpf = [DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total: 3 }];
+    sender.drop_counts(&bpf);
+    assert!(sender.poll_transmit().is_some());
+    sender.transmitted();
+    sender.drop_counts(&bpf);
+    assert_eq!(sender.poll_transmit(), None);
+}
+
+#[test]
+fn a_record_without_a_valid_header_is_refused() {
+    let mut sender = connected();
+    assert_eq!(sender.offer(0, &[1, 2, 3]), Offer::Refused(Refusal::BadHeader));
+    assert_eq!(sender.taken(), 0);
+}
+
+#[test]
+fn nothing_is_taken_while_disconnected() {
+    let raw = RingRecord::build(Tracepoint::MempoolAdded, 1, b"x");
+    let mut sender = Sender::new(&hello());
+    assert_eq!(sender.poll_transmit(), None);
+    assert_eq!(sender.offer(0, &raw), Offer::Held);
+    sender.connected();
+    assert_eq!(sender.offer(0, &raw), Offer::Held, "the hello goes first");
+    sender.transmitted();
+    assert_eq!(sender.offer(0, &raw), Offer::Taken);
+    assert_eq!(sender.taken(), 1);
+}

@@ -1,0 +1,159 @@
+//! For tests (feature `testing`): the loader's loop around a [`Sender`] (as
+//! `loader/src/forward.rs` runs it, over rings held in memory) and a peer that can be full, go
+//! away, or lose datagrams; and the publisher's side, decoding what arrived per connection.
+//! The protocol's own tests and the end-to-end tests that play the loader both drive it.
+
+use std::collections::VecDeque;
+
+use crate::records::RingRecord;
+use crate::{decode_datagram, decode_hello, Datagram, Hello, Loss, Offer, OwnedRecord, Reassembler, Record, Sender};
+
+pub fn hello() -> Hello {
+    Hello { loader_version: "test".into(), pid: 1, binary: "/usr/bin/bitcoind".into(), tracepoints: vec![] }
+}
+
+/// Deterministic bytes of a body of `len` bytes.
+pub fn body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// Rings of raw records, as the BPF programs leave them.
+pub struct Rings(pub Vec<VecDeque<Vec<u8>>>);
+
+impl Rings {
+    /// `records` spread over `n` rings, round robin.
+    pub fn spread(n: usize, records: &[Record<'_>]) -> Self {
+        let mut rings = vec![VecDeque::new(); n];
+        for (i, r) in records.iter().enumerate() {
+            rings[i % n].push_back(RingRecord::build(r.tracepoint, r.ktime_ns, r.data));
+        }
+        Rings(rings)
+    }
+
+    fn oldest(&self) -> Option<usize> {
+        (0..self.0.len())
+            .filter_map(|i| Some((RingRecord::parse(self.0[i].front()?).map_or(0, |r| r.ktime_ns), i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+}
+
+/// What the peer does with the `n`th send attempt (from 0).
+#[derive(Clone, Copy, Default)]
+pub struct Faults {
+    /// Every this many attempts, the socket is full (the attempt is refused, nothing sent).
+    pub full_every: Option<usize>,
+    /// The connection breaks at these attempts (nothing sent); the next one is a new peer.
+    pub break_at: &'static [usize],
+    /// These attempts are sent but never arrive.
+    pub lose_at: &'static [usize],
+}
+
+/// The datagrams that arrived, per connection.
+pub struct Peer {
+    faults: Faults,
+    attempts: usize,
+    pub connections: Vec<Vec<Vec<u8>>>,
+}
+
+impl Peer {
+    pub fn new(faults: Faults) -> Self {
+        Peer { faults, attempts: 0, connections: Vec::new() }
+    }
+}
+
+/// Runs the loader's loop until the rings are empty and everything due went out.
+pub fn run(sender: &mut Sender, rings: &mut Rings, peer: &mut Peer) {
+    for _ in 0..1_000_000 {
+        if !sender.is_connected() {
+            peer.connections.push(Vec::new());
+            sender.connected();
+        } else if peer.connections.is_empty() {
+            peer.connections.push(Vec::new());
+        }
+        if let Some(t) = sender.poll_transmit() {
+            let mut datagram = t.head.to_vec();
+            if let Some(piece) = &t.piece {
+                datagram.extend_from_slice(&rings.0[piece.ring][0][piece.range.clone()]);
+            }
+            let n = peer.attempts;
+            peer.attempts += 1;
+            if peer.faults.full_every.is_some_and(|every| n % every == every - 1) {
+                continue;
+            }
+            if peer.faults.break_at.contains(&n) {
+                sender.disconnected();
+                continue;
+            }
+            if !peer.faults.lose_at.contains(&n) {
+                peer.connections.last_mut().expect("connected above").push(datagram);
+            }
+            if let Some(ring) = sender.transmitted() {
+                rings.0[ring].pop_front();
+            }
+            continue;
+        }
+        let Some(ring) = rings.oldest() else {
+            sender.flush();
+            if sender.poll_transmit().is_none() {
+                return;
+            }
+            continue;
+        };
+        match sender.offer(ring, &rings.0[ring][0]) {
+            Offer::Taken | Offer::Refused(_) => {
+                rings.0[ring].pop_front();
+            }
+            Offer::Held => {}
+        }
+    }
+    panic!("the loop does not end");
+}
+
+/// What the publisher got from each connection, in order.
+#[derive(Debug, Default)]
+pub struct Received {
+    pub records: Vec<OwnedRecord>,
+    pub losses: Vec<Loss>,
+    pub drop_counts: Vec<Vec<crate::DropCount>>,
+    pub hellos: usize,
+}
+
+pub fn receive(connections: &[Vec<Vec<u8>>]) -> Received {
+    let mut received = Received::default();
+    for datagrams in connections {
+        let Some((hello, rest)) = datagrams.split_first() else { continue };
+        decode_hello(hello).expect("every connection starts with the hello");
+        received.hellos += 1;
+        let mut rx = Reassembler::default();
+        for d in rest {
+            match decode_datagram(d).expect("the sender's datagrams decode") {
+                Datagram::Records(batch) => {
+                    received.losses.push(rx.records(batch.seq));
+                    received.records.extend(batch.records().map(|r| OwnedRecord {
+                        tracepoint: r.tracepoint,
+                        ktime_ns: r.ktime_ns,
+                        data: r.data.to_vec(),
+                    }));
+                }
+                Datagram::Fragment(f) => {
+                    let (loss, done) = rx.fragment(&f);
+                    received.losses.push(loss);
+                    received.records.extend(done);
+                }
+                Datagram::DropCounts(counts) => received.drop_counts.push(counts),
+            }
+        }
+    }
+    received.losses.retain(|l| !l.is_empty());
+    received
+}
+
+/// Every datagram `sender` sends for `records` on a faultless connection (the hello first, if
+/// it was not connected yet); its sequence goes on across calls.
+pub fn datagrams(sender: &mut Sender, records: &[Record<'_>]) -> Vec<Vec<u8>> {
+    let mut peer = Peer::new(Faults::default());
+    run(sender, &mut Rings::spread(1, records), &mut peer);
+    assert_eq!(peer.connections.len(), 1);
+    peer.connections.remove(0)
+}
