@@ -1,5 +1,5 @@
 //! What peer-observer event each simulated firing must produce, built from the simulator's
-//! arguments and the spec (nats-wire.md §4-5), independently of the publisher's decoder.
+//! arguments and docs/wire-format.md, independently of the publisher's decoder.
 
 use ipc_protocol::Tracepoint;
 use publisher::proto::bitcoin_primitives::address::Address as Addr;
@@ -199,7 +199,8 @@ fn conn_type_of(s: &str) -> ConnType {
     }
 }
 
-/// The variant each simulated message must decode to (nats-wire.md §4.1, §4.6, §5.7, §9).
+/// The variant each simulated message must decode to (docs/wire-format.md, "P2P messages" and
+/// "Deliberate differences from upstream").
 fn message(msg: &sim::Message) -> Msg {
     use sim::Message as S;
     let hashes = |hashes: &[sim::Hash]| hashes.iter().map(|h| h.to_vec()).collect::<Vec<_>>();
@@ -213,7 +214,7 @@ fn message(msg: &sim::Message) -> Msg {
             nonce: v.nonce,
             user_agent: v.user_agent.clone(),
             start_height: v.start_height,
-            // Q10: a missing relay byte means relay, as in Bitcoin Core.
+            // A missing relay byte means relay, as in Bitcoin Core.
             relay: v.relay.unwrap_or(true),
         }),
         S::Verack => Msg::Verack(true),
@@ -337,7 +338,7 @@ fn message(msg: &sim::Message) -> Msg {
             reason_details: reason.clone(),
             hash: hash.to_vec(),
         }),
-        // Q11: a known command that fails to decode is published like an unknown one.
+        // A known command that fails to decode is published like an unknown one.
         S::Unknown { command, payload } | S::Undecodable { command, payload, .. } => {
             Msg::Unknown(m::Unknown { command: command.to_string(), payload: payload.clone() })
         }
@@ -348,7 +349,7 @@ fn sha256d(bytes: &[u8]) -> Vec<u8> {
     Sha256::digest(Sha256::digest(bytes)).to_vec()
 }
 
-/// §5.7.7: txid over the serialisation without witness, wtxid and `raw` with it (if any).
+/// docs/wire-format.md, "Transactions and headers": txid over the serialisation without witness, wtxid and `raw` with it (if any).
 fn transaction(tx: &sim::Tx) -> Transaction {
     let raw = tx.serialize();
     Transaction { txid: sha256d(&tx.serialize_without_witness()), wtxid: sha256d(&raw), raw: Some(raw) }
@@ -366,7 +367,7 @@ fn header(h: &sim::Header) -> BlockHeader {
     }
 }
 
-/// §5.7.6, with Q9: MSG_ERROR is `error` whatever its hash.
+/// docs/wire-format.md, "Inventory": MSG_ERROR is `error` whatever its hash.
 fn inventory(items: &[sim::InvItem]) -> Vec<InventoryItem> {
     items
         .iter()
@@ -389,7 +390,8 @@ fn inventory(items: &[sim::InvItem]) -> Vec<InventoryItem> {
 
 const ONIONCAT: [u8; 6] = [0xfd, 0x87, 0xd8, 0x7e, 0xeb, 0x43];
 
-/// §5.7.5, v1 rules in order: OnionCat, then IPv4-mapped or -compatible (Q8), then IPv6.
+/// docs/wire-format.md, "Addresses", v1 rules in order: OnionCat, then IPv4-mapped or
+/// -compatible, then IPv6.
 fn v1_address(timestamp: u32, a: &sim::NetAddr) -> Address {
     let ip = &a.ip;
     let address = if ip[..6] == ONIONCAT {
@@ -402,7 +404,7 @@ fn v1_address(timestamp: u32, a: &sim::NetAddr) -> Address {
     Address { timestamp, address: Some(address), services: a.services, port: a.port.into() }
 }
 
-/// §5.7.5, v2 rules; the simulator sends only valid entries outside garbage.
+/// docs/wire-format.md, "Addresses", v2 rules; the simulator sends only valid entries outside garbage.
 fn v2_address(e: &sim::AddrV2) -> Address {
     let address = match e.network {
         1 => Addr::Ipv4(dotted(&e.addr)),
@@ -454,7 +456,7 @@ fn base32(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Q7: the valid v3 name, base32(key ‖ SHA3-256(".onion checksum" ‖ key ‖ 3)[..2] ‖ 3).
+/// docs/wire-format.md, "Tor v3 addresses": the valid v3 name, base32(key ‖ SHA3-256(".onion checksum" ‖ key ‖ 3)[..2] ‖ 3).
 fn torv3(key: &[u8]) -> String {
     let mut checksummed = b".onion checksum".to_vec();
     checksummed.extend_from_slice(key);
@@ -504,7 +506,7 @@ mod tests {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
-    /// The spec's examples (nats-wire.md §5.7.5, Q7).
+    /// The spec's examples (docs/wire-format.md, "Addresses").
     #[test]
     fn addresses_render_as_the_spec_shows() {
         let key = unhex("79bcc625184b05194975c28b66b66b0469f7f6556fb1ac3189a79b40dda32f1f");

@@ -495,6 +495,37 @@ pub fn closing_line(log: &str) -> &str {
         .unwrap_or_else(|| panic!("no `stopped:` line in {log}"))
 }
 
+/// The `name=N` counts of the publisher's closing `stopped: ...` line in its log.
+pub fn closing_counts(log: &str) -> BTreeMap<String, u64> {
+    counts(closing_line(log))
+}
+
+/// The `name=N` counts of a line such as [`closing_line`]'s.
+pub fn counts(line: &str) -> BTreeMap<String, u64> {
+    line.split_whitespace()
+        .filter_map(|kv| kv.rsplit_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap_or_else(|_| panic!("a count in {k}={v}"))))
+        .collect()
+}
+
+/// Stops a publisher with SIGINT, asserts that it exits cleanly, and returns its log.
+pub async fn stopped_log(publisher: &mut Child) -> String {
+    let pid = publisher.id().expect("publisher running").to_string();
+    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    let status = publisher.wait().await.expect("publisher exits");
+    assert!(status.success(), "publisher stops cleanly on SIGINT: {status}");
+    read_stderr(publisher).await
+}
+
+/// The eBPF extractor's member of a peer-observer event.
+pub fn ebpf_of(event: Event) -> publisher::proto::ebpf_extractor::Ebpf {
+    use publisher::proto::event::event::PeerObserverEvent;
+    match event.peer_observer_event {
+        Some(PeerObserverEvent::EbpfExtractor(ebpf)) => ebpf,
+        None => panic!("an event.Event without the eBPF extractor's member"),
+    }
+}
+
 /// A loopback address with a free TCP port (bound, then released for a child to take).
 pub fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -578,14 +609,10 @@ pub fn assert_fired_exactly(
     rounds: std::ops::Range<u64>,
     window: std::ops::RangeInclusive<u64>,
 ) {
-    use publisher::proto::event::event::PeerObserverEvent;
     let mut got = BTreeMap::<Tracepoint, Vec<_>>::new();
     for (subject, event) in events {
         assert!(window.contains(&event.timestamp), "envelope time {} outside {window:?}", event.timestamp);
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event.clone() else {
-            panic!("empty event")
-        };
-        got.entry(expect::tracepoint_of(event)).or_default().push((subject.clone(), ebpf));
+        got.entry(expect::tracepoint_of(event)).or_default().push((subject.clone(), ebpf_of(event.clone())));
     }
     let want: BTreeMap<Tracepoint, Vec<_>> = tracepoints
         .iter()

@@ -7,16 +7,7 @@ use e2e::{expect, start_loader, start_publisher, terminate, Launch, NatsServer, 
 use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
 use prost::Message;
-use publisher::proto::event::{event::PeerObserverEvent, Event};
-
-/// The `name=N` counts of the publisher's closing `stopped: ...` line.
-fn closing_counts(log: &str) -> BTreeMap<String, u64> {
-    e2e::closing_line(log)
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.parse().expect("a count")))
-        .collect()
-}
+use publisher::proto::event::Event;
 
 const SEED: u64 = 61;
 /// 600 `mempool:added` at 200 a second: a three-second stream to break in the middle.
@@ -32,9 +23,7 @@ async fn firing_numbers(subscriber: &mut async_nats::Subscriber) -> Vec<u64> {
     let mut seqs = Vec::new();
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), subscriber.next()).await {
         let event = Event::decode(msg.payload).expect("an event.Event");
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else {
-            panic!("not an eBPF event")
-        };
+        let ebpf = e2e::ebpf_of(event);
         seqs.push(
             *seq_of.get(&ebpf.encode_to_vec()).unwrap_or_else(|| panic!("an event that was never fired: {ebpf:?}")),
         );
@@ -66,10 +55,7 @@ async fn nats_restarted_mid_stream() {
     // Some events of the outage are lost in flight (core NATS has no acknowledgements).
     tail_arrived(&firing_numbers(&mut subscriber).await);
 
-    let pid = publisher.id().expect("publisher survived the outage").to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
-    assert!(publisher.wait().await.expect("publisher exits").success());
-    let counts = closing_counts(&e2e::read_stderr(&mut publisher).await);
+    let counts = e2e::closing_counts(&e2e::stopped_log(&mut publisher).await);
     // Every record the publisher received was handed to the NATS client or counted.
     assert_eq!(counts["published"] + counts["nats_unavailable"], ROUNDS, "{counts:?}");
 }
@@ -202,7 +188,7 @@ async fn sigterm_stops_each_half_promptly_and_loses_nothing() {
     let n = delivered.len() as u64;
     assert!(n <= traced && traced - n <= 5, "delivered {n} of {traced}");
     assert_eq!(delivered, (0..n).collect::<Vec<_>>());
-    let counts = closing_counts(&e2e::read_stderr(&mut publisher).await);
+    let counts = e2e::closing_counts(&e2e::read_stderr(&mut publisher).await);
     assert_eq!(counts["published"], n);
     for lost in [
         "invalid",

@@ -7,7 +7,6 @@ use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
 use prost::Message;
 use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
-use publisher::proto::event::event::PeerObserverEvent;
 use publisher::proto::event::Event;
 use sha2::{Digest, Sha256};
 use tracepoint_simulator::{args, Args, Workload};
@@ -66,7 +65,7 @@ async fn fire_sized(nats: &NatsServer, tracepoints: &str, size: usize, rounds: u
     for (_, event) in events {
         let tp = expect::tracepoint_of(&event);
         let seq = seen.entry(tp).or_default();
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let ebpf = e2e::ebpf_of(event);
         let Some(EbpfEvent::Message(message)) = &ebpf.ebpf_event else { unreachable!("a message event") };
         assert_eq!(message.meta.size as usize, size, "{tp} #{seq}");
         // Every decoded field, hence every byte of the payload, as fired.
@@ -126,7 +125,7 @@ async fn a_publisher_stopped_mid_burst_hands_on_what_it_read_and_the_next_one_ge
     events.extend(receive(&mut subscriber, ROUNDS as usize - 1).await);
     assert_eq!(events.len() as u64, ROUNDS, "every message arrives once");
     for (seq, (_, event)) in events.into_iter().enumerate() {
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let ebpf = e2e::ebpf_of(event);
         assert_eq!(ebpf, expect::event_with(Tracepoint::NetInboundMessage, SEED, seq as u64, &workload).1, "#{seq}");
     }
     assert_eq!(firing.await.expect("simulator task")[&Tracepoint::NetInboundMessage], ROUNDS);

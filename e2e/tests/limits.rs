@@ -35,11 +35,7 @@ async fn events_over_max_payload_are_counted_and_named() {
         .collect();
     assert_eq!(got, want);
 
-    let pid = publisher.id().expect("publisher running").to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
-    let status = publisher.wait().await.expect("publisher exits");
-    assert!(status.success(), "publisher stops cleanly on SIGINT: {status}");
-    let log = e2e::read_stderr(&mut publisher).await;
+    let log = e2e::stopped_log(&mut publisher).await;
     assert!(
         log.contains(&format!(
             "{} events each exceeds the NATS server's max_payload of {MAX_PAYLOAD} bytes",
@@ -83,14 +79,7 @@ async fn publisher_memory_stays_bounded_while_nats_is_down_and_large_blocks_keep
     );
     assert!(peak_kib < PUBLISHER_PEAK_RSS_MIB * 1024, "peak RSS {peak_kib} KiB");
 
-    std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("signal publisher");
-    assert!(publisher.wait().await.expect("publisher exits").success());
-    let log = e2e::read_stderr(&mut publisher).await;
-    let counts: std::collections::BTreeMap<&str, u64> = e2e::closing_line(&log)
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k, v.parse().expect("a count")))
-        .collect();
+    let counts = e2e::closing_counts(&e2e::stopped_log(&mut publisher).await);
     // The loader's rings count what they could not hold while the publisher was busy.
     assert_eq!(
         counts["published"] + counts["nats_unavailable"] + counts["dropped_before_publisher"],

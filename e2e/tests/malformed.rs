@@ -10,7 +10,7 @@ use ipc_protocol::records::MempoolRejectedRecord;
 use ipc_protocol::{Hello, Record, Sender, Tracepoint, MAX_DATAGRAM};
 use prost::Message;
 use publisher::proto::ebpf_extractor::{ebpf::EbpfEvent, mempool};
-use publisher::proto::event::{event::PeerObserverEvent, Event};
+use publisher::proto::event::Event;
 use tokio_seqpacket::UnixSeqpacket;
 
 fn rejected(reason: &str) -> MempoolRejectedRecord {
@@ -73,13 +73,13 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     let (mut reasons, mut times) = (Vec::new(), Vec::new());
     while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
         let event = Event::decode(msg.payload).unwrap();
-        let Some(PeerObserverEvent::EbpfExtractor(e)) = event.peer_observer_event else { panic!() };
+        times.push(event.timestamp);
+        let e = e2e::ebpf_of(event);
         let Some(EbpfEvent::Mempool(mempool::MempoolEvent { event: Some(mempool::mempool_event::Event::Rejected(r)) })) =
             e.ebpf_event
         else {
             panic!("not a rejected event")
         };
-        times.push(event.timestamp);
         reasons.push(r.reason);
     }
     assert_eq!(reasons, ["first", "last"]);
@@ -88,10 +88,7 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     assert!(times.iter().all(|t| (before..=e2e::wall_ms() + 5).contains(t)), "{times:?} from {before}");
     assert!((2..=4).contains(&(times[1] - times[0])), "{times:?}");
 
-    let pid = publisher.id().expect("publisher running").to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
-    assert!(publisher.wait().await.expect("publisher exits").success());
-    let log = e2e::read_stderr(&mut publisher).await;
+    let log = e2e::stopped_log(&mut publisher).await;
     for counted in ["invalid=2", "malformed_datagrams=1", "lost_datagrams=1", "fragment_lost=1"] {
         assert!(log.contains(counted), "{counted} missing from: {log}");
     }

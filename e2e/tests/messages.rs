@@ -8,7 +8,6 @@ use e2e::{expect, receive, Launch, NatsServer, Pipeline};
 use ipc_protocol::Tracepoint;
 use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
 use publisher::proto::ebpf_extractor::message::{message_event::Msg, MessageEvent};
-use publisher::proto::event::event::PeerObserverEvent;
 use tracepoint_simulator::{args, Args, Message, Workload, GARBAGE, MADE_UP_TYPE, MESSAGE_TYPES, MIN_BLOCK_SIZE};
 
 const BOTH: &str = "net:inbound_message,net:outbound_message";
@@ -41,7 +40,7 @@ async fn fire_and_check(
         let tp = expect::tracepoint_of(&event);
         let received = arrived.entry(tp).or_default();
         let seq = received.len() as u64;
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let ebpf = e2e::ebpf_of(event);
         let (want_subject, want) = expect::event_with(tp, seed, seq, workload);
         assert_eq!(subject, want_subject, "{tp} #{seq}");
         assert_eq!(ebpf, want, "{tp} #{seq}");
@@ -49,28 +48,13 @@ async fn fire_and_check(
         received.push(message);
     }
 
-    let log = stopped_log(&mut publisher).await;
+    let log = e2e::stopped_log(&mut publisher).await;
     (arrived, e2e::closing_line(&log).to_string())
-}
-
-/// Stops the publisher with SIGINT, checks it exits cleanly, and returns its log.
-async fn stopped_log(publisher: &mut tokio::process::Child) -> String {
-    let pid = publisher.id().expect("publisher running").to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
-    assert!(publisher.wait().await.expect("publisher exits").success(), "publisher stops cleanly on SIGINT");
-    e2e::read_stderr(publisher).await
 }
 
 /// The `<tracepoint>/undecodable_<command>=N` counts of a `stopped:` line.
 fn undecodable_counts(stopped: &str) -> BTreeMap<String, u64> {
-    stopped
-        .split_whitespace()
-        .filter(|kv| kv.contains("/undecodable_"))
-        .map(|kv| {
-            let (label, n) = kv.rsplit_once('=').expect("label=N");
-            (label.to_string(), n.parse().expect("a count"))
-        })
-        .collect()
+    e2e::counts(stopped).into_iter().filter(|(label, _)| label.contains("/undecodable_")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +156,7 @@ async fn an_unreadable_payload_is_counted_and_every_other_message_arrives() {
     let events = receive(&mut subscriber, readable.len()).await;
     assert_eq!(events.len(), readable.len(), "events received");
     for ((subject, event), seq) in events.into_iter().zip(readable) {
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let ebpf = e2e::ebpf_of(event);
         let (want_subject, want) = expect::event_with(Tracepoint::NetInboundMessage, SEED, seq, &txs);
         assert_eq!(subject, want_subject, "#{seq}");
         assert_eq!(ebpf, want, "#{seq}");
@@ -183,7 +167,7 @@ async fn an_unreadable_payload_is_counted_and_every_other_message_arrives() {
         .await
         .expect("loader exits")
         .expect("waits");
-    let log = stopped_log(&mut publisher).await;
+    let log = e2e::stopped_log(&mut publisher).await;
     assert!(log.contains("net:inbound_message read_failed +10"), "{log}");
     let stopped = e2e::closing_line(&log);
     assert!(stopped.starts_with("published=90 invalid=0 "), "{stopped}");

@@ -105,10 +105,6 @@ async fn a_burst_of_5000_mempool_removals_is_delivered() {
     let received = e2e::receive(&mut subscriber, ROUNDS as usize).await;
     assert_eq!(received.len() as u64, ROUNDS);
     for (seq, (_, event)) in received.into_iter().enumerate() {
-        let Some(publisher::proto::event::event::PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event
-        else {
-            unreachable!()
-        };
-        assert_eq!(ebpf, e2e::expect::event(Tracepoint::MempoolRemoved, 10, seq as u64).1, "#{seq}");
+        assert_eq!(e2e::ebpf_of(event), e2e::expect::event(Tracepoint::MempoolRemoved, 10, seq as u64).1, "#{seq}");
     }
 }

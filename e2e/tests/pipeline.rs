@@ -7,7 +7,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use e2e::{expect, receive, Launch, NatsServer, Pipeline};
 use ipc_protocol::{Category, Tracepoint};
-use publisher::proto::event::event::PeerObserverEvent;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as u64
@@ -43,7 +42,7 @@ async fn fire_and_check(
             event.timestamp
         );
         let tp = expect::tracepoint_of(&event);
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let ebpf = e2e::ebpf_of(event);
         by_tracepoint.entry(tp).or_default().push((subject, ebpf));
     }
     for tp in Tracepoint::ALL {
@@ -145,7 +144,7 @@ async fn connections_from_other_users_are_refused() {
     let events = receive(&mut subscriber, 10).await;
     assert_eq!(events.len(), 10);
     for (seq, (_, event)) in events.into_iter().enumerate() {
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { panic!() };
+        let ebpf = e2e::ebpf_of(event);
         assert_eq!(ebpf, expect::event(Tracepoint::MempoolAdded, 6, seq as u64).1);
     }
 
@@ -173,7 +172,7 @@ async fn socket_activated_publisher_delivers_end_to_end() {
     for (subject, event) in events {
         let tp = expect::tracepoint_of(&event);
         let seq = seqs.entry(tp).or_default();
-        let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = event.peer_observer_event else { unreachable!() };
+        let ebpf = e2e::ebpf_of(event);
         assert_eq!((subject.as_str(), ebpf), expect::event(tp, 8, *seq), "{tp} #{seq}");
         *seq += 1;
     }

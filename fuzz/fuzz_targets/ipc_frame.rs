@@ -6,8 +6,8 @@ use ipc_protocol::{decode_datagram, decode_hello, Datagram, Reassembler};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = decode_hello(data);
-    let mut reassembler = Reassembler::default();
+    let first_seq = decode_hello(data).map_or(0, |greeting| greeting.first_seq);
+    let mut reassembler = Reassembler::new(first_seq);
     // The input as a sequence of datagrams, each prefixed by a one-byte length.
     let mut rest = data;
     while let Some((&len, tail)) = rest.split_first() {

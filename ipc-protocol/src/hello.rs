@@ -1,5 +1,6 @@
 //! The first datagram of every connection: magic, protocol version (little-endian `u16`),
-//! then the postcard-encoded [`Hello`] (docs/ipc.md).
+//! then the postcard-encoded [`Hello`] and the sequence number of the connection's first
+//! record-carrying datagram (docs/ipc.md).
 
 use serde::{Deserialize, Serialize};
 
@@ -20,13 +21,21 @@ pub struct Hello {
     pub tracepoints: Vec<u16>,
 }
 
-pub fn encode_hello(hello: &Hello) -> Vec<u8> {
-    let mut out = HELLO_MAGIC.to_vec();
-    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    encode(hello, out)
+/// A decoded hello: the loader's [`Hello`], and where its sequence numbers start on this
+/// connection, so that even the first datagram's loss is seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Greeting {
+    pub hello: Hello,
+    pub first_seq: u64,
 }
 
-pub fn decode_hello(buf: &[u8]) -> Result<Hello, DecodeError> {
+pub(crate) fn encode_hello(hello: &Hello, first_seq: u64) -> Vec<u8> {
+    let mut out = HELLO_MAGIC.to_vec();
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    encode(&(hello, first_seq), out)
+}
+
+pub fn decode_hello(buf: &[u8]) -> Result<Greeting, DecodeError> {
     if buf.len() < 6 || buf[..4] != HELLO_MAGIC {
         return Err(DecodeError::BadMagic(buf[..buf.len().min(4)].to_vec()));
     }
@@ -34,21 +43,22 @@ pub fn decode_hello(buf: &[u8]) -> Result<Hello, DecodeError> {
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::UnsupportedVersion { got: version });
     }
-    let (hello, rest) = postcard::take_from_bytes::<Hello>(&buf[6..]).map_err(malformed("hello"))?;
+    let ((hello, first_seq), rest) =
+        postcard::take_from_bytes::<(Hello, u64)>(&buf[6..]).map_err(malformed("hello"))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
     for id in &hello.tracepoints {
         tracepoint(*id)?;
     }
-    Ok(hello)
+    Ok(Greeting { hello, first_seq })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub(crate) fn hello() -> Hello {
+    fn hello() -> Hello {
         Hello {
             loader_version: "0.1.0".into(),
             pid: 4242,
@@ -59,12 +69,12 @@ mod tests {
 
     #[test]
     fn hello_round_trips() {
-        assert_eq!(decode_hello(&encode_hello(&hello())), Ok(hello()));
+        assert_eq!(decode_hello(&encode_hello(&hello(), 7)), Ok(Greeting { hello: hello(), first_seq: 7 }));
     }
 
     #[test]
     fn hello_rejects_bad_magic_version_trailing_bytes_and_unknown_tracepoints() {
-        let good = encode_hello(&hello());
+        let good = encode_hello(&hello(), 0);
 
         let mut bad_magic = good.clone();
         bad_magic[0] = b'X';
@@ -84,6 +94,6 @@ mod tests {
 
         let mut unknown = hello();
         unknown.tracepoints.push(999);
-        assert_eq!(decode_hello(&encode_hello(&unknown)), Err(DecodeError::UnknownTracepoint(999)));
+        assert_eq!(decode_hello(&encode_hello(&unknown, 0)), Err(DecodeError::UnknownTracepoint(999)));
     }
 }

@@ -20,7 +20,7 @@ mod tracepoint;
 pub use datagram::{
     decode_datagram, Batch, Datagram, DecodeError, DropCount, Fragment, OwnedRecord, Record, MAX_DATAGRAM, MAX_RECORD,
 };
-pub use hello::{decode_hello, encode_hello, Hello, PROTOCOL_VERSION};
+pub use hello::{decode_hello, Greeting, Hello, PROTOCOL_VERSION};
 pub use reassembler::{Loss, Reassembler};
 pub use records::DropCause;
 pub use sender::{Offer, Piece, Refusal, Sender, Transmit};

@@ -30,20 +30,23 @@ struct Partial {
 }
 
 /// The receiving side's sequence check and fragment reassembly, for one connection.
-#[derive(Default)]
 pub struct Reassembler {
-    /// `None` until the connection's first datagram: a loader that reconnects goes on with
-    /// its sequence where it was.
-    expected_seq: Option<u64>,
+    expected_seq: u64,
     partial: Option<Partial>,
 }
 
 impl Reassembler {
+    /// For a connection whose hello said its sequence starts at `first_seq` (a loader that
+    /// reconnects goes on with its sequence where it was).
+    pub fn new(first_seq: u64) -> Self {
+        Reassembler { expected_seq: first_seq, partial: None }
+    }
+
     /// Counts the datagrams missing before `seq`.
     fn sequence(&mut self, seq: u64, loss: &mut Loss) -> bool {
-        let expected = self.expected_seq.unwrap_or(seq);
+        let expected = self.expected_seq;
         loss.datagrams = seq.saturating_sub(expected);
-        self.expected_seq = Some(seq.wrapping_add(1));
+        self.expected_seq = seq.wrapping_add(1);
         seq == expected
     }
 

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::Tracepoint;
 
-/// Published cap of a peer or addrman address (spec nats-wire.md Q3).
+/// Published cap of a peer or addrman address (docs/wire-format.md, "Whole strings").
 pub const ADDR_CAP: usize = 512;
 pub const ADDR_BUF: usize = 520;
 /// Connection types are at most 19 characters; they are only mapped, never published.
@@ -16,7 +16,8 @@ pub const CONN_TYPE_BUF: usize = 32;
 /// P2P message types are at most 12 characters (`CMessageHeader::MESSAGE_TYPE_SIZE`).
 pub const MSG_TYPE_CAP: usize = 12;
 pub const MSG_TYPE_BUF: usize = 16;
-/// Published cap of removal, reject and misbehaving reasons (Q2, Q5, Q6).
+/// Published cap of removal, reject and misbehaving reasons (docs/wire-format.md,
+/// "Whole strings").
 pub const REASON_CAP: usize = 256;
 pub const REASON_BUF: usize = 264;
 /// While the loader says it polls the rings by itself, a BPF program wakes it at most once per

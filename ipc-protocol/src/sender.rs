@@ -17,17 +17,22 @@ use crate::datagram::{
     encode, encode_drop_counts, record_prefix, DropCount, Head, FRAGMENT_HEAD_MAX, MAX_DATAGRAM, MAX_RECORD,
     RECORDS_HEAD_MAX,
 };
+use crate::hello::encode_hello;
 use crate::records::{DropCause, RingRecord};
-use crate::{encode_hello, Hello, Tracepoint};
+use crate::{Hello, Tracepoint};
 
 pub struct Sender {
-    hello: Vec<u8>,
+    hello: Hello,
+    /// The hello of the current connection, encoded.
+    hello_bytes: Vec<u8>,
     /// `Some` while connected: whether the hello went out on this connection.
     hello_sent: Option<bool>,
     /// The batch being filled; empty when none is open. Its records left their rings.
     batch: Vec<u8>,
     /// The batch takes no more records: it goes out next.
     batch_closed: bool,
+    /// The open batch's sequence number.
+    batch_seq: u64,
     next_seq: u64,
     fragmenting: Option<Cursor>,
     /// Drop totals waiting to go out.
@@ -93,10 +98,12 @@ impl Sender {
     /// A sender that is not connected yet.
     pub fn new(hello: &Hello) -> Self {
         Sender {
-            hello: encode_hello(hello),
+            hello: hello.clone(),
+            hello_bytes: Vec::new(),
             hello_sent: None,
             batch: Vec::with_capacity(MAX_DATAGRAM),
             batch_closed: false,
+            batch_seq: 0,
             next_seq: 0,
             fragmenting: None,
             counts: None,
@@ -109,6 +116,8 @@ impl Sender {
     /// A new connection to a publisher: the hello goes first, then the drop totals (it starts
     /// from zero), then whatever was under way. Sequence numbers go on where they were.
     pub fn connected(&mut self) {
+        let first_seq = if self.batch.is_empty() { self.next_seq } else { self.batch_seq };
+        self.hello_bytes = encode_hello(&self.hello, first_seq);
         self.hello_sent = Some(false);
         if !self.last_counts.is_empty() {
             self.counts = Some(encode_drop_counts(&self.last_counts));
@@ -136,7 +145,7 @@ impl Sender {
     pub fn poll_transmit(&self) -> Option<Transmit<'_>> {
         let datagram = |bytes| Some(Transmit { head: bytes, piece: None });
         match self.hello_sent? {
-            false => datagram(&self.hello),
+            false => datagram(&self.hello_bytes),
             true => {
                 if let Some(c) = &self.fragmenting {
                     let piece = Piece { ring: c.ring, range: c.body.start + c.piece.start..c.body.start + c.piece.end };
@@ -206,8 +215,8 @@ impl Sender {
             return Offer::Held;
         }
         if self.batch.is_empty() {
-            let seq = self.next_seq();
-            self.batch = encode(&Head::Records { seq }, std::mem::take(&mut self.batch));
+            self.batch_seq = self.next_seq();
+            self.batch = encode(&Head::Records { seq: self.batch_seq }, std::mem::take(&mut self.batch));
         }
         self.batch = encode(&prefix, std::mem::take(&mut self.batch));
         self.batch.extend_from_slice(record.body());

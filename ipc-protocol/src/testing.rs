@@ -123,9 +123,9 @@ pub fn receive(connections: &[Vec<Vec<u8>>]) -> Received {
     let mut received = Received::default();
     for datagrams in connections {
         let Some((hello, rest)) = datagrams.split_first() else { continue };
-        decode_hello(hello).expect("every connection starts with the hello");
+        let greeting = decode_hello(hello).expect("every connection starts with the hello");
         received.hellos += 1;
-        let mut rx = Reassembler::default();
+        let mut rx = Reassembler::new(greeting.first_seq);
         for d in rest {
             match decode_datagram(d).expect("the sender's datagrams decode") {
                 Datagram::Records(batch) => {

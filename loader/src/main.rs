@@ -182,11 +182,11 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         pid = target.pid,
         binary = %target.binary_name,
         tracepoints = enabled.len(),
-        ring_bytes = ?Ring::ALL.map(|r| (r.map_name(), cli.rings.bytes(r))),
+        ring_bytes = ?Ring::ALL.map(|r| (r.map_name(), probes.ring_bytes[r.index()])),
         "attached"
     );
     probes.seal()?;
-    let mut rings = probes::rings(&probes.skel, &cli.rings)?;
+    let mut rings = probes::rings(&probes.skel, &probes.ring_bytes)?;
     drop_privileges()?;
     // libbpf reads the number of possible CPUs from /sys on the first lookup and caches it:
     // after confine() no file can be opened.

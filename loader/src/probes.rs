@@ -43,6 +43,8 @@ pub struct Probes<'obj> {
     /// manager, which dropping `skel` frees.
     pub links: Vec<Link>,
     pub skel: ExtractorSkel<'obj>,
+    /// Bytes of each ring as created, in [`Ring::ALL`]'s order.
+    pub ring_bytes: [u32; Ring::ALL.len()],
 }
 
 impl<'obj> Probes<'obj> {
@@ -55,9 +57,15 @@ impl<'obj> Probes<'obj> {
         rings: &RingSizes,
     ) -> Result<Self, ProbeError> {
         let mut open = ExtractorSkelBuilder::default().open(storage).map_err(ProbeError::Open)?;
+        // A ring no enabled tracepoint writes takes one page (the smallest ring buffer) instead
+        // of its size: kernel memory for nothing.
+        let ring_bytes = Ring::ALL.map(|ring| match enabled.iter().any(|tp| tp.ring() == ring) {
+            true => rings.bytes(ring),
+            false => rustix::param::page_size() as u32,
+        });
         for mut map in open.open_object_mut().maps_mut() {
             if let Some(ring) = Ring::ALL.iter().find(|r| map.name() == r.map_name()) {
-                map.set_max_entries(rings.bytes(*ring)).map_err(ProbeError::Open)?;
+                map.set_max_entries(ring_bytes[ring.index()]).map_err(ProbeError::Open)?;
             }
         }
         for mut prog in open.open_object_mut().progs_mut() {
@@ -90,7 +98,7 @@ impl<'obj> Probes<'obj> {
             })?;
             links.push(link);
         }
-        Ok(Probes { polling_until_ns, links, skel })
+        Ok(Probes { polling_until_ns, links, skel, ring_bytes })
     }
 
     /// Once every probe is attached: freezes the maps that user space no longer writes
@@ -140,7 +148,7 @@ impl<'obj> Probes<'obj> {
 
 /// Maps every ring buffer of `skel`, in [`Ring::ALL`]'s order. (Of the skeleton only, so that
 /// the links can be dropped while the rings are still read.)
-pub fn rings<'s>(skel: &'s ExtractorSkel<'_>, sizes: &RingSizes) -> Result<Vec<ring::Ring<'s>>, ProbeError> {
+pub fn rings<'s>(skel: &'s ExtractorSkel<'_>, bytes: &[u32]) -> Result<Vec<ring::Ring<'s>>, ProbeError> {
     Ring::ALL
         .iter()
         .map(|ring| {
@@ -152,7 +160,7 @@ pub fn rings<'s>(skel: &'s ExtractorSkel<'_>, sizes: &RingSizes) -> Result<Vec<r
             // SAFETY: the descriptor is the BPF object's, which lives as long as `skel`, which
             // the rings borrow (`Map` is only a view of it).
             let fd = unsafe { BorrowedFd::borrow_raw(map.as_fd().as_raw_fd()) };
-            ring::Ring::map(fd, sizes.bytes(*ring))
+            ring::Ring::map(fd, bytes[ring.index()])
                 .map_err(|source| ProbeError::MapRing { ring: ring.map_name(), source })
         })
         .collect()

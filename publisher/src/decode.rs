@@ -36,11 +36,12 @@ impl RecordError {
 /// Something worth counting about an event that was still published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Anomaly {
-    /// A string was longer than its cap and was cut, ending in `...` (nats-wire.md Q2-Q6).
+    /// A string was longer than its cap and was cut, ending in `...` (docs/wire-format.md, "Whole strings").
     Truncated(&'static str),
     /// A string was not UTF-8; invalid sequences became U+FFFD, as upstream does.
     InvalidUtf8(&'static str),
-    /// A known P2P message whose payload did not decode; published as `unknown` (Q11).
+    /// A known P2P message whose payload did not decode; published as `unknown`
+    /// (docs/wire-format.md, "Undecodable payloads").
     Undecodable(String),
     /// A known P2P message whose decoded form would pass its budget (`p2p::BUDGET_PER_BYTE`);
     /// published as `unknown`.
@@ -111,7 +112,7 @@ pub fn decode(record: &Record<'_>) -> Result<Decoded, RecordError> {
     Ok(Decoded { subject: record.tracepoint.subject(), payload, anomalies: cx.anomalies })
 }
 
-/// Maps Bitcoin Core's connection type string (nats-wire.md §5.4 and Q1).
+/// Maps Bitcoin Core's connection type string (docs/wire-format.md, "Connection type").
 pub fn conn_type(s: &[u8]) -> ConnType {
     match s {
         b"inbound" => ConnType::Inbound,

@@ -1,4 +1,4 @@
-//! P2P payload decoding (nats-wire.md §5.7). Payloads come from arbitrary internet peers:
+//! P2P payload decoding (docs/wire-format.md, "P2P messages"). Payloads come from arbitrary internet peers:
 //! every read is bounds-checked and decoding never panics. Bytes left after a successful
 //! decode are ignored, as upstream does.
 
@@ -206,7 +206,8 @@ fn base32(bytes: &[u8]) -> String {
     out
 }
 
-/// A Tor v3 name as Bitcoin Core prints it: base32(key ‖ checksum ‖ version) + ".onion" (Q7).
+/// A Tor v3 name as Bitcoin Core prints it: base32(key ‖ checksum ‖ version) + ".onion" (docs/wire-format.md,
+/// "Tor v3 addresses").
 fn torv3(key: &[u8]) -> String {
     use sha3::Sha3_256;
     const VERSION: u8 = 3;
@@ -278,7 +279,7 @@ fn heap_len(address: &Addr) -> usize {
 }
 
 /// `version`; a payload that ends right after the start height has relay = true, as
-/// Bitcoin Core reads it (Q10).
+/// Bitcoin Core reads it (docs/wire-format.md, "Version without relay byte").
 fn version(r: &mut Reader<'_>) -> Result<m::Version, PayloadError> {
     Ok(m::Version {
         version: r.u32()?,
@@ -307,7 +308,7 @@ fn header(r: &mut Reader<'_>) -> Result<BlockHeader, PayloadError> {
     })
 }
 
-/// A transaction, legacy or segwit (§5.7.7). `raw` is exactly the bytes read: CompactSizes
+/// A transaction, legacy or segwit (docs/wire-format.md, "Transactions and headers"). `raw` is exactly the bytes read: CompactSizes
 /// are minimal, so re-serialising would give the same bytes.
 fn transaction(r: &mut Reader<'_>) -> Result<Transaction, PayloadError> {
     let start = r.pos;
@@ -383,7 +384,8 @@ fn block_txn_indexes(r: &mut Reader<'_>) -> Result<Vec<u64>, PayloadError> {
     Ok(indexes)
 }
 
-/// Inventory list; a MSG_ERROR entry consumes its hash like every other (Q9).
+/// Inventory list; a MSG_ERROR entry consumes its hash like every other (docs/wire-format.md,
+/// "Inventory error items").
 fn inventory(r: &mut Reader<'_>) -> Result<Vec<InventoryItem>, PayloadError> {
     r.list(36, |r| {
         let inv_type = r.u32()?;

@@ -198,7 +198,8 @@ async fn serve_loader(
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let hello = decode_hello(recv(&conn, &mut buf).await?.ok_or(ConnectionError::NoHello)?)?;
+    let greeting = decode_hello(recv(&conn, &mut buf).await?.ok_or(ConnectionError::NoHello)?)?;
+    let (hello, first_seq) = (&greeting.hello, greeting.first_seq);
     tracing::info!(
         loader_version = %hello.loader_version,
         pid = hello.pid,
@@ -216,7 +217,7 @@ async fn serve_loader(
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("loader-reader".into())
-            .spawn(move || read_loader(&sock, &tx, &backlog, &counters, &runtime))?
+            .spawn(move || read_loader(&sock, first_seq, &tx, &backlog, &counters, &runtime))?
     };
     let mut unflushed = 0;
     let mut reading = true;
@@ -271,13 +272,14 @@ async fn serve_loader(
 /// together and hands records on, waiting while the backlog is full.
 fn read_loader(
     sock: &OwnedFd,
+    first_seq: u64,
     tx: &UnboundedSender<(Received, OwnedSemaphorePermit)>,
     backlog: &Arc<Semaphore>,
     counters: &Counters,
     runtime: &tokio::runtime::Handle,
 ) -> Result<(), ConnectionError> {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut reassembler = Reassembler::default();
+    let mut reassembler = Reassembler::new(first_seq);
     let mut malformed = 0;
     // Waits for room in the backlog: at most MAX_RECORD bytes, within its BACKLOG_BYTES.
     let share = |bytes: usize| {

@@ -5,7 +5,7 @@ use crate::message::{AddrV2, Message, Put};
 use crate::rng::{addr_v2, compact_block, header, inventory, ipv6, tx, version, Rng, ONIONCAT};
 use crate::workload::typed;
 
-/// How a garbage payload is broken; each must fail to decode (nats-wire.md §5.7.4).
+/// How a garbage payload is broken; each must fail to decode (docs/wire-format.md, "Command to variant").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flaw {
     /// A valid payload without its last byte (`version`: also without the optional relay

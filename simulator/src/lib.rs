@@ -1,7 +1,7 @@
 //! Deterministic tracepoint arguments: the value of every argument of firing number `seq` of a
 //! tracepoint follows from `(seed, tracepoint, seq)` and the [`Workload`] alone, so a test can
 //! predict every field of every event. Values stay inside Bitcoin Core's real domains
-//! (tracepoints.md §5) and visit their edges: 68-character onion addresses, 12-character
+//! (docs/tracepoints.md, "Value domains") and visit their edges: 68-character onion addresses, 12-character
 //! message types, the 116-character reject reason, all connection types and networks.
 //!
 //! P2P payloads are built as structured values ([`Message`]) and serialised in Bitcoin's wire

@@ -99,7 +99,7 @@ fn cjdns(rng: &mut Rng) -> [u8; 16] {
     ipv6(rng, first)
 }
 
-/// A v1 address in form `form % 6`, covering each rendering rule (nats-wire.md §5.7.5).
+/// A v1 address in form `form % 6`, covering each rendering rule (docs/wire-format.md, "Addresses").
 pub(crate) fn net_addr(rng: &mut Rng, form: u64) -> NetAddr {
     let mut ip = [0u8; 16];
     match form % 6 {
@@ -112,7 +112,7 @@ pub(crate) fn net_addr(rng: &mut Rng, form: u64) -> NetAddr {
             ip[..6].copy_from_slice(&ONIONCAT);
             ip[6..].copy_from_slice(&rng.bytes(10));
         }
-        // IPv4-compatible, rendered as IPv4 (Q8).
+        // IPv4-compatible, rendered as IPv4 (docs/wire-format.md, "Kept as upstream").
         3 => ip[12..].copy_from_slice(&rng.bytes(4)),
         // CJDNS cannot be told apart in v1.
         4 => ip = cjdns(rng),
@@ -168,7 +168,8 @@ pub(crate) fn version(rng: &mut Rng, relay: Option<bool>) -> Version {
     }
 }
 
-/// An inventory of `n` items, one of them MSG_ERROR (type 0), whose hash must be consumed (Q9).
+/// An inventory of `n` items, one of them MSG_ERROR (type 0), whose hash must be consumed
+/// (docs/wire-format.md, "Inventory error items").
 pub(crate) fn inventory(rng: &mut Rng, n: u64) -> Vec<InvItem> {
     const TYPES: [u32; 8] = [1, 2, 4, 5, 0x4000_0001, 0x4000_0002, 3, 0x4000_0003];
     let error_at = rng.below(n.max(1));

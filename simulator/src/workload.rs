@@ -11,7 +11,7 @@ use crate::rng::{
 pub const MADE_UP_TYPE: &str = "made-up-type";
 
 /// The P2P message types of the default workload, fired in this order by `seq`: every type
-/// the decoder knows (nats-wire.md §5.7.4) except the retired `alert`, then two it does not.
+/// the decoder knows (docs/wire-format.md, "Command to variant") except the retired `alert`, then two it does not.
 pub const MESSAGE_TYPES: [&str; 37] = [
     "version",
     "verack",

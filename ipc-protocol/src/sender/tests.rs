@@ -177,3 +177,25 @@ fn nothing_is_taken_while_disconnected() {
     assert_eq!(sender.offer(0, &raw), Offer::Taken);
     assert_eq!(sender.taken(), 1);
 }
+
+#[test]
+fn a_datagram_lost_on_the_way_is_counted_and_loses_only_its_own_records() {
+    let records = mixed();
+    let all = datagrams(&records);
+    // The last datagram's loss shows in no later sequence number; every other one's does, the
+    // first one's against the hello's.
+    for (at, lost) in all.iter().enumerate().take(all.len() - 1).skip(1) {
+        let lose_at: &'static [usize] = Box::leak(vec![at].into_boxed_slice());
+        let mut peer = Peer::new(Faults { lose_at, ..Faults::default() });
+        run(&mut Sender::new(&hello()), &mut rings(1, &records), &mut peer);
+        let received = receive(&peer.connections);
+        let lost_times: Vec<u64> = match decode_datagram(lost).unwrap() {
+            Datagram::Records(batch) => batch.records().map(|r| r.ktime_ns).collect(),
+            Datagram::Fragment(f) => vec![f.ktime_ns],
+            Datagram::DropCounts(_) => panic!("no drops here"),
+        };
+        let want: Vec<OwnedRecord> = sent(&records).into_iter().filter(|r| !lost_times.contains(&r.ktime_ns)).collect();
+        assert_eq!(received.records, want, "datagram {at} lost");
+        assert_eq!(received.losses.iter().map(|l| l.datagrams).sum::<u64>(), 1, "datagram {at} lost");
+    }
+}

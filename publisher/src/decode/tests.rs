@@ -1,4 +1,5 @@
-//! Golden vectors of nats-wire.md §8 and malformed records.
+//! Golden vectors (peer-observer's bytes, and this project's deliberate differences from them:
+//! docs/wire-format.md) and malformed records.
 
 use super::*;
 use bytemuck::Zeroable;
