@@ -2,7 +2,7 @@
 //! here from `Tracepoint`/`Category` and must appear, after its marker, exactly so. On a
 //! change to the table, paste what the failure prints.
 
-use ipc_protocol::{Category, Tracepoint};
+use ipc_protocol::{Category, Ring, Tracepoint};
 
 const MARKER: &str =
     "<!-- table: generated from ipc-protocol/src/tracepoint.rs, checked by ipc-protocol/tests/docs.rs -->";
@@ -52,10 +52,30 @@ fn tracepoints() -> String {
     t
 }
 
+/// One row per ring, for docs/tracepoints.md.
+fn rings() -> String {
+    let mut t =
+        String::from("| ring | default bytes | minimum bytes | flag of `ebpf-loader` |\n|---|---|---|---|\n");
+    for ring in Ring::ALL {
+        t += &format!(
+            "| `{}` | {} | {} | `--{}` |\n",
+            ring.map_name(),
+            ring.default_bytes(),
+            ring.min_bytes(),
+            ring.size_flag()
+        );
+    }
+    t
+}
+
 fn check(doc: &str, table: String) {
+    check_after(doc, MARKER, table)
+}
+
+fn check_after(doc: &str, marker: &str, table: String) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(doc);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let expected = format!("{MARKER}\n\n{table}");
+    let expected = format!("{marker}\n\n{table}");
     assert!(text.contains(&expected), "{doc} must hold, after its marker:\n\n{expected}");
 }
 
@@ -67,4 +87,10 @@ fn readme_lists_every_category_as_the_table_has_it() {
 #[test]
 fn docs_list_every_tracepoint_as_the_table_has_it() {
     check("docs/tracepoints.md", tracepoints());
+}
+
+#[test]
+fn docs_list_every_ring_as_the_table_has_it() {
+    let marker = "<!-- rings: generated from ipc-protocol/src/tracepoint.rs, checked by ipc-protocol/tests/docs.rs -->";
+    check_after("docs/tracepoints.md", marker, rings());
 }
