@@ -13,7 +13,11 @@ fn main() {
         "proto/primitive.proto",
         "proto/utxocache.proto",
     ];
-    if let Err(e) = prost_build::Config::new().compile_protos(&PROTOS, &["proto"]) {
+    let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // The descriptors give render::json the schema, for the canonical JSON mapping.
+    let mut config = prost_build::Config::new();
+    config.file_descriptor_set_path(out_dir.join("descriptors.bin"));
+    if let Err(e) = config.compile_protos(&PROTOS, &["proto"]) {
         panic!("compiling the .proto files failed (is protoc installed?): {e}");
     }
     println!("cargo:rerun-if-changed=proto");

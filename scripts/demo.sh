@@ -2,7 +2,8 @@
 # Runs the whole pipeline on this machine: a local nats-server, the bundled tracepoint
 # simulator standing in for bitcoind (as its own user, with a private pid file), and the seed's
 # one command, ebpf-extractor, which runs ebpf-publisher without capabilities and ebpf-loader
-# with only CAP_BPF and CAP_PERFMON. Prints the events as they arrive on NATS.
+# with only CAP_BPF and CAP_PERFMON. Prints the events as they arrive on NATS, one line each as
+# a Bitcoin user reads them (event-tail; --json gives JSON).
 #   DEMO_EVENTS=N   stop after N events (default 40)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,21 +17,32 @@ events=${DEMO_EVENTS:-40}
 
 work=$(mktemp -d /tmp/ebpf-extractor-demo.XXXXXX)
 chmod 755 "$work"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+# However the demo ends (done, an error, Ctrl-C), its processes stop one after the other: the
+# extractor first, whose loader hands on what its rings hold and whose publisher then flushes to
+# NATS; then the node; NATS last. Stopped together, or NATS first, the publisher would be left
+# retrying a server that is gone ("client error: nats: IO error", "NATS did not take the
+# buffered events within 5 s") and the loader would see its node exit. Each runs in a session
+# of its own (setsid) so that a Ctrl-C at the terminal reaches only this script and event-tail.
+extractor='' sim='' nats_server=''
+stop() {
+  local pid
+  for pid in "$extractor" "$sim" "$nats_server"; do
+    [[ -n $pid ]] || continue
+    kill -INT "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  extractor='' sim='' nats_server=''
 }
-trap cleanup EXIT
+trap 'stop; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
 # Copies every user can run, wherever the checkout is (the launcher runs its siblings).
 for bin in ebpf-extractor ebpf-loader ebpf-publisher tracepoint-simulator event-tail; do
   install -m 755 "target/debug/$bin" "$work/$bin"
 done
 
 echo "max_payload: 5242880" > "$work/nats.conf"
-nats-server -a 127.0.0.1 -p -1 -c "$work/nats.conf" --ports_file_dir "$work" >/dev/null 2>&1 &
-pids+=($!)
+setsid nats-server -a 127.0.0.1 -p -1 -c "$work/nats.conf" --ports_file_dir "$work" >/dev/null 2>&1 &
+nats_server=$!
 for _ in $(seq 100); do ls "$work"/nats-server_*.ports >/dev/null 2>&1 && break; sleep 0.1; done
 nats=$(grep -o 'nats://[^"]*' "$work"/nats-server_*.ports | head -1 | sed 's|nats://||')
 echo "== nats-server on $nats"
@@ -39,7 +51,7 @@ echo "== nats-server on $nats"
 # (its pid file 0600 in a 0700 directory). uid 60999 has no account: nothing is created.
 node_uid=60999
 install -d -m 700 -o "$node_uid" -g "$node_uid" "$work/node"
-setpriv --reuid="$node_uid" --regid="$node_uid" --clear-groups -- \
+setsid setpriv --reuid="$node_uid" --regid="$node_uid" --clear-groups -- \
   "$work/tracepoint-simulator" -datadir="$work/node" -regtest --tracepoints default --count 0 --rate 2 \
   > "$work/simulator.out" &
 sim=$!
@@ -49,16 +61,13 @@ echo "== simulator (pid $sim, user $node_uid, pid file $pid_file) fires Bitcoin 
 
 # The seed's one command, as README gives it: it reads the private pid file as root and runs
 # the publisher and the loader each under a uid of its own.
-"$work/ebpf-extractor" --nats-address "$nats" --bitcoind-path "$work/tracepoint-simulator" \
+setsid "$work/ebpf-extractor" --nats-address "$nats" --bitcoind-path "$work/tracepoint-simulator" \
   --bitcoind-pid-file "$pid_file" --log-level info &
 extractor=$!
 
 echo "== first $events events on NATS:"
-timeout 60 "$work/event-tail" --nats-address "$nats" --count "$events"
-# The extractor first: its loader hands on what it holds, then its publisher flushes to NATS.
-kill -INT "$extractor"
-wait "$extractor" || true
-kill -INT "$sim"
-wait "$sim" || true
+# --foreground: a Ctrl-C reaches event-tail too, instead of only when the 60 s are over.
+timeout --foreground 60 "$work/event-tail" --nats-address "$nats" --count "$events"
+stop
 echo "== simulator counts (fired while traced):"
 cat "$work/simulator.out"

@@ -121,14 +121,32 @@ impl NatsServer {
     }
 
     pub async fn with_max_payload(max_payload: usize) -> NatsServer {
-        let dir = TempDir::new("nats");
-        std::fs::write(dir.path().join("nats.conf"), format!("max_payload: {max_payload}\n"))
+        Self::configured(&format!("max_payload: {max_payload}\n")).await
+    }
+
+    /// Starts nats-server with `config` (its configuration syntax: `authorization { … }`,
+    /// `tls { … }`, …) and `max_payload` of 5 MiB.
+    pub async fn with_config(config: &str) -> NatsServer {
+        Self::configured(&format!("max_payload: 5242880\n{config}\n")).await
+    }
+
+    /// Replaces the configuration that the next [`Self::restart`] starts with, as
+    /// [`Self::with_config`] takes it: a server that comes back with other credentials.
+    pub fn reconfigure(&self, config: &str) {
+        std::fs::write(self.dir.path().join("nats.conf"), format!("max_payload: 5242880\n{config}\n"))
             .expect("write nats config");
+    }
+
+    async fn configured(config: &str) -> NatsServer {
+        let dir = TempDir::new("nats");
+        std::fs::write(dir.path().join("nats.conf"), config).expect("write nats config");
         let child = spawn_nats(dir.path(), "-1");
         let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id().expect("pid")));
         let address = wait_for(|| {
+            // `nats://host:port`, or `tls://host:port` when the server requires TLS.
             let text = std::fs::read_to_string(&ports_file).ok()?;
-            let start = text.find("nats://")? + "nats://".len();
+            let text = &text[text.find("\"nats\"")?..];
+            let start = text.find("://")? + "://".len();
             let end = start + text[start..].find('"')?;
             Some(text[start..end].to_string())
         })

@@ -2,6 +2,8 @@
 
 use e2e::{free_address, scrape_metrics, start_loader, start_publisher, NatsServer, Simulator, TempDir, LOADER_UID};
 use ipc_protocol::Tracepoint;
+use prost::Message;
+use publisher::proto::event::{event::PeerObserverEvent, Event};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_was_published() {
@@ -21,9 +23,21 @@ async fn metrics_count_what_was_published() {
     let fired = simulator.fire().await;
     assert_eq!(fired[&Tracepoint::MempoolAdded], ROUNDS);
 
+    // The bytes of the events as fired: each timestamp takes 6 bytes, whatever the millisecond.
+    let bytes: usize = (0..ROUNDS)
+        .map(|seq| {
+            let ebpf = e2e::expect::event(Tracepoint::MempoolAdded, 3, seq).1;
+            let event =
+                Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(ebpf)), timestamp: e2e::wall_ms() };
+            event.encoded_len()
+        })
+        .sum();
     let want = [
-        format!("peer_observer_ebpf_published_total{{tracepoint=\"mempool:added\"}} {ROUNDS}"),
-        format!("peer_observer_ebpf_published_total{{tracepoint=\"validation:block_connected\"}} {ROUNDS}"),
+        format!("peer_observer_ebpf_published_total{{tracepoint=\"mempool:added\",subject=\"mempool\"}} {ROUNDS}"),
+        format!(
+            "peer_observer_ebpf_published_total{{tracepoint=\"validation:block_connected\",subject=\"validation\"}} {ROUNDS}"
+        ),
+        format!("peer_observer_ebpf_published_bytes_total{{tracepoint=\"mempool:added\",subject=\"mempool\"}} {bytes}"),
         "peer_observer_ebpf_lost_datagrams_total 0".to_string(),
     ];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

@@ -54,8 +54,7 @@ fn tracepoints() -> String {
 
 /// One row per ring, for docs/tracepoints.md.
 fn rings() -> String {
-    let mut t =
-        String::from("| ring | default bytes | minimum bytes | flag of `ebpf-loader` |\n|---|---|---|---|\n");
+    let mut t = String::from("| ring | default bytes | minimum bytes | flag of `ebpf-loader` |\n|---|---|---|---|\n");
     for ring in Ring::ALL {
         t += &format!(
             "| `{}` | {} | {} | `--{}` |\n",

@@ -3,12 +3,13 @@
 //! another user holding only CAP_BPF and CAP_PERFMON, and stops both when either exits or on
 //! SIGINT/SIGTERM. It parses no event data itself.
 
+mod nats;
 mod target;
 mod users;
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -34,6 +35,8 @@ struct Cli {
     /// Address of the NATS server where the extractor will publish messages to
     #[arg(short = 'n', visible_short_alias = 'a', long, default_value = "127.0.0.1:4222")]
     nats_address: String,
+    #[command(flatten)]
+    nats: nats::NatsFlags,
     /// Path to the Bitcoin Core (bitcoind) binary that should be hooked into
     #[arg(short = 'b', long)]
     bitcoind_path: PathBuf,
@@ -74,6 +77,8 @@ enum LaunchError {
     NoFreeUid,
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(transparent)]
+    Nats(#[from] nats::NatsFileError),
     #[error("--loader-user and --publisher-user must differ: the publisher admits only the loader's uid")]
     SameUser,
     #[error("cannot read /etc/passwd or /etc/group: {0}")]
@@ -176,14 +181,14 @@ const CHILD_ENV: [&str; 2] = ["TZ", "RUST_BACKTRACE"];
 /// Starts `cmd` as `user` keeping only `keep`, in a session of its own (no controlling
 /// terminal of root's, and no signal sent to the launcher's process group: the launcher stops
 /// its children itself, in order), with standard input from /dev/null, cwd `/` and only
-/// [`CHILD_ENV`] of the environment; `inherit` is a descriptor the child keeps open across
+/// [`CHILD_ENV`] of the environment; `inherit` are descriptors the child keeps open across
 /// exec (all others the launcher holds are close-on-exec).
 fn spawn(
     cmd: &mut Command,
     user: &User,
     keep: CapabilitySet,
     notify: &Path,
-    inherit: Option<&File>,
+    inherit: &[RawFd],
     what: &'static str,
 ) -> Result<Child, LaunchError> {
     cmd.env_clear()
@@ -192,15 +197,15 @@ fn spawn(
         .current_dir("/")
         .stdin(std::process::Stdio::null());
     let (uid, gid) = (user.uid, user.gid);
-    let inherit = inherit.map(AsRawFd::as_raw_fd);
+    let inherit = inherit.to_vec();
     // SAFETY: `setsid`, `fcntl_setfd`, `become_user` and `prctl` make only async-signal-safe raw
-    // syscalls, and `inherit` names a descriptor the parent holds open, so the forked child
-    // has it too.
+    // syscalls (the closure allocates nothing), and `inherit` names descriptors the parent
+    // holds open, so the forked child has them too.
     unsafe {
         cmd.pre_exec(move || {
             rustix::process::setsid()?;
-            if let Some(fd) = inherit {
-                rustix::io::fcntl_setfd(BorrowedFd::borrow_raw(fd), rustix::io::FdFlags::empty())?;
+            for fd in &inherit {
+                rustix::io::fcntl_setfd(BorrowedFd::borrow_raw(*fd), rustix::io::FdFlags::empty())?;
             }
             become_user(uid, gid, keep)?;
             // After the uid change, which clears it: a launcher killed outright (SIGKILL) must
@@ -237,6 +242,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     }
     // Before anything starts: a wrong pid or binary is the likelier mistake.
     let bitcoind = cli.bitcoind()?;
+    // Read as root, now: a missing secret file is named before anything starts.
+    let nats = cli.nats.hand_on()?;
     let dir = runtime_dir(&publisher_user, &loader_user)?;
     let socket = dir.0.join("publisher.sock");
     let log_level = cli.log_level.to_lowercase();
@@ -246,6 +253,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     let mut publisher = spawn(
         Command::new(publisher_bin)
             .args(["--nats-address", &cli.nats_address, "--socket-mode", "660", "--log-level", &log_level])
+            .args(&nats.args)
             .arg("--socket")
             .arg(&socket)
             .arg("--loader-uid")
@@ -253,9 +261,11 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
         &publisher_user,
         CapabilitySet::empty(),
         &publisher_notify_path,
-        None,
+        &nats.fds(),
         "ebpf-publisher",
     )?;
+    // The publisher holds its own copies of the memfds now.
+    drop(nats);
     wait_ready(&publisher_notify, &mut publisher, "ebpf-publisher")?;
     log_users(&publisher_user, &loader_user);
 
@@ -266,7 +276,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
             &loader_user,
             CapabilitySet::BPF | CapabilitySet::PERFMON,
             &loader_notify.1,
-            Some(&bitcoind.binary),
+            &[bitcoind.binary.as_raw_fd()],
             "ebpf-loader",
         )?;
         wait_ready(&loader_notify.0, &mut loader, "ebpf-loader").map(|()| loader)

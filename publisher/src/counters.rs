@@ -14,6 +14,8 @@ pub struct Counters {
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub published: BTreeMap<Tracepoint, u64>,
+    /// Bytes of the published events' payloads.
+    pub published_bytes: BTreeMap<Tracepoint, u64>,
     /// Records refused by validation, by reason label.
     pub invalid: BTreeMap<(Tracepoint, &'static str), u64>,
     /// Published events with something worth counting (truncation, bad UTF-8, undecodable).
@@ -32,6 +34,8 @@ pub struct Snapshot {
     pub lost_datagrams: u64,
     /// Records whose fragments arrived incomplete or out of order.
     pub fragment_lost: BTreeMap<Tracepoint, u64>,
+    /// Whether the NATS client is connected now, as its events last said.
+    pub nats_connected: bool,
 }
 
 type Inner = Snapshot;
@@ -41,8 +45,12 @@ impl Counters {
         f(&mut self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
     }
 
-    pub fn published(&self, tp: Tracepoint) {
-        self.with(|c| *c.published.entry(tp).or_default() += 1);
+    /// An event of `bytes` handed to NATS.
+    pub fn published(&self, tp: Tracepoint, bytes: usize) {
+        self.with(|c| {
+            *c.published.entry(tp).or_default() += 1;
+            *c.published_bytes.entry(tp).or_default() += bytes as u64;
+        });
     }
 
     pub fn invalid(&self, tp: Tracepoint, reason: &'static str) {
@@ -75,6 +83,11 @@ impl Counters {
 
     pub fn malformed_datagram(&self) {
         self.with(|c| c.malformed_datagrams += 1);
+    }
+
+    /// The NATS client connected (`true`) or lost its connection (`false`).
+    pub fn set_nats_connected(&self, connected: bool) {
+        self.with(|c| c.nats_connected = connected);
     }
 
     /// Records the loader's running totals; returns those that grew.

@@ -104,6 +104,16 @@ impl Envelope {
             Envelope::Utxocache(e) => prost::Message::encode_raw(e, buf),
         }
     }
+
+    /// Decodes a payload taken from NATS: the utxocache subject carries this project's own
+    /// envelope, every other subject peer-observer's (docs/wire-format.md, "Subjects").
+    pub fn decode(subject: &str, payload: &[u8]) -> Result<Envelope, prost::DecodeError> {
+        if subject == ipc_protocol::Category::Utxocache.subject() {
+            prost::Message::decode(payload).map(Envelope::Utxocache)
+        } else {
+            prost::Message::decode(payload).map(Envelope::PeerObserver)
+        }
+    }
 }
 
 pub fn decode(record: &Record<'_>) -> Result<Decoded, RecordError> {

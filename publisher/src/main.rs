@@ -10,17 +10,20 @@ use std::sync::Arc;
 use clap::Parser;
 use publisher::counters::Counters;
 use publisher::loss_log::{self, LossLog};
+use publisher::nats::NatsArgs;
 use rustix::net::SocketType;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_seqpacket::UnixSeqpacketListener;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Publishes the loader's tracepoint records to NATS in peer-observer's wire format.
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
-    /// Address of the NATS server to publish to
-    #[arg(short = 'n', long, default_value = "127.0.0.1:4222")]
-    nats_address: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Unix socket (SOCK_SEQPACKET) to listen on for ebpf-loader, unless systemd passes one
     /// (socket activation)
     #[arg(short = 's', long, default_value = "/run/peer-observer-ebpf/publisher.sock")]
@@ -64,8 +67,8 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 
 #[derive(Debug, thiserror::Error)]
 enum PublisherError {
-    #[error("cannot connect to NATS at {address}: {source}; is nats-server running there?")]
-    Nats { address: String, source: async_nats::ConnectError },
+    #[error(transparent)]
+    Nats(#[from] publisher::nats::NatsError),
     #[error("cannot listen on {path}: {source}")]
     Listen { path: PathBuf, source: std::io::Error },
     #[error("cannot take the socket passed by systemd: {0}")]
@@ -117,17 +120,18 @@ fn listen(path: &Path, mode: u32) -> Result<UnixSeqpacketListener, PublisherErro
 }
 
 async fn run(cli: Cli) -> Result<(), PublisherError> {
-    let nats = async_nats::connect(&cli.nats_address)
-        .await
-        .map_err(|source| PublisherError::Nats { address: cli.nats_address.clone(), source })?;
+    let counters = Arc::new(Counters::default());
+    // Reads every NATS file now, before the seccomp filter: only the TLS files are opened
+    // again, read-only, at a reconnection (publisher/src/nats.rs).
+    let nats = publisher::nats::connect(&cli.nats, &counters).await?;
     let (listener, bound_here) = match activated_socket()? {
         Some(listener) => {
-            tracing::info!(nats = %cli.nats_address, "listening on the socket passed by systemd");
+            tracing::info!(nats = %cli.nats.address, "listening on the socket passed by systemd");
             (listener, false)
         }
         None => {
             let listener = listen(&cli.socket, cli.socket_mode)?;
-            tracing::info!(socket = %cli.socket.display(), nats = %cli.nats_address, "listening");
+            tracing::info!(socket = %cli.socket.display(), nats = %cli.nats.address, "listening");
             (listener, true)
         }
     };
@@ -146,7 +150,6 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
             _ = sigint.recv() => {},
         }
     };
-    let counters = Arc::new(Counters::default());
     if let Some(address) = cli.metrics_address {
         let listener = tokio::net::TcpListener::bind(address)
             .await
@@ -158,7 +161,9 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
     // the calls of its steady state (publisher/src/seccomp.rs).
     rustix::thread::set_no_new_privs(true).map_err(|e| PublisherError::NoNewPrivs(e.into()))?;
     confine::confine(publisher::seccomp::STEADY_STATE).map_err(PublisherError::Confine)?;
-    let serving = publisher::server::serve(listener, cli.loader_uid, nats.clone(), Arc::clone(&counters), shutdown);
+    let prefix = cli.nats.subject_prefix.clone();
+    let serving =
+        publisher::server::serve(listener, cli.loader_uid, nats.clone(), prefix, Arc::clone(&counters), shutdown);
     tokio::pin!(serving);
     let mut loss_log = LossLog::default();
     let mut report = tokio::time::interval(loss_log::INTERVAL);
@@ -184,10 +189,15 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // async-nats' own lines only from --log-level debug on, and never its trace level, which
+    // shows the protocol. The publisher logs the connection's life itself, rate-limited.
+    let async_nats = if cli.log_level >= tracing::Level::DEBUG { LevelFilter::DEBUG } else { LevelFilter::OFF };
     tracing_subscriber::fmt()
         .with_max_level(cli.log_level)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .finish()
+        .with(Targets::new().with_default(cli.log_level).with_target("async_nats", async_nats))
         .init();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -30,7 +30,20 @@ pub fn render(s: &Snapshot) -> String {
     let per_tp = |m: &std::collections::BTreeMap<ipc_protocol::Tracepoint, u64>| {
         m.iter().map(|(tp, n)| (tp_label(tp), *n)).collect::<Vec<_>>()
     };
-    family(&mut out, "published_total", "Events handed to NATS.", per_tp(&s.published));
+    // By subject too, unprefixed (`--nats-subject-prefix` is the same for all): per-subject
+    // rates without a tracepoint-to-subject mapping in every query.
+    let per_subject = |m: &std::collections::BTreeMap<ipc_protocol::Tracepoint, u64>| {
+        m.iter()
+            .map(|(tp, n)| (format!("{{tracepoint=\"{tp}\",subject=\"{}\"}}", tp.subject()), *n))
+            .collect::<Vec<_>>()
+    };
+    family(&mut out, "published_total", "Events handed to NATS.", per_subject(&s.published));
+    family(
+        &mut out,
+        "published_bytes_total",
+        "Bytes of the events handed to NATS (their protobuf payloads).",
+        per_subject(&s.published_bytes),
+    );
     family(
         &mut out,
         "invalid_records_total",
@@ -79,6 +92,14 @@ pub fn render(s: &Snapshot) -> String {
         "lost_datagrams_total",
         "Datagrams missing from the loader's sequence.",
         [(String::new(), s.lost_datagrams)],
+    );
+    // A state, not a count: 0 while the NATS client is disconnected (events then wait in its
+    // buffer, or are counted as nats_unavailable).
+    let _ = writeln!(
+        out,
+        "# HELP {PREFIX}_nats_connected Whether the publisher is connected to NATS (1) or not (0).\n\
+         # TYPE {PREFIX}_nats_connected gauge\n{PREFIX}_nats_connected {}",
+        u8::from(s.nats_connected)
     );
     out
 }
@@ -143,8 +164,8 @@ mod tests {
     #[test]
     fn counters_render_in_prometheus_text_format() {
         let counters = Counters::default();
-        counters.published(Tracepoint::MempoolAdded);
-        counters.published(Tracepoint::MempoolAdded);
+        counters.published(Tracepoint::MempoolAdded, 60);
+        counters.published(Tracepoint::MempoolAdded, 61);
         counters.invalid(Tracepoint::MempoolRejected, "missing_nul");
         counters.dropped_before(&[DropCount {
             tracepoint: Tracepoint::NetInboundMessage,
@@ -154,12 +175,17 @@ mod tests {
         let text = render(&counters.snapshot());
         for line in [
             "# TYPE peer_observer_ebpf_published_total counter",
-            "peer_observer_ebpf_published_total{tracepoint=\"mempool:added\"} 2",
+            "peer_observer_ebpf_published_total{tracepoint=\"mempool:added\",subject=\"mempool\"} 2",
+            "peer_observer_ebpf_published_bytes_total{tracepoint=\"mempool:added\",subject=\"mempool\"} 121",
             "peer_observer_ebpf_invalid_records_total{tracepoint=\"mempool:rejected\",reason=\"missing_nul\"} 1",
             "peer_observer_ebpf_dropped_before_publisher_total{tracepoint=\"net:inbound_message\",cause=\"ring_full\"} 7",
             "peer_observer_ebpf_lost_datagrams_total 0",
+            "# TYPE peer_observer_ebpf_nats_connected gauge",
+            "peer_observer_ebpf_nats_connected 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
         }
+        counters.set_nats_connected(true);
+        assert!(render(&counters.snapshot()).lines().any(|l| l == "peer_observer_ebpf_nats_connected 1"));
     }
 }

@@ -363,6 +363,25 @@ fn transaction(r: &mut Reader<'_>) -> Result<Transaction, PayloadError> {
     Ok(Transaction { txid, wtxid, raw: Some(raw.to_vec()) })
 }
 
+/// The input and output counts of a serialised transaction (a `Transaction.raw`), for display;
+/// `None` if it is malformed before its output count.
+pub fn tx_counts(raw: &[u8]) -> Option<(u64, u64)> {
+    // Nothing here allocates: the budget is never charged.
+    let r = &mut Reader { buf: raw, pos: 0, budget: &Cell::new(0) };
+    r.u32().ok()?;
+    let mut inputs = r.compact_size().ok()?;
+    if inputs == 0 {
+        r.u8().ok()?;
+        inputs = r.compact_size().ok()?;
+    }
+    for _ in 0..inputs {
+        r.take(36).ok()?;
+        r.var_slice().ok()?;
+        r.u32().ok()?;
+    }
+    Some((inputs, r.compact_size().ok()?))
+}
+
 /// `getblocktxn` indexes, differentially encoded on the wire, made absolute.
 fn block_txn_indexes(r: &mut Reader<'_>) -> Result<Vec<u64>, PayloadError> {
     let count = r.compact_size()?;

@@ -19,6 +19,7 @@ use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 use crate::clock::ClockSample;
 use crate::counters::Counters;
 use crate::decode::{decode, Anomaly, Decoded};
+use crate::nats::SubjectPrefix;
 
 #[cfg(test)]
 mod tests {
@@ -57,19 +58,19 @@ pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
 
 /// At most one warning per interval about refused connections or failed accepts, saying how
 /// many were not logged: a peer connecting in a loop must not flood the journal.
-struct RateLimited {
+pub(crate) struct RateLimited {
     interval: Duration,
     last: Option<std::time::Instant>,
     suppressed: u64,
 }
 
 impl RateLimited {
-    const fn new(interval: Duration) -> Self {
+    pub(crate) const fn new(interval: Duration) -> Self {
         RateLimited { interval, last: None, suppressed: 0 }
     }
 
     /// Calls `log` with the number of events not logged since the last call, if one is due.
-    fn log(&mut self, log: impl FnOnce(u64)) {
+    pub(crate) fn log(&mut self, log: impl FnOnce(u64)) {
         if self.last.is_some_and(|last| last.elapsed() < self.interval) {
             self.suppressed += 1;
             return;
@@ -102,8 +103,8 @@ fn admitted(conn: &UnixSeqpacket, loader_uid: Option<u32>, refusals: &mut RateLi
     }
 }
 
-/// How often a refusal or failed accept is logged at most.
-const LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a refusal or failed accept (or a failed NATS reconnection) is logged at most.
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// After a failed accept (out of descriptors or memory), the pause before the next: the
 /// pending connection stays queued, so accepting again at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -113,11 +114,13 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Accepts loaders until `shutdown` completes; each connection is served on its own task, so
 /// a refused or misbehaving peer never disturbs another. Then each connection stops reading
-/// and publishes what it has read before the function returns.
+/// and publishes what it has read before the function returns. Events go out on their
+/// subjects behind `prefix`.
 pub async fn serve(
     mut listener: UnixSeqpacketListener,
     loader_uid: Option<u32>,
     nats: Client,
+    prefix: SubjectPrefix,
     counters: Arc<Counters>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
@@ -131,8 +134,9 @@ pub async fn serve(
                 Ok(conn) if !admitted(&conn, loader_uid, &mut refusals) => drop(conn),
                 Ok(conn) => {
                     let (nats, counters, stopping) = (nats.clone(), Arc::clone(&counters), stopping.clone());
+                    let prefix = prefix.clone();
                     connections.spawn(async move {
-                        match serve_loader(conn, &nats, &counters, stopping).await {
+                        match serve_loader(conn, &nats, &prefix, &counters, stopping).await {
                             Ok(()) => tracing::info!("loader disconnected"),
                             Err(e) => tracing::warn!("loader connection ended: {e}"),
                         }
@@ -194,6 +198,7 @@ enum Received {
 async fn serve_loader(
     conn: UnixSeqpacket,
     nats: &Client,
+    prefix: &SubjectPrefix,
     counters: &Arc<Counters>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
@@ -239,7 +244,7 @@ async fn serve_loader(
             Received::Batch(batch) => {
                 for record in batch.records() {
                     if let Some(event) = decoded(&record, &clock, counters) {
-                        unflushed += send(event, nats, counters, unflushed).await;
+                        unflushed += send(event, nats, prefix, counters, unflushed).await;
                     }
                 }
             }
@@ -248,7 +253,7 @@ async fn serve_loader(
                 // A large record's memory and backlog room are free before its event is encoded.
                 drop((record, share));
                 if let Some(event) = event {
-                    unflushed += send(event, nats, counters, unflushed).await;
+                    unflushed += send(event, nats, prefix, counters, unflushed).await;
                 }
             }
         }
@@ -402,12 +407,17 @@ fn decoded(record: &Record<'_>, clock: &ClockSample, counters: &Counters) -> Opt
     Some(DecodedRecord { tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded })
 }
 
-/// Encodes and publishes one event; returns the bytes handed to the NATS client.
-/// Publishes one event, `unflushed` bytes being in the client's buffer already; returns the
+/// Encodes and publishes one event, `unflushed` bytes being in the client's buffer already; returns the
 /// bytes it added there.
-async fn send(event: DecodedRecord, nats: &Client, counters: &Counters, unflushed: usize) -> usize {
+async fn send(
+    event: DecodedRecord,
+    nats: &Client,
+    prefix: &SubjectPrefix,
+    counters: &Counters,
+    unflushed: usize,
+) -> usize {
     let DecodedRecord { tracepoint: tp, timestamp_ms, decoded } = event;
-    let subject = decoded.subject;
+    let subject = prefix.apply(decoded.subject);
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
     // Never encoded when the server would refuse it: a decoded payload can be many times its
@@ -443,7 +453,7 @@ async fn send(event: DecodedRecord, nats: &Client, counters: &Counters, unflushe
     };
     match published {
         Ok(()) => {
-            counters.published(tp);
+            counters.published(tp, size);
             return size;
         }
         Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {

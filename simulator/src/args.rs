@@ -142,13 +142,40 @@ fn peer_addr(rng: &mut Rng, seq: u64) -> String {
             rng.below(256),
             rng.below(65535) + 1
         ),
-        1 => format!("[2001:db8:{:x}::{:x}]:8333", rng.below(0xffff), rng.below(0xffff) + 1),
+        1 => format!("[2a01:4f8:{:x}::{:x}]:8333", rng.below(0xffff), rng.below(0xffff) + 1),
         // Tor v3 with a 5-digit port: the 68-character maximum for numeric addresses.
         2 => format!("{}.onion:{}", rng.base32(56), 10000 + rng.below(55535)),
         3 => format!("{}.b32.i2p:0", rng.base32(52)),
         4 => format!("[fc00::{:x}]:8333", rng.below(0xffff) + 1),
         // Connected by name (-addnode): a 255-byte host name plus port, 261 characters.
         _ => format!("{}.example:18333", "n".repeat(247)),
+    }
+}
+
+/// The `enum Network` Bitcoin Core passes with a peer's address (`CNode::ConnectedThroughNetwork`:
+/// NET_ONION for a peer that came in through the onion service, else `CNetAddr::GetNetClass`):
+/// the address's own network, `NET_UNROUTABLE` (0) for a private or reserved IPv4 address; a
+/// peer connected by name has the network of the address the name resolved to, here IPv4 or a
+/// LAN address. Never `NET_INTERNAL` (6): no peer has one (docs/tracepoints.md, "Value domains").
+fn network_of(addr: &str, seq: u64) -> u32 {
+    const UNROUTABLE: u32 = 0;
+    if seq % 6 == 2 {
+        return 3;
+    }
+    let ipv4 = |addr: &str| {
+        let octets: Vec<u32> = addr.split([':', '.']).take(4).filter_map(|o| o.parse().ok()).collect();
+        match octets[..] {
+            [10, ..] | [127, ..] | [169, 254, ..] | [192, 168, ..] => UNROUTABLE,
+            [172, b, ..] if (16..32).contains(&b) => UNROUTABLE,
+            [100, b, ..] if (64..128).contains(&b) => UNROUTABLE,
+            _ => 1,
+        }
+    };
+    match seq % 6 {
+        0 => ipv4(addr),
+        5 => [1, UNROUTABLE][(seq / 6 % 2) as usize],
+        // IPv6, onion, I2P, CJDNS: NET_IPV6 (2) to NET_CJDNS (5).
+        form => form as u32 + 1,
     }
 }
 
@@ -159,7 +186,6 @@ fn peer_addr(rng: &mut Rng, seq: u64) -> String {
 pub fn args(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> Args {
     let rng = &mut Rng::new(seed, tp, seq);
     let peer_id = rng.below(1 << 40) as i64;
-    let network = (seq % 7) as u32;
     let time = 1_700_000_000 + rng.below(10_000_000) as i64;
     use Tracepoint as T;
     match tp {
@@ -167,20 +193,35 @@ pub fn args(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> Args {
             let message = message(rng, seq, workload);
             Args::Message { peer_id, addr: peer_addr(rng, seq), conn_type: CONN_TYPES[(seq % 7) as usize], message }
         }
-        T::NetInboundConnection | T::NetOutboundConnection => Args::Connection {
-            peer_id,
-            addr: peer_addr(rng, seq),
-            conn_type: if tp == T::NetInboundConnection { "inbound" } else { CONN_TYPES[1 + (seq % 6) as usize] },
-            network,
-            existing_connections: rng.below(125) + 1,
-        },
-        T::NetClosedConnection | T::NetEvictedInboundConnection => Args::ClosedConnection {
-            peer_id,
-            addr: peer_addr(rng, seq),
-            conn_type: if tp == T::NetEvictedInboundConnection { "inbound" } else { CONN_TYPES[(seq % 7) as usize] },
-            network,
-            time_established: time,
-        },
+        T::NetInboundConnection | T::NetOutboundConnection => {
+            let mut addr = peer_addr(rng, seq);
+            if tp == T::NetInboundConnection && seq % 6 == 2 {
+                // An inbound Tor peer: Bitcoin Core sees the local end of the Tor proxy, and
+                // only the network (NET_ONION, from the onion bind port) tells it apart.
+                addr = format!("127.0.0.1:{}", 1024 + rng.below(64_000));
+            }
+            Args::Connection {
+                peer_id,
+                network: network_of(&addr, seq),
+                addr,
+                conn_type: if tp == T::NetInboundConnection { "inbound" } else { CONN_TYPES[1 + (seq % 6) as usize] },
+                existing_connections: rng.below(125) + 1,
+            }
+        }
+        T::NetClosedConnection | T::NetEvictedInboundConnection => {
+            let addr = peer_addr(rng, seq);
+            Args::ClosedConnection {
+                peer_id,
+                network: network_of(&addr, seq),
+                addr,
+                conn_type: if tp == T::NetEvictedInboundConnection {
+                    "inbound"
+                } else {
+                    CONN_TYPES[(seq % 7) as usize]
+                },
+                time_established: time,
+            }
+        }
         T::NetMisbehavingConnection => Args::Misbehaving { peer_id, message: MISBEHAVIOURS[(seq % 6) as usize] },
         T::MempoolAdded => Args::MempoolAdded {
             txid: rng.hash(),
@@ -276,5 +317,25 @@ mod tests {
         assert_eq!(peer_addr(rng, 2).len(), 62 + 1 + 5);
         assert_eq!(peer_addr(rng, 5).len(), 261);
         assert_eq!(REJECT_REASONS[5].len(), 116);
+    }
+
+    #[test]
+    fn a_peers_network_is_its_addresss_as_bitcoin_core_passes_it() {
+        assert_eq!(network_of("10.1.2.3:8333", 0), 0);
+        assert_eq!(network_of("172.20.0.1:8333", 6), 0);
+        assert_eq!(network_of("8.8.8.8:8333", 12), 1);
+        let networks: Vec<u32> = (0..12)
+            .map(|seq| match args(Tracepoint::NetInboundConnection, 3, seq, &Workload::default()) {
+                Args::Connection { network, .. } => network,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(networks[1..6], [2, 3, 4, 5, 1]);
+        assert_eq!(networks[11], 0, "a name that resolved to a LAN address");
+        let Args::Connection { addr, .. } = args(Tracepoint::NetInboundConnection, 3, 2, &Workload::default()) else {
+            panic!("a connection")
+        };
+        assert!(addr.starts_with("127.0.0.1:"), "an inbound Tor peer is the proxy's local end: {addr}");
+        assert!(networks.iter().all(|n| *n < 6), "no peer is NET_INTERNAL");
     }
 }

@@ -1,12 +1,16 @@
 //! Prints the events arriving on a NATS server, one line each: the demo's window onto the
-//! stream.
+//! stream. Lines read as a Bitcoin user reads them, or with `--json` are JSON objects for
+//! tools such as `jq` (publisher::render).
+
+use std::io::Write;
 
 use clap::Parser;
 use futures_util::StreamExt;
-use prost::Message;
-use publisher::proto::event::Event;
+use publisher::decode::Envelope;
+use publisher::render;
 
-/// Subscribes to every single-token subject and prints each peer-observer event.
+/// Subscribes to peer-observer's subjects (`*`) and this project's own (`peer-observer-ebpf.>`)
+/// and prints each event.
 #[derive(Parser)]
 struct Cli {
     /// Address of the NATS server
@@ -15,22 +19,39 @@ struct Cli {
     /// Exit after this many events (0: never)
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// Print each event as one JSON object, the envelope in the canonical proto3 JSON mapping
+    /// with the .proto field names: {"subject": ..., "event": ...}
+    #[arg(long)]
+    json: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let client = async_nats::connect(&cli.nats_address).await?;
-    let mut subscriber = client.subscribe("*").await?;
+    // `*` matches one token only: this project's own subjects have two (docs/wire-format.md).
+    let mut messages =
+        futures_util::stream::select(client.subscribe("*").await?, client.subscribe("peer-observer-ebpf.>").await?);
+    let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
-    while let Some(msg) = subscriber.next().await {
-        match Event::decode(msg.payload.clone()) {
-            Ok(event) => {
-                let body = format!("{:?}", event.peer_observer_event);
-                let body: String = body.chars().take(300).collect();
-                println!("[{}] {} {}", event.timestamp, msg.subject, body);
+    while let Some(msg) = messages.next().await {
+        let written = match Envelope::decode(&msg.subject, &msg.payload) {
+            Ok(envelope) if cli.json => writeln!(out, "{}", render::json(&msg.subject, &envelope)),
+            Ok(envelope) => writeln!(out, "{}", render::readable(&msg.subject, &envelope)),
+            Err(e) => {
+                let line =
+                    format!("{:?}: undecodable payload ({} bytes): {e}", msg.subject.as_str(), msg.payload.len());
+                // Under --json on standard error, so that standard output stays one JSON object a line.
+                if cli.json {
+                    writeln!(std::io::stderr(), "{line}")
+                } else {
+                    writeln!(out, "{line}")
+                }
             }
-            Err(e) => println!("{} undecodable payload ({} bytes): {e}", msg.subject, msg.payload.len()),
+        };
+        // A reader that went away (`| head`) ends the tail.
+        if written.is_err() {
+            break;
         }
         seen += 1;
         if seen == cli.count {

@@ -1,0 +1,575 @@
+//! The NATS connection: where, as whom and over what the publisher connects (`--nats-*`), one
+//! line saying why a server refused it, the connection's state for the metrics, and the
+//! subject prefix.
+//!
+//! Every file is read at start-up, before the seccomp filter is installed, so that a missing
+//! or unreadable one is named at once. Secrets then live in memory only. async-nats reads the
+//! TLS files (CA, client certificate and key) again at each TLS (re)connection. Those are
+//! read-only opens, which the filter allows. It is also always given a CA file, so it never
+//! scans the system's certificate store itself (which takes `statx` and `getdents64`: not in
+//! the filter).
+
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_nats::rustls::pki_types::pem::PemObject;
+use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use async_nats::rustls::{self, AlertDescription, CertificateError};
+use async_nats::{Client, ClientError, ConnectError, ConnectErrorKind, ConnectOptions, Event, Subject};
+
+use crate::counters::Counters;
+use crate::server::{RateLimited, LOG_INTERVAL};
+
+/// The name the connection shows in the server's monitoring (`connz`) unless told otherwise.
+pub const DEFAULT_CLIENT_NAME: &str = "ebpf-publisher";
+
+/// Secret and TLS files are small; anything larger was named by mistake.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Where and how to reach NATS. Secrets come from files, or the password from the environment:
+/// a value given on the command line shows in `ps`.
+#[derive(clap::Args)]
+pub struct NatsArgs {
+    /// Address of the NATS server: host:port, or a nats:// or tls:// URL (tls:// requires TLS)
+    #[arg(short = 'a', visible_short_alias = 'n', long = "nats-address", default_value = "127.0.0.1:4222")]
+    pub address: String,
+    /// User name for NATS, with the password of --nats-password-file or NATS_PASSWORD
+    #[arg(short = 'u', long = "nats-username")]
+    pub username: Option<String>,
+    /// Password for --nats-username. A value given here shows in `ps`: use --nats-password-file or
+    /// the environment variable instead
+    #[arg(short = 'p', long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// File holding the password for --nats-username (a trailing newline is ignored)
+    #[arg(short = 'f', long = "nats-password-file")]
+    pub password_file: Option<PathBuf>,
+    /// File holding the token of NATS's token authentication (a trailing newline is ignored)
+    #[arg(long = "nats-token-file")]
+    pub token_file: Option<PathBuf>,
+    /// File holding a user nkey seed (SU…) for NATS's nkey authentication
+    #[arg(long = "nats-nkey-seed-file")]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// NATS credentials file (.creds: a user JWT and its nkey seed), for decentralized JWT
+    /// authentication
+    #[arg(long = "nats-credentials-file")]
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificates (PEM) that the NATS server's certificate must be signed by [default: the
+    /// system's CA bundle]
+    #[arg(long = "nats-tls-ca-file")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for a server that verifies its clients (`tls { verify: true }`);
+    /// needs --nats-tls-key-file
+    #[arg(long = "nats-tls-cert-file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --nats-tls-cert-file
+    #[arg(long = "nats-tls-key-file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS (a tls:// address does the same)
+    #[arg(long = "nats-tls-required")]
+    pub tls_required: bool,
+    /// Name of the connection in the server's monitoring (connz)
+    #[arg(long = "nats-client-name", default_value = DEFAULT_CLIENT_NAME)]
+    pub client_name: String,
+    /// Publish on `PREFIX.<subject>` instead of `<subject>`; PREFIX is given without its
+    /// trailing dot, e.g. peer-observer.mainnet.node1. Subscribers then subscribe `PREFIX.*`
+    #[arg(long = "nats-subject-prefix", default_value = "", value_parser = SubjectPrefix::parse)]
+    pub subject_prefix: SubjectPrefix,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot read {flag} {}: {source}", path.display())]
+    Read { flag: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{flag} {} is not a regular file", path.display())]
+    NotAFile { flag: &'static str, path: PathBuf },
+    #[error("{flag} {} is larger than {MAX_FILE_BYTES} bytes: is it the right file?", path.display())]
+    TooLarge { flag: &'static str, path: PathBuf },
+    #[error("{flag} {} is empty", path.display())]
+    Empty { flag: &'static str, path: PathBuf },
+    #[error("{flag} {} is not UTF-8 text", path.display())]
+    NotText { flag: &'static str, path: PathBuf },
+    #[error("--nats-credentials-file {} is not a NATS credentials file (a user JWT and its nkey seed, as nsc writes them): {source}", path.display())]
+    Credentials { path: PathBuf, source: std::io::Error },
+    #[error("{flag} {} holds no PEM certificate{}", path.display(), reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    NoCertificate { flag: &'static str, path: PathBuf, reason: Option<String> },
+    #[error("--nats-tls-key-file {} holds no PEM private key: {reason}", path.display())]
+    NoKey { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Usage(&'static str),
+    /// A server that refused the connection, in one line that says what to fix.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Where events go: `<prefix>.<subject>`, or the subject alone without a prefix (the default,
+/// so that peer-observer's tools, which subscribe to `*`, work unchanged).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubjectPrefix(Option<String>);
+
+impl SubjectPrefix {
+    /// A prefix of one or more subject tokens without the dot that joins it to the subject:
+    /// no empty token (a leading, trailing or doubled dot), no wildcard, no white space.
+    pub fn parse(prefix: &str) -> Result<SubjectPrefix, String> {
+        if prefix.is_empty() {
+            return Ok(SubjectPrefix(None));
+        }
+        if prefix.ends_with('.') {
+            return Err(format!("{prefix:?} ends with a dot: give the prefix without it, the publisher adds the dot"));
+        }
+        if prefix.split('.').any(str::is_empty) {
+            return Err(format!("{prefix:?} has an empty token (a leading or a doubled dot)"));
+        }
+        if prefix.contains(['*', '>']) {
+            return Err(format!("{prefix:?} holds a wildcard (* or >), which no subject to publish on may"));
+        }
+        if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("{prefix:?} holds white space or a control character"));
+        }
+        Ok(SubjectPrefix(Some(prefix.to_owned())))
+    }
+
+    /// The subject an event of `subject` is published on.
+    pub fn apply(&self, subject: &'static str) -> Subject {
+        match &self.0 {
+            None => Subject::from_static(subject),
+            Some(prefix) => Subject::from(format!("{prefix}.{subject}")),
+        }
+    }
+}
+
+/// How the publisher authenticates: at most one way.
+enum Auth {
+    None,
+    UserPassword {
+        user: String,
+        password: String,
+    },
+    Token(String),
+    Nkey {
+        seed: String,
+        path: PathBuf,
+    },
+    /// The file's text: async-nats takes the JWT and the seed from it.
+    Credentials {
+        creds: String,
+        path: PathBuf,
+    },
+}
+
+impl Auth {
+    /// What to check when the server refuses these credentials.
+    fn hint(&self) -> String {
+        match self {
+            Auth::None => "the server requires credentials: give --nats-username with --nats-password-file, \
+                           --nats-token-file, --nats-nkey-seed-file or --nats-credentials-file"
+                .into(),
+            Auth::UserPassword { .. } => "check --nats-username/--nats-password-file".into(),
+            Auth::Token(_) => "check --nats-token-file".into(),
+            Auth::Nkey { .. } => {
+                "check --nats-nkey-seed-file: the server's authorization must list the seed's public key".into()
+            }
+            Auth::Credentials { .. } => {
+                "check --nats-credentials-file: the server must trust the operator and account that signed its JWT"
+                    .into()
+            }
+        }
+    }
+}
+
+/// The options read from the command line and the files, before connecting.
+struct Prepared {
+    address: String,
+    auth: Auth,
+    ca: Trust,
+    client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// The CAs async-nats verifies the server's certificate with.
+enum Trust {
+    /// --nats-tls-ca-file.
+    Given(PathBuf),
+    /// The system's CA bundle file.
+    System(PathBuf),
+    /// No bundle found: nothing is trusted (an empty file, so that async-nats does not scan
+    /// the system's store itself at each connection).
+    Nothing,
+}
+
+impl Trust {
+    fn file(&self) -> PathBuf {
+        match self {
+            Trust::Given(path) | Trust::System(path) => path.clone(),
+            Trust::Nothing => PathBuf::from("/dev/null"),
+        }
+    }
+}
+
+/// Opens `path` without blocking (a FIFO named by mistake must not hang the start) and reads
+/// at most [`MAX_FILE_BYTES`] of it.
+fn read_file(flag: &'static str, path: &Path) -> Result<Vec<u8>, NatsError> {
+    let err = |source| NatsError::Read { flag, path: path.to_owned(), source };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(err)?;
+    if !file.metadata().map_err(err)?.is_file() {
+        return Err(NatsError::NotAFile { flag, path: path.to_owned() });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(NatsError::TooLarge { flag, path: path.to_owned() });
+    }
+    Ok(bytes)
+}
+
+/// A secret file's text without its trailing line end (as `echo` and editors leave one).
+fn read_secret(flag: &'static str, path: &Path) -> Result<String, NatsError> {
+    let text =
+        String::from_utf8(read_file(flag, path)?).map_err(|_| NatsError::NotText { flag, path: path.to_owned() })?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(NatsError::Empty { flag, path: path.to_owned() });
+    }
+    Ok(secret.to_owned())
+}
+
+/// Checks that a PEM file holds at least one certificate.
+fn check_certificates(flag: &'static str, path: &Path) -> Result<(), NatsError> {
+    let bytes = read_file(flag, path)?;
+    let no_certificate = |reason| NatsError::NoCertificate { flag, path: path.to_owned(), reason };
+    let mut found = 0;
+    for cert in CertificateDer::pem_slice_iter(&bytes) {
+        cert.map_err(|e| no_certificate(Some(e.to_string())))?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(no_certificate(None));
+    }
+    Ok(())
+}
+
+const USERNAME_WITHOUT_PASSWORD: &str =
+    "--nats-username needs a password: --nats-password-file, or NATS_PASSWORD in the environment";
+const PASSWORD_WITHOUT_USERNAME: &str =
+    "a NATS password (--nats-password-file, --nats-password or NATS_PASSWORD) needs --nats-username";
+
+impl NatsArgs {
+    /// Token, nkey or .creds authentication, or none, from its file.
+    fn key_auth(&self) -> Result<Auth, NatsError> {
+        Ok(if let Some(path) = &self.token_file {
+            Auth::Token(read_secret("--nats-token-file", path)?)
+        } else if let Some(path) = &self.nkey_seed_file {
+            let seed = read_secret("--nats-nkey-seed-file", path)?.trim().to_owned();
+            Auth::Nkey { seed, path: path.clone() }
+        } else if let Some(path) = &self.credentials_file {
+            let flag = "--nats-credentials-file";
+            let creds = String::from_utf8(read_file(flag, path)?)
+                .map_err(|_| NatsError::NotText { flag, path: path.clone() })?;
+            Auth::Credentials { creds, path: path.clone() }
+        } else {
+            Auth::None
+        })
+    }
+
+    /// Reads every file named and checks the combination, all at start-up.
+    fn prepare(&self) -> Result<Prepared, NatsError> {
+        let password = match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(NatsError::Usage(
+                    "both --nats-password-file and --nats-password (or NATS_PASSWORD) give a password: give one",
+                ))
+            }
+            (Some(password), None) => Some(password.clone()),
+            (None, Some(path)) => Some(read_secret("--nats-password-file", path)?),
+            (None, None) => None,
+        };
+        let ways = [
+            self.username.is_some() || password.is_some(),
+            self.token_file.is_some(),
+            self.nkey_seed_file.is_some(),
+            self.credentials_file.is_some(),
+        ];
+        if ways.iter().filter(|way| **way).count() > 1 {
+            return Err(NatsError::Usage(
+                "give one way to authenticate to NATS: --nats-username with a password, --nats-token-file, \
+                 --nats-nkey-seed-file or --nats-credentials-file",
+            ));
+        }
+        let auth = match (&self.username, password) {
+            (Some(user), Some(password)) => Auth::UserPassword { user: user.clone(), password },
+            (Some(_), None) => return Err(NatsError::Usage(USERNAME_WITHOUT_PASSWORD)),
+            (None, Some(_)) => return Err(NatsError::Usage(PASSWORD_WITHOUT_USERNAME)),
+            (None, None) => self.key_auth()?,
+        };
+        let client_cert = match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                check_certificates("--nats-tls-cert-file", cert)?;
+                PrivateKeyDer::from_pem_slice(&read_file("--nats-tls-key-file", key)?)
+                    .map_err(|e| NatsError::NoKey { path: key.clone(), reason: e.to_string() })?;
+                Some((cert.clone(), key.clone()))
+            }
+            (None, None) => None,
+            _ => return Err(NatsError::Usage("--nats-tls-cert-file and --nats-tls-key-file go together")),
+        };
+        let ca = match &self.tls_ca_file {
+            Some(path) => {
+                check_certificates("--nats-tls-ca-file", path)?;
+                Trust::Given(path.clone())
+            }
+            // Found once, here: async-nats would otherwise scan the system's store at every TLS
+            // connection. With no bundle at all, a TLS server is refused as of an unknown CA,
+            // and the error names --nats-tls-ca-file.
+            None => openssl_probe::probe().cert_file.map_or(Trust::Nothing, Trust::System),
+        };
+        Ok(Prepared { address: self.address.clone(), auth, ca, client_cert })
+    }
+}
+
+impl Prepared {
+    fn options(&self, args: &NatsArgs, counters: &Arc<Counters>) -> Result<ConnectOptions, NatsError> {
+        let mut options = ConnectOptions::new()
+            .name(&args.client_name)
+            .require_tls(args.tls_required)
+            .add_root_certificates(self.ca.file())
+            .event_callback(on_event(self.address.clone(), self.auth.hint(), Arc::clone(counters)));
+        if let Some((cert, key)) = &self.client_cert {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        Ok(match &self.auth {
+            Auth::None => options,
+            Auth::UserPassword { user, password } => options.user_and_password(user.clone(), password.clone()),
+            Auth::Token(token) => options.token(token.clone()),
+            Auth::Nkey { seed, .. } => options.nkey(seed.clone()),
+            Auth::Credentials { creds, path } => {
+                options.credentials(creds).map_err(|source| NatsError::Credentials { path: path.clone(), source })?
+            }
+        })
+    }
+
+    /// One line saying why the server at the address refused the connection, and what to fix.
+    fn refusal(&self, err: &ConnectError) -> String {
+        let at = &self.address;
+        if let Some(tls) = rustls_error(err) {
+            return self.tls_refusal(tls);
+        }
+        match err.kind() {
+            ConnectErrorKind::AuthorizationViolation => {
+                format!("NATS at {at} refused the credentials (authorization violation): {}", self.auth.hint())
+            }
+            ConnectErrorKind::Authentication => match &self.auth {
+                Auth::Nkey { path, .. } => format!(
+                    "--nats-nkey-seed-file {} holds no valid nkey seed: cannot answer the challenge of NATS at {at}",
+                    path.display()
+                ),
+                _ => format!("cannot answer the authentication challenge of NATS at {at}: {err}"),
+            },
+            ConnectErrorKind::ServerParse => format!("--nats-address {at} is not a NATS address: {err}"),
+            ConnectErrorKind::TimedOut => format!("NATS at {at} did not complete the connection in time"),
+            ConnectErrorKind::Tls => format!("TLS with NATS at {at} failed: {err}"),
+            _ => format!("cannot connect to NATS at {at}: {err}; is nats-server running there?"),
+        }
+    }
+
+    fn tls_refusal(&self, err: &rustls::Error) -> String {
+        let at = &self.address;
+        match err {
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                let trusted = match &self.ca {
+                    Trust::Given(path) => format!("it is not signed by a CA of --nats-tls-ca-file {}", path.display()),
+                    Trust::System(path) => {
+                        format!("without --nats-tls-ca-file only the system's CAs ({}) are trusted", path.display())
+                    }
+                    Trust::Nothing => "no CA is trusted: give --nats-tls-ca-file (this system has no CA bundle)".into(),
+                };
+                format!("NATS at {at} presented a certificate of an unknown CA: {trusted}")
+            }
+            rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+                format!("the TLS certificate of NATS at {at} has expired: the server needs a renewed certificate")
+            }
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+            ) => format!("the TLS certificate of NATS at {at} is not valid yet: check the clocks of both machines"),
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => format!(
+                "the TLS certificate of NATS at {at} is not valid for that host name or address: give --nats-address \
+                 as a name or address that the certificate holds"
+            ),
+            rustls::Error::AlertReceived(alert) if self.client_cert.is_some() => format!(
+                "NATS at {at} refused the client certificate of --nats-tls-cert-file (TLS alert {alert:?}): it must be \
+                 signed by a CA of the server's tls ca_file"
+            ),
+            rustls::Error::AlertReceived(
+                alert @ (AlertDescription::CertificateRequired
+                | AlertDescription::HandshakeFailure
+                | AlertDescription::BadCertificate),
+            ) => format!(
+                "NATS at {at} requires a client certificate (TLS alert {alert:?}): give --nats-tls-cert-file and \
+                 --nats-tls-key-file"
+            ),
+            rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+                format!("NATS at {at} does not speak TLS ({err}): is TLS configured on the server?")
+            }
+            other => format!("TLS with NATS at {at} failed: {other}"),
+        }
+    }
+}
+
+/// The rustls error behind a failed connection, if TLS failed: async-nats hands it on inside
+/// an `io::Error`, whose `source()` skips it.
+fn rustls_error(err: &ConnectError) -> Option<&rustls::Error> {
+    let mut next = std::error::Error::source(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        let inner = e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
+        if let Some(found) = inner.and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// How the connection's life is logged: its state at once, failures at most once per
+/// [`LOG_INTERVAL`] each (a server refusing every reconnection must not flood the journal),
+/// and the state kept for the metrics.
+fn on_event(
+    address: String,
+    hint: String,
+    counters: Arc<Counters>,
+) -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static {
+    let limits = Mutex::new((RateLimited::new(LOG_INTERVAL), RateLimited::new(LOG_INTERVAL)));
+    let refused = ConnectErrorKind::AuthorizationViolation.to_string();
+    move |event| {
+        let mut limits = limits.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (reconnects, server_errors) = &mut *limits;
+        match event {
+            Event::Connected => {
+                counters.set_nats_connected(true);
+                tracing::info!("connected to NATS at {address}");
+            }
+            Event::Disconnected => {
+                counters.set_nats_connected(false);
+                tracing::warn!("lost the connection to NATS at {address}: reconnecting");
+            }
+            // async-nats hands on only the kind of a failed reconnection.
+            Event::ClientError(ClientError::Other(kind)) if kind == refused => reconnects.log(|more| {
+                tracing::warn!(
+                    "NATS at {address} refused the credentials (authorization violation) on reconnecting: {hint}; \
+                     retrying ({more} more failed attempts since the last report)"
+                )
+            }),
+            Event::ClientError(e) => reconnects.log(|more| {
+                tracing::warn!(
+                    "cannot reconnect to NATS at {address}: {e}; retrying ({more} more failed attempts since the last report)"
+                )
+            }),
+            Event::ServerError(e) => server_errors.log(|more| {
+                tracing::warn!("NATS at {address} reports: {e} ({more} more errors since the last report)")
+            }),
+            Event::LameDuckMode => tracing::info!("NATS at {address} is shutting down (lame duck mode)"),
+            Event::SlowConsumer(_) | Event::Draining | Event::Closed => tracing::debug!("NATS: {event}"),
+        }
+        std::future::ready(())
+    }
+}
+
+/// Reads every file the options name and connects: at start-up, so that any refusal is one
+/// error line and a non-zero exit. Later losses and refusals are logged and retried.
+pub async fn connect(args: &NatsArgs, counters: &Arc<Counters>) -> Result<Client, NatsError> {
+    let prepared = args.prepare()?;
+    let client = prepared
+        .options(args, counters)?
+        .connect(args.address.as_str())
+        .await
+        .map_err(|err| NatsError::Refused(prepared.refusal(&err)))?;
+    counters.set_nats_connected(true);
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        nats: NatsArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<NatsArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ebpf-publisher").chain(args.iter().copied())).map(|cli| cli.nats)
+    }
+
+    #[test]
+    fn a_prefix_is_tokens_without_the_joining_dot() {
+        assert_eq!(SubjectPrefix::parse("").unwrap().apply("netmsg").as_str(), "netmsg");
+        let prefix = SubjectPrefix::parse("peer-observer.mainnet.node1").unwrap();
+        assert_eq!(prefix.apply("netmsg").as_str(), "peer-observer.mainnet.node1.netmsg");
+        assert_eq!(
+            prefix.apply("peer-observer-ebpf.utxocache").as_str(),
+            "peer-observer.mainnet.node1.peer-observer-ebpf.utxocache"
+        );
+        for bad in ["p.", ".p", "a..b", "a.*", "a.>", "a*", "a b", "a\tb", "a.b\n", " "] {
+            assert!(SubjectPrefix::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn upstream_short_flags_and_the_seed_s_n() {
+        assert_eq!(parse(&["-a", "10.0.0.1:4222"]).unwrap().address, "10.0.0.1:4222");
+        assert_eq!(parse(&["-n", "10.0.0.1:4222"]).unwrap().address, "10.0.0.1:4222");
+        let args = parse(&["-u", "ebpf", "-f", "/run/credentials/x/nats-password"]).unwrap();
+        assert_eq!(args.username.as_deref(), Some("ebpf"));
+        assert_eq!(args.password_file.as_deref(), Some(Path::new("/run/credentials/x/nats-password")));
+        assert_eq!(parse(&[]).unwrap().client_name, DEFAULT_CLIENT_NAME);
+        assert!(parse(&["--nats-subject-prefix", "a..b"]).is_err());
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        match parse(args).unwrap().prepare() {
+            Err(NatsError::Usage(line)) => line.to_string(),
+            Err(e) => panic!("not a usage error: {e}"),
+            Ok(_) => panic!("{args:?} accepted"),
+        }
+    }
+
+    #[test]
+    fn one_way_to_authenticate_and_its_pieces_together() {
+        let dir = std::env::temp_dir().join(format!("nats-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let token = token.to_str().unwrap();
+        assert!(usage_error(&["-u", "a"]).contains("needs a password"));
+        assert!(usage_error(&["-p", "x"]).contains("needs --nats-username"));
+        assert!(usage_error(&["-u", "a", "-p", "x", "-f", token]).contains("give one"));
+        assert!(usage_error(&["-u", "a", "-p", "x", "--nats-token-file", token]).contains("one way"));
+        assert!(usage_error(&["--nats-tls-cert-file", token]).contains("go together"));
+        let Auth::Token(read) = parse(&["--nats-token-file", token]).unwrap().prepare().unwrap().auth else {
+            panic!("token auth")
+        };
+        assert_eq!(read, "s3cret", "the trailing newline is not part of the token");
+        std::fs::write(dir.join("empty"), "\n").unwrap();
+        let empty = dir.join("empty");
+        assert!(matches!(
+            parse(&["--nats-token-file", empty.to_str().unwrap()]).unwrap().prepare(),
+            Err(NatsError::Empty { .. })
+        ));
+        let missing = parse(&["--nats-tls-ca-file", "/nonexistent/ca.pem"]).unwrap().prepare().err().unwrap();
+        assert_eq!(
+            missing.to_string(),
+            "cannot read --nats-tls-ca-file /nonexistent/ca.pem: No such file or directory (os error 2)"
+        );
+        let not_pem = parse(&["--nats-tls-ca-file", token]).unwrap().prepare().err().unwrap();
+        assert!(matches!(not_pem, NatsError::NoCertificate { .. }), "{not_pem}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
