@@ -22,9 +22,24 @@ async fn fire_and_check(
     loader_flags: &[&str],
     enabled: &[Tracepoint],
 ) {
+    fire_from_threads_and_check(nats, sim_tracepoints, rounds, seed, 1, loader_flags, enabled).await
+}
+
+/// [`fire_and_check`] with the simulator firing from `threads` threads at once.
+async fn fire_from_threads_and_check(
+    nats: &NatsServer,
+    sim_tracepoints: &str,
+    rounds: u64,
+    seed: u64,
+    threads: u64,
+    loader_flags: &[&str],
+    enabled: &[Tracepoint],
+) {
     // The other parts stay bound (and alive) until the end of the check.
+    let threads = threads.to_string();
+    let sim_flags = ["--threads", threads.as_str()];
     let Pipeline { mut subscriber, simulator, dir: _dir, publisher: _publisher, loader: _loader } =
-        Pipeline::start(nats, sim_tracepoints, rounds, seed, loader_flags).await;
+        Pipeline::start_with(Launch::Direct, nats, sim_tracepoints, rounds, seed, &sim_flags, loader_flags).await;
     let start_ms = now_ms();
     let fired = simulator.fire().await;
     for tp in enabled {
@@ -64,6 +79,14 @@ async fn fire_and_check(
 async fn every_default_tracepoint_arrives_with_every_field() {
     let nats = NatsServer::start().await;
     fire_and_check(&nats, "default", 60, 11, &[], &Tracepoint::defaults()).await;
+}
+
+/// Bitcoin Core fires from several threads at once: every event still arrives once, exact,
+/// each tracepoint's in firing order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracepoints_fired_from_four_threads_at_once_arrive_exactly_in_order() {
+    let nats = NatsServer::start().await;
+    fire_from_threads_and_check(&nats, "default", 300, 14, 4, &[], &Tracepoint::defaults()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -130,6 +130,22 @@ impl SubjectPrefix {
         Ok(SubjectPrefix(Some(prefix.to_owned())))
     }
 
+    /// The subject a subscriber to events of `subject` subscribes to (wildcards allowed).
+    pub fn subscription(&self, subject: &str) -> String {
+        match &self.0 {
+            None => subject.to_owned(),
+            Some(prefix) => format!("{prefix}.{subject}"),
+        }
+    }
+
+    /// The event subject of a subject published with this prefix; `None` if it lacks it.
+    pub fn strip<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        match &self.0 {
+            None => Some(subject),
+            Some(prefix) => subject.strip_prefix(prefix.as_str())?.strip_prefix('.'),
+        }
+    }
+
     /// The subject an event of `subject` is published on.
     pub fn apply(&self, subject: &'static str) -> Subject {
         match &self.0 {
@@ -520,6 +536,17 @@ mod tests {
         for bad in ["p.", ".p", "a..b", "a.*", "a.>", "a*", "a b", "a\tb", "a.b\n", " "] {
             assert!(SubjectPrefix::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_subscriber_subscribes_and_strips_behind_the_prefix() {
+        let none = SubjectPrefix::default();
+        assert_eq!((none.subscription("*"), none.strip("netmsg")), ("*".to_string(), Some("netmsg")));
+        let prefix = SubjectPrefix::parse("p.q").unwrap();
+        assert_eq!(prefix.subscription("peer-observer-ebpf.>"), "p.q.peer-observer-ebpf.>");
+        assert_eq!(prefix.strip("p.q.peer-observer-ebpf.utxocache"), Some("peer-observer-ebpf.utxocache"));
+        assert_eq!(prefix.strip("p.qnetmsg"), None);
+        assert_eq!(prefix.strip("netmsg"), None);
     }
 
     #[test]

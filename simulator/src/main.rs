@@ -172,6 +172,11 @@ struct Cli {
     /// Bitcoin Core's `-regtest`: the network's directory is `<datadir>/regtest`.
     #[arg(long)]
     regtest: bool,
+    /// Fire from this many threads at once, as Bitcoin Core does; the tracepoints are dealt
+    /// out among them, each firing from one thread (so each keeps its order), every thread
+    /// firing its share --count rounds at --rate
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    threads: u64,
 }
 
 fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {
@@ -382,45 +387,103 @@ fn main() -> ExitCode {
         }
     }
 
-    let mut fired = vec![0u64; tracepoints.len()];
-    let mut untraced = vec![0u64; tracepoints.len()];
-    let period = (cli.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cli.rate));
-    let deadline = cli.seconds.map(Duration::from_secs_f64);
-    // Time spent at the probe sites, arguments' preparation included, for benchmarks.
-    let mut fire_ns = 0u128;
+    // Bitcoin Core fires from several threads at once (message handler, socket handler,
+    // connection opener, validation): each thread here fires its share of the tracepoints,
+    // each tracepoint from one thread, so that its events keep their firing order.
+    let rounds = Rounds {
+        count: cli.count,
+        period: (cli.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / cli.rate)),
+        deadline: cli.seconds.map(Duration::from_secs_f64),
+        seed: cli.seed,
+        workload: &workload,
+        ping_clock: cli.ping_clock,
+        unreadable_every: cli.unreadable_every,
+        stop: &stop,
+    };
+    let threads = (cli.threads as usize).min(tracepoints.len()).max(1);
+    let shares: Vec<Vec<Tracepoint>> =
+        (0..threads).map(|t| tracepoints.iter().copied().skip(t).step_by(threads).collect()).collect();
+    let results: Vec<Fired> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .iter()
+            .enumerate()
+            .map(|(t, share)| {
+                let rounds = &rounds;
+                std::thread::Builder::new()
+                    .name(format!("sim-fire-{t}"))
+                    .spawn_scoped(scope, move || fire_rounds(share, rounds))
+                    .expect("start a firing thread")
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a firing thread panicked")).collect()
+    });
+    // Time spent at the probe sites, arguments' preparation included, by all threads.
+    let fire_ns: u128 = results.iter().map(|r| r.fire_ns).sum();
+    std::thread::sleep(Duration::from_secs_f64(cli.linger));
+    for tp in &tracepoints {
+        let (t, i) = shares
+            .iter()
+            .enumerate()
+            .find_map(|(t, share)| Some((t, share.iter().position(|s| s == tp)?)))
+            .expect("every tracepoint has its thread");
+        println!("{tp} fired={} untraced={} fire_ns={fire_ns}", results[t].fired[i], results[t].untraced[i]);
+    }
+    ExitCode::SUCCESS
+}
+
+/// What every firing thread does.
+struct Rounds<'a> {
+    /// Rounds to fire; 0 = until stopped.
+    count: u64,
+    /// Time per round, if rate-limited.
+    period: Option<Duration>,
+    deadline: Option<Duration>,
+    seed: u64,
+    workload: &'a Workload,
+    ping_clock: bool,
+    unreadable_every: Option<u64>,
+    stop: &'a AtomicBool,
+}
+
+/// One thread's firings, per tracepoint of its share.
+struct Fired {
+    fired: Vec<u64>,
+    untraced: Vec<u64>,
+    fire_ns: u128,
+}
+
+/// Fires `tracepoints` once per round, in order, for `rounds`.
+fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
+    let mut out = Fired { fired: vec![0; tracepoints.len()], untraced: vec![0; tracepoints.len()], fire_ns: 0 };
     let start = Instant::now();
     let mut seq = 0u64;
-    while (cli.count == 0 || seq < cli.count)
-        && !stop.load(Ordering::Relaxed)
-        && deadline.is_none_or(|d| start.elapsed() < d)
+    while (rounds.count == 0 || seq < rounds.count)
+        && !rounds.stop.load(Ordering::Relaxed)
+        && rounds.deadline.is_none_or(|d| start.elapsed() < d)
     {
         for (i, tp) in tracepoints.iter().enumerate() {
-            let mut args = args(*tp, cli.seed, seq, &workload);
+            let mut args = args(*tp, rounds.seed, seq, rounds.workload);
             if let Args::Message { message: message @ (Message::Ping(_) | Message::OldPing), .. } = &mut args {
-                if cli.ping_clock {
+                if rounds.ping_clock {
                     *message = Message::Ping(monotonic_ns());
                 }
             }
-            let unreadable = cli.unreadable_every.is_some_and(|n| (seq + 1).is_multiple_of(n));
+            let unreadable = rounds.unreadable_every.is_some_and(|n| (seq + 1).is_multiple_of(n));
             let hit = Instant::now();
             let traced = fire(*tp, &args, unreadable);
-            fire_ns += hit.elapsed().as_nanos();
+            out.fire_ns += hit.elapsed().as_nanos();
             if traced {
-                fired[i] += 1;
+                out.fired[i] += 1;
             } else {
-                untraced[i] += 1;
+                out.untraced[i] += 1;
             }
         }
         seq += 1;
-        if let Some(period) = period {
+        if let Some(period) = rounds.period {
             if let Some(wait) = (start + period * seq as u32).checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
         }
     }
-    std::thread::sleep(Duration::from_secs_f64(cli.linger));
-    for (i, tp) in tracepoints.iter().enumerate() {
-        println!("{tp} fired={} untraced={} fire_ns={fire_ns}", fired[i], untraced[i]);
-    }
-    ExitCode::SUCCESS
+    out
 }

@@ -3,19 +3,22 @@
 //! tools such as `jq` (publisher::render).
 
 use std::io::Write;
+use std::sync::Arc;
 
 use clap::Parser;
 use futures_util::StreamExt;
+use publisher::counters::Counters;
 use publisher::decode::Envelope;
+use publisher::nats::NatsArgs;
 use publisher::render;
 
-/// Subscribes to peer-observer's subjects (`*`) and this project's own (`peer-observer-ebpf.>`)
-/// and prints each event.
+/// Subscribes to peer-observer's subjects (`*`) and this project's own (`peer-observer-ebpf.>`),
+/// behind `--nats-subject-prefix` if given, and prints each event. Takes the publisher's NATS
+/// connection flags (address, credentials, TLS).
 #[derive(Parser)]
 struct Cli {
-    /// Address of the NATS server
-    #[arg(short = 'n', long, default_value = "127.0.0.1:4222")]
-    nats_address: String,
+    #[command(flatten)]
+    nats: NatsArgs,
     /// Exit after this many events (0: never)
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -28,14 +31,18 @@ struct Cli {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
-    let client = async_nats::connect(&cli.nats_address).await?;
+    let client = publisher::nats::connect(&cli.nats, &Arc::new(Counters::default())).await?;
     // `*` matches one token only: this project's own subjects have two (docs/wire-format.md).
-    let mut messages =
-        futures_util::stream::select(client.subscribe("*").await?, client.subscribe("peer-observer-ebpf.>").await?);
+    let prefix = &cli.nats.subject_prefix;
+    let mut messages = futures_util::stream::select(
+        client.subscribe(prefix.subscription("*")).await?,
+        client.subscribe(prefix.subscription("peer-observer-ebpf.>")).await?,
+    );
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
     while let Some(msg) = messages.next().await {
-        let written = match Envelope::decode(&msg.subject, &msg.payload) {
+        let subject = prefix.strip(&msg.subject).unwrap_or(&msg.subject);
+        let written = match Envelope::decode(subject, &msg.payload) {
             Ok(envelope) if cli.json => writeln!(out, "{}", render::json(&msg.subject, &envelope)),
             Ok(envelope) => writeln!(out, "{}", render::readable(&msg.subject, &envelope)),
             Err(e) => {
