@@ -196,13 +196,21 @@ pub fn as_loader_user() -> Command {
 }
 
 pub async fn start_publisher(nats_address: &str, socket: &Path, extra_args: &[&str]) -> Child {
+    spawn_publisher(&[&["--nats-address", nats_address], extra_args].concat(), socket, Stdio::inherit()).await
+}
+
+/// `ebpf-publisher --stdout <format>`: no NATS, its events on its standard output, piped.
+pub async fn start_stdout_publisher(format: &str, socket: &Path, extra_args: &[&str]) -> Child {
+    spawn_publisher(&[&["--stdout", format], extra_args].concat(), socket, Stdio::piped()).await
+}
+
+async fn spawn_publisher(args: &[&str], socket: &Path, stdout: Stdio) -> Child {
     let child = Command::new(&bins().publisher)
-        .arg("--nats-address")
-        .arg(nats_address)
+        .args(args)
         .arg("--socket")
         .arg(socket)
         .args(["--socket-mode", "666"])
-        .args(extra_args)
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()

@@ -669,7 +669,9 @@ async fn the_launcher_hands_secrets_on_as_files_never_as_values() {
     // What the publisher holds open beyond its standard streams: the memfds, nothing of root's.
     let held: Vec<String> = std::fs::read_dir(format!("/proc/{publisher_pid}/fd"))
         .expect("fd")
-        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(Result::ok)
+        .filter(|fd| fd.file_name().to_str().and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 2))
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
         .map(|target| target.to_string_lossy().into_owned())
         .filter(|target| target.starts_with('/') && !target.starts_with("/dev"))
         .collect();

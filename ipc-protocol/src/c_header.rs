@@ -38,6 +38,11 @@ pub fn generate() -> String {
         writeln!(h, "\t{} = {}, /* {tp} */", tracepoint_constant(*tp), tp.id()).expect("writing to a String");
     }
     writeln!(h, "\tTP_COUNT = {},\n}};\n", Tracepoint::ALL.len()).expect("writing to a String");
+    h.push_str("/* The id of each BPF program's tracepoint, by the program's name. */\n");
+    for tp in Tracepoint::ALL {
+        writeln!(h, "#define TP_OF_{} {}", tp.program(), tracepoint_constant(*tp)).expect("writing to a String");
+    }
+    h.push('\n');
 
     h.push_str("/* The drop causes the BPF programs count, indexes of the `drops` map. */\nenum drop_cause {\n");
     for cause in DropCause::BPF {
@@ -99,6 +104,7 @@ mod tests {
             assert_eq!(h.matches(&format!("\tcase {}:", tracepoint_constant(*tp))).count(), 1, "{tp}");
         }
         assert!(h.contains("\tTP_NET_INBOUND_MESSAGE = 0, /* net:inbound_message */\n"));
+        assert!(h.contains("#define TP_OF_utxocache_flush TP_UTXOCACHE_FLUSH\n"));
         assert!(h.contains("\tDROP_PAYLOAD_TOO_LARGE = 2,\n"));
         assert!(h.contains("} utxocache SEC(\".maps\");"));
     }

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::{ArgGroup, Parser};
+use clap::parser::ValueSource;
+use clap::{ArgGroup, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use rustix::thread::CapabilitySet;
 
 use ipc_protocol::cli::CategoryFlags;
@@ -37,6 +38,11 @@ struct Cli {
     nats_address: String,
     #[command(flatten)]
     nats: nats::NatsFlags,
+    /// Have the publisher write each event to standard output as one line (json or readable)
+    /// instead of publishing it: no NATS connection is made, and no NATS option but
+    /// --nats-subject-prefix may be given. For checking what the loader sees
+    #[arg(long, value_name = "FORMAT", value_parser = ["json", "readable"])]
+    stdout: Option<String>,
     /// Path to the Bitcoin Core (bitcoind) binary that should be hooked into
     #[arg(short = 'b', long)]
     bitcoind_path: PathBuf,
@@ -243,16 +249,25 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     // Before anything starts: a wrong pid or binary is the likelier mistake.
     let bitcoind = cli.bitcoind()?;
     // Read as root, now: a missing secret file is named before anything starts.
-    let nats = cli.nats.hand_on()?;
+    let nats = match cli.stdout {
+        Some(_) => cli.nats.subject_prefix_only(),
+        None => cli.nats.hand_on()?,
+    };
     let dir = runtime_dir(&publisher_user, &loader_user)?;
     let socket = dir.0.join("publisher.sock");
     let log_level = cli.log_level.to_lowercase();
 
     let (publisher_notify, publisher_notify_path) = notify_socket(&dir.0, "publisher-notify.sock", &publisher_user)?;
     let (publisher_bin, loader_bin) = (sibling("ebpf-publisher")?, sibling("ebpf-loader")?);
+    // The publisher's standard output is the launcher's: --stdout writes the events there.
+    let sink = match &cli.stdout {
+        Some(format) => ["--stdout", format],
+        None => ["--nats-address", &cli.nats_address],
+    };
     let mut publisher = spawn(
         Command::new(publisher_bin)
-            .args(["--nats-address", &cli.nats_address, "--socket-mode", "660", "--log-level", &log_level])
+            .args(sink)
+            .args(["--socket-mode", "660", "--log-level", &log_level])
             .args(&nats.args)
             .arg("--socket")
             .arg(&socket)
@@ -429,8 +444,31 @@ fn wait_for_successor(cli: &Cli, file: &Path, previous: i32, stop: &AtomicBool) 
     }
 }
 
+/// The NATS options given on the command line but --nats-subject-prefix: --stdout refuses
+/// them, as ebpf-publisher does (publisher/src/main.rs says why).
+fn nats_options_given(matches: &ArgMatches) -> Vec<String> {
+    Cli::command()
+        .get_arguments()
+        .filter(|arg| arg.get_long().is_some_and(|long| long.starts_with("nats-") && long != "nats-subject-prefix"))
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+        .collect()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.stdout.is_some() {
+        if let Some(option) = nats_options_given(&matches).first() {
+            command
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{option} cannot be used with --stdout, which publishes nothing to NATS"),
+                )
+                .exit();
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).expect("install signal handler");

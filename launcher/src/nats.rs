@@ -121,6 +121,14 @@ fn memfd(flag: &'static str, bytes: &[u8]) -> Result<OwnedFd, NatsFileError> {
 }
 
 impl NatsFlags {
+    /// Under --stdout, which refuses every other NATS option: the subject prefix only, which
+    /// names the subjects written. A password from NATS_PASSWORD, the one that comes unasked,
+    /// stays behind.
+    pub fn subject_prefix_only(&self) -> HandedOn {
+        let args = self.subject_prefix.iter().flat_map(|prefix| ["--nats-subject-prefix".into(), prefix.into()]);
+        HandedOn { args: args.collect(), files: Vec::new() }
+    }
+
     /// The publisher's NATS arguments: values that are no secret as they are, every file and
     /// the password as a memfd. Reads the files now, before anything starts.
     pub fn hand_on(&self) -> Result<HandedOn, NatsFileError> {

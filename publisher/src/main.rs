@@ -1,5 +1,6 @@
 //! `ebpf-publisher`: receives records from ebpf-loader over a Unix SOCK_SEQPACKET socket and
-//! publishes peer-observer events to NATS. Runs without any capability.
+//! publishes peer-observer events to NATS (or, with `--stdout`, writes them to standard
+//! output). Runs without any capability.
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -7,10 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use publisher::counters::Counters;
 use publisher::loss_log::{self, LossLog};
 use publisher::nats::NatsArgs;
+use publisher::server::{Format, Sink};
 use rustix::net::SocketType;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_seqpacket::UnixSeqpacketListener;
@@ -24,6 +27,12 @@ use tracing_subscriber::util::SubscriberInitExt;
 struct Cli {
     #[command(flatten)]
     nats: NatsArgs,
+    /// Write each event to standard output as one line instead of publishing it, as event-tail
+    /// prints it (json: as with its --json; readable: as without), on the subject it would go out
+    /// on. No NATS connection is made, and no NATS option but --nats-subject-prefix may be given.
+    /// For checking what the loader sees
+    #[arg(long, value_name = "FORMAT")]
+    stdout: Option<Format>,
     /// Unix socket (SOCK_SEQPACKET) to listen on for ebpf-loader, unless systemd passes one
     /// (socket activation)
     #[arg(short = 's', long, default_value = "/run/peer-observer-ebpf/publisher.sock")]
@@ -119,19 +128,38 @@ fn listen(path: &Path, mode: u32) -> Result<UnixSeqpacketListener, PublisherErro
     Ok(listener)
 }
 
+/// The NATS options given on the command line besides --nats-subject-prefix, which also
+/// names the subjects written to standard output. --stdout refuses them rather than ignoring
+/// them: they name a server and secrets, so whoever gives them expects events there. A
+/// NATS_PASSWORD left in the environment is no option given for this command, and is ignored.
+fn nats_options_given(matches: &ArgMatches) -> Vec<String> {
+    Cli::command()
+        .get_arguments()
+        .filter(|arg| arg.get_long().is_some_and(|long| long.starts_with("nats-") && long != "nats-subject-prefix"))
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(|long| format!("--{long}")))
+        .collect()
+}
+
 async fn run(cli: Cli) -> Result<(), PublisherError> {
     let counters = Arc::new(Counters::default());
-    // Reads every NATS file now, before the seccomp filter: only the TLS files are opened
-    // again, read-only, at a reconnection (publisher/src/nats.rs).
-    let nats = publisher::nats::connect(&cli.nats, &counters).await?;
+    let sink = match cli.stdout {
+        Some(format) => Sink::Stdout(format),
+        // Reads every NATS file now, before the seccomp filter: only the TLS files are opened
+        // again, read-only, at a reconnection (publisher/src/nats.rs).
+        None => Sink::Nats {
+            client: publisher::nats::connect(&cli.nats, &counters).await?,
+            address: cli.nats.address.clone(),
+        },
+    };
     let (listener, bound_here) = match activated_socket()? {
         Some(listener) => {
-            tracing::info!(nats = %cli.nats.address, "listening on the socket passed by systemd");
+            tracing::info!(to = %sink, "listening on the socket passed by systemd");
             (listener, false)
         }
         None => {
             let listener = listen(&cli.socket, cli.socket_mode)?;
-            tracing::info!(socket = %cli.socket.display(), nats = %cli.nats.address, "listening");
+            tracing::info!(socket = %cli.socket.display(), to = %sink, "listening");
             (listener, true)
         }
     };
@@ -163,32 +191,39 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
     confine::confine(publisher::seccomp::STEADY_STATE).map_err(PublisherError::Confine)?;
     let prefix = cli.nats.subject_prefix.clone();
     let serving =
-        publisher::server::serve(listener, cli.loader_uid, nats.clone(), prefix, Arc::clone(&counters), shutdown);
+        publisher::server::serve(listener, cli.loader_uid, sink.clone(), prefix, Arc::clone(&counters), shutdown);
     tokio::pin!(serving);
     let mut loss_log = LossLog::default();
     let mut report = tokio::time::interval(loss_log::INTERVAL);
     loop {
         tokio::select! {
             () = &mut serving => break,
-            _ = report.tick() => loss_log.report(&counters.snapshot(), nats.server_info().max_payload),
+            _ = report.tick() => loss_log.report(&counters.snapshot(), sink.max_payload()),
         }
     }
-    // Bounded: with NATS down, a flush would wait for the reconnection forever.
-    match tokio::time::timeout(std::time::Duration::from_secs(5), nats.flush()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("flushing NATS at shutdown failed: {e}"),
-        Err(_) => tracing::warn!("NATS did not take the buffered events within 5 s of shutdown"),
-    }
+    sink.flush().await;
     if bound_here {
         let _ = std::fs::remove_file(&cli.socket);
     }
-    loss_log.report(&counters.snapshot(), nats.server_info().max_payload);
+    loss_log.report(&counters.snapshot(), sink.max_payload());
     tracing::info!("stopped: {}", counters.snapshot());
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut command = Cli::command();
+    let matches = command.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.stdout.is_some() {
+        if let Some(option) = nats_options_given(&matches).first() {
+            command
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("{option} cannot be used with --stdout, which publishes nothing to NATS"),
+                )
+                .exit();
+        }
+    }
     // async-nats' own lines only from --log-level debug on, and never its trace level, which
     // shows the protocol. The publisher logs the connection's life itself, rate-limited.
     let async_nats = if cli.log_level >= tracing::Level::DEBUG { LevelFilter::DEBUG } else { LevelFilter::OFF };
@@ -206,11 +241,38 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Not waiting for the blocking threads: one still writing to a standard output that
+    // nobody reads (--stdout) would hold up the exit for ever.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ebpf-publisher: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn given(args: &[&str]) -> Vec<String> {
+        let matches = Cli::command()
+            .try_get_matches_from(["ebpf-publisher", "--allow-any-uid", "--stdout", "json"].iter().chain(args))
+            .expect("valid arguments");
+        nats_options_given(&matches)
+    }
+
+    #[test]
+    fn stdout_refuses_every_nats_option_but_the_subject_prefix() {
+        assert_eq!(given(&[]), Vec::<String>::new());
+        assert_eq!(given(&["--nats-subject-prefix", "a.b"]), Vec::<String>::new());
+        assert_eq!(given(&["-n", "10.0.0.1:4222"]), ["--nats-address"]);
+        assert_eq!(
+            given(&["-u", "a", "-f", "/p", "--nats-tls-required"]),
+            ["--nats-username", "--nats-password-file", "--nats-tls-required"]
+        );
     }
 }

@@ -37,7 +37,12 @@ pub fn render(s: &Snapshot) -> String {
             .map(|(tp, n)| (format!("{{tracepoint=\"{tp}\",subject=\"{}\"}}", tp.subject()), *n))
             .collect::<Vec<_>>()
     };
-    family(&mut out, "published_total", "Events handed to NATS.", per_subject(&s.published));
+    family(
+        &mut out,
+        "published_total",
+        "Events handed to NATS (under --stdout: written to standard output).",
+        per_subject(&s.published),
+    );
     family(
         &mut out,
         "published_bytes_total",
@@ -56,7 +61,12 @@ pub fn render(s: &Snapshot) -> String {
         "Published events with a truncated string, invalid UTF-8 or an undecodable payload.",
         s.anomalies.iter().map(|((tp, kind), n)| (format!("{{tracepoint=\"{tp}\",kind=\"{kind}\"}}"), *n)),
     );
-    family(&mut out, "publish_failed_total", "Events NATS refused, dropped.", per_tp(&s.publish_failed));
+    family(
+        &mut out,
+        "publish_failed_total",
+        "Events NATS refused (under --stdout: that could not be written), dropped.",
+        per_tp(&s.publish_failed),
+    );
     family(
         &mut out,
         "nats_unavailable_total",

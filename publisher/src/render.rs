@@ -5,7 +5,7 @@ use std::fmt::{self, Display, Write};
 use std::sync::LazyLock;
 
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::decode::Envelope;
 use crate::p2p;
@@ -37,22 +37,46 @@ pub fn json(subject: &str, envelope: &Envelope) -> String {
     let mut bytes = Vec::with_capacity(envelope.encoded_len());
     envelope.encode_to(&mut bytes);
     // The bytes were just encoded from the very schema the descriptor describes.
+    let utxocache = matches!(envelope, Envelope::Utxocache(_));
     let event =
-        DynamicMessage::decode(descriptor(envelope), bytes.as_slice()).expect("an envelope decodes by its schema");
+        DynamicMessage::decode(descriptor(utxocache), bytes.as_slice()).expect("an envelope decodes by its schema");
     // Serialising JSON into a String fails only on non-string map keys, which no event has.
     serde_json::to_string(&Line { subject, event: Canonical(event) }).expect("an event serialises to JSON")
 }
 
-/// The schema of `envelope`'s message, from the descriptors build.rs writes.
-fn descriptor(envelope: &Envelope) -> MessageDescriptor {
+#[derive(Debug, thiserror::Error)]
+pub enum FromJsonError {
+    #[error("not a line of render::json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the event does not decode as its envelope: {0}")]
+    Envelope(#[from] prost::DecodeError),
+}
+
+/// The inverse of [`json`]: a line back to its subject and envelope, read by the same canonical
+/// mapping, the subject choosing the envelope as on NATS ([`Envelope::decode`], so an
+/// unprefixed one). For tools and tests that read `event-tail --json` or
+/// `ebpf-publisher --stdout json`.
+pub fn from_json(line: &str) -> Result<(String, Envelope), FromJsonError> {
+    #[derive(Deserialize)]
+    struct Read {
+        subject: String,
+        event: serde_json::Value,
+    }
+    let Read { subject, event } = serde_json::from_str(line)?;
+    let utxocache = subject == ipc_protocol::Category::Utxocache.subject();
+    let event = DynamicMessage::deserialize(descriptor(utxocache), event)?;
+    let envelope = Envelope::decode(&subject, &prost::Message::encode_to_vec(&event))?;
+    Ok((subject, envelope))
+}
+
+/// The schema of peer-observer's envelope, or of this project's utxocache one, from the
+/// descriptors build.rs writes.
+fn descriptor(utxocache: bool) -> MessageDescriptor {
     static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
         DescriptorPool::decode(include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin")).as_slice())
             .expect("build.rs writes a valid descriptor set")
     });
-    let name = match envelope {
-        Envelope::PeerObserver(_) => "event.Event",
-        Envelope::Utxocache(_) => "peer_observer_ebpf.utxocache.Event",
-    };
+    let name = if utxocache { "peer_observer_ebpf.utxocache.Event" } else { "event.Event" };
     POOL.get_message_by_name(name).expect("the descriptor set holds both envelopes")
 }
 

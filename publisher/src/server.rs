@@ -20,6 +20,7 @@ use crate::clock::ClockSample;
 use crate::counters::Counters;
 use crate::decode::{decode, Anomaly, Decoded};
 use crate::nats::SubjectPrefix;
+use crate::render;
 
 #[cfg(test)]
 mod tests {
@@ -55,6 +56,89 @@ pub enum ConnectionError {
 
 /// NATS `max_payload` that fits any event: a 4,000,000-byte block plus its envelope.
 pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
+
+/// Where events go. Everything before (reading, validating, decoding, counting) is the same
+/// for both; only handing an event on differs.
+#[derive(Clone)]
+pub enum Sink {
+    /// Published to NATS: the publisher's job.
+    Nats { client: Client, address: String },
+    /// Written to standard output, one line each, instead (`--stdout`): what the loader sees,
+    /// without a NATS server.
+    Stdout(Format),
+}
+
+/// How `--stdout` writes an event: as event-tail prints it, [`render::json`] or
+/// [`render::readable`]. (Doc comments on the variants would switch --help to its long layout.)
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Readable,
+}
+
+impl std::fmt::Display for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Nats { address, .. } => write!(f, "NATS at {address}"),
+            Sink::Stdout(Format::Json) => f.write_str("standard output as JSON"),
+            Sink::Stdout(Format::Readable) => f.write_str("standard output as readable lines"),
+        }
+    }
+}
+
+/// How long a stopping publisher waits for the sink to take what it was handed.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Sink {
+    /// The NATS server's `max_payload`, which the loss log names; 0 (no limit) for standard output.
+    pub fn max_payload(&self) -> usize {
+        match self {
+            Sink::Nats { client, .. } => client.server_info().max_payload,
+            Sink::Stdout(_) => 0,
+        }
+    }
+
+    /// Hands one event on, `unflushed` bytes being in the NATS client's buffer already;
+    /// returns the bytes it added there.
+    async fn send(&self, event: DecodedRecord, prefix: &SubjectPrefix, counters: &Counters, unflushed: usize) -> usize {
+        match self {
+            Sink::Nats { client, .. } => publish(event, client, prefix, counters, unflushed).await,
+            Sink::Stdout(format) => {
+                write_line(event, *format, prefix, counters).await;
+                0
+            }
+        }
+    }
+
+    /// After each datagram: waits for the NATS server to take what was published once it is a
+    /// few MiB. That slows reading instead of growing the client's buffer; only a flush that
+    /// went through shows the buffer empty. Standard output has no buffer of the publisher's.
+    async fn pace(&self, unflushed: &mut usize) {
+        let Sink::Nats { client, .. } = self else { return };
+        if *unflushed >= UNFLUSHED_BYTES && client.connection_state() == State::Connected {
+            // Bounded: a connection lost meanwhile would hold the flush until it is back.
+            match tokio::time::timeout(Duration::from_secs(1), client.flush()).await {
+                Ok(Ok(())) => *unflushed = 0,
+                Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// At shutdown: waits, at most [`FLUSH_TIMEOUT`], for NATS to take the buffered events
+    /// (with NATS down, a flush would wait for the reconnection forever). Each line to
+    /// standard output was written whole before it counted, so nothing waits there.
+    pub async fn flush(&self) {
+        let Sink::Nats { client, .. } = self else { return };
+        match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("flushing NATS at shutdown failed: {e}"),
+            Err(_) => {
+                tracing::warn!("NATS did not take the buffered events within {} s of shutdown", FLUSH_TIMEOUT.as_secs())
+            }
+        }
+    }
+}
 
 /// At most one warning per interval about refused connections or failed accepts, saying how
 /// many were not logged: a peer connecting in a loop must not flood the journal.
@@ -114,12 +198,12 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// Accepts loaders until `shutdown` completes; each connection is served on its own task, so
 /// a refused or misbehaving peer never disturbs another. Then each connection stops reading
-/// and publishes what it has read before the function returns. Events go out on their
+/// and hands on what it has read before the function returns. Events go to `sink` on their
 /// subjects behind `prefix`.
 pub async fn serve(
     mut listener: UnixSeqpacketListener,
     loader_uid: Option<u32>,
-    nats: Client,
+    sink: Sink,
     prefix: SubjectPrefix,
     counters: Arc<Counters>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -133,10 +217,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(conn) if !admitted(&conn, loader_uid, &mut refusals) => drop(conn),
                 Ok(conn) => {
-                    let (nats, counters, stopping) = (nats.clone(), Arc::clone(&counters), stopping.clone());
+                    let (sink, counters, stopping) = (sink.clone(), Arc::clone(&counters), stopping.clone());
                     let prefix = prefix.clone();
                     connections.spawn(async move {
-                        match serve_loader(conn, &nats, &prefix, &counters, stopping).await {
+                        match serve_loader(conn, &sink, &prefix, &counters, stopping).await {
                             Ok(()) => tracing::info!("loader disconnected"),
                             Err(e) => tracing::warn!("loader connection ended: {e}"),
                         }
@@ -193,11 +277,11 @@ enum Received {
 }
 
 /// Serves one loader until it disconnects, or until `stopping`: then it stops reading (the
-/// loader keeps what it has not sent in its rings, for the next publisher) and publishes
+/// loader keeps what it has not sent in its rings, for the next publisher) and hands on
 /// what it has read.
 async fn serve_loader(
     conn: UnixSeqpacket,
-    nats: &Client,
+    sink: &Sink,
     prefix: &SubjectPrefix,
     counters: &Arc<Counters>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
@@ -244,7 +328,7 @@ async fn serve_loader(
             Received::Batch(batch) => {
                 for record in batch.records() {
                     if let Some(event) = decoded(&record, &clock, counters) {
-                        unflushed += send(event, nats, prefix, counters, unflushed).await;
+                        unflushed += sink.send(event, prefix, counters, unflushed).await;
                     }
                 }
             }
@@ -253,21 +337,11 @@ async fn serve_loader(
                 // A large record's memory and backlog room are free before its event is encoded.
                 drop((record, share));
                 if let Some(event) = event {
-                    unflushed += send(event, nats, prefix, counters, unflushed).await;
+                    unflushed += sink.send(event, prefix, counters, unflushed).await;
                 }
             }
         }
-        // Waiting for the server to take what was published every few MiB slows reading
-        // instead of growing the client's buffer; only a flush that went through shows the
-        // buffer empty.
-        if unflushed >= UNFLUSHED_BYTES && nats.connection_state() == State::Connected {
-            // Bounded: a connection lost meanwhile would hold the flush until it is back.
-            match tokio::time::timeout(Duration::from_secs(1), nats.flush()).await {
-                Ok(Ok(())) => unflushed = 0,
-                Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
-                Err(_) => {}
-            }
-        }
+        sink.pace(&mut unflushed).await;
     }
     // The channel closes as the reader returns, so this does not wait.
     reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked))
@@ -409,7 +483,7 @@ fn decoded(record: &Record<'_>, clock: &ClockSample, counters: &Counters) -> Opt
 
 /// Encodes and publishes one event, `unflushed` bytes being in the client's buffer already; returns the
 /// bytes it added there.
-async fn send(
+async fn publish(
     event: DecodedRecord,
     nats: &Client,
     prefix: &SubjectPrefix,
@@ -466,4 +540,37 @@ async fn send(
         }
     }
     0
+}
+
+/// Writes one event to standard output as a line of `format`, counted as published (with its
+/// protobuf size, as NATS would have had it) once written whole, or as `publish_failed`.
+async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix, counters: &Counters) {
+    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded } = event;
+    let subject = prefix.apply(decoded.subject);
+    let envelope = decoded.into_envelope(timestamp_ms);
+    let mut line = match format {
+        Format::Json => render::json(&subject, &envelope),
+        Format::Readable => render::readable(&subject, &envelope),
+    };
+    line.push('\n');
+    // On a blocking thread: a reader that stalls (a paused pager) must hold up this
+    // connection only, never the runtime that handles SIGTERM and the metrics. Under the
+    // standard output's lock a line is written whole, whichever connection wrote it; each
+    // connection awaits its lines one by one, so they keep their order.
+    let written = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        std::io::stdout().lock().write_all(line.as_bytes())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => counters.published(tp, envelope.encoded_len()),
+        Ok(Err(e)) => {
+            tracing::debug!(tracepoint = %tp, "writing to standard output failed: {e}");
+            counters.publish_failed(tp);
+        }
+        Err(e) => {
+            tracing::debug!(tracepoint = %tp, "the thread writing to standard output failed: {e}");
+            counters.publish_failed(tp);
+        }
+    }
 }

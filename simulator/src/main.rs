@@ -403,19 +403,21 @@ fn main() -> ExitCode {
     let threads = (cli.threads as usize).min(tracepoints.len()).max(1);
     let shares: Vec<Vec<Tracepoint>> =
         (0..threads).map(|t| tracepoints.iter().copied().skip(t).step_by(threads).collect()).collect();
+    // The main thread fires the first share, as a single-threaded run always did.
     let results: Vec<Fired> = std::thread::scope(|scope| {
-        let handles: Vec<_> = shares
+        let handles: Vec<_> = shares[1..]
             .iter()
             .enumerate()
             .map(|(t, share)| {
                 let rounds = &rounds;
                 std::thread::Builder::new()
-                    .name(format!("sim-fire-{t}"))
+                    .name(format!("sim-fire-{}", t + 1))
                     .spawn_scoped(scope, move || fire_rounds(share, rounds))
                     .expect("start a firing thread")
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("a firing thread panicked")).collect()
+        let first = fire_rounds(&shares[0], &rounds);
+        std::iter::once(first).chain(handles.into_iter().map(|h| h.join().expect("a firing thread panicked"))).collect()
     });
     // Time spent at the probe sites, arguments' preparation included, by all threads.
     let fire_ns: u128 = results.iter().map(|r| r.fire_ns).sum();
