@@ -108,7 +108,9 @@ impl Envelope {
     /// Decodes a payload taken from NATS: the utxocache subject carries this project's own
     /// envelope, every other subject peer-observer's (docs/wire-format.md, "Subjects").
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Envelope, prost::DecodeError> {
-        if subject == ipc_protocol::Category::Utxocache.subject() {
+        // Behind a `--nats-subject-prefix` too: the subject's last tokens say what it carries.
+        let own = ipc_protocol::Category::Utxocache.subject();
+        if subject.strip_suffix(own).is_some_and(|prefix| prefix.is_empty() || prefix.ends_with('.')) {
             prost::Message::decode(payload).map(Envelope::Utxocache)
         } else {
             prost::Message::decode(payload).map(Envelope::PeerObserver)

@@ -138,14 +138,6 @@ impl SubjectPrefix {
         }
     }
 
-    /// The event subject of a subject published with this prefix; `None` if it lacks it.
-    pub fn strip<'s>(&self, subject: &'s str) -> Option<&'s str> {
-        match &self.0 {
-            None => Some(subject),
-            Some(prefix) => subject.strip_prefix(prefix.as_str())?.strip_prefix('.'),
-        }
-    }
-
     /// The subject an event of `subject` is published on.
     pub fn apply(&self, subject: &'static str) -> Subject {
         match &self.0 {
@@ -539,14 +531,10 @@ mod tests {
     }
 
     #[test]
-    fn a_subscriber_subscribes_and_strips_behind_the_prefix() {
-        let none = SubjectPrefix::default();
-        assert_eq!((none.subscription("*"), none.strip("netmsg")), ("*".to_string(), Some("netmsg")));
+    fn a_subscriber_subscribes_behind_the_prefix() {
+        assert_eq!(SubjectPrefix::default().subscription("*"), "*");
         let prefix = SubjectPrefix::parse("p.q").unwrap();
         assert_eq!(prefix.subscription("peer-observer-ebpf.>"), "p.q.peer-observer-ebpf.>");
-        assert_eq!(prefix.strip("p.q.peer-observer-ebpf.utxocache"), Some("peer-observer-ebpf.utxocache"));
-        assert_eq!(prefix.strip("p.qnetmsg"), None);
-        assert_eq!(prefix.strip("netmsg"), None);
     }
 
     #[test]

@@ -41,8 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
     while let Some(msg) = messages.next().await {
-        let subject = prefix.strip(&msg.subject).unwrap_or(&msg.subject);
-        let written = match Envelope::decode(subject, &msg.payload) {
+        let written = match Envelope::decode(&msg.subject, &msg.payload) {
             Ok(envelope) if cli.json => writeln!(out, "{}", render::json(&msg.subject, &envelope)),
             Ok(envelope) => writeln!(out, "{}", render::readable(&msg.subject, &envelope)),
             Err(e) => {

@@ -563,7 +563,9 @@ fn envelopes_decode_by_their_subject() {
         let (subject, envelope) = published(tp, &data);
         let mut bytes = Vec::new();
         envelope.encode_to(&mut bytes);
-        assert_eq!(Envelope::decode(subject, &bytes), Ok(envelope), "{tp}");
+        assert_eq!(Envelope::decode(subject, &bytes), Ok(envelope.clone()), "{tp}");
+        let prefixed = format!("peer-observer.regtest.node1.{subject}");
+        assert_eq!(Envelope::decode(&prefixed, &bytes), Ok(envelope), "{tp} behind a prefix");
     }
     assert!(Envelope::decode("mempool", &[0xff]).is_err());
 }
