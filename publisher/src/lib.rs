@@ -12,3 +12,5 @@ pub mod proto;
 pub mod render;
 pub mod seccomp;
 pub mod server;
+#[cfg(test)]
+mod test_records;

@@ -2,30 +2,8 @@
 //! docs/wire-format.md) and malformed records.
 
 use super::*;
+use crate::test_records::{connection, message, r_hash, s, H, TS};
 use bytemuck::Zeroable;
-
-const TS: u64 = 1_700_000_000_123;
-const H: [u8; 32] = {
-    let mut h = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        h[i] = i as u8;
-        i += 1;
-    }
-    h
-};
-
-fn r_hash() -> [u8; 32] {
-    let mut r = H;
-    r.reverse();
-    r
-}
-
-fn s<const N: usize>(text: &str) -> [u8; N] {
-    let mut buf = [0u8; N];
-    buf[..text.len()].copy_from_slice(text.as_bytes());
-    buf
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -50,28 +28,6 @@ fn ebpf_event(decoded: Decoded) -> ebpf::ebpf::EbpfEvent {
         Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(event) }) => event,
         other => panic!("not a peer-observer event: {other:?}"),
     }
-}
-
-fn message(peer_id: i64, addr: &str, conn_type: &str, command: &str, payload: &[u8]) -> Vec<u8> {
-    let mut r = MessageRecord::zeroed();
-    r.peer_id = peer_id;
-    r.msg_size = payload.len() as u64;
-    r.addr = s(addr);
-    r.conn_type = s(conn_type);
-    r.msg_type = s(command);
-    let mut data = bytemuck::bytes_of(&r).to_vec();
-    data.extend_from_slice(payload);
-    data
-}
-
-fn connection(peer_id: i64, addr: &str, conn_type: &str, network: u32, value: u64) -> Vec<u8> {
-    let mut r = ConnectionRecord::zeroed();
-    r.peer_id = peer_id;
-    r.addr = s(addr);
-    r.conn_type = s(conn_type);
-    r.network = network;
-    r.value = value;
-    bytemuck::bytes_of(&r).to_vec()
 }
 
 fn removed(reason: &str) -> Vec<u8> {

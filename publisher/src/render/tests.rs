@@ -8,60 +8,16 @@ use super::*;
 use crate::decode::decode;
 use crate::proto::bitcoin_primitives::{BlockHeader, PrefilledTransaction, UnknownAddress, UnknownItem};
 use crate::proto::ebpf_extractor::message as m;
+use crate::test_records::{connection, message, r_hash, s, H, TS};
 
-const TS: u64 = 1_700_000_000_123;
 const TIME: &str = "2023-11-14T22:13:20.123Z";
-/// Internal byte order 00 01 … 1f.
-const H: [u8; 32] = {
-    let mut h = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        h[i] = i as u8;
-        i += 1;
-    }
-    h
-};
 /// `H` as RPC shows it.
 const H_DISPLAY: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
 /// `H` reversed, so shown as 00 01 … 1f.
 const R_DISPLAY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-fn r_hash() -> [u8; 32] {
-    let mut r = H;
-    r.reverse();
-    r
-}
-
-fn s<const N: usize>(text: &str) -> [u8; N] {
-    let mut buf = [0u8; N];
-    buf[..text.len()].copy_from_slice(text.as_bytes());
-    buf
-}
-
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
-}
-
-fn message(peer_id: i64, addr: &str, conn_type: &str, command: &str, payload: &[u8]) -> Vec<u8> {
-    let mut r = MessageRecord::zeroed();
-    r.peer_id = peer_id;
-    r.msg_size = payload.len() as u64;
-    r.addr = s(addr);
-    r.conn_type = s(conn_type);
-    r.msg_type = s(command);
-    let mut data = bytemuck::bytes_of(&r).to_vec();
-    data.extend_from_slice(payload);
-    data
-}
-
-fn connection(peer_id: i64, addr: &str, conn_type: &str, network: u32, value: u64) -> Vec<u8> {
-    let mut r = ConnectionRecord::zeroed();
-    r.peer_id = peer_id;
-    r.addr = s(addr);
-    r.conn_type = s(conn_type);
-    r.network = network;
-    r.value = value;
-    bytemuck::bytes_of(&r).to_vec()
 }
 
 fn coin(is_coinbase: u8) -> Vec<u8> {
