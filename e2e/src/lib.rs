@@ -558,6 +558,33 @@ pub fn free_address() -> String {
     listener.local_addr().expect("bound address").to_string()
 }
 
+/// The counter families (`peer_observer_ebpf_<family>`) of events lost in or before the
+/// publisher: with `published_total`, they account for every event fired.
+pub const LOSS_FAMILIES: [&str; 6] = [
+    "dropped_before_publisher_total",
+    "invalid_records_total",
+    "publish_failed_total",
+    "nats_unavailable_total",
+    "over_max_payload_total",
+    "fragment_lost_total",
+];
+
+/// The children of process `parent`, by command name.
+pub fn children(parent: u32) -> BTreeMap<String, u32> {
+    let mut found = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(pid) = entry.expect("entry").file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The fields after the `(comm)`: state, ppid, …
+        let Some(after) = stat.rsplit_once(") ").map(|(_, rest)| rest) else { continue };
+        if after.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(parent) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            found.insert(comm.trim().to_string(), pid);
+        }
+    }
+    found
+}
+
 /// The publisher's counters, from its metrics endpoint at `address`.
 pub fn scrape_metrics(address: &str) -> String {
     use std::io::{Read, Write};

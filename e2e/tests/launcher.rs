@@ -3,7 +3,6 @@
 //! directory. It runs the publisher without any capability and the loader with CAP_BPF and
 //! CAP_PERFMON in its bounding set only, each under a uid of its own, in a clean session.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -18,21 +17,6 @@ use tokio::process::Command;
 
 /// A uid for the named-user test: no /etc/passwd entry needed.
 const LOADER_UID: &str = "65533";
-
-fn children(parent: u32) -> BTreeMap<String, u32> {
-    let mut found = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc") {
-        let Ok(pid) = entry.expect("entry").file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // The fields after the `(comm)`: state, ppid, …
-        let Some(after) = stat.rsplit_once(") ").map(|(_, rest)| rest) else { continue };
-        if after.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(parent) {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            found.insert(comm.trim().to_string(), pid);
-        }
-    }
-    found
-}
 
 fn uid(pid: u32) -> u32 {
     proc_status(pid)["Uid"].split_whitespace().next().and_then(|n| n.parse().ok()).expect("uid")
@@ -91,7 +75,7 @@ async fn subscribe(nats: &NatsServer) -> async_nats::Subscriber {
 async fn attached_loader(launcher: &tokio::process::Child, previous: Option<u32>) -> u32 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let kids = children(launcher.id().expect("ebpf-extractor still running"));
+        let kids = e2e::children(launcher.id().expect("ebpf-extractor still running"));
         if let Some(&loader) = kids.get("ebpf-loader").filter(|pid| Some(**pid) != previous) {
             if proc_status(loader).get("CapEff").map(String::as_str) == Some("0000000000000000") {
                 return loader;
@@ -121,7 +105,7 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     )
     .await;
 
-    let kids = children(launcher.id().unwrap());
+    let kids = e2e::children(launcher.id().unwrap());
     let (publisher, loader) = (kids["ebpf-publisher"], kids["ebpf-loader"]);
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     for (who, pid) in [("publisher", publisher), ("loader", loader)] {
@@ -220,7 +204,7 @@ async fn named_users_run_privilege_separated_end_to_end() {
     let args = ["--bitcoind-pid", &pid, "--publisher-user", "nobody", "--loader-user", LOADER_UID];
     let mut launcher = start_launcher(&nats, dir.path(), &bins().simulator, &args.map(std::ffi::OsStr::new)).await;
 
-    let kids = children(launcher.id().unwrap());
+    let kids = e2e::children(launcher.id().unwrap());
     let publisher = proc_status(kids["ebpf-publisher"]);
     let loader = proc_status(kids["ebpf-loader"]);
     assert_eq!(publisher["Uid"].split_whitespace().next(), Some("65534"));

@@ -580,21 +580,6 @@ async fn a_subject_prefix_moves_every_subject_and_nothing_else() {
     }
 }
 
-/// The children of `parent`, by command name.
-fn children(parent: u32) -> std::collections::BTreeMap<String, u32> {
-    let mut found = std::collections::BTreeMap::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc") {
-        let Ok(pid) = entry.expect("entry").file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(after) = stat.rsplit_once(") ").map(|(_, rest)| rest) else { continue };
-        if after.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(parent) {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            found.insert(comm.trim().to_string(), pid);
-        }
-    }
-    found
-}
-
 /// `ebpf-extractor` given a password in its environment and TLS files that only root may
 /// read: the publisher gets each as a sealed memfd named on its command line, never a value,
 /// and reaches NATS with them; neither child's command line or environment, nor any log,
@@ -654,7 +639,7 @@ async fn the_launcher_hands_secrets_on_as_files_never_as_values() {
     let mut running = cmd.spawn().expect("start ebpf-extractor");
     wait_ready(&notify, &mut running, "ebpf-extractor").await;
 
-    let kids = children(running.id().expect("running"));
+    let kids = e2e::children(running.id().expect("running"));
     let (publisher_pid, loader_pid) = (kids["ebpf-publisher"], kids["ebpf-loader"]);
     for (who, pid) in [("publisher", publisher_pid), ("loader", loader_pid)] {
         absent(&format!("the {who}'s command line"), &cmdline(pid), &secrets);

@@ -48,14 +48,7 @@ async fn fired_equals_published_plus_counted_drops() {
         let metrics = scrape_metrics(&address);
         let published = per_tracepoint(&metrics, "published_total");
         let mut accounted = published.clone();
-        for family in [
-            "dropped_before_publisher_total",
-            "invalid_records_total",
-            "publish_failed_total",
-            "nats_unavailable_total",
-            "over_max_payload_total",
-            "fragment_lost_total",
-        ] {
+        for family in e2e::LOSS_FAMILIES {
             for (tp, n) in per_tracepoint(&metrics, family) {
                 *accounted.entry(tp).or_default() += n;
             }

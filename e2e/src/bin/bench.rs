@@ -190,14 +190,7 @@ fn cpu_jiffies() -> (u64, u64) {
 /// family name when it has neither).
 fn drops_by_cause(metrics: &str) -> BTreeMap<String, u64> {
     let mut drops = BTreeMap::new();
-    for family in [
-        "dropped_before_publisher_total",
-        "invalid_records_total",
-        "publish_failed_total",
-        "nats_unavailable_total",
-        "over_max_payload_total",
-        "fragment_lost_total",
-    ] {
+    for family in e2e::LOSS_FAMILIES {
         let prefix = format!("peer_observer_ebpf_{family}{{");
         for line in metrics.lines().filter_map(|l| l.strip_prefix(&prefix)) {
             let Some((labels, value)) = line.rsplit_once("} ") else { continue };
