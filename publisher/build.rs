@@ -17,6 +17,10 @@ fn main() {
     // The descriptors give render::json the schema, for the canonical JSON mapping.
     let mut config = prost_build::Config::new();
     config.file_descriptor_set_path(out_dir.join("descriptors.bin"));
+    // Inventories keep their encoding rather than a Vec of items (src/inventory.rs).
+    for message in ["Inv", "GetData", "NotFound"] {
+        config.extern_path(format!(".ebpf_extractor.message.{message}"), "crate::inventory::Inventory");
+    }
     if let Err(e) = config.compile_protos(&PROTOS, &["proto"]) {
         panic!("compiling the .proto files failed (is protoc installed?): {e}");
     }

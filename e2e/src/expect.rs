@@ -2,6 +2,7 @@
 //! arguments and docs/wire-format.md, independently of the publisher's decoder.
 
 use ipc_protocol::Tracepoint;
+use publisher::inventory::Inventory;
 use publisher::proto::bitcoin_primitives::address::Address as Addr;
 use publisher::proto::bitcoin_primitives::{
     inventory_item::Item, Address, BlockHeader, ConnType, InventoryItem, PrefilledTransaction, Transaction,
@@ -221,9 +222,9 @@ fn message(msg: &sim::Message) -> Msg {
         S::Ping(value) => Msg::Ping(m::Ping { value: *value }),
         S::OldPing => Msg::Oldping(true),
         S::Pong(value) => Msg::Pong(m::Pong { value: *value }),
-        S::Inv(items) => Msg::Inv(m::Inv { items: inventory(items) }),
-        S::GetData(items) => Msg::Getdata(m::GetData { items: inventory(items) }),
-        S::NotFound(items) => Msg::Notfound(m::NotFound { items: inventory(items) }),
+        S::Inv(items) => Msg::Inv(inventory(items)),
+        S::GetData(items) => Msg::Getdata(inventory(items)),
+        S::NotFound(items) => Msg::Notfound(inventory(items)),
         S::Tx(tx) => Msg::Tx(m::Tx { tx: transaction(tx) }),
         S::Block(block) => Msg::Block(m::Block {
             header: header(&block.header),
@@ -367,9 +368,10 @@ fn header(h: &sim::Header) -> BlockHeader {
     }
 }
 
-/// docs/wire-format.md, "Inventory": MSG_ERROR is `error` whatever its hash.
-fn inventory(items: &[sim::InvItem]) -> Vec<InventoryItem> {
-    items
+/// docs/wire-format.md, "Inventory": MSG_ERROR is `error` whatever its hash. Encoded by
+/// prost from the generated items, not by the publisher's encoder.
+fn inventory(items: &[sim::InvItem]) -> Inventory {
+    let items: Vec<InventoryItem> = items
         .iter()
         .map(|i| {
             let hash = i.hash.to_vec();
@@ -385,7 +387,8 @@ fn inventory(items: &[sim::InvItem]) -> Vec<InventoryItem> {
             };
             InventoryItem { item: Some(item) }
         })
-        .collect()
+        .collect();
+    Inventory::from_items(&items)
 }
 
 const ONIONCAT: [u8; 6] = [0xfd, 0x87, 0xd8, 0x7e, 0xeb, 0x43];

@@ -7,9 +7,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use sha2::{Digest, Sha256};
 
+use crate::inventory::Inventory;
 use crate::proto::bitcoin_primitives::{
-    address::Address as Addr, inventory_item::Item, Address, BlockHeader, InventoryItem, PrefilledTransaction,
-    Transaction, UnknownAddress, UnknownItem,
+    address::Address as Addr, Address, BlockHeader, PrefilledTransaction, Transaction, UnknownAddress,
 };
 use crate::proto::ebpf_extractor::message::{self as m, message_event::Msg};
 
@@ -71,9 +71,9 @@ pub(crate) fn decode_within(command: &str, payload: &[u8], budget: &Cell<usize>)
         "filterclear" => Msg::Filterclear(true),
         "feefilter" => Msg::Feefilter(m::FeeFilter { fee: r.u64()? as i64 }),
         "sendcmpct" => Msg::Sendcompact(m::SendCompact { send_compact: r.u8()? != 0, version: r.u64()? }),
-        "inv" => Msg::Inv(m::Inv { items: inventory(r)? }),
-        "getdata" => Msg::Getdata(m::GetData { items: inventory(r)? }),
-        "notfound" => Msg::Notfound(m::NotFound { items: inventory(r)? }),
+        "inv" => Msg::Inv(inventory(r)?),
+        "getdata" => Msg::Getdata(inventory(r)?),
+        "notfound" => Msg::Notfound(inventory(r)?),
         "getcfilters" => {
             Msg::Getcfilter(m::GetCFilter { filter_type: r.u8()?.into(), start_height: r.u32()?, stop_hash: r.hash()? })
         }
@@ -405,22 +405,21 @@ fn block_txn_indexes(r: &mut Reader<'_>) -> Result<Vec<u64>, PayloadError> {
 
 /// Inventory list; a MSG_ERROR entry consumes its hash like every other (docs/wire-format.md,
 /// "Inventory error items").
-fn inventory(r: &mut Reader<'_>) -> Result<Vec<InventoryItem>, PayloadError> {
-    r.list(36, |r| {
-        let inv_type = r.u32()?;
-        let hash = r.hash()?;
-        let item = match inv_type {
-            0 => Item::Error(true),
-            1 => Item::Transaction(hash),
-            2 => Item::Block(hash),
-            4 => Item::CompactBlock(hash),
-            5 => Item::Wtx(hash),
-            0x4000_0001 => Item::WitnessTransaction(hash),
-            0x4000_0002 => Item::WitnessBlock(hash),
-            inv_type => Item::Unknown(UnknownItem { inv_type, hash }),
-        };
-        Ok(InventoryItem { item: Some(item) })
-    })
+/// Encoded as it is read (src/inventory.rs), into one buffer of the exact size.
+fn inventory(r: &mut Reader<'_>) -> Result<Inventory, PayloadError> {
+    const ENTRY: usize = 4 + 32;
+    let count = r.compact_size()?;
+    let count = r.held(count, ENTRY)?;
+    let entries = r.take(count * ENTRY)?;
+    let inv_type = |entry: &[u8]| u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]);
+    let bytes = entries.chunks_exact(ENTRY).map(|entry| Inventory::entry_len(inv_type(entry))).sum();
+    r.alloc(bytes)?;
+    let mut inventory = Inventory::with_capacity(bytes);
+    for entry in entries.chunks_exact(ENTRY) {
+        let hash = entry[4..].try_into().expect("chunks_exact gives 36 bytes");
+        inventory.push(inv_type(entry), hash);
+    }
+    Ok(inventory)
 }
 
 struct Reader<'a> {
@@ -551,6 +550,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::bitcoin_primitives::{inventory_item::Item, InventoryItem};
 
     #[test]
     fn ping_pong_and_the_empty_ping() {
@@ -572,12 +572,10 @@ mod tests {
         payload.extend_from_slice(&r);
         assert_eq!(
             decode("inv", &payload),
-            Ok(Msg::Inv(m::Inv {
-                items: vec![
-                    InventoryItem { item: Some(Item::Error(true)) },
-                    InventoryItem { item: Some(Item::Transaction(r)) },
-                ]
-            }))
+            Ok(Msg::Inv(Inventory::from_items(&[
+                InventoryItem { item: Some(Item::Error(true)) },
+                InventoryItem { item: Some(Item::Transaction(r)) },
+            ])))
         );
     }
 

@@ -8,9 +8,10 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, Serialize
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::decode::Envelope;
+use crate::inventory::Inventory;
 use crate::p2p;
 use crate::proto::bitcoin_primitives::{
-    address::Address as Addr, inventory_item::Item, Address, ConnType, InventoryItem, Transaction,
+    address::Address as Addr, inventory_item::Item, Address, ConnType, Transaction,
 };
 use crate::proto::ebpf_extractor::message::{filter_load::BloomFlags, message_event::Msg, reject::RejectReason};
 use crate::proto::ebpf_extractor::{addrman, connection, ebpf::EbpfEvent, mempool, message, validation};
@@ -255,9 +256,7 @@ fn payload(msg: &Msg) -> String {
         Msg::Ping(p) => format!("nonce={}", p.value),
         Msg::Pong(p) => format!("nonce={}", p.value),
         Msg::Oldping(_) => "nonce=none".into(),
-        Msg::Inv(m) => inventory(&m.items),
-        Msg::Getdata(m) => inventory(&m.items),
-        Msg::Notfound(m) => inventory(&m.items),
+        Msg::Inv(m) | Msg::Getdata(m) | Msg::Notfound(m) => inventory(m),
         Msg::Tx(m) => transaction(&m.tx),
         Msg::Block(b) => format!("hash={} transactions={}", Hash(&b.header.hash), b.transactions.len()),
         Msg::Headers(h) => {
@@ -345,12 +344,17 @@ fn payload(msg: &Msg) -> String {
 }
 
 /// The item count, the count of each kind present (in the protobuf's order) and the first hash.
-fn inventory(items: &[InventoryItem]) -> String {
+fn inventory(inventory: &Inventory) -> String {
+    // A published inventory came out of src/inventory.rs; one taken from NATS may not have.
+    let items = match inventory.items() {
+        Ok(items) => items,
+        Err(e) => return format!("undecodable inventory: {e}"),
+    };
     const KINDS: [&str; 8] =
         ["transaction", "block", "wtx", "witness_transaction", "witness_block", "compact_block", "unknown", "error"];
     let mut counts = [0usize; KINDS.len()];
     let mut first = None;
-    for item in items {
+    for item in &items {
         let (kind, hash) = match &item.item {
             Some(Item::Transaction(h)) => (0, Some(h)),
             Some(Item::Block(h)) => (1, Some(h)),

@@ -6,7 +6,7 @@ use ipc_protocol::{Record, Tracepoint};
 
 use super::*;
 use crate::decode::decode;
-use crate::proto::bitcoin_primitives::{BlockHeader, PrefilledTransaction, UnknownAddress, UnknownItem};
+use crate::proto::bitcoin_primitives::{BlockHeader, InventoryItem, PrefilledTransaction, UnknownAddress, UnknownItem};
 use crate::proto::ebpf_extractor::message as m;
 use crate::test_records::{connection, message, r_hash, s, H, TS};
 
@@ -285,16 +285,14 @@ fn every_other_payload_has_its_summary() {
     let cases: Vec<(Msg, String)> = vec![
         (Msg::Pong(m::Pong { value: 42 }), "nonce=42".into()),
         (Msg::Oldping(true), "nonce=none".into()),
-        (Msg::Inv(m::Inv { items: vec![] }), "items=0".into()),
+        (Msg::Inv(Inventory::default()), "items=0".into()),
         (
-            Msg::Notfound(m::NotFound {
-                items: vec![
-                    InventoryItem { item: Some(Item::Unknown(UnknownItem { inv_type: 9, hash: h() })) },
-                    InventoryItem { item: Some(Item::WitnessTransaction(h())) },
-                    InventoryItem { item: Some(Item::WitnessBlock(h())) },
-                    InventoryItem { item: Some(Item::CompactBlock(h())) },
-                ],
-            }),
+            Msg::Notfound(Inventory::from_items(&[
+                InventoryItem { item: Some(Item::Unknown(UnknownItem { inv_type: 9, hash: h() })) },
+                InventoryItem { item: Some(Item::WitnessTransaction(h())) },
+                InventoryItem { item: Some(Item::WitnessBlock(h())) },
+                InventoryItem { item: Some(Item::CompactBlock(h())) },
+            ])),
             format!(
                 "items=4 witness_transaction=1 witness_block=1 compact_block=1 unknown=1 first=unknown:{H_DISPLAY}"
             ),

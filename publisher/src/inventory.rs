@@ -1,0 +1,208 @@
+//! The body of `inv`, `getdata` and `notfound` (`ebpf_extractor.message.Inv`, `GetData`,
+//! `NotFound`: one `repeated InventoryItem items = 1`), kept in its protobuf encoding.
+//!
+//! An inventory may hold 50,000 items. Decoded into `Vec<InventoryItem>`, each item took an
+//! allocation for its hash, and prost walked the list twice more to size and encode it; the
+//! publisher spent most of an inventory's time there. Here the items are encoded straight
+//! from the P2P payload into one buffer of the exact size, and publishing copies that buffer
+//! once. `build.rs` maps the three messages onto this type (prost's `extern_path`).
+
+use prost::bytes::{Buf, BufMut};
+use prost::encoding::{self, DecodeContext, WireType};
+use prost::{DecodeError, Message};
+
+use crate::proto::bitcoin_primitives::InventoryItem;
+
+/// The tag of `items` (field 1, length-delimited).
+const ITEMS_KEY: u8 = 0x0a;
+/// An item's encoding when its kind is known: the key of its `bytes` field, 32, the hash.
+const KNOWN_ITEM_LEN: usize = 2 + 32;
+/// `error = 15` set to true: key (15 << 3 | varint) and 1.
+const ERROR_ITEM: [u8; 2] = [0x78, 0x01];
+
+/// The encoded `items` field entries, each `0x0a`, its length and an `InventoryItem`.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Inventory {
+    encoded: Vec<u8>,
+}
+
+impl Inventory {
+    /// The encoded size of an entry for an item of P2P type `inv_type`.
+    pub fn entry_len(inv_type: u32) -> usize {
+        match Self::known_field(inv_type) {
+            Some(_) => 2 + KNOWN_ITEM_LEN,
+            None if inv_type == 0 => 2 + ERROR_ITEM.len(),
+            None => 2 + 2 + 1 + encoding::encoded_len_varint(inv_type.into()) + 2 + 32,
+        }
+    }
+
+    /// The `InventoryItem` field of a P2P type that has one of its own (docs/wire-format.md,
+    /// "Inventory").
+    fn known_field(inv_type: u32) -> Option<u8> {
+        Some(match inv_type {
+            1 => 1,
+            2 => 2,
+            5 => 3,
+            0x4000_0001 => 4,
+            0x4000_0002 => 5,
+            4 => 6,
+            _ => return None,
+        })
+    }
+
+    /// An empty inventory with room for `bytes` of encoding.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Inventory { encoded: Vec::with_capacity(bytes) }
+    }
+
+    /// Appends a P2P inventory entry: its type and hash as Bitcoin Core sent them
+    /// (docs/wire-format.md, "Inventory": MSG_ERROR is `error` whatever its hash).
+    pub fn push(&mut self, inv_type: u32, hash: &[u8; 32]) {
+        match Self::known_field(inv_type) {
+            Some(field) => {
+                // One copy of a whole entry: two `extend_from_slice` per item cost twice as much.
+                let mut entry = [0; 2 + KNOWN_ITEM_LEN];
+                entry[..4].copy_from_slice(&[ITEMS_KEY, KNOWN_ITEM_LEN as u8, field << 3 | 2, 32]);
+                entry[4..].copy_from_slice(hash);
+                self.encoded.extend_from_slice(&entry);
+            }
+            None if inv_type == 0 => {
+                self.encoded.extend_from_slice(&[ITEMS_KEY, ERROR_ITEM.len() as u8]);
+                self.encoded.extend_from_slice(&ERROR_ITEM);
+            }
+            // `unknown = 7`, an UnknownItem of `inv_type = 1` and `hash = 2`; both lengths are
+            // below 128, so each takes one byte.
+            None => {
+                let unknown = 1 + encoding::encoded_len_varint(inv_type.into()) + 2 + 32;
+                self.encoded.extend_from_slice(&[ITEMS_KEY, (2 + unknown) as u8, 7 << 3 | 2, unknown as u8, 1 << 3]);
+                encoding::encode_varint(inv_type.into(), &mut self.encoded);
+                self.encoded.extend_from_slice(&[2 << 3 | 2, 32]);
+                self.encoded.extend_from_slice(hash);
+            }
+        }
+    }
+
+    /// An inventory of these items, as a decoder of the published form would build it.
+    pub fn from_items(items: &[InventoryItem]) -> Self {
+        let mut inventory = Inventory::default();
+        for item in items {
+            encoding::message::encode(1, item, &mut inventory.encoded);
+        }
+        inventory
+    }
+
+    /// The items, decoded by prost; fails on an entry that is not an `InventoryItem`.
+    pub fn items(&self) -> Result<Vec<InventoryItem>, DecodeError> {
+        Items::decode(self.encoded.as_slice()).map(|decoded| decoded.items)
+    }
+}
+
+/// The generated form of the same message.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Items {
+    #[prost(message, repeated, tag = "1")]
+    items: Vec<InventoryItem>,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.items() {
+            Ok(items) => f.debug_struct("Inventory").field("items", &items).finish(),
+            Err(e) => f.debug_struct("Inventory").field("undecodable", &e).finish(),
+        }
+    }
+}
+
+impl Message for Inventory {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        buf.put_slice(&self.encoded);
+    }
+
+    /// Keeps an `items` entry as it came; [`Inventory::items`] decodes it. Other fields are
+    /// skipped, as prost's generated code does.
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        if tag != 1 {
+            return encoding::skip_field(wire_type, tag, buf, ctx);
+        }
+        let mut entry = Vec::new();
+        encoding::bytes::merge(wire_type, &mut entry, buf, ctx)?;
+        encoding::bytes::encode(1, &entry, &mut self.encoded);
+        Ok(())
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    fn clear(&mut self) {
+        self.encoded.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::bitcoin_primitives::{inventory_item::Item, UnknownItem};
+
+    fn every_kind() -> Vec<(u32, [u8; 32])> {
+        [0, 1, 2, 3, 4, 5, 0x4000_0001, 0x4000_0002, 0x4000_0005, u32::MAX]
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, [i as u8 + 1; 32]))
+            .collect()
+    }
+
+    #[test]
+    fn encodes_as_prost_encodes_the_generated_items() {
+        let mut inventory = Inventory::default();
+        let mut items = Vec::new();
+        for (inv_type, hash) in every_kind() {
+            inventory.push(inv_type, &hash);
+            let hash = hash.to_vec();
+            let item = match inv_type {
+                0 => Item::Error(true),
+                1 => Item::Transaction(hash),
+                2 => Item::Block(hash),
+                4 => Item::CompactBlock(hash),
+                5 => Item::Wtx(hash),
+                0x4000_0001 => Item::WitnessTransaction(hash),
+                0x4000_0002 => Item::WitnessBlock(hash),
+                inv_type => Item::Unknown(UnknownItem { inv_type, hash }),
+            };
+            items.push(InventoryItem { item: Some(item) });
+        }
+        let generated = Items { items: items.clone() }.encode_to_vec();
+        assert_eq!(inventory.encode_to_vec(), generated);
+        assert_eq!(inventory, Inventory::from_items(&items));
+        assert_eq!(inventory.items(), Ok(items));
+        assert_eq!(Inventory::decode(generated.as_slice()), Ok(inventory));
+    }
+
+    #[test]
+    fn entry_len_is_each_kinds_encoded_size() {
+        for (inv_type, hash) in every_kind() {
+            let mut inventory = Inventory::default();
+            inventory.push(inv_type, &hash);
+            assert_eq!(inventory.encoded_len(), Inventory::entry_len(inv_type), "type {inv_type:#x}");
+        }
+    }
+
+    #[test]
+    fn decoding_skips_other_fields_and_refuses_a_truncated_item() {
+        let mut with_extra = Items { items: vec![InventoryItem { item: Some(Item::Error(true)) }] }.encode_to_vec();
+        with_extra.extend_from_slice(&[0x10, 0x05]);
+        let decoded = Inventory::decode(with_extra.as_slice()).map(|i| i.items());
+        assert_eq!(decoded, Ok(Ok(vec![InventoryItem { item: Some(Item::Error(true)) }])));
+        assert!(Inventory::decode(&[0x0a, 0x22, 0x0a][..]).is_err());
+        // An entry that is length-delimited but no InventoryItem decodes as a message and fails
+        // when its items are asked for.
+        let bad = Inventory::decode(&[0x0a, 0x02, 0x0a, 0x05][..]).map(|i| i.items().is_err());
+        assert_eq!(bad, Ok(true));
+    }
+}
