@@ -137,8 +137,20 @@ impl NatsServer {
             .expect("write nats config");
     }
 
-    async fn configured(config: &str) -> NatsServer {
+    /// Starts nats-server with JetStream on and `max_payload` of 5 MiB. Its store lies in its
+    /// own directory, which [`Self::kill`] and [`Self::restart`] keep: a restarted server has
+    /// its streams and their messages back.
+    pub async fn with_jetstream() -> NatsServer {
         let dir = TempDir::new("nats");
+        let config = format!("max_payload: 5242880\n{}\n", jetstream_config(dir.path()));
+        Self::configured_in(dir, &config).await
+    }
+
+    async fn configured(config: &str) -> NatsServer {
+        Self::configured_in(TempDir::new("nats"), config).await
+    }
+
+    async fn configured_in(dir: TempDir, config: &str) -> NatsServer {
         std::fs::write(dir.path().join("nats.conf"), config).expect("write nats config");
         let child = spawn_nats(dir.path(), "-1");
         let ports_file = dir.path().join(format!("nats-server_{}.ports", child.id().expect("pid")));
@@ -166,6 +178,182 @@ impl NatsServer {
         self.child = spawn_nats(self.dir.path(), &port);
         wait_for(|| std::net::TcpStream::connect(&self.address).ok()).await.expect("nats-server listens again");
     }
+}
+
+/// The configuration block that turns JetStream on with its store below `dir`.
+fn jetstream_config(dir: &Path) -> String {
+    format!("jetstream {{ store_dir: {:?} }}", dir.join("js").display().to_string())
+}
+
+/// Three nats-servers on loopback forming one JetStream cluster, each with its own store, and
+/// knowing the others through their routes (their clients learn the others from them).
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+}
+
+struct ClusterNode {
+    dir: TempDir,
+    address: String,
+    child: Child,
+}
+
+impl NatsCluster {
+    /// Starts the three servers and returns once the cluster can place a stream on all three.
+    pub async fn start() -> NatsCluster {
+        // Every port is in some other node's configuration, so all are chosen before any starts;
+        // held together while chosen so that no two are the same.
+        let ports = free_ports(6);
+        let (client_ports, route_ports) = ports.split_at(3);
+        let nodes = (0..3)
+            .map(|i| {
+                let dir = TempDir::new("nats-cluster");
+                let routes: Vec<String> =
+                    (0..3).filter(|j| *j != i).map(|j| format!("nats-route://127.0.0.1:{}", route_ports[j])).collect();
+                let config = format!(
+                    "server_name: {}\nmax_payload: 5242880\n{}\n\
+                     cluster {{\n  name: e2e\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    Self::server_name(i),
+                    jetstream_config(dir.path()),
+                    route_ports[i],
+                    routes.join(", ")
+                );
+                std::fs::write(dir.path().join("nats.conf"), config).expect("write nats config");
+                let child = spawn_nats(dir.path(), &client_ports[i].to_string());
+                ClusterNode { dir, address: format!("127.0.0.1:{}", client_ports[i]), child }
+            })
+            .collect();
+        let cluster = NatsCluster { nodes };
+        // The servers listen long before they have routes and a JetStream meta leader.
+        let deadline = tokio::time::Instant::now() + 2 * WAIT;
+        while !replicated_stream_placeable(cluster.address(0)).await {
+            assert!(tokio::time::Instant::now() < deadline, "the NATS cluster's JetStream did not become usable");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster
+    }
+
+    /// Node `i`'s `server_name`, by which JetStream names a stream's leader and replicas.
+    pub fn server_name(i: usize) -> String {
+        format!("e2e-node{i}")
+    }
+
+    /// Node `i`'s client address, `127.0.0.1:port`.
+    pub fn address(&self, i: usize) -> &str {
+        &self.nodes[i].address
+    }
+
+    /// Makes node `i` the leader of `stream`, the node that orders and acknowledges its
+    /// messages: a leader asked to step down hands over to another node at random.
+    pub async fn move_stream_leader(&self, stream: &str, i: usize) {
+        let name = Self::server_name(i);
+        let client = async_nats::connect(self.address(i)).await.expect("connect to move the stream leader");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let info = stream_info(self.address(i), stream).await;
+            let leader = info.cluster.and_then(|cluster| cluster.leader);
+            if leader.as_deref() == Some(name.as_str()) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name} did not become the leader of {stream}: {leader:?}");
+            // Answered once the election is under way; a new leader follows within a second.
+            let _ = client.request(format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"), "".into()).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Kills node `i` (SIGKILL): an outage, until [`Self::restart`].
+    pub async fn kill(&mut self, i: usize) {
+        self.nodes[i].child.kill().await.expect("kill nats-server");
+    }
+
+    /// Starts node `i` again with its ports and store, and returns once it listens.
+    pub async fn restart(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let port = node.address.rsplit_once(':').expect("host:port").1.to_string();
+        node.child = spawn_nats(node.dir.path(), &port);
+        wait_for(|| std::net::TcpStream::connect(&node.address).ok()).await.expect("nats-server listens again");
+    }
+}
+
+/// `n` distinct free loopback ports.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("bound address").port()).collect()
+}
+
+/// Whether the JetStream behind `address` creates (then deletes) a stream of three replicas.
+async fn replicated_stream_placeable(address: &str) -> bool {
+    use async_nats::jetstream::stream::{Config, StorageType};
+    const PROBE: &str = "E2E_CLUSTER_READY";
+    let Ok(client) = async_nats::connect(address).await else { return false };
+    let jetstream = async_nats::jetstream::new(client);
+    let config = Config {
+        name: PROBE.to_string(),
+        subjects: vec!["e2e-cluster-ready".to_string()],
+        num_replicas: 3,
+        storage: StorageType::Memory,
+        ..Default::default()
+    };
+    let created = tokio::time::timeout(Duration::from_secs(5), jetstream.create_stream(config)).await;
+    if !matches!(created, Ok(Ok(_))) {
+        return false;
+    }
+    // Its subject is no test's, so a failed delete leaves nothing in anyone's way.
+    let _ = tokio::time::timeout(Duration::from_secs(5), jetstream.delete_stream(PROBE)).await;
+    true
+}
+
+/// The JetStream context of a new client of the server at `address`.
+async fn jetstream_at(address: &str) -> async_nats::jetstream::Context {
+    let client = async_nats::connect(address).await.unwrap_or_else(|e| panic!("connect to {address}: {e}"));
+    async_nats::jetstream::new(client)
+}
+
+/// The configuration and state of `stream`, as the server at `address` reports them.
+pub async fn stream_info(address: &str, stream: &str) -> async_nats::jetstream::stream::Info {
+    let handle =
+        jetstream_at(address).await.get_stream(stream).await.unwrap_or_else(|e| panic!("stream {stream}: {e}"));
+    handle.cached_info().clone()
+}
+
+/// Waits (up to `within`) until `stream` holds at least `count` messages, and returns how many
+/// it holds then. A server that does not answer (yet) counts as holding none.
+pub async fn wait_for_stream_messages(address: &str, stream: &str, count: u64, within: Duration) -> u64 {
+    let jetstream = jetstream_at(address).await;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut held = 0;
+    while held < count && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Ok(Ok(handle)) = tokio::time::timeout(Duration::from_secs(5), jetstream.get_stream(stream)).await {
+            held = handle.cached_info().state.messages;
+        }
+    }
+    held
+}
+
+/// Every message `stream` holds, in stream order: its subject, its `Nats-Msg-Id` header (empty
+/// if it has none), and its payload decoded as an `event.Event`.
+pub async fn stream_messages(address: &str, stream: &str) -> Vec<(String, String, Event)> {
+    use futures_util::StreamExt;
+    let jetstream = jetstream_at(address).await;
+    let handle = jetstream.get_stream(stream).await.unwrap_or_else(|e| panic!("stream {stream}: {e}"));
+    let state = handle.cached_info().state.clone();
+    if state.messages == 0 {
+        return Vec::new();
+    }
+    let handle = &handle;
+    // Many requests in flight, answers taken in sequence order.
+    futures_util::stream::iter(state.first_sequence..=state.last_sequence)
+        .map(|seq| async move {
+            let msg = handle.get_raw_message(seq).await.unwrap_or_else(|e| panic!("message {seq} of {stream}: {e}"));
+            let msg_id = msg.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|v| v.as_str().to_string());
+            let event = Event::decode(msg.payload).unwrap_or_else(|e| panic!("message {seq} is no event.Event: {e}"));
+            (msg.subject.to_string(), msg_id.unwrap_or_default(), event)
+        })
+        .buffered(64)
+        .collect()
+        .await
 }
 
 async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
@@ -408,6 +596,15 @@ pub async fn wait_ready(notify: &std::os::unix::net::UnixDatagram, child: &mut C
     }
 }
 
+/// Further flags for each piece [`Pipeline::start_configured`] starts.
+#[derive(Clone, Copy, Default)]
+pub struct PipelineFlags<'a> {
+    /// See [`Simulator::start_with`].
+    pub simulator: &'a [&'a str],
+    pub loader: &'a [&'a str],
+    pub publisher: &'a [&'a str],
+}
+
 /// A loader attached to a simulator, publisher and subscriber around it.
 pub struct Pipeline {
     pub dir: TempDir,
@@ -439,9 +636,22 @@ impl Pipeline {
         sim_flags: &[&str],
         loader_flags: &[&str],
     ) -> Pipeline {
+        let flags = PipelineFlags { simulator: sim_flags, loader: loader_flags, publisher: &[] };
+        Self::start_configured(launch, &nats.address, sim_tracepoints, count, seed, flags).await
+    }
+
+    /// Against the NATS server at `nats_address`, each piece with its further `flags`.
+    pub async fn start_configured(
+        launch: Launch,
+        nats_address: &str,
+        sim_tracepoints: &str,
+        count: u64,
+        seed: u64,
+        flags: PipelineFlags<'_>,
+    ) -> Pipeline {
         let dir = TempDir::new("pipeline");
         let socket = dir.path().join("publisher.sock");
-        let client = async_nats::connect(&nats.address).await.expect("connect subscriber");
+        let client = async_nats::connect(nats_address).await.expect("connect subscriber");
         let subscriber = client.subscribe("*").await.expect("subscribe");
         client.flush().await.expect("flush subscription");
         let loader_uid = LOADER_UID.to_string();
@@ -450,7 +660,10 @@ impl Pipeline {
             (notify_socket(&path), path)
         });
         let mut publisher = match &publisher_notify {
-            None => start_publisher(&nats.address, &socket, &["--loader-uid", &loader_uid]).await,
+            None => {
+                start_publisher(nats_address, &socket, &[&["--loader-uid", &loader_uid], flags.publisher].concat())
+                    .await
+            }
             Some((_, notify)) => {
                 // By name, as the systemd unit passes it.
                 let loader_uid = "nobody";
@@ -460,7 +673,8 @@ impl Pipeline {
                     .arg(&socket)
                     .arg(format!("--setenv=NOTIFY_SOCKET={}", notify.display()))
                     .arg(&bins().publisher)
-                    .args(["--nats-address", &nats.address, "--loader-uid", loader_uid])
+                    .args(["--nats-address", nats_address, "--loader-uid", loader_uid])
+                    .args(flags.publisher)
                     .stderr(Stdio::piped())
                     .kill_on_drop(true)
                     .spawn()
@@ -471,9 +685,9 @@ impl Pipeline {
                 child
             }
         };
-        let simulator = Simulator::start_with(sim_tracepoints, count, seed, sim_flags);
+        let simulator = Simulator::start_with(sim_tracepoints, count, seed, flags.simulator);
 
-        let loader = start_loader(dir.path(), &socket, simulator.pid(), loader_flags).await;
+        let loader = start_loader(dir.path(), &socket, simulator.pid(), flags.loader).await;
         // A socket-activated publisher starts on the loader's connection, then reports ready.
         if let Some((publisher_notify, _)) = &publisher_notify {
             wait_ready(publisher_notify, &mut publisher, "socket-activated publisher").await;
@@ -560,13 +774,14 @@ pub fn free_address() -> String {
 
 /// The counter families (`peer_observer_ebpf_<family>`) of events lost in or before the
 /// publisher: with `published_total`, they account for every event fired.
-pub const LOSS_FAMILIES: [&str; 6] = [
+pub const LOSS_FAMILIES: [&str; 7] = [
     "dropped_before_publisher_total",
     "invalid_records_total",
     "publish_failed_total",
     "nats_unavailable_total",
     "over_max_payload_total",
     "fragment_lost_total",
+    "jetstream_gave_up_total",
 ];
 
 /// The children of process `parent`, by command name.

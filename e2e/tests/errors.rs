@@ -158,3 +158,40 @@ async fn publisher_fails_closed_without_the_loaders_uid() {
     assert!(stderr.contains("--loader-uid <LOADER_UID>"), "{stderr}");
     assert!(!dir.path().join("publisher.sock").exists(), "nothing was bound");
 }
+
+/// JetStream mode against a server without JetStream, and against a stream that exists
+/// without this publisher's subjects: one line each, naming what to fix, and nothing bound.
+#[tokio::test]
+async fn jetstream_unavailable_or_a_stream_without_the_subjects() {
+    let publisher = |address: &str, dir: &TempDir| {
+        let mut cmd = Command::new(&bins().publisher);
+        cmd.args(["--nats-address", address, "--loader-uid", "65534", "--nats-jetstream-stream", "EVENTS", "--socket"])
+            .arg(dir.path().join("publisher.sock"));
+        cmd
+    };
+    let plain = NatsServer::start().await;
+    let dir = TempDir::new("nojetstream");
+    let line = fails(&mut publisher(&plain.address, &dir)).await;
+    assert!(
+        line.contains("cannot create or open the JetStream stream EVENTS")
+            && line.contains("does the NATS server run JetStream"),
+        "{line}"
+    );
+    assert!(!dir.path().join("publisher.sock").exists(), "nothing was bound");
+
+    let nats = NatsServer::with_jetstream().await;
+    let client = async_nats::connect(&nats.address).await.expect("connect");
+    let config = async_nats::jetstream::stream::Config {
+        name: "EVENTS".into(),
+        subjects: vec!["netmsg".into(), "mempool".into()],
+        ..Default::default()
+    };
+    async_nats::jetstream::new(client).create_stream(config).await.expect("create a stream of two subjects");
+    let line = fails(&mut publisher(&nats.address, &dir)).await;
+    assert!(
+        line.contains("the JetStream stream EVENTS exists without the subjects")
+            && line.contains("\"netconn\"")
+            && line.contains("give another --nats-jetstream-stream"),
+        "{line}"
+    );
+}

@@ -46,6 +46,7 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
 
     let conn = UnixSeqpacket::connect(&socket).await.unwrap();
     let hello = Hello {
+        run_id: 1,
         loader_version: "test".into(),
         pid: 1,
         binary: "/usr/bin/bitcoind".into(),

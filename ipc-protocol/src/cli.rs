@@ -1,6 +1,7 @@
-//! The table's command-line flags (feature `cli`): one switch per category and one size per
-//! ring, so that the loader and the launcher take the same flags and the launcher hands on
-//! exactly what it was given.
+//! The command-line flags that two binaries share (feature `cli`), so that the launcher takes
+//! the same flags as the binary it starts and hands on exactly what it was given: the
+//! table's switch per category and size per ring (the loader's), and JetStream mode (the
+//! publisher's).
 
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 
@@ -120,6 +121,53 @@ impl Args for RingSizes {
     }
 }
 
+/// JetStream mode: `--nats-jetstream-stream` and the settings of a stream it creates
+/// (publisher/src/jetstream.rs).
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct JetStreamFlags {
+    /// Publish every event with JetStream's publish-and-acknowledge into this stream, created if
+    /// absent: durable delivery, stored once however often it is sent (each event's Nats-Msg-Id
+    /// names its record). Subscribers of the plain subjects still receive every event
+    #[arg(long = "nats-jetstream-stream", value_name = "NAME")]
+    pub stream: Option<String>,
+    /// Replicas of a stream the publisher creates (at most the servers of a NATS cluster)
+    #[arg(long = "nats-jetstream-replicas", value_name = "N", default_value_t = 1, requires = "stream")]
+    pub replicas: usize,
+    /// Age in seconds after which a stream the publisher creates discards events
+    #[arg(long = "nats-jetstream-max-age-secs", value_name = "SECS", default_value_t = 7 * 24 * 3600, requires = "stream")]
+    pub max_age_secs: u64,
+    /// Bytes a stream the publisher creates holds at most, discarding the oldest events beyond
+    #[arg(long = "nats-jetstream-max-bytes", value_name = "BYTES", default_value_t = 10 << 30, requires = "stream")]
+    pub max_bytes: i64,
+    /// Events published to JetStream and not yet acknowledged, at most: beyond, the publisher
+    /// stops reading the loader until acknowledgements come
+    #[arg(
+        long = "nats-jetstream-window",
+        value_name = "EVENTS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..),
+        requires = "stream"
+    )]
+    pub window: u32,
+}
+
+impl JetStreamFlags {
+    /// The flags, to hand on to the publisher; none without a stream.
+    pub fn to_args(&self) -> Vec<String> {
+        let Some(stream) = &self.stream else { return Vec::new() };
+        [
+            ("--nats-jetstream-stream", stream.clone()),
+            ("--nats-jetstream-replicas", self.replicas.to_string()),
+            ("--nats-jetstream-max-age-secs", self.max_age_secs.to_string()),
+            ("--nats-jetstream-max-bytes", self.max_bytes.to_string()),
+            ("--nats-jetstream-window", self.window.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -132,6 +180,8 @@ mod tests {
         categories: CategoryFlags,
         #[command(flatten)]
         rings: RingSizes,
+        #[command(flatten)]
+        jetstream: JetStreamFlags,
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -165,5 +215,17 @@ mod tests {
         assert_eq!(cli.rings.bytes(Ring::Events), Ring::Events.default_bytes());
         assert!(parse(&["--event-ring-bytes", "100000"]).is_err());
         assert!(parse(&["--message-ring-bytes", "4194304"]).is_err(), "a 4 MiB message must fit");
+    }
+
+    #[test]
+    fn jetstream_settings_need_a_stream_and_are_handed_on_whole() {
+        assert_eq!(parse(&[]).unwrap().jetstream.to_args(), Vec::<String>::new());
+        assert!(parse(&["--nats-jetstream-replicas", "3"]).is_err());
+        assert!(parse(&["--nats-jetstream-stream", "s", "--nats-jetstream-window", "0"]).is_err());
+        let cli = parse(&["--nats-jetstream-stream", "events", "--nats-jetstream-replicas", "3"]).unwrap();
+        assert_eq!((cli.jetstream.stream.as_deref(), cli.jetstream.replicas), (Some("events"), 3));
+        let args = cli.jetstream.to_args();
+        let again = parse(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!(again.jetstream, cli.jetstream);
     }
 }

@@ -25,10 +25,10 @@ pub const MAX_RECORD: usize = std::mem::size_of::<MessageRecord>() + MAX_PAYLOAD
 
 /// Room a fragment head can take (postcard varints at their widest), so every fragment's
 /// datagram stays within [`MAX_DATAGRAM`].
-pub(crate) const FRAGMENT_HEAD_MAX: usize = 1 + 10 + 3 + 10 + 5 + 5;
+pub(crate) const FRAGMENT_HEAD_MAX: usize = 1 + 10 + 10 + 3 + 10 + 5 + 5;
 
-/// Room a `Records` head can take: its tag and `seq` at their widest.
-pub(crate) const RECORDS_HEAD_MAX: usize = 1 + 10;
+/// Room a `Records` head can take: its tag, `seq` and `first_record` at their widest.
+pub(crate) const RECORDS_HEAD_MAX: usize = 1 + 10 + 10;
 
 /// One tracepoint firing as the BPF program captured it; `data` is the record body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,8 @@ pub struct Record<'a> {
 /// A record put back together from its fragments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedRecord {
+    /// The loader's number for the record (docs/ipc.md, "Record identity").
+    pub index: u64,
     pub tracepoint: Tracepoint,
     pub ktime_ns: u64,
     pub data: Vec<u8>,
@@ -58,6 +60,8 @@ impl OwnedRecord {
 pub struct Batch<B> {
     /// Counts record-carrying datagrams from 0, so the publisher notices a gap.
     pub seq: u64,
+    /// The loader's number for the first record; the others follow it.
+    pub first_record: u64,
     bytes: B,
     records: Vec<Span>,
 }
@@ -83,7 +87,12 @@ impl<B: AsRef<[u8]>> Batch<B> {
 impl Batch<&[u8]> {
     /// A copy that owns the datagram's bytes.
     pub fn to_owned(&self) -> Batch<Vec<u8>> {
-        Batch { seq: self.seq, bytes: self.bytes.to_vec(), records: self.records.clone() }
+        Batch {
+            seq: self.seq,
+            first_record: self.first_record,
+            bytes: self.bytes.to_vec(),
+            records: self.records.clone(),
+        }
     }
 }
 
@@ -92,6 +101,8 @@ impl Batch<&[u8]> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fragment<'a> {
     pub seq: u64,
+    /// The loader's number for the record.
+    pub record: u64,
     pub tracepoint: Tracepoint,
     pub ktime_ns: u64,
     pub total_len: u32,
@@ -117,9 +128,9 @@ pub enum Datagram<'a> {
 
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Head {
-    Records { seq: u64 },
+    Records { seq: u64, first_record: u64 },
     DropCounts(Vec<WireDropCount>),
-    Fragment { seq: u64, tracepoint: u16, ktime_ns: u64, total_len: u32, offset: u32 },
+    Fragment { seq: u64, record: u64, tracepoint: u16, ktime_ns: u64, total_len: u32, offset: u32 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -190,7 +201,7 @@ pub(crate) fn encode_drop_counts(counts: &[DropCount]) -> Vec<u8> {
 pub fn decode_datagram(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
     let (head, mut rest) = postcard::take_from_bytes::<Head>(buf).map_err(malformed("datagram head"))?;
     match head {
-        Head::Records { seq } => {
+        Head::Records { seq, first_record } => {
             let mut records = Vec::new();
             while !rest.is_empty() {
                 let (wire, tail) = postcard::take_from_bytes::<WireRecord>(rest).map_err(malformed("record"))?;
@@ -202,15 +213,16 @@ pub fn decode_datagram(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
                 });
                 rest = tail;
             }
-            Ok(Datagram::Records(Batch { seq, bytes: buf, records }))
+            Ok(Datagram::Records(Batch { seq, first_record, bytes: buf, records }))
         }
-        Head::Fragment { seq, tracepoint: id, ktime_ns, total_len, offset } => {
+        Head::Fragment { seq, record, tracepoint: id, ktime_ns, total_len, offset } => {
             let end = (offset as usize).checked_add(rest.len());
             if rest.is_empty() || total_len as usize > MAX_RECORD || end.is_none_or(|end| end > total_len as usize) {
                 return Err(DecodeError::BadFragment { total_len, offset, len: rest.len() });
             }
             Ok(Datagram::Fragment(Fragment {
                 seq,
+                record,
                 tracepoint: tracepoint(id)?,
                 ktime_ns,
                 total_len,
@@ -242,7 +254,7 @@ mod tests {
     use super::*;
 
     fn records_datagram(seq: u64, records: &[(Tracepoint, u64, &[u8])]) -> Vec<u8> {
-        let mut out = encode(&Head::Records { seq }, Vec::new());
+        let mut out = encode(&Head::Records { seq, first_record: 40 }, Vec::new());
         for &(tp, ktime_ns, data) in records {
             out = encode(&record_prefix(tp, ktime_ns, data.len()), out);
             out.extend_from_slice(data);
@@ -259,9 +271,9 @@ mod tests {
             Record { tracepoint: Tracepoint::MempoolAdded, ktime_ns: 7, data: b"abc" },
             Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 8, data: b"" },
         ];
-        assert_eq!((batch.seq, batch.records().collect::<Vec<_>>()), (3, expected.to_vec()));
+        assert_eq!((batch.seq, batch.first_record, batch.records().collect::<Vec<_>>()), (3, 40, expected.to_vec()));
         let owned = batch.to_owned();
-        assert_eq!((owned.seq, owned.records().collect::<Vec<_>>()), (3, expected.to_vec()));
+        assert_eq!((owned.seq, owned.first_record, owned.records().collect::<Vec<_>>()), (3, 40, expected.to_vec()));
     }
 
     #[test]
@@ -274,9 +286,9 @@ mod tests {
     fn datagram_rejects_unknown_tracepoint_truncation_garbage_and_trailing_bytes() {
         let good = records_datagram(0, &[(Tracepoint::MempoolAdded, 7, b"abc")]);
 
-        // The record's tracepoint id is the byte after the head (tag 0, seq 0).
+        // The record's tracepoint id is the byte after the head (tag 0, seq 0, first record 40).
         let mut unknown = good.clone();
-        unknown[2] = 0x7f;
+        unknown[3] = 0x7f;
         assert_eq!(decode_datagram(&unknown), Err(DecodeError::UnknownTracepoint(0x7f)));
 
         let truncated = &good[..good.len() - 1];
@@ -297,7 +309,7 @@ mod tests {
     #[test]
     fn fragments_that_overrun_their_record_or_the_maximum_are_rejected() {
         let fragment = |total_len: u32, offset: u32, len: usize| {
-            let head = Head::Fragment { seq: 0, tracepoint: 0, ktime_ns: 1, total_len, offset };
+            let head = Head::Fragment { seq: 0, record: 0, tracepoint: 0, ktime_ns: 1, total_len, offset };
             let mut d = encode(&head, Vec::new());
             d.extend(std::iter::repeat_n(0u8, len));
             d
@@ -315,10 +327,11 @@ mod tests {
 
     #[test]
     fn the_widest_heads_fit_their_reserved_room() {
-        let records = encode(&Head::Records { seq: u64::MAX }, Vec::new());
+        let records = encode(&Head::Records { seq: u64::MAX, first_record: u64::MAX }, Vec::new());
         assert_eq!(records.len(), RECORDS_HEAD_MAX);
         let fragment = Head::Fragment {
             seq: u64::MAX,
+            record: u64::MAX,
             tracepoint: u16::MAX,
             ktime_ns: u64::MAX,
             total_len: u32::MAX,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datagram::{encode, malformed, tracepoint, DecodeError};
 
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 pub const HELLO_MAGIC: [u8; 4] = *b"BCXT";
 
 /// The loader's handshake: who is traced and what is hooked. Records' kernel timestamps are
@@ -14,6 +14,9 @@ pub const HELLO_MAGIC: [u8; 4] = *b"BCXT";
 /// (`publisher/src/clock.rs`), so that a stepped wall clock is followed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
+    /// Random, new at each start of the loader: with a record's number it names the record
+    /// (docs/ipc.md, "Record identity").
+    pub run_id: u128,
     pub loader_version: String,
     pub pid: u32,
     pub binary: String,
@@ -60,6 +63,7 @@ mod tests {
 
     fn hello() -> Hello {
         Hello {
+            run_id: 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef,
             loader_version: "0.1.0".into(),
             pid: 4242,
             binary: "/usr/bin/bitcoind".into(),

@@ -21,6 +21,7 @@ impl Loss {
 }
 
 struct Partial {
+    index: u64,
     tracepoint: Tracepoint,
     ktime_ns: u64,
     total_len: u32,
@@ -71,10 +72,9 @@ impl Reassembler {
         let mut loss = Loss::default();
         let in_order = self.sequence(f.seq, &mut loss);
         let same_record = f.offset != 0
-            && self
-                .partial
-                .as_ref()
-                .is_some_and(|p| (p.tracepoint, p.ktime_ns, p.total_len) == (f.tracepoint, f.ktime_ns, f.total_len));
+            && self.partial.as_ref().is_some_and(|p| {
+                (p.index, p.tracepoint, p.ktime_ns, p.total_len) == (f.record, f.tracepoint, f.ktime_ns, f.total_len)
+            });
         if !same_record {
             self.abandon(&mut loss);
             // A fragment past the start of a record whose start was lost: that record is lost.
@@ -83,6 +83,7 @@ impl Reassembler {
                 loss.records.push(f.tracepoint);
             }
             self.partial = Some(Partial {
+                index: f.record,
                 tracepoint: f.tracepoint,
                 ktime_ns: f.ktime_ns,
                 total_len: f.total_len,
@@ -105,6 +106,7 @@ impl Reassembler {
         }
         let last = self.partial.take().expect("set above or continued");
         let record = (!last.broken).then_some(OwnedRecord {
+            index: last.index,
             tracepoint: last.tracepoint,
             ktime_ns: last.ktime_ns,
             data: last.data,

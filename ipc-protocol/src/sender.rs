@@ -42,12 +42,15 @@ pub struct Sender {
     last_counts: Vec<DropCount>,
     /// Drops the sender itself counted.
     refused: BTreeMap<(Tracepoint, DropCause), u64>,
+    /// Records taken off the rings so far, which is also the next record's number: a record
+    /// keeps its number when it goes out again on a new connection.
     taken: u64,
 }
 
 /// A record at the head of a ring, going out in fragments.
 struct Cursor {
     ring: usize,
+    record: u64,
     tracepoint: Tracepoint,
     ktime_ns: u64,
     /// Where the body lies within the ring record.
@@ -176,7 +179,8 @@ impl Sender {
                 return Some(ring);
             }
             let offset = c.piece.end;
-            let (head, head_len, piece) = fragment_head(&mut self.next_seq, c.tracepoint, c.ktime_ns, total, offset);
+            let (head, head_len, piece) =
+                fragment_head(&mut self.next_seq, c.record, c.tracepoint, c.ktime_ns, total, offset);
             (c.head, c.head_len, c.piece) = (head, head_len, piece);
         } else if self.counts.take().is_none() && self.batch_closed {
             self.batch.clear();
@@ -202,9 +206,12 @@ impl Sender {
         if encoded + RECORDS_HEAD_MAX > MAX_DATAGRAM {
             // Fragments; an open batch goes first, keeping the records in order.
             if self.batch.is_empty() {
-                let (head, head_len, piece) = fragment_head(&mut self.next_seq, tracepoint, record.ktime_ns, size, 0);
+                let index = self.taken;
+                let (head, head_len, piece) =
+                    fragment_head(&mut self.next_seq, index, tracepoint, record.ktime_ns, size, 0);
                 let (ring, ktime_ns, body) = (ring, record.ktime_ns, record.body);
-                self.fragmenting = Some(Cursor { ring, tracepoint, ktime_ns, body, head, head_len, piece });
+                self.fragmenting =
+                    Some(Cursor { ring, record: index, tracepoint, ktime_ns, body, head, head_len, piece });
             } else {
                 self.batch_closed = true;
             }
@@ -216,7 +223,8 @@ impl Sender {
         }
         if self.batch.is_empty() {
             self.batch_seq = self.next_seq();
-            self.batch = encode(&Head::Records { seq: self.batch_seq }, std::mem::take(&mut self.batch));
+            let head = Head::Records { seq: self.batch_seq, first_record: self.taken };
+            self.batch = encode(&head, std::mem::take(&mut self.batch));
         }
         self.batch = encode(&prefix, std::mem::take(&mut self.batch));
         self.batch.extend_from_slice(record.body());
@@ -247,10 +255,11 @@ impl Sender {
     }
 }
 
-/// The head of the fragment at `offset` of a body of `total` bytes, numbered as the next
-/// datagram, and the body bytes it carries.
+/// The head of the fragment at `offset` of record number `record`, a body of `total` bytes,
+/// numbered as the next datagram, and the body bytes it carries.
 fn fragment_head(
     next_seq: &mut u64,
+    record: u64,
     tracepoint: Tracepoint,
     ktime_ns: u64,
     total: usize,
@@ -258,8 +267,14 @@ fn fragment_head(
 ) -> ([u8; FRAGMENT_HEAD_MAX], usize, Range<usize>) {
     let seq = *next_seq;
     *next_seq += 1;
-    let head =
-        Head::Fragment { seq, tracepoint: tracepoint.id(), ktime_ns, total_len: total as u32, offset: offset as u32 };
+    let head = Head::Fragment {
+        seq,
+        record,
+        tracepoint: tracepoint.id(),
+        ktime_ns,
+        total_len: total as u32,
+        offset: offset as u32,
+    };
     let mut bytes = [0u8; FRAGMENT_HEAD_MAX];
     let len = postcard::to_slice(&head, &mut bytes).expect("FRAGMENT_HEAD_MAX holds the widest head").len();
     (bytes, len, offset..total.min(offset + MAX_DATAGRAM - len))

@@ -9,7 +9,7 @@ use crate::records::RingRecord;
 use crate::{decode_datagram, decode_hello, Datagram, Hello, Loss, Offer, OwnedRecord, Reassembler, Record, Sender};
 
 pub fn hello() -> Hello {
-    Hello { loader_version: "test".into(), pid: 1, binary: "/usr/bin/bitcoind".into(), tracepoints: vec![] }
+    Hello { run_id: 7, loader_version: "test".into(), pid: 1, binary: "/usr/bin/bitcoind".into(), tracepoints: vec![] }
 }
 
 /// Deterministic bytes of a body of `len` bytes.
@@ -130,7 +130,9 @@ pub fn receive(connections: &[Vec<Vec<u8>>]) -> Received {
             match decode_datagram(d).expect("the sender's datagrams decode") {
                 Datagram::Records(batch) => {
                     received.losses.push(rx.records(batch.seq));
-                    received.records.extend(batch.records().map(|r| OwnedRecord {
+                    let first = batch.first_record;
+                    received.records.extend(batch.records().zip(first..).map(|(r, index)| OwnedRecord {
+                        index,
                         tracepoint: r.tracepoint,
                         ktime_ns: r.ktime_ns,
                         data: r.data.to_vec(),

@@ -23,7 +23,7 @@ use clap::parser::ValueSource;
 use clap::{ArgGroup, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use rustix::thread::CapabilitySet;
 
-use ipc_protocol::cli::CategoryFlags;
+use ipc_protocol::cli::{CategoryFlags, JetStreamFlags};
 use target::TargetError;
 use users::{become_user, User};
 
@@ -38,6 +38,8 @@ struct Cli {
     nats_address: String,
     #[command(flatten)]
     nats: nats::NatsFlags,
+    #[command(flatten)]
+    jetstream: JetStreamFlags,
     /// Have the publisher write each event to standard output as one line (json or readable)
     /// instead of publishing it: no NATS connection is made, and no NATS option but
     /// --nats-subject-prefix may be given. For checking what the loader sees
@@ -269,6 +271,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
             .args(sink)
             .args(["--socket-mode", "660", "--log-level", &log_level])
             .args(&nats.args)
+            .args(cli.jetstream.to_args())
             .arg("--socket")
             .arg(&socket)
             .arg("--loader-uid")

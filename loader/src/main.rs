@@ -108,6 +108,8 @@ enum LoaderError {
     NothingEnabled,
     #[error("waiting for the BPF ring buffers or the publisher failed: {0}")]
     Poll(std::io::Error),
+    #[error("cannot draw the loader's run id from the kernel's random source: {0}")]
+    RunId(getrandom::Error),
 }
 
 /// Exit status when the traced bitcoind exited, so that a supervisor can tell "follow its
@@ -167,7 +169,10 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         pidfd_open(Pid::from_raw(target.pid).ok_or(TargetError::NotRunning(target.pid))?, PidfdFlags::empty())
             .map_err(|e| LoaderError::WatchTarget { pid: target.pid, source: e.into() })?;
     let mut exited = false;
+    let mut run_id = [0; 16];
+    getrandom::fill(&mut run_id).map_err(LoaderError::RunId)?;
     let hello = Hello {
+        run_id: u128::from_le_bytes(run_id),
         loader_version: env!("CARGO_PKG_VERSION").into(),
         pid: target.pid as u32,
         binary: target.binary_name.clone(),

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use ipc_protocol::{DropCount, Tracepoint};
 
+use crate::jetstream::GaveUp;
+
 #[derive(Default)]
 pub struct Counters {
     inner: Mutex<Inner>,
@@ -36,6 +38,10 @@ pub struct Snapshot {
     pub fragment_lost: BTreeMap<Tracepoint, u64>,
     /// Whether the NATS client is connected now, as its events last said.
     pub nats_connected: bool,
+    /// Events JetStream acknowledged (JetStream mode).
+    pub jetstream_acknowledged: BTreeMap<Tracepoint, u64>,
+    /// Events JetStream never acknowledged, by cause (JetStream mode).
+    pub jetstream_gave_up: BTreeMap<(Tracepoint, GaveUp), u64>,
 }
 
 type Inner = Snapshot;
@@ -71,6 +77,14 @@ impl Counters {
 
     pub fn over_max_payload(&self, tp: Tracepoint) {
         self.with(|c| *c.over_max_payload.entry(tp).or_default() += 1);
+    }
+
+    pub fn jetstream_acknowledged(&self, tp: Tracepoint) {
+        self.with(|c| *c.jetstream_acknowledged.entry(tp).or_default() += 1);
+    }
+
+    pub fn jetstream_gave_up(&self, tp: Tracepoint, cause: GaveUp) {
+        self.with(|c| *c.jetstream_gave_up.entry((tp, cause)).or_default() += 1);
     }
 
     pub fn lost_datagrams(&self, n: u64) {
@@ -120,6 +134,9 @@ impl Snapshot {
         for ((tp, cause), n) in &self.dropped_before {
             losses.insert(format!("{tp} {cause}"), *n);
         }
+        for ((tp, cause), n) in &self.jetstream_gave_up {
+            losses.insert(format!("{tp} jetstream_gave_up_{}", cause.as_str()), *n);
+        }
         for (cause, per_tp) in [
             ("publish_failed", &self.publish_failed),
             ("nats_unavailable", &self.nats_unavailable),
@@ -141,7 +158,7 @@ impl std::fmt::Display for Snapshot {
         let sum = |m: &BTreeMap<_, u64>| m.values().sum::<u64>();
         write!(
             f,
-            "published={} invalid={} publish_failed={} nats_unavailable={} over_max_payload={} dropped_before_publisher={} malformed_datagrams={} lost_datagrams={} fragment_lost={}",
+            "published={} invalid={} publish_failed={} nats_unavailable={} over_max_payload={} dropped_before_publisher={} malformed_datagrams={} lost_datagrams={} fragment_lost={} jetstream_acknowledged={} jetstream_gave_up={}",
             sum(&self.published),
             self.invalid.values().sum::<u64>(),
             sum(&self.publish_failed),
@@ -150,7 +167,9 @@ impl std::fmt::Display for Snapshot {
             self.dropped_before.values().sum::<u64>(),
             self.malformed_datagrams,
             self.lost_datagrams,
-            sum(&self.fragment_lost)
+            sum(&self.fragment_lost),
+            sum(&self.jetstream_acknowledged),
+            self.jetstream_gave_up.values().sum::<u64>()
         )?;
         for ((tp, label), n) in &self.anomalies {
             write!(f, " {tp}/{label}={n}")?;

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod counters;
 pub mod decode;
 pub mod inventory;
+pub mod jetstream;
 pub mod loss_log;
 pub mod metrics;
 pub mod nats;

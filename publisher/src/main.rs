@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
+use ipc_protocol::cli::JetStreamFlags;
 use publisher::counters::Counters;
+use publisher::jetstream::{JetStream, JetStreamError};
 use publisher::loss_log::{self, LossLog};
 use publisher::nats::NatsArgs;
 use publisher::server::{Format, Sink};
@@ -27,6 +29,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 struct Cli {
     #[command(flatten)]
     nats: NatsArgs,
+    #[command(flatten)]
+    jetstream: JetStreamFlags,
     /// Write each event to standard output as one line instead of publishing it, as event-tail
     /// prints it (json: as with its --json; readable: as without), on the subject it would go out
     /// on. No NATS connection is made, and no NATS option but --nats-subject-prefix may be given.
@@ -78,6 +82,8 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 enum PublisherError {
     #[error(transparent)]
     Nats(#[from] publisher::nats::NatsError),
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
     #[error("cannot listen on {path}: {source}")]
     Listen { path: PathBuf, source: std::io::Error },
     #[error("cannot take the socket passed by systemd: {0}")]
@@ -147,10 +153,16 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
         Some(format) => Sink::Stdout(format),
         // Reads every NATS file now, before the seccomp filter: only the TLS files are opened
         // again, read-only, at a reconnection (publisher/src/nats.rs).
-        None => Sink::Nats {
-            client: publisher::nats::connect(&cli.nats, &counters).await?,
-            address: cli.nats.address.clone(),
-        },
+        None => {
+            let client = publisher::nats::connect(&cli.nats, &counters).await?;
+            let jetstream = match &cli.jetstream.stream {
+                Some(stream) => Some(Arc::new(
+                    JetStream::open(&client, &cli.jetstream, stream, &cli.nats.subject_prefix, &counters).await?,
+                )),
+                None => None,
+            };
+            Sink::Nats { client, address: cli.nats.address.clone(), jetstream }
+        }
     };
     let (listener, bound_here) = match activated_socket()? {
         Some(listener) => {

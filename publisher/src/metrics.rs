@@ -93,6 +93,20 @@ pub fn render(s: &Snapshot) -> String {
     );
     family(
         &mut out,
+        "jetstream_acknowledged_total",
+        "Events JetStream acknowledged as stored (JetStream mode).",
+        per_tp(&s.jetstream_acknowledged),
+    );
+    family(
+        &mut out,
+        "jetstream_gave_up_total",
+        "Events JetStream did not acknowledge within the retry budget or before the publisher stopped, dropped.",
+        s.jetstream_gave_up
+            .iter()
+            .map(|((tp, cause), n)| (format!("{{tracepoint=\"{tp}\",cause=\"{}\"}}", cause.as_str()), *n)),
+    );
+    family(
+        &mut out,
         "malformed_datagrams_total",
         "Datagrams from the loader refused whole.",
         [(String::new(), s.malformed_datagrams)],

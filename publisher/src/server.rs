@@ -19,6 +19,7 @@ use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 use crate::clock::ClockSample;
 use crate::counters::Counters;
 use crate::decode::{decode, Anomaly, Decoded};
+use crate::jetstream::JetStream;
 use crate::nats::SubjectPrefix;
 use crate::render;
 
@@ -61,8 +62,9 @@ pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
 /// for both; only handing an event on differs.
 #[derive(Clone)]
 pub enum Sink {
-    /// Published to NATS: the publisher's job.
-    Nats { client: Client, address: String },
+    /// Published to NATS: the publisher's job; with JetStream's acknowledgements in
+    /// JetStream mode.
+    Nats { client: Client, address: String, jetstream: Option<Arc<JetStream>> },
     /// Written to standard output, one line each, instead (`--stdout`): what the loader sees,
     /// without a NATS server.
     Stdout(Format),
@@ -102,7 +104,11 @@ impl Sink {
     /// returns the bytes it added there.
     async fn send(&self, event: DecodedRecord, prefix: &SubjectPrefix, counters: &Counters, unflushed: usize) -> usize {
         match self {
-            Sink::Nats { client, .. } => publish(event, client, prefix, counters, unflushed).await,
+            Sink::Nats { client, jetstream: None, .. } => publish(event, client, prefix, counters, unflushed).await,
+            Sink::Nats { client, jetstream: Some(jetstream), .. } => {
+                publish_durably(event, client, jetstream, prefix, counters).await;
+                0
+            }
             Sink::Stdout(format) => {
                 write_line(event, *format, prefix, counters).await;
                 0
@@ -114,7 +120,7 @@ impl Sink {
     /// few MiB. That slows reading instead of growing the client's buffer; only a flush that
     /// went through shows the buffer empty. Standard output has no buffer of the publisher's.
     async fn pace(&self, unflushed: &mut usize) {
-        let Sink::Nats { client, .. } = self else { return };
+        let Sink::Nats { client, jetstream: None, .. } = self else { return };
         if *unflushed >= UNFLUSHED_BYTES && client.connection_state() == State::Connected {
             // Bounded: a connection lost meanwhile would hold the flush until it is back.
             match tokio::time::timeout(Duration::from_secs(1), client.flush()).await {
@@ -129,7 +135,10 @@ impl Sink {
     /// (with NATS down, a flush would wait for the reconnection forever). Each line to
     /// standard output was written whole before it counted, so nothing waits there.
     pub async fn flush(&self) {
-        let Sink::Nats { client, .. } = self else { return };
+        let Sink::Nats { client, jetstream, .. } = self else { return };
+        if let Some(jetstream) = jetstream {
+            jetstream.stop().await;
+        }
         match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("flushing NATS at shutdown failed: {e}"),
@@ -288,7 +297,7 @@ async fn serve_loader(
 ) -> Result<(), ConnectionError> {
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let greeting = decode_hello(recv(&conn, &mut buf).await?.ok_or(ConnectionError::NoHello)?)?;
-    let (hello, first_seq) = (&greeting.hello, greeting.first_seq);
+    let (hello, first_seq, run_id) = (&greeting.hello, greeting.first_seq, greeting.hello.run_id);
     tracing::info!(
         loader_version = %hello.loader_version,
         pid = hello.pid,
@@ -326,14 +335,15 @@ async fn serve_loader(
         let clock = ClockSample::now();
         match received {
             Received::Batch(batch) => {
-                for record in batch.records() {
-                    if let Some(event) = decoded(&record, &clock, counters) {
+                for (record, index) in batch.records().zip(batch.first_record..) {
+                    if let Some(event) = decoded(&record, RecordId { run_id, index }, &clock, counters) {
                         unflushed += sink.send(event, prefix, counters, unflushed).await;
                     }
                 }
             }
             Received::Whole(record) => {
-                let event = decoded(&record.as_record(), &clock, counters);
+                let id = RecordId { run_id, index: record.index };
+                let event = decoded(&record.as_record(), id, &clock, counters);
                 // A large record's memory and backlog room are free before its event is encoded.
                 drop((record, share));
                 if let Some(event) = event {
@@ -450,15 +460,30 @@ fn counted_loss(loss: Loss, counters: &Counters) {
     }
 }
 
+/// A record's name for the whole life of the loader (docs/ipc.md, "Record identity").
+#[derive(Clone, Copy)]
+struct RecordId {
+    run_id: u128,
+    index: u64,
+}
+
+impl RecordId {
+    /// As JetStream's `Nats-Msg-Id`: the run id in 32 hex digits, `-`, the record's number.
+    fn msg_id(self) -> String {
+        format!("{:032x}-{}", self.run_id, self.index)
+    }
+}
+
 /// A record decoded into its event, with its subject and wall-clock time.
 struct DecodedRecord {
+    id: RecordId,
     tracepoint: Tracepoint,
     timestamp_ms: u64,
     decoded: Decoded,
 }
 
 /// Decodes a record and counts its anomalies; `None` (counted) if it is invalid.
-fn decoded(record: &Record<'_>, clock: &ClockSample, counters: &Counters) -> Option<DecodedRecord> {
+fn decoded(record: &Record<'_>, id: RecordId, clock: &ClockSample, counters: &Counters) -> Option<DecodedRecord> {
     let tp = record.tracepoint;
     let decoded = match decode(record) {
         Ok(decoded) => decoded,
@@ -478,7 +503,7 @@ fn decoded(record: &Record<'_>, clock: &ClockSample, counters: &Counters) -> Opt
         tracing::debug!(tracepoint = %tp, "{label}");
         counters.anomaly(tp, label);
     }
-    Some(DecodedRecord { tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded })
+    Some(DecodedRecord { id, tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded })
 }
 
 /// Encodes and publishes one event, `unflushed` bytes being in the client's buffer already; returns the
@@ -490,7 +515,7 @@ async fn publish(
     counters: &Counters,
     unflushed: usize,
 ) -> usize {
-    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded } = event;
+    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, .. } = event;
     let subject = prefix.apply(decoded.subject);
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
@@ -542,10 +567,37 @@ async fn publish(
     0
 }
 
+/// Publishes one event into JetStream (publisher/src/jetstream.rs), under the `Nats-Msg-Id`
+/// its record's identity gives it; counted as published once sent, and again when
+/// acknowledged or given up.
+async fn publish_durably(
+    event: DecodedRecord,
+    nats: &Client,
+    jetstream: &JetStream,
+    prefix: &SubjectPrefix,
+    counters: &Counters,
+) {
+    let DecodedRecord { id, tracepoint: tp, timestamp_ms, decoded } = event;
+    let subject = prefix.apply(decoded.subject);
+    let event = decoded.into_envelope(timestamp_ms);
+    let size = event.encoded_len();
+    // Sending it again would not help: counted at once, as in core mode.
+    let max_payload = nats.server_info().max_payload;
+    if max_payload > 0 && size > max_payload {
+        tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
+        counters.over_max_payload(tp);
+        return;
+    }
+    let mut payload = Vec::with_capacity(size);
+    event.encode_to(&mut payload);
+    jetstream.publish(tp, subject, payload, id.msg_id()).await;
+    counters.published(tp, size);
+}
+
 /// Writes one event to standard output as a line of `format`, counted as published (with its
 /// protobuf size, as NATS would have had it) once written whole, or as `publish_failed`.
 async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix, counters: &Counters) {
-    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded } = event;
+    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, .. } = event;
     let subject = prefix.apply(decoded.subject);
     let envelope = decoded.into_envelope(timestamp_ms);
     let mut line = match format {

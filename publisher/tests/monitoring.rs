@@ -24,6 +24,8 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     counters.malformed_datagram();
     counters.dropped_before(&[DropCount { tracepoint: tp, cause: DropCause::RingFull, total: 1 }]);
     counters.set_nats_connected(true);
+    counters.jetstream_acknowledged(tp);
+    counters.jetstream_gave_up(tp, publisher::jetstream::GaveUp::Timeout);
     let text = publisher::metrics::render(&counters.snapshot());
     let mut metrics = BTreeMap::<String, BTreeSet<String>>::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -37,15 +39,24 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     metrics
 }
 
-/// The metric names an expression uses.
+/// The metric names an expression uses: by name, or as the alternatives of a
+/// `{__name__=~"peer_observer_ebpf_(a|b)_total"}` selector.
 fn metric_names(expr: &str) -> BTreeSet<String> {
+    let name_end = |s: &str| s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
     let mut names = BTreeSet::new();
     let mut rest = expr;
     while let Some(at) = rest.find(PREFIX) {
-        let tail = &rest[at..];
-        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
-        names.insert(tail[..end].to_string());
-        rest = &tail[end..];
+        let tail = &rest[at + PREFIX.len()..];
+        if let Some(group) = tail.strip_prefix('(') {
+            let close = group.find(')').expect("a closed alternation");
+            let suffix = &group[close + 1..][..name_end(&group[close + 1..])];
+            names.extend(group[..close].split('|').map(|alt| format!("{PREFIX}{alt}{suffix}")));
+            rest = &group[close + 1..];
+        } else {
+            let end = name_end(tail);
+            names.insert(format!("{PREFIX}{}", &tail[..end]));
+            rest = &tail[end..];
+        }
     }
     names
 }

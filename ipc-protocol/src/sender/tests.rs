@@ -2,12 +2,18 @@ use super::*;
 use crate::testing::{body, hello, receive, run, Faults, Peer, Rings};
 use crate::{decode_datagram, Datagram, OwnedRecord, MAX_DATAGRAM};
 
-/// The records, each stamped with its index as its time.
+/// The records, each stamped with its index as its time, and numbered as the sender numbers
+/// them: the oldest first.
 fn sent(records: &[(Tracepoint, Vec<u8>)]) -> Vec<OwnedRecord> {
     records
         .iter()
-        .enumerate()
-        .map(|(i, (tracepoint, data))| OwnedRecord { tracepoint: *tracepoint, ktime_ns: i as u64, data: data.clone() })
+        .zip(0..)
+        .map(|((tracepoint, data), i)| OwnedRecord {
+            index: i,
+            tracepoint: *tracepoint,
+            ktime_ns: i,
+            data: data.clone(),
+        })
         .collect()
 }
 
@@ -143,7 +149,7 @@ fn every_new_publisher_gets_the_drop_totals() {
     assert_eq!(received.drop_counts, [totals.clone(), totals]);
     assert_eq!(
         received.records,
-        [OwnedRecord { tracepoint: Tracepoint::MempoolAdded, ktime_ns: 0, data: b"next".to_vec() }]
+        [OwnedRecord { index: 0, tracepoint: Tracepoint::MempoolAdded, ktime_ns: 0, data: b"next".to_vec() }]
     );
 }
 
