@@ -96,6 +96,7 @@ pub struct JetStream {
     acker: Mutex<Option<JoinHandle<()>>>,
     /// Set when stopping: from then on nothing is sent again.
     stop_by: Arc<Mutex<Option<Instant>>>,
+    counters: Arc<Counters>,
 }
 
 impl JetStream {
@@ -146,6 +147,7 @@ impl JetStream {
             pending: Mutex::new(Some(tx)),
             acker: Mutex::new(Some(acker)),
             stop_by,
+            counters: Arc::clone(counters),
         })
     }
 
@@ -161,9 +163,13 @@ impl JetStream {
         let first_sent = Instant::now();
         let pending = Pending { tracepoint, subject, payload, msg_id, ack, last_error, first_sent, _window: permit };
         let queue = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(queue) = &*queue {
-            // The task ends only after the queue closed, which happens under this lock.
-            let _ = queue.send(pending);
+        let queued = match &*queue {
+            Some(queue) => queue.send(pending).map_err(|refused| refused.0),
+            None => Err(pending),
+        };
+        // Only once stopping (the serving tasks have ended by then), or if the task died.
+        if let Err(pending) = queued {
+            self.counters.jetstream_gave_up(pending.tracepoint, GaveUp::Stopped);
         }
     }
 
