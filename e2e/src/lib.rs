@@ -23,6 +23,12 @@ pub const LOADER_UID: u32 = 65534;
 /// The simulated node's own user, as bitcoind runs as `bitcoin`: neither the loader's nor the
 /// publisher's, and without an /etc/passwd entry, so no test depends on one.
 pub const BITCOIND_UID: u32 = 60999;
+
+/// The publisher's memory bound, stated in README ("Large messages and memory"): its
+/// read-ahead (8 MiB), what waits for the NATS server (16 MiB, in the client's buffer or for
+/// JetStream's acknowledgement), one event being decoded and encoded, and the runtime.
+pub const PUBLISHER_PEAK_RSS_MIB: u64 = 96;
+
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A directory removed on drop, readable by the loader's user.

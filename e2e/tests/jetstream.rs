@@ -8,7 +8,7 @@ use std::time::Duration;
 use e2e::{
     assert_fired_exactly, closing_counts, closing_line, ebpf_of, expect, read_stderr, receive, start_publisher,
     stopped_log, stream_info, stream_messages, terminate, wait_for_stream_messages, wall_ms, Launch, NatsCluster,
-    NatsServer, Pipeline, PipelineFlags, LOADER_UID,
+    NatsServer, Pipeline, PipelineFlags, LOADER_UID, PUBLISHER_PEAK_RSS_MIB,
 };
 use ipc_protocol::{Category, Tracepoint};
 use prost::Message;
@@ -256,4 +256,42 @@ async fn plain_subscribers_receive_the_same_events_in_jetstream_mode() {
     assert_eq!(config.num_replicas, 1);
     assert_eq!(config.max_bytes.to_string(), MAX_BYTES);
     assert_eq!(config.max_age, Duration::from_secs(604_800));
+}
+
+/// JetStream mode keeps every event until the server acknowledges it, to send it again. With
+/// the server down while blocks of 4,000,000 bytes keep coming, the publisher's memory stays
+/// under its stated bound (the window of 1024 events alone would be 4 GB of them); once the
+/// server is back, every block is acknowledged or counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_memory_stays_bounded_while_jetstream_is_down_and_large_blocks_keep_coming() {
+    const BLOCKS: u64 = 40;
+    let mut nats = NatsServer::with_jetstream().await;
+    let flags = PipelineFlags {
+        simulator: &["--message-size", "4000000", "--rate", "4"],
+        publisher: &jetstream_flags("1"),
+        ..Default::default()
+    };
+    let Pipeline { simulator, mut publisher, dir: _dir, loader: _loader, subscriber: _subscriber } =
+        Pipeline::start_configured(Launch::Direct, &nats.address, "net:inbound_message", BLOCKS, SEED, flags).await;
+    nats.kill().await;
+    assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], BLOCKS);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = publisher.id().expect("publisher running");
+    let peak_kib: u64 = e2e::proc_status(pid)["VmHWM"].trim_end_matches(" kB").parse().expect("VmHWM in kB");
+    eprintln!(
+        "publisher peak RSS with JetStream down, {BLOCKS} blocks of 4,000,000 bytes: {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
+    assert!(peak_kib < PUBLISHER_PEAK_RSS_MIB * 1024, "peak RSS {peak_kib} KiB");
+
+    nats.restart().await;
+    // What waits is sent again every 250 ms once the client is back; a stopping publisher
+    // still waits up to 10 s for acknowledgements.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let counts = closing_counts(&stopped_log(&mut publisher).await);
+    let stored = stream_info(&nats.address, STREAM).await.state.messages;
+    assert_eq!(counts["jetstream_acknowledged"], stored, "{counts:?}");
+    assert!(stored > 0, "{counts:?}");
+    let drops: u64 = COUNTED_DROPS.iter().map(|drop| counts[*drop]).sum();
+    assert_eq!(stored + drops, BLOCKS, "{counts:?}");
 }

@@ -1,7 +1,7 @@
 //! An event larger than the NATS server's `max_payload` is counted and explained, not a
 //! connection reset: the events around it still arrive.
 
-use e2e::{expect, receive, NatsServer, Pipeline};
+use e2e::{expect, receive, NatsServer, Pipeline, PUBLISHER_PEAK_RSS_MIB};
 use ipc_protocol::Tracepoint;
 use prost::Message;
 use publisher::proto::event::{event::PeerObserverEvent, Event};
@@ -45,10 +45,6 @@ async fn events_over_max_payload_are_counted_and_named() {
     );
     assert!(log.contains(&format!("over_max_payload={}", too_big.len())), "{log}");
 }
-
-/// The publisher's memory bound, stated in README: its read-ahead (8 MiB), the NATS client's
-/// buffer (16 MiB), one event being decoded and encoded, and the runtime.
-const PUBLISHER_PEAK_RSS_MIB: u64 = 96;
 
 /// NATS is down while blocks of 4,000,000 bytes keep coming: the publisher's peak RSS stays
 /// under its stated bound (before, the NATS client buffered up to 2048 events of any size),

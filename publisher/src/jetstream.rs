@@ -4,8 +4,9 @@
 //! acknowledged, a record a restarted publisher receives again) is stored once: the server
 //! drops the copy within the stream's duplicate window.
 //!
-//! At most `--nats-jetstream-window` events wait for their acknowledgement; beyond, the
-//! publisher stops reading the loader, whose rings then hold (or count as `ring_full`) what
+//! At most `--nats-jetstream-window` events, and at most [`NATS_BUFFER_BYTES`] of them, wait
+//! for their acknowledgement (each is kept to be sent again); beyond, the publisher stops
+//! reading the loader, whose rings then hold (or count as `ring_full`) what
 //! comes. An event is published again until acknowledged, for at most [`GIVE_UP_AFTER`], then
 //! counted as given up. So fired = acknowledged + counted drops, exactly.
 
@@ -27,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::counters::Counters;
 use crate::nats::SubjectPrefix;
-use crate::server::{RateLimited, LOG_INTERVAL};
+use crate::server::{RateLimited, LOG_INTERVAL, NATS_BUFFER_BYTES};
 
 /// How long an event is published again while it is not acknowledged.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -85,12 +86,15 @@ struct Pending {
     ack: Option<PublishAckFuture>,
     last_error: GaveUp,
     first_sent: Instant,
-    _window: OwnedSemaphorePermit,
+    /// Its place in the window, in events and in bytes.
+    _window: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 pub struct JetStream {
     context: Context,
     window: Arc<Semaphore>,
+    /// The window in payload bytes: 1024 blocks of 4 MB would otherwise be 4 GB held.
+    window_bytes: Arc<Semaphore>,
     /// Events handed to the acknowledging task, in publishing order; `None` once stopping.
     pending: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
     acker: Mutex<Option<JoinHandle<()>>>,
@@ -144,6 +148,7 @@ impl JetStream {
         Ok(JetStream {
             context,
             window: Arc::new(Semaphore::new(flags.window as usize)),
+            window_bytes: Arc::new(Semaphore::new(NATS_BUFFER_BYTES)),
             pending: Mutex::new(Some(tx)),
             acker: Mutex::new(Some(acker)),
             stop_by,
@@ -151,10 +156,14 @@ impl JetStream {
         })
     }
 
-    /// Publishes one event, once there is room in the window; its acknowledgement is awaited
-    /// (and counted) by the acknowledging task.
+    /// Publishes one event, once there is room in the window (an event larger than its bytes
+    /// waits for all of them); its acknowledgement is awaited (and counted) by the
+    /// acknowledging task.
     pub async fn publish(&self, tracepoint: Tracepoint, subject: Subject, payload: Vec<u8>, msg_id: String) {
-        let permit = Arc::clone(&self.window).acquire_owned().await.expect("the window is never closed");
+        let event = Arc::clone(&self.window).acquire_owned().await.expect("the window is never closed");
+        let bytes = payload.len().clamp(1, NATS_BUFFER_BYTES) as u32;
+        let bytes = Arc::clone(&self.window_bytes).acquire_many_owned(bytes).await.expect("the window is never closed");
+        let permit = (event, bytes);
         let payload = Bytes::from(payload);
         let (ack, last_error) = match send(&self.context, &subject, &payload, &msg_id).await {
             Ok(ack) => (Some(ack), GaveUp::Timeout),

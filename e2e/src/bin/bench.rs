@@ -56,7 +56,9 @@ struct Workload {
     check: Check,
 }
 
-fn workloads() -> Vec<Workload> {
+/// The workloads, the sustained blocks fired at `block_rate` a second (the rate a plain NATS
+/// client reaches with messages of their size, measured first).
+fn workloads(block_rate: u64) -> Vec<Workload> {
     let ping = |name: &str, rate| Workload {
         name: name.into(),
         tracepoints: "net:inbound_message",
@@ -82,8 +84,6 @@ fn workloads() -> Vec<Workload> {
             check: Check::Events,
             publisher_flags: &[],
         },
-        // Bitcoin Core fires from several threads at once: 4 threads, 3 tracepoints each, at
-        // 20,834 rounds/s each, a combined 250k events/s.
         // The same, each event acknowledged by JetStream (README, "Durable delivery"): its cost
         // against core publishing.
         Workload {
@@ -95,6 +95,8 @@ fn workloads() -> Vec<Workload> {
             publisher_flags: &["--nats-jetstream-stream", "BENCH"],
             check: Check::Events,
         },
+        // Bitcoin Core fires from several threads at once: 4 threads, 3 tracepoints each, at
+        // 20,834 rounds/s each, a combined 250k events/s.
         Workload {
             name: "12 tracepoints mixed, 4 threads, 250k/s".into(),
             tracepoints: "default",
@@ -127,6 +129,15 @@ fn workloads() -> Vec<Workload> {
             tracepoints: "net:inbound_message",
             rounds: 100,
             rate: 0,
+            flags: &["--message-size", "4000000"],
+            check: Check::Message("block", Some(4_000_000)),
+            publisher_flags: &[],
+        },
+        Workload {
+            name: format!("block of 4,000,000 B, {block_rate}/s (the plain NATS client's rate)"),
+            tracepoints: "net:inbound_message",
+            rounds: 0,
+            rate: block_rate,
             flags: &["--message-size", "4000000"],
             check: Check::Message("block", Some(4_000_000)),
             publisher_flags: &[],
@@ -420,6 +431,43 @@ async fn floor(rate: u64, seconds: f64, noop: bool) -> Option<f64> {
     Some(firing.fire_ns as f64 / (traced + firing.untraced).max(1) as f64)
 }
 
+/// Size of the `block` messages the block workloads fire.
+const BLOCK_BYTES: usize = 4_000_000;
+
+/// Messages a second that reach a subscriber when a plain NATS client (async-nats, as the
+/// publisher uses) publishes `size`-byte messages through `nats` as fast as it can for
+/// `seconds`, flushing every few so that its buffer stays bounded: the reference for the
+/// block workloads. The subscriber only counts, where the benchmark's decodes.
+async fn plain_nats_rate(nats: &NatsServer, size: usize, seconds: f64) -> f64 {
+    let subscriber = async_nats::connect(&nats.address).await.expect("connect the reference subscriber");
+    let mut messages = subscriber.subscribe("reference").await.expect("subscribe");
+    subscriber.flush().await.expect("flush the subscription");
+    let counting = tokio::spawn(async move {
+        let (mut received, mut first, mut last) = (0u64, None, Instant::now());
+        while let Ok(Some(msg)) = tokio::time::timeout(QUIET, messages.next()).await {
+            assert_eq!(msg.payload.len(), size, "reference message size");
+            first.get_or_insert_with(Instant::now);
+            last = Instant::now();
+            received += 1;
+        }
+        (received, first.map_or(0.0, |first| (last - first).as_secs_f64()))
+    });
+    let client = async_nats::connect(&nats.address).await.expect("connect the reference publisher");
+    let payload = bytes::Bytes::from(vec![0xa5; size]);
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut sent = 0u64;
+    while Instant::now() < deadline {
+        client.publish("reference", payload.clone()).await.expect("publish a reference message");
+        sent += 1;
+        if sent.is_multiple_of(4) {
+            client.flush().await.expect("flush reference messages");
+        }
+    }
+    client.flush().await.expect("flush reference messages");
+    let (received, elapsed) = counting.await.expect("reference subscriber");
+    received.saturating_sub(1) as f64 / elapsed.max(1e-9)
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -440,9 +488,10 @@ async fn main() {
     // The floor first, on a quiet machine: the same pings at the same rates with a no-op BPF
     // program and nothing else running (a hit costs more at low rates, where caches are cold).
     let seconds = cli.seconds.min(3.0);
+    let selected = |name: &str| cli.only.as_deref().is_none_or(|only| name.contains(only));
     let mut floors = BTreeMap::new();
-    for w in workloads().iter().filter(|w| matches!(w.check, Check::Ping)) {
-        if cli.only.as_deref().is_none_or(|only| w.name.contains(only)) {
+    for w in workloads(0).iter().filter(|w| matches!(w.check, Check::Ping)) {
+        if selected(&w.name) {
             // A floor whose probe saw nothing is measured again.
             for _ in 0..3 {
                 if let Some(ns) = floor(w.rate, seconds, true).await {
@@ -460,13 +509,23 @@ async fn main() {
         })
         .collect();
     println!("Time per ping hit in the firing thread under a no-op BPF program (the floor): {}; untraced at max rate: {untraced:.0} ns.\n", list.join(", "));
+    let mut block_rate = 0;
+    if workloads(0).iter().any(|w| w.name.starts_with("block") && selected(&w.name)) {
+        let rate = plain_nats_rate(&nats, BLOCK_BYTES, cli.seconds).await;
+        println!(
+            "A plain NATS client publishing {BLOCK_BYTES}-byte messages through the same server: {rate:.1} messages/s \
+             ({:.0} MB/s) reached a subscriber.\n",
+            rate * BLOCK_BYTES as f64 / 1e6
+        );
+        block_rate = (rate as u64).max(1);
+    }
     println!(
         "| workload | fired | delivered | intact | dropped (cause) | delivered/s | MB/s | loader µs/event | publisher µs/event | \
          loader peak RSS MiB (without rings) | publisher peak RSS MiB | BPF maps MiB | memory total MiB | latency p50 / p99 / max ms | ns per hit (× floor) | machine busy % | load |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for w in workloads() {
-        if cli.only.as_deref().is_some_and(|only| !w.name.contains(only)) {
+    for w in workloads(block_rate) {
+        if !selected(&w.name) {
             continue;
         }
         let mut r = run(&nats, &w, cli.seconds).await;
