@@ -163,6 +163,11 @@ async fn a_three_node_cluster_loses_a_node_mid_stream_without_losing_an_event() 
     assert_stream_holds_every_event_once(&messages, before.saturating_sub(1000)..=after + 1000);
     // Drops are not expected, but a drop counted is no loss unaccounted.
     assert_conserved(fired, &[&log]);
+    // The log names the server the client moved to, not the address it was given.
+    let moved = (1..3).any(|i| {
+        log.contains(&format!("connected to NATS at {} (server {})", cluster.address(i), NatsCluster::server_name(i)))
+    });
+    assert!(moved, "no line names the server taking over from node 0");
 }
 
 /// The publisher is stopped mid-stream (SIGTERM, as `systemctl restart` does) and a new one

@@ -12,12 +12,12 @@
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_nats::rustls::pki_types::pem::PemObject;
 use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use async_nats::rustls::{self, AlertDescription, CertificateError};
-use async_nats::{Client, ClientError, ConnectError, ConnectErrorKind, ConnectOptions, Event, Subject};
+use async_nats::{Client, ClientError, ConnectError, ConnectErrorKind, ConnectOptions, Event, ServerInfo, Subject};
 
 use crate::counters::Counters;
 use crate::server::{RateLimited, LOG_INTERVAL};
@@ -338,12 +338,18 @@ impl NatsArgs {
 }
 
 impl Prepared {
-    fn options(&self, args: &NatsArgs, counters: &Arc<Counters>) -> Result<ConnectOptions, NatsError> {
+    fn options(
+        &self,
+        args: &NatsArgs,
+        counters: &Arc<Counters>,
+        client: &Arc<OnceLock<Client>>,
+    ) -> Result<ConnectOptions, NatsError> {
+        let on_event = on_event(self.address.clone(), Arc::clone(client), self.auth.hint(), Arc::clone(counters));
         let mut options = ConnectOptions::new()
             .name(&args.client_name)
             .require_tls(args.tls_required)
             .add_root_certificates(self.ca.file())
-            .event_callback(on_event(self.address.clone(), self.auth.hint(), Arc::clone(counters)));
+            .event_callback(on_event);
         if let Some((cert, key)) = &self.client_cert {
             options = options.add_client_certificate(cert.clone(), key.clone());
         }
@@ -444,17 +450,40 @@ fn rustls_error(err: &ConnectError) -> Option<&rustls::Error> {
     None
 }
 
+/// The server a client is connected to, as its `INFO` names it: the address it listens on
+/// (`given`, the address the publisher was given, where that is a wildcard) and its
+/// `server_name` where one is configured (otherwise it is the server id). In a cluster the
+/// client may have moved to another server than the one it was given.
+fn server(info: &ServerInfo, given: &str) -> String {
+    let wildcard = info.host.is_empty() || info.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    let at = match (wildcard, info.host.contains(':')) {
+        (true, _) => given.to_string(),
+        (false, true) => format!("[{}]:{}", info.host, info.port),
+        (false, false) => format!("{}:{}", info.host, info.port),
+    };
+    if info.server_name.is_empty() || info.server_name == info.server_id {
+        at
+    } else {
+        format!("{at} (server {})", info.server_name)
+    }
+}
+
 /// How the connection's life is logged: its state at once, failures at most once per
 /// [`LOG_INTERVAL`] each (a server refusing every reconnection must not flood the journal),
-/// and the state kept for the metrics.
+/// and the state kept for the metrics. Lines name the server the client is (or was last)
+/// connected to, once `client` is set; until then the address given.
 fn on_event(
     address: String,
+    client: Arc<OnceLock<Client>>,
     hint: String,
     counters: Arc<Counters>,
 ) -> impl Fn(Event) -> std::future::Ready<()> + Send + Sync + 'static {
     let limits = Mutex::new((RateLimited::new(LOG_INTERVAL), RateLimited::new(LOG_INTERVAL)));
     let refused = ConnectErrorKind::AuthorizationViolation.to_string();
     move |event| {
+        // async-nats updates the server's INFO before this callback runs: it sends the event
+        // and then the INFO without awaiting in between, on the publisher's one-thread runtime.
+        let address = client.get().map_or_else(|| address.clone(), |c| server(&c.server_info(), &address));
         let mut limits = limits.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (reconnects, server_errors) = &mut *limits;
         match event {
@@ -492,11 +521,14 @@ fn on_event(
 /// error line and a non-zero exit. Later losses and refusals are logged and retried.
 pub async fn connect(args: &NatsArgs, counters: &Arc<Counters>) -> Result<Client, NatsError> {
     let prepared = args.prepare()?;
+    let cell = Arc::new(OnceLock::new());
     let client = prepared
-        .options(args, counters)?
+        .options(args, counters, &cell)?
         .connect(args.address.as_str())
         .await
         .map_err(|err| NatsError::Refused(prepared.refusal(&err)))?;
+    // The callback keeps a handle for the process's life, as the publisher does.
+    let _ = cell.set(client.clone());
     counters.set_nats_connected(true);
     Ok(client)
 }
@@ -514,6 +546,21 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<NatsArgs, clap::Error> {
         Cli::try_parse_from(std::iter::once("ebpf-publisher").chain(args.iter().copied())).map(|cli| cli.nats)
+    }
+
+    #[test]
+    fn the_server_is_named_by_the_address_it_listens_on_and_its_configured_name() {
+        let info = |host: &str, name: &str| ServerInfo {
+            host: host.into(),
+            port: 4222,
+            server_id: "NDV3ID".into(),
+            server_name: name.into(),
+            ..Default::default()
+        };
+        assert_eq!(server(&info("10.0.0.2", "nats-2"), "10.0.0.1:4222"), "10.0.0.2:4222 (server nats-2)");
+        assert_eq!(server(&info("::1", "NDV3ID"), "[::1]:4222"), "[::1]:4222");
+        assert_eq!(server(&info("0.0.0.0", ""), "nats.example:4222"), "nats.example:4222");
+        assert_eq!(server(&info("", "nats-1"), "nats.example:4222"), "nats.example:4222 (server nats-1)");
     }
 
     #[test]
