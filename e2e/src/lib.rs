@@ -27,7 +27,16 @@ pub const BITCOIND_UID: u32 = 60999;
 /// The publisher's memory bound, stated in README ("Large messages and memory"): its
 /// read-ahead (8 MiB), what waits for the NATS server (16 MiB, in the client's buffer or for
 /// JetStream's acknowledgement), one event being decoded and encoded, and the runtime.
-pub const PUBLISHER_PEAK_RSS_MIB: u64 = 96;
+const PUBLISHER_PEAK_RSS_MIB: u64 = 96;
+
+/// Asserts that the publisher's peak RSS so far is under [`PUBLISHER_PEAK_RSS_MIB`], and
+/// prints it, `after` saying what it went through.
+pub fn assert_publisher_memory_bounded(publisher: &Child, after: &str) {
+    let pid = publisher.id().expect("publisher running");
+    let peak_kib: u64 = proc_status(pid)["VmHWM"].trim_end_matches(" kB").parse().expect("VmHWM in kB");
+    eprintln!("publisher peak RSS {after}: {:.1} MiB", peak_kib as f64 / 1024.0);
+    assert!(peak_kib < PUBLISHER_PEAK_RSS_MIB * 1024, "publisher peak RSS {peak_kib} KiB {after}");
+}
 
 const WAIT: Duration = Duration::from_secs(30);
 

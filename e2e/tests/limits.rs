@@ -1,7 +1,7 @@
 //! An event larger than the NATS server's `max_payload` is counted and explained, not a
 //! connection reset: the events around it still arrive.
 
-use e2e::{expect, receive, NatsServer, Pipeline, PUBLISHER_PEAK_RSS_MIB};
+use e2e::{expect, receive, NatsServer, Pipeline};
 use ipc_protocol::Tracepoint;
 use prost::Message;
 use publisher::proto::event::{event::PeerObserverEvent, Event};
@@ -67,13 +67,7 @@ async fn publisher_memory_stays_bounded_while_nats_is_down_and_large_blocks_keep
     nats.kill().await;
     assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], ROUNDS);
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let pid = publisher.id().expect("publisher running");
-    let peak_kib: u64 = e2e::proc_status(pid)["VmHWM"].trim_end_matches(" kB").parse().expect("VmHWM in kB");
-    eprintln!(
-        "publisher peak RSS with NATS down, {ROUNDS} blocks of 4,000,000 bytes: {:.1} MiB",
-        peak_kib as f64 / 1024.0
-    );
-    assert!(peak_kib < PUBLISHER_PEAK_RSS_MIB * 1024, "peak RSS {peak_kib} KiB");
+    e2e::assert_publisher_memory_bounded(&publisher, &format!("with NATS down, {ROUNDS} blocks of 4,000,000 bytes"));
 
     let counts = e2e::closing_counts(&e2e::stopped_log(&mut publisher).await);
     // The loader's rings count what they could not hold while the publisher was busy.
