@@ -85,9 +85,12 @@ fn assert_stream_holds_every_event_once(messages: &[(String, String, Event)], wi
     assert_eq!(runs.len(), 1, "run ids: {runs:?}");
 }
 
-/// Asserts that `messages` hold each firing once, naming the missing, the repeated (with
-/// their Msg-Ids) and the unknown ones: a readable failure before [`assert_fired_exactly`]'s.
-fn assert_each_firing_once(messages: &[(String, String, Event)]) {
+/// Every firing of the default tracepoints by its event's encoding; the `Nats-Msg-Id`s of
+/// each firing the stream holds; how many messages are of no firing.
+#[allow(clippy::type_complexity)]
+fn firings(
+    messages: &[(String, String, Event)],
+) -> (BTreeMap<Vec<u8>, (Tracepoint, u64)>, BTreeMap<(Tracepoint, u64), Vec<&str>>, usize) {
     let firing_of: BTreeMap<Vec<u8>, (Tracepoint, u64)> = Tracepoint::defaults()
         .into_iter()
         .flat_map(|tp| (0..ROUNDS).map(move |seq| (expect::event(tp, SEED, seq).1.encode_to_vec(), (tp, seq))))
@@ -100,6 +103,13 @@ fn assert_each_firing_once(messages: &[(String, String, Event)]) {
             None => unknown += 1,
         }
     }
+    (firing_of, msg_ids, unknown)
+}
+
+/// Asserts that `messages` hold each firing once, naming the missing, the repeated (with
+/// their Msg-Ids) and the unknown ones: a readable failure before [`assert_fired_exactly`]'s.
+fn assert_each_firing_once(messages: &[(String, String, Event)]) {
+    let (firing_of, msg_ids, unknown) = firings(messages);
     let missing: BTreeSet<_> = firing_of.values().filter(|firing| !msg_ids.contains_key(firing)).collect();
     let missing: Vec<_> = missing.into_iter().collect();
     let repeated: Vec<_> = msg_ids.iter().filter(|(_, ids)| ids.len() > 1).collect();
@@ -296,4 +306,46 @@ async fn publisher_memory_stays_bounded_while_jetstream_is_down_and_large_blocks
     assert!(stored > 0, "{counts:?}");
     let drops: u64 = COUNTED_DROPS.iter().map(|drop| counts[*drop]).sum();
     assert_eq!(stored + drops, BLOCKS, "{counts:?}");
+}
+
+/// The publisher is killed (SIGKILL, as a crash or the OOM killer would) while the server is
+/// down, holding events it sent and could not have had acknowledged; a new one takes over once
+/// the server is back. The loader counts what the dead publisher took with it as
+/// `publisher_lost`: every event fired is in the stream (once) or counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_killed_with_events_unacknowledged_has_them_counted() {
+    let mut nats = NatsServer::with_jetstream().await;
+    let flags = jetstream_flags("1");
+    let Pipeline { simulator, mut publisher, dir, loader: _loader, subscriber: _subscriber } =
+        start_pipeline(&nats.address, &flags).await;
+    let firing = tokio::spawn(simulator.fire());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    publisher.kill().await.expect("kill the publisher");
+    nats.restart().await;
+    let loader_uid = LOADER_UID.to_string();
+    let mut second = start_publisher(
+        &nats.address,
+        &dir.path().join("publisher.sock"),
+        &[&["--loader-uid", loader_uid.as_str()], &flags[..]].concat(),
+    )
+    .await;
+    let fired = total_fired(&firing.await.expect("simulator task"));
+    // The rings' backlog goes out, and its acknowledgements come back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = stopped_log(&mut second).await;
+    eprintln!("{log}");
+    let messages = stream_messages(&nats.address, STREAM).await;
+    let (_, msg_ids, unknown) = firings(&messages);
+    assert_eq!(unknown, 0);
+    assert!(msg_ids.values().all(|ids| ids.len() == 1), "an event stored twice");
+    let counted = closing_counts(&log)["dropped_before_publisher"];
+    assert!(counted > 0, "the killed publisher held unacknowledged events: {}", closing_line(&log));
+    assert!(
+        msg_ids.len() as u64 + counted >= fired,
+        "{} of {fired} events in the stream, {counted} counted: {}",
+        msg_ids.len(),
+        closing_line(&log)
+    );
 }

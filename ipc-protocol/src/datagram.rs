@@ -5,8 +5,8 @@
 //!   order, so the receiver detects a lost or reordered one from `seq` and `offset`;
 //! - `DropCounts`: running totals of events lost before the publisher.
 //!
-//! `Records` and `Fragment` datagrams share one sequence counter. Nothing flows back: the
-//! loader reads nothing from the publisher.
+//! `Records` and `Fragment` datagrams share one sequence counter. All the publisher sends
+//! back are acknowledgements (`crate::ack`).
 
 use std::ops::Range;
 

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datagram::{encode, malformed, tracepoint, DecodeError};
 
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 pub const HELLO_MAGIC: [u8; 4] = *b"BCXT";
 
 /// The loader's handshake: who is traced and what is hooked. Records' kernel timestamps are

@@ -273,6 +273,9 @@ pub enum DropCause {
     PayloadTooLarge = 2,
     /// The record was larger than the IPC protocol allows (BPF object and loader disagree).
     IpcTooLarge = 3,
+    /// The loader sent the record to a publisher that ended without acknowledging it (a
+    /// crash, SIGKILL): it may or may not have been published.
+    PublisherLost = 4,
 }
 
 impl DropCause {
@@ -285,6 +288,7 @@ impl DropCause {
             1 => Some(Self::ReadFailed),
             2 => Some(Self::PayloadTooLarge),
             3 => Some(Self::IpcTooLarge),
+            4 => Some(Self::PublisherLost),
             _ => None,
         }
     }
@@ -295,6 +299,7 @@ impl DropCause {
             Self::ReadFailed => "read_failed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::IpcTooLarge => "ipc_too_large",
+            Self::PublisherLost => "publisher_lost",
         }
     }
 }

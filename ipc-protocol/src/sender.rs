@@ -9,8 +9,12 @@
 //! (so it can be released at once), a large one is sent in fragments straight from the ring's
 //! memory and released after its last fragment. So what waits for a slow or absent publisher
 //! waits in the rings, where the BPF programs count what no longer fits.
+//!
+//! The sender also keeps the tracepoint of every record sent and not yet acknowledged by the
+//! publisher (docs/ipc.md, "Acknowledgements"): when a connection ends, those the publisher
+//! took with it are counted as `publisher_lost`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use crate::datagram::{
@@ -40,11 +44,34 @@ pub struct Sender {
     /// The totals last queued, so that only a change is sent (and all of them to a new
     /// publisher, which starts from zero).
     last_counts: Vec<DropCount>,
+    /// The BPF programs' totals as last given.
+    bpf_counts: Vec<DropCount>,
     /// Drops the sender itself counted.
-    refused: BTreeMap<(Tracepoint, DropCause), u64>,
+    counted: BTreeMap<(Tracepoint, DropCause), u64>,
     /// Records taken off the rings so far, which is also the next record's number: a record
     /// keeps its number when it goes out again on a new connection.
     taken: u64,
+    /// Records numbered below this went out whole on the connection.
+    sent: u64,
+    /// Records numbered below this are acknowledged (or counted as `publisher_lost`).
+    acked: u64,
+    /// The tracepoints of records `acked..taken`, in number order.
+    unacked: VecDeque<Tracepoint>,
+}
+
+/// Records taken and not yet acknowledged, at most. Beyond, the sender takes no more (the
+/// records wait in the rings) until the publisher acknowledges some: this bounds the loader's
+/// memory whatever the publisher does. A publisher acknowledges within milliseconds; its
+/// read-ahead holds far fewer records (8 MiB of them).
+pub const UNACKED_MAX: usize = 1 << 20;
+
+/// An acknowledgement the sender cannot take: the publisher misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("acknowledgement of records below {done}, where {acked} were acknowledged and {sent} sent")]
+pub struct AckError {
+    pub done: u64,
+    pub acked: u64,
+    pub sent: u64,
 }
 
 /// A record at the head of a ring, going out in fragments.
@@ -111,8 +138,12 @@ impl Sender {
             fragmenting: None,
             counts: None,
             last_counts: Vec::new(),
-            refused: BTreeMap::new(),
+            bpf_counts: Vec::new(),
+            counted: BTreeMap::new(),
             taken: 0,
+            sent: 0,
+            acked: 0,
+            unacked: VecDeque::new(),
         }
     }
 
@@ -127,11 +158,39 @@ impl Sender {
         }
     }
 
-    /// The connection is gone. A record that was going out in fragments stays at the head of
-    /// its ring and starts over on the next connection; the batch waits for it too.
-    pub fn disconnected(&mut self) {
+    /// The connection is gone, and the acknowledgements it carried were taken. The records
+    /// sent on it and not acknowledged are counted as `publisher_lost` (their totals go to the
+    /// next publisher). A record that was going out in fragments stays at the head of its ring
+    /// and starts over on the next connection; the batch waits for it too.
+    /// Returns how many were counted.
+    pub fn disconnected(&mut self) -> u64 {
         self.hello_sent = None;
         self.fragmenting = None;
+        let lost = self.sent - self.acked;
+        for tracepoint in self.unacked.drain(..lost as usize) {
+            *self.counted.entry((tracepoint, DropCause::PublisherLost)).or_default() += 1;
+        }
+        self.acked = self.sent;
+        if lost > 0 {
+            self.merge_counts();
+        }
+        lost
+    }
+
+    /// The publisher's acknowledgement: every record numbered below `done` is published or
+    /// counted. It may only grow, and only over records sent.
+    pub fn acknowledged(&mut self, done: u64) -> Result<(), AckError> {
+        if done < self.acked || done > self.sent {
+            return Err(AckError { done, acked: self.acked, sent: self.sent });
+        }
+        self.unacked.drain(..(done - self.acked) as usize);
+        self.acked = done;
+        Ok(())
+    }
+
+    /// Whether the sender takes no more records until some are acknowledged.
+    pub fn awaiting_acks(&self) -> bool {
+        self.unacked.len() >= UNACKED_MAX
     }
 
     pub fn is_connected(&self) -> bool {
@@ -173,9 +232,11 @@ impl Sender {
         } else if let Some(c) = &mut self.fragmenting {
             let total = c.body.len();
             if c.piece.end == total {
-                let ring = c.ring;
+                let (ring, tracepoint) = (c.ring, c.tracepoint);
                 self.fragmenting = None;
                 self.taken += 1;
+                self.sent = self.taken;
+                self.unacked.push_back(tracepoint);
                 return Some(ring);
             }
             let offset = c.piece.end;
@@ -185,20 +246,26 @@ impl Sender {
         } else if self.counts.take().is_none() && self.batch_closed {
             self.batch.clear();
             self.batch_closed = false;
+            self.sent = self.taken;
         }
         None
     }
 
     /// Offers the record `raw` (header and body, as it lies) at the head of ring `ring`. Call
-    /// only when [`Self::poll_transmit`] has nothing to send.
+    /// only when [`Self::poll_transmit`] has nothing to send. While [`Self::awaiting_acks`],
+    /// the open batch goes out and the record is held.
     pub fn offer(&mut self, ring: usize, raw: &[u8]) -> Offer {
         if self.poll_transmit().is_some() || !self.is_connected() {
+            return Offer::Held;
+        }
+        if self.awaiting_acks() {
+            self.flush();
             return Offer::Held;
         }
         let Some(record) = RingRecord::parse(raw) else { return Offer::Refused(Refusal::BadHeader) };
         let (tracepoint, size) = (record.tracepoint, record.body.len());
         if size > MAX_RECORD {
-            *self.refused.entry((tracepoint, DropCause::IpcTooLarge)).or_default() += 1;
+            *self.counted.entry((tracepoint, DropCause::IpcTooLarge)).or_default() += 1;
             return Offer::Refused(Refusal::TooLarge { tracepoint, size });
         }
         let prefix = record_prefix(tracepoint, record.ktime_ns, size);
@@ -229,6 +296,7 @@ impl Sender {
         self.batch = encode(&prefix, std::mem::take(&mut self.batch));
         self.batch.extend_from_slice(record.body());
         self.taken += 1;
+        self.unacked.push_back(tracepoint);
         Offer::Taken
     }
 
@@ -240,8 +308,13 @@ impl Sender {
     /// The BPF programs' drop totals: merged with the sender's own, they go out when they
     /// changed.
     pub fn drop_counts(&mut self, bpf: &[DropCount]) {
-        let mut totals = bpf.to_vec();
-        totals.extend(self.refused.iter().map(|(&(tracepoint, cause), &total)| DropCount { tracepoint, cause, total }));
+        self.bpf_counts = bpf.to_vec();
+        self.merge_counts();
+    }
+
+    fn merge_counts(&mut self) {
+        let mut totals = self.bpf_counts.clone();
+        totals.extend(self.counted.iter().map(|(&(tracepoint, cause), &total)| DropCount { tracepoint, cause, total }));
         totals.sort();
         if totals != self.last_counts {
             self.counts = Some(encode_drop_counts(&totals));

@@ -6,7 +6,10 @@
 use std::collections::VecDeque;
 
 use crate::records::RingRecord;
-use crate::{decode_datagram, decode_hello, Datagram, Hello, Loss, Offer, OwnedRecord, Reassembler, Record, Sender};
+use crate::{
+    decode_ack, decode_datagram, decode_hello, Acknowledger, Datagram, Hello, Loss, Offer, OwnedRecord, Reassembler,
+    Record, Sender,
+};
 
 pub fn hello() -> Hello {
     Hello { run_id: 7, loader_version: "test".into(), pid: 1, binary: "/usr/bin/bitcoind".into(), tracepoints: vec![] }
@@ -47,24 +50,62 @@ pub struct Faults {
     pub break_at: &'static [usize],
     /// These attempts are sent but never arrive.
     pub lose_at: &'static [usize],
+    /// The peer acknowledges nothing (a publisher that is about to die with what it read).
+    pub silent: bool,
 }
 
-/// The datagrams that arrived, per connection.
+/// The datagrams that arrived, per connection. Unless silent, the peer acknowledges each
+/// record as soon as it arrives whole, as a publisher that published it at once would.
 pub struct Peer {
     faults: Faults,
     attempts: usize,
     pub connections: Vec<Vec<Vec<u8>>>,
+    /// The current connection's reassembly and acknowledgements, from its hello on.
+    acks: Option<(Reassembler, Acknowledger)>,
 }
 
 impl Peer {
     pub fn new(faults: Faults) -> Self {
-        Peer { faults, attempts: 0, connections: Vec::new() }
+        Peer { faults, attempts: 0, connections: Vec::new(), acks: None }
+    }
+
+    /// Takes a datagram on the current connection; returns the acknowledgement it sends back.
+    fn deliver(&mut self, datagram: Vec<u8>) -> Option<u64> {
+        let connection = self.connections.last_mut().expect("connected first");
+        let first = connection.is_empty();
+        connection.push(datagram);
+        let datagram = connection.last().expect("just pushed");
+        if first {
+            let greeting = decode_hello(datagram).expect("every connection starts with the hello");
+            self.acks = Some((Reassembler::new(greeting.first_seq), Acknowledger::new()));
+            return None;
+        }
+        let (rx, acks) = self.acks.as_mut().expect("the hello came first");
+        let mut arrived = |index| {
+            acks.received(index);
+            acks.done(index);
+        };
+        match decode_datagram(datagram).expect("the sender's datagrams decode") {
+            Datagram::Records(batch) => {
+                rx.records(batch.seq);
+                (batch.first_record..).take(batch.records().count()).for_each(&mut arrived);
+            }
+            Datagram::Fragment(fragment) => {
+                if let (_, Some(record)) = rx.fragment(&fragment) {
+                    arrived(record.index);
+                }
+            }
+            Datagram::DropCounts(_) => {}
+        }
+        let ack = acks.due().filter(|_| !self.faults.silent)?;
+        acks.sent(ack);
+        decode_ack(&ack)
     }
 }
 
 /// Runs the loader's loop until the rings are empty and everything due went out.
 pub fn run(sender: &mut Sender, rings: &mut Rings, peer: &mut Peer) {
-    for _ in 0..1_000_000 {
+    for _ in 0..10_000_000 {
         if !sender.is_connected() {
             peer.connections.push(Vec::new());
             sender.connected();
@@ -85,11 +126,12 @@ pub fn run(sender: &mut Sender, rings: &mut Rings, peer: &mut Peer) {
                 sender.disconnected();
                 continue;
             }
-            if !peer.faults.lose_at.contains(&n) {
-                peer.connections.last_mut().expect("connected above").push(datagram);
-            }
+            let ack = if peer.faults.lose_at.contains(&n) { None } else { peer.deliver(datagram) };
             if let Some(ring) = sender.transmitted() {
                 rings.0[ring].pop_front();
+            }
+            if let Some(done) = ack {
+                sender.acknowledged(done).expect("the peer acknowledges only what arrived");
             }
             continue;
         }
@@ -104,6 +146,8 @@ pub fn run(sender: &mut Sender, rings: &mut Rings, peer: &mut Peer) {
             Offer::Taken | Offer::Refused(_) => {
                 rings.0[ring].pop_front();
             }
+            // Nothing more goes out until the publisher acknowledges some.
+            Offer::Held if sender.awaiting_acks() && sender.poll_transmit().is_none() => return,
             Offer::Held => {}
         }
     }

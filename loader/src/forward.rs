@@ -4,7 +4,9 @@
 //! drop totals, what a new connection needs); this is its I/O: the non-blocking socket, the
 //! rings, and which ring's record goes next (the oldest). Records leave a ring only once sent,
 //! so while the publisher is slow or gone they wait in the rings, and what the rings cannot
-//! hold the BPF programs count as `ring_full`.
+//! hold the BPF programs count as `ring_full`. The socket's other direction carries the
+//! publisher's acknowledgements, eight bytes each, which the sender checks
+//! (docs/ipc.md, "Acknowledgements").
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -12,10 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ipc_protocol::records::RingRecord;
-use ipc_protocol::{DropCount, Hello, Offer, Refusal, Sender};
+use ipc_protocol::{decode_ack, DropCount, Hello, Offer, Refusal, Sender, ACK_LEN};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, SendAncillaryBuffer, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::net::{AddressFamily, RecvFlags, SendAncillaryBuffer, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::time::Timespec;
 
 use crate::ring::Ring;
@@ -29,6 +31,9 @@ pub enum ForwardError {
 pub struct Forwarder {
     /// The connection to the publisher; `None` while it is gone.
     sock: Option<OwnedFd>,
+    /// Set when a send failed: until then (or the publisher's close) the connection is only
+    /// read, for the acknowledgements of what a stopping publisher still publishes.
+    closing_until: Option<Instant>,
     path: PathBuf,
     /// When to try again to reach a publisher that went away.
     reconnect_at: Instant,
@@ -44,10 +49,44 @@ pub enum Pump {
     SocketFull,
     /// No publisher: records wait in the rings until one is reached again.
     Disconnected,
+    /// The publisher acknowledged too little of what it was sent: wait for its
+    /// acknowledgements.
+    AwaitingAcks,
 }
 
 /// How often a loader whose publisher went away tries to reach it again.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a publisher that stopped reading may take to publish what it read, acknowledge it
+/// and close: its own drain takes at most 5 s (publisher/src/server.rs).
+const CLOSING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the connection's acknowledgements stopped.
+enum AcksEnd {
+    /// The publisher closed the connection.
+    Closed,
+    /// It sent something else than an acknowledgement the sender could take.
+    Refused(String),
+    Failed(Errno),
+}
+
+/// Takes every acknowledgement waiting on the socket, without blocking.
+fn take_acks(sock: &OwnedFd, sender: &mut Sender) -> Result<(), AcksEnd> {
+    let mut buf = [0u8; ACK_LEN + 1];
+    loop {
+        match rustix::net::recv(sock, &mut buf, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
+            Ok((_, 0)) => return Err(AcksEnd::Closed),
+            Ok((len, full_len)) => {
+                let done = decode_ack(&buf[..len])
+                    .filter(|_| full_len == len)
+                    .ok_or_else(|| AcksEnd::Refused(format!("a datagram of {full_len} bytes is no acknowledgement")))?;
+                sender.acknowledged(done).map_err(|e| AcksEnd::Refused(e.to_string()))?;
+            }
+            Err(Errno::AGAIN) => return Ok(()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(AcksEnd::Failed(e)),
+        }
+    }
+}
 
 /// Connects without ever blocking: a listener whose backlog is full (a publisher that stopped
 /// accepting, or anyone filling it) fails the attempt with EAGAIN instead of holding the
@@ -81,7 +120,13 @@ impl Forwarder {
             connect(path).map_err(|source| ForwardError::Connect { path: path.display().to_string(), source })?;
         let mut sender = Sender::new(hello);
         sender.connected();
-        let mut forwarder = Forwarder { sock: Some(sock), path: path.to_owned(), reconnect_at: Instant::now(), sender };
+        let mut forwarder = Forwarder {
+            sock: Some(sock),
+            closing_until: None,
+            path: path.to_owned(),
+            reconnect_at: Instant::now(),
+            sender,
+        };
         forwarder.pump(&mut []);
         Ok(forwarder)
     }
@@ -95,6 +140,7 @@ impl Forwarder {
     /// publisher, or systemd's socket starting one). Connecting to the socket needs no
     /// capability. Returns whether a new connection was made.
     pub fn reconnect(&mut self) -> bool {
+        self.settle();
         if self.sock.is_some() || Instant::now() < self.reconnect_at {
             return false;
         }
@@ -123,11 +169,53 @@ impl Forwarder {
         self.sender.drop_counts(bpf);
     }
 
+    /// A send failed: the publisher stopped reading, or is gone. What it read and acknowledges
+    /// before it closes is settled; [`Self::settle`] counts the rest once it closed.
+    fn lost(&mut self, reason: &dyn std::fmt::Display) {
+        tracing::warn!(
+            "lost the connection to the publisher ({reason}): records wait in the rings, reconnecting every {}s",
+            RECONNECT_INTERVAL.as_secs()
+        );
+        self.closing_until = Some(Instant::now() + CLOSING_TIMEOUT);
+        self.settle();
+    }
+
+    /// While a lost connection is closing: takes its acknowledgements until the publisher
+    /// closes it (or [`CLOSING_TIMEOUT`]), then counts what it took with it unacknowledged.
+    fn settle(&mut self) {
+        let (Some(sock), Some(until)) = (&self.sock, self.closing_until) else { return };
+        match take_acks(sock, &mut self.sender) {
+            Ok(()) if Instant::now() < until => return,
+            Ok(()) => tracing::warn!("the publisher did not close the connection within {CLOSING_TIMEOUT:?}"),
+            Err(AcksEnd::Closed) => {}
+            Err(AcksEnd::Refused(reason)) => tracing::warn!("refused the publisher's acknowledgement: {reason}"),
+            Err(AcksEnd::Failed(e)) => tracing::debug!("reading acknowledgements failed: {e}"),
+        }
+        self.sock = None;
+        self.closing_until = None;
+        let lost = self.sender.disconnected();
+        if lost > 0 {
+            tracing::warn!(
+                lost,
+                "the publisher ended without acknowledging records it was sent: counted as publisher_lost"
+            );
+        }
+        self.reconnect_at = Instant::now() + RECONNECT_INTERVAL;
+    }
+
     /// Sends what is due and records, oldest first across the rings, until the rings are empty
     /// or the socket is full; each record leaves its ring once sent whole.
     pub fn pump(&mut self, rings: &mut [Ring<'_>]) -> Pump {
+        if let (Some(sock), None) = (&self.sock, self.closing_until) {
+            match take_acks(sock, &mut self.sender) {
+                Ok(()) => {}
+                Err(AcksEnd::Closed) => self.lost(&"closed by the publisher"),
+                Err(AcksEnd::Refused(reason)) => self.lost(&format!("refused its acknowledgement: {reason}")),
+                Err(AcksEnd::Failed(e)) => self.lost(&e),
+            }
+        }
         loop {
-            let Some(sock) = &self.sock else { return Pump::Disconnected };
+            let (Some(sock), None) = (&self.sock, self.closing_until) else { return Pump::Disconnected };
             if let Some(transmit) = self.sender.poll_transmit() {
                 let piece = match &transmit.piece {
                     Some(p) => &rings[p.ring].peek().expect("a record being sent stays at the head of its ring")
@@ -142,13 +230,7 @@ impl Forwarder {
                     }
                     Ok(false) => return Pump::SocketFull,
                     Err(e) => {
-                        tracing::warn!(
-                            "lost the connection to the publisher ({e}): records wait in the rings, reconnecting every {}s",
-                            RECONNECT_INTERVAL.as_secs()
-                        );
-                        self.sock = None;
-                        self.sender.disconnected();
-                        self.reconnect_at = Instant::now() + RECONNECT_INTERVAL;
+                        self.lost(&e);
                         return Pump::Disconnected;
                     }
                 }
@@ -164,6 +246,9 @@ impl Forwarder {
             let ring = &mut rings[index];
             match self.sender.offer(index, ring.peek().expect("the oldest ring holds a record")) {
                 Offer::Taken => ring.release(),
+                Offer::Held if self.sender.awaiting_acks() && self.sender.poll_transmit().is_none() => {
+                    return Pump::AwaitingAcks;
+                }
                 Offer::Held => {}
                 Offer::Refused(Refusal::BadHeader) => {
                     tracing::error!("BPF record without a valid header: BPF object and loader disagree");
@@ -181,13 +266,19 @@ impl Forwarder {
     /// Returns how many records were left unsent.
     pub fn drain(&mut self, rings: &mut [Ring<'_>], within: Duration) -> u64 {
         let deadline = Instant::now() + within;
-        while self.pump(rings) == Pump::SocketFull {
+        loop {
+            // Wait until the publisher has read enough for the next datagram, or acknowledged
+            // enough for the next record.
+            let flags = match self.pump(rings) {
+                Pump::SocketFull => PollFlags::OUT,
+                Pump::AwaitingAcks => PollFlags::IN,
+                Pump::Drained | Pump::Disconnected => break,
+            };
             let (Some(sock), Some(left)) = (self.socket(), deadline.checked_duration_since(Instant::now())) else {
                 break;
             };
             let timeout = Timespec::try_from(left).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
-            // poll: wait until the publisher has read enough for the next datagram.
-            if let Err(e) = poll(&mut [PollFd::from_borrowed_fd(sock, PollFlags::OUT)], Some(&timeout)) {
+            if let Err(e) = poll(&mut [PollFd::from_borrowed_fd(sock, flags)], Some(&timeout)) {
                 if e != Errno::INTR {
                     break;
                 }

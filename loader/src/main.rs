@@ -247,10 +247,12 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         // Wait for what the pump stopped at: records (the rings are readable while they hold
         // one), room in the socket, or, with no publisher, the next reconnection attempt.
         let mut fds = vec![PollFd::from_borrowed_fd(target_exit.as_fd(), PollFlags::IN)];
+        let socket = |flags| forwarder.socket().map(|s| PollFd::from_borrowed_fd(s, flags));
         match pump {
             Pump::Drained => fds.extend(rings.iter().map(|r| PollFd::from_borrowed_fd(r.fd(), PollFlags::IN))),
-            Pump::SocketFull => fds.extend(forwarder.socket().map(|s| PollFd::from_borrowed_fd(s, PollFlags::OUT))),
-            Pump::Disconnected => {}
+            Pump::SocketFull => fds.extend(socket(PollFlags::OUT)),
+            // Acknowledgements; while a lost connection closes, its last ones and the close.
+            Pump::AwaitingAcks | Pump::Disconnected => fds.extend(socket(PollFlags::IN)),
         }
         let timeout = if monotonic_ns() < polling_until_ns { &ACTIVE_POLL_TIMEOUT } else { &POLL_TIMEOUT };
         match poll(&mut fds, Some(timeout)) {

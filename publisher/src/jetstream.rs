@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::counters::Counters;
 use crate::nats::SubjectPrefix;
-use crate::server::{RateLimited, LOG_INTERVAL, NATS_BUFFER_BYTES};
+use crate::server::{Done, RateLimited, LOG_INTERVAL, NATS_BUFFER_BYTES};
 
 /// How long an event is published again while it is not acknowledged.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
@@ -88,6 +88,8 @@ struct Pending {
     first_sent: Instant,
     /// Its place in the window, in events and in bytes.
     _window: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    /// Its record is done once this is dropped: acknowledged or given up (and counted).
+    _done: Done,
 }
 
 pub struct JetStream {
@@ -159,7 +161,14 @@ impl JetStream {
     /// Publishes one event, once there is room in the window (an event larger than its bytes
     /// waits for all of them); its acknowledgement is awaited (and counted) by the
     /// acknowledging task.
-    pub async fn publish(&self, tracepoint: Tracepoint, subject: Subject, payload: Vec<u8>, msg_id: String) {
+    pub async fn publish(
+        &self,
+        tracepoint: Tracepoint,
+        subject: Subject,
+        payload: Vec<u8>,
+        msg_id: String,
+        done: Done,
+    ) {
         let event = Arc::clone(&self.window).acquire_owned().await.expect("the window is never closed");
         let bytes = payload.len().clamp(1, NATS_BUFFER_BYTES) as u32;
         let bytes = Arc::clone(&self.window_bytes).acquire_many_owned(bytes).await.expect("the window is never closed");
@@ -170,7 +179,8 @@ impl JetStream {
             Err(cause) => (None, cause),
         };
         let first_sent = Instant::now();
-        let pending = Pending { tracepoint, subject, payload, msg_id, ack, last_error, first_sent, _window: permit };
+        let pending =
+            Pending { tracepoint, subject, payload, msg_id, ack, last_error, first_sent, _window: permit, _done: done };
         let queue = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let queued = match &*queue {
             Some(queue) => queue.send(pending).map_err(|refused| refused.0),

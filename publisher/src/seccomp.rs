@@ -25,7 +25,7 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_recvmsg, "recvmsg", &[], "the loader's hello; resolving a NATS host name"),
     allow(libc::SYS_write, "write", &[], "NATS; the metrics responses; logs to standard error; events to standard output (--stdout)"),
     allow(libc::SYS_writev, "writev", &[], "NATS"),
-    allow(libc::SYS_sendto, "sendto", &[], "resolving a NATS host name; READY=1 to systemd"),
+    allow(libc::SYS_sendto, "sendto", &[], "acknowledgements to the loader; resolving a NATS host name; READY=1 to systemd"),
     allow(libc::SYS_sendmsg, "sendmsg", &[], "resolving a NATS host name"),
     allow(libc::SYS_accept4, "accept4", &[], "a loader connects; a metrics scrape"),
     allow(

@@ -1,19 +1,19 @@
 //! Accepting loader connections and publishing what they forward.
 
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::{Client, PublishErrorKind};
 use ipc_protocol::{
-    decode_datagram, decode_hello, Batch, Datagram, Loss, OwnedRecord, Reassembler, Record, Tracepoint, MAX_DATAGRAM,
-    MAX_RECORD,
+    decode_datagram, decode_hello, Acknowledger, Batch, Datagram, Loss, OwnedRecord, Reassembler, Record, Tracepoint,
+    MAX_DATAGRAM, MAX_RECORD,
 };
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, Shutdown};
+use rustix::net::{RecvFlags, SendFlags, Shutdown};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
 use crate::clock::ClockSample;
@@ -100,31 +100,36 @@ impl Sink {
         }
     }
 
-    /// Hands one event on, `unflushed` bytes being in the NATS client's buffer already;
-    /// returns the bytes it added there.
-    async fn send(&self, event: DecodedRecord, prefix: &SubjectPrefix, counters: &Counters, unflushed: usize) -> usize {
+    /// Hands one event on, adding to what waits in the NATS client's buffer: the bytes, and
+    /// the record's [`Done`], held until a flush went through. Elsewhere the record is done
+    /// once written (standard output) or once JetStream acknowledged it.
+    async fn send(&self, event: DecodedRecord, prefix: &SubjectPrefix, counters: &Counters, unflushed: &mut Unflushed) {
         match self {
-            Sink::Nats { client, jetstream: None, .. } => publish(event, client, prefix, counters, unflushed).await,
+            Sink::Nats { client, jetstream: None, .. } => {
+                if let Some((size, done)) = publish(event, client, prefix, counters, unflushed.bytes).await {
+                    unflushed.bytes += size;
+                    unflushed.records.push(done);
+                }
+            }
             Sink::Nats { client, jetstream: Some(jetstream), .. } => {
-                publish_durably(event, client, jetstream, prefix, counters).await;
-                0
+                publish_durably(event, client, jetstream, prefix, counters).await
             }
-            Sink::Stdout(format) => {
-                write_line(event, *format, prefix, counters).await;
-                0
-            }
+            Sink::Stdout(format) => write_line(event, *format, prefix, counters).await,
         }
     }
 
-    /// After each datagram: waits for the NATS server to take what was published once it is a
-    /// few MiB. That slows reading instead of growing the client's buffer; only a flush that
-    /// went through shows the buffer empty. Standard output has no buffer of the publisher's.
-    async fn pace(&self, unflushed: &mut usize) {
+    /// Waits for the NATS server to have taken what was published: once it is a few MiB
+    /// (that slows reading instead of growing the client's buffer), and whenever the loader
+    /// has sent nothing more, so that the records are acknowledged. Only a flush that went
+    /// through shows the buffer written to the server. Standard output and JetStream keep
+    /// nothing here.
+    async fn pace(&self, unflushed: &mut Unflushed, idle: bool) {
         let Sink::Nats { client, jetstream: None, .. } = self else { return };
-        if *unflushed >= UNFLUSHED_BYTES && client.connection_state() == State::Connected {
+        let due = unflushed.bytes >= UNFLUSHED_BYTES || (idle && !unflushed.records.is_empty());
+        if due && client.connection_state() == State::Connected {
             // Bounded: a connection lost meanwhile would hold the flush until it is back.
             match tokio::time::timeout(Duration::from_secs(1), client.flush()).await {
-                Ok(Ok(())) => *unflushed = 0,
+                Ok(Ok(())) => *unflushed = Unflushed::default(),
                 Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
                 Err(_) => {}
             }
@@ -271,6 +276,82 @@ const _: () = assert!(MAX_RECORD <= BACKLOG_BYTES, "a whole record must fit the 
 
 /// Bytes published between waits for the NATS server to have taken them.
 const UNFLUSHED_BYTES: usize = 2 << 20;
+/// While records published wait for a flush that NATS, down, does not take: how often it is
+/// tried again.
+const FLUSH_RETRY: Duration = Duration::from_millis(100);
+
+/// Events handed to the NATS client since the last flush that went through.
+#[derive(Default)]
+struct Unflushed {
+    bytes: usize,
+    records: Vec<Done>,
+}
+
+/// The records of one connection the loader has not been told are done (docs/ipc.md,
+/// "Acknowledgements"). Each is tracked from its arrival by a [`Done`].
+struct Acks {
+    state: Mutex<Acknowledger>,
+    changed: Notify,
+}
+
+/// A record's place among its connection's [`Acks`]: dropped once the record is published,
+/// acknowledged by JetStream, or counted, on whichever path that happens. A publisher that
+/// dies drops none: the loader counts those records as `publisher_lost`.
+pub struct Done {
+    acks: Arc<Acks>,
+    record: u64,
+}
+
+impl Acks {
+    fn new() -> Arc<Self> {
+        Arc::new(Acks { state: Mutex::new(Acknowledger::new()), changed: Notify::new() })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Acknowledger> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Record `record` arrived.
+    fn arrived(self: &Arc<Self>, record: u64) -> Done {
+        self.lock().received(record);
+        Done { acks: Arc::clone(self), record }
+    }
+
+    /// Sends the acknowledgement due, if any, without blocking; `false` if the loader's side of
+    /// the socket is full, to be tried again.
+    fn send(&self, sock: &OwnedFd) -> bool {
+        let Some(ack) = self.lock().due() else { return true };
+        match rustix::net::send(sock, &ack, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(_) => self.lock().sent(ack),
+            Err(Errno::AGAIN) => return false,
+            Err(e) => tracing::debug!("acknowledging to the loader failed: {e}"),
+        }
+        true
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.acks.lock().done(self.record);
+        self.acks.changed.notify_one();
+    }
+}
+
+/// At most one acknowledgement per this interval: they are cumulative.
+const ACK_INTERVAL: Duration = Duration::from_millis(1);
+/// The pause before trying again when the loader's side of the socket was full.
+const ACK_RETRY: Duration = Duration::from_millis(10);
+
+/// Acknowledges to the loader what its records' [`Done`]s say, as they say it.
+async fn acknowledge(sock: Arc<OwnedFd>, acks: Arc<Acks>) {
+    loop {
+        acks.changed.notified().await;
+        tokio::time::sleep(ACK_INTERVAL).await;
+        while !acks.send(&sock) {
+            tokio::time::sleep(ACK_RETRY).await;
+        }
+    }
+}
 /// Bytes handed to the NATS client that it has not yet confirmed written (a flush): what may
 /// wait in its buffer while NATS is down or slow. The client itself bounds its buffer only in
 /// events (2048, of up to 5 MiB each); an event that would go past this is counted as
@@ -317,11 +398,13 @@ async fn serve_loader(
             .name("loader-reader".into())
             .spawn(move || read_loader(&sock, first_seq, &tx, &backlog, &counters, &runtime))?
     };
-    let mut unflushed = 0;
+    let acks = Acks::new();
+    let acknowledging = tokio::spawn(acknowledge(Arc::clone(&sock), Arc::clone(&acks)));
+    let mut unflushed = Unflushed::default();
     let mut reading = true;
     loop {
         let next = tokio::select! {
-            next = rx.recv() => next,
+            next = rx.recv() => Some(next),
             _ = stopping.wait_for(|stop| *stop), if reading => {
                 // The reader takes what the socket holds, then sees the end of the stream.
                 if let Err(e) = rustix::net::shutdown(&*sock, Shutdown::Read) {
@@ -330,31 +413,69 @@ async fn serve_loader(
                 reading = false;
                 continue;
             }
+            () = tokio::time::sleep(FLUSH_RETRY), if !unflushed.records.is_empty() => None,
+        };
+        let Some(next) = next else {
+            sink.pace(&mut unflushed, true).await;
+            continue;
         };
         let Some((received, share)) = next else { break };
         let clock = ClockSample::now();
         match received {
             Received::Batch(batch) => {
                 for (record, index) in batch.records().zip(batch.first_record..) {
-                    if let Some(event) = decoded(&record, RecordId { run_id, index }, &clock, counters) {
-                        unflushed += sink.send(event, prefix, counters, unflushed).await;
+                    let id = RecordId { run_id, index };
+                    if let Some(event) = decoded(&record, id, acks.arrived(index), &clock, counters) {
+                        sink.send(event, prefix, counters, &mut unflushed).await;
                     }
                 }
             }
             Received::Whole(record) => {
                 let id = RecordId { run_id, index: record.index };
-                let event = decoded(&record.as_record(), id, &clock, counters);
+                let event = decoded(&record.as_record(), id, acks.arrived(record.index), &clock, counters);
                 // A large record's memory and backlog room are free before its event is encoded.
                 drop((record, share));
                 if let Some(event) = event {
-                    unflushed += sink.send(event, prefix, counters, unflushed).await;
+                    sink.send(event, prefix, counters, &mut unflushed).await;
                 }
             }
         }
-        sink.pace(&mut unflushed).await;
+        sink.pace(&mut unflushed, rx.is_empty()).await;
     }
     // The channel closes as the reader returns, so this does not wait.
-    reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked))
+    let read = reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked));
+    acknowledging.abort();
+    let flushed = flush_published(sink, unflushed).await;
+    settle(flushed, &sock, &acks).await;
+    read
+}
+
+/// What waits in the NATS client's buffer once the connection ended: flushed, so that it is
+/// done (at most [`FLUSH_TIMEOUT`]; with NATS down, the records stay unacknowledged). Returns
+/// whether nothing is left waiting.
+async fn flush_published(sink: &Sink, mut unflushed: Unflushed) -> bool {
+    if let Sink::Nats { client, jetstream: None, .. } = sink {
+        if !unflushed.records.is_empty() && client.connection_state() == State::Connected {
+            if let Ok(Ok(())) = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+                unflushed = Unflushed::default();
+            }
+        }
+    }
+    unflushed.records.is_empty()
+}
+
+/// The connection's last acknowledgement, before it closes: once every record it carried is
+/// done (those JetStream has not acknowledged yet are awaited up to [`FLUSH_TIMEOUT`]), so
+/// that the loader counts as `publisher_lost` only what this publisher never accounted for.
+async fn settle(flushed: bool, sock: &OwnedFd, acks: &Acks) {
+    let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+    while flushed && acks.lock().waiting() && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout_at(deadline, acks.changed.notified()).await;
+    }
+    // The loader reads acknowledgements as it goes; a full socket empties within moments.
+    while !acks.send(sock) && tokio::time::Instant::now() < deadline + FLUSH_TIMEOUT {
+        tokio::time::sleep(ACK_RETRY).await;
+    }
 }
 
 /// Reads the loader's datagrams until it disconnects: checks their sequence, puts fragments
@@ -480,10 +601,17 @@ struct DecodedRecord {
     tracepoint: Tracepoint,
     timestamp_ms: u64,
     decoded: Decoded,
+    done: Done,
 }
 
-/// Decodes a record and counts its anomalies; `None` (counted) if it is invalid.
-fn decoded(record: &Record<'_>, id: RecordId, clock: &ClockSample, counters: &Counters) -> Option<DecodedRecord> {
+/// Decodes a record and counts its anomalies; `None` (counted, and so done) if it is invalid.
+fn decoded(
+    record: &Record<'_>,
+    id: RecordId,
+    done: Done,
+    clock: &ClockSample,
+    counters: &Counters,
+) -> Option<DecodedRecord> {
     let tp = record.tracepoint;
     let decoded = match decode(record) {
         Ok(decoded) => decoded,
@@ -503,19 +631,20 @@ fn decoded(record: &Record<'_>, id: RecordId, clock: &ClockSample, counters: &Co
         tracing::debug!(tracepoint = %tp, "{label}");
         counters.anomaly(tp, label);
     }
-    Some(DecodedRecord { id, tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded })
+    Some(DecodedRecord { id, tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded, done })
 }
 
-/// Encodes and publishes one event, `unflushed` bytes being in the client's buffer already; returns the
-/// bytes it added there.
+/// Encodes and publishes one event, `unflushed` bytes being in the client's buffer already;
+/// returns the bytes it added there and the record's [`Done`], or `None` if it was counted
+/// instead.
 async fn publish(
     event: DecodedRecord,
     nats: &Client,
     prefix: &SubjectPrefix,
     counters: &Counters,
     unflushed: usize,
-) -> usize {
-    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, .. } = event;
+) -> Option<(usize, Done)> {
+    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, done, .. } = event;
     let subject = prefix.apply(decoded.subject);
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
@@ -525,12 +654,12 @@ async fn publish(
     if max_payload > 0 && size > max_payload {
         tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
         counters.over_max_payload(tp);
-        return 0;
+        return None;
     }
     if unflushed + size > NATS_BUFFER_BYTES {
         tracing::debug!(tracepoint = %tp, "NATS has not taken the last {unflushed} bytes: event dropped");
         counters.nats_unavailable(tp);
-        return 0;
+        return None;
     }
     // `encode_to_vec` would compute the length a second time.
     let mut payload = Vec::with_capacity(size);
@@ -546,14 +675,14 @@ async fn publish(
             Err(_) => {
                 tracing::debug!(tracepoint = %tp, "NATS unreachable and its client buffer full: event dropped");
                 counters.nats_unavailable(tp);
-                return 0;
+                return None;
             }
         }
     };
     match published {
         Ok(()) => {
             counters.published(tp, size);
-            return size;
+            return Some((size, done));
         }
         Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
             tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
@@ -564,7 +693,7 @@ async fn publish(
             counters.publish_failed(tp);
         }
     }
-    0
+    None
 }
 
 /// Publishes one event into JetStream (publisher/src/jetstream.rs), under the `Nats-Msg-Id`
@@ -577,7 +706,7 @@ async fn publish_durably(
     prefix: &SubjectPrefix,
     counters: &Counters,
 ) {
-    let DecodedRecord { id, tracepoint: tp, timestamp_ms, decoded } = event;
+    let DecodedRecord { id, tracepoint: tp, timestamp_ms, decoded, done } = event;
     let subject = prefix.apply(decoded.subject);
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
@@ -590,12 +719,13 @@ async fn publish_durably(
     }
     let mut payload = Vec::with_capacity(size);
     event.encode_to(&mut payload);
-    jetstream.publish(tp, subject, payload, id.msg_id()).await;
+    jetstream.publish(tp, subject, payload, id.msg_id(), done).await;
     counters.published(tp, size);
 }
 
 /// Writes one event to standard output as a line of `format`, counted as published (with its
-/// protobuf size, as NATS would have had it) once written whole, or as `publish_failed`.
+/// protobuf size, as NATS would have had it) once written whole, or as `publish_failed`; the
+/// record is done as the function returns.
 async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix, counters: &Counters) {
     let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, .. } = event;
     let subject = prefix.apply(decoded.subject);

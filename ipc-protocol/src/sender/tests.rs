@@ -1,4 +1,6 @@
 use super::*;
+use std::collections::BTreeMap;
+
 use crate::testing::{body, hello, receive, run, Faults, Peer, Rings};
 use crate::{decode_datagram, Datagram, OwnedRecord, MAX_DATAGRAM};
 
@@ -204,4 +206,61 @@ fn a_datagram_lost_on_the_way_is_counted_and_loses_only_its_own_records() {
         assert_eq!(received.records, want, "datagram {at} lost");
         assert_eq!(received.losses.iter().map(|l| l.datagrams).sum::<u64>(), 1, "datagram {at} lost");
     }
+}
+
+#[test]
+fn records_a_publisher_took_with_it_unacknowledged_are_counted_as_publisher_lost() {
+    let records = mixed();
+    let total = datagrams(&records).len();
+    for at in 2..total {
+        let break_at: &'static [usize] = Box::leak(vec![at].into_boxed_slice());
+        let mut peer = Peer::new(Faults { break_at, silent: true, ..Faults::default() });
+        run(&mut Sender::new(&hello()), &mut rings(2, &records), &mut peer);
+        let first = receive(&peer.connections[..1]);
+        let received = receive(&peer.connections);
+        assert_eq!(received.records, sent(&records), "break at {at}: nothing is sent twice");
+        let mut lost = BTreeMap::new();
+        for record in &first.records {
+            *lost.entry(record.tracepoint).or_insert(0) += 1;
+        }
+        let want: Vec<DropCount> = lost
+            .into_iter()
+            .map(|(tracepoint, total)| DropCount { tracepoint, cause: DropCause::PublisherLost, total })
+            .collect();
+        let told = if want.is_empty() { vec![] } else { vec![want] };
+        assert_eq!(received.drop_counts, told, "break at {at}: the next publisher is told");
+    }
+}
+
+#[test]
+fn an_acknowledgement_only_grows_and_only_over_records_sent() {
+    let mut sender = connected();
+    let raw = RingRecord::build(Tracepoint::MempoolAdded, 1, b"x");
+    assert_eq!(sender.offer(0, &raw), Offer::Taken);
+    assert_eq!(sender.acknowledged(1), Err(AckError { done: 1, acked: 0, sent: 0 }), "still in the open batch");
+    sender.flush();
+    assert!(sender.poll_transmit().is_some());
+    sender.transmitted();
+    assert_eq!(sender.acknowledged(2), Err(AckError { done: 2, acked: 0, sent: 1 }));
+    assert_eq!(sender.acknowledged(1), Ok(()));
+    assert_eq!(sender.acknowledged(1), Ok(()), "the same again");
+    assert_eq!(sender.acknowledged(0), Err(AckError { done: 0, acked: 1, sent: 1 }));
+    sender.disconnected();
+    sender.connected();
+    assert_eq!(sender.poll_transmit().map(|t| t.head.len() > 4), Some(true), "the hello; no drop totals: nothing lost");
+    sender.transmitted();
+    assert_eq!(sender.poll_transmit(), None);
+}
+
+#[test]
+fn a_publisher_that_never_acknowledges_gets_no_more_than_unacked_max_records() {
+    let records: Vec<(Tracepoint, Vec<u8>)> =
+        (0..UNACKED_MAX + 10).map(|_| (Tracepoint::MempoolAdded, vec![])).collect();
+    let mut rings = rings(1, &records);
+    let mut peer = Peer::new(Faults { silent: true, ..Faults::default() });
+    let mut sender = Sender::new(&hello());
+    run(&mut sender, &mut rings, &mut peer);
+    assert!(sender.awaiting_acks());
+    assert_eq!(receive(&peer.connections).records.len(), UNACKED_MAX);
+    assert_eq!(rings.0[0].len(), 10, "the rest waits in the ring");
 }
