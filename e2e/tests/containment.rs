@@ -1,10 +1,12 @@
 //! What an attacker on the machine can do to the loader once it is attached: a process of the
 //! loader's own user, with no capability, cannot take its descriptors; nobody can rewrite
 //! libbpf's USDT maps (frozen); the loader runs under its seccomp filter, which kills it on a
-//! forbidden call; and a publisher socket whose backlog is full cannot hold it.
+//! forbidden call; a publisher socket whose backlog is full cannot hold it; and a publisher
+//! can write it nothing but acknowledgements it checks.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use e2e::{
     assert_fired_exactly, proc_status, receive, start_loader, start_publisher, terminate, wall_ms, NatsServer,
@@ -155,4 +157,63 @@ async fn a_full_backlog_cannot_hold_the_loader() {
     let (status, took) = terminate(&mut loader).await;
     assert!(status.success(), "{status}");
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
+}
+
+/// A publisher that answers with anything but an acknowledgement the loader can take (a
+/// datagram of 3 bytes; then one acknowledging records never sent) has its connection dropped
+/// at once, nothing more read from it, and the loader goes on with the next publisher, which
+/// gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_writing_anything_but_acknowledgements_is_dropped() {
+    use rustix::net::{sockopt, AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("hostile-publisher");
+    let socket = dir.path().join("publisher.sock");
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+    rustix::net::bind(&listener, &SocketAddrUnix::new(&socket).unwrap()).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    rustix::net::listen(&listener, 8).unwrap();
+    // Each connection: the hello, then a lie; returns how long the loader took to close it.
+    let hostile = std::thread::spawn(move || {
+        let lies = [b"bad".to_vec(), ipc_protocol::encode_ack(1000).to_vec()];
+        lies.map(|lie| {
+            let conn = rustix::net::accept(&listener).unwrap();
+            sockopt::set_socket_timeout(&conn, sockopt::Timeout::Recv, Some(Duration::from_secs(8))).unwrap();
+            let mut buf = vec![0u8; 65537];
+            rustix::net::recv(&conn, &mut buf, RecvFlags::empty()).expect("the hello");
+            rustix::net::send(&conn, &lie, SendFlags::empty()).unwrap();
+            let sent = Instant::now();
+            // Its drop totals may come first; then the end of the stream.
+            while rustix::net::recv(&conn, &mut buf, RecvFlags::empty()).expect("the loader closes").1 > 0 {}
+            sent.elapsed()
+        })
+    });
+    let simulator = Simulator::start("mempool:added", 5, 61);
+    let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
+    let closed_after =
+        tokio::task::spawn_blocking(move || hostile.join().expect("the hostile publisher")).await.expect("joined");
+    for took in closed_after {
+        // Within its start-up (attaching takes a while) and one turn of its loop, not the 10 s it
+        // gives a publisher that stopped reading to close.
+        assert!(took < Duration::from_secs(4), "the loader kept the connection {took:?}");
+    }
+
+    std::fs::remove_file(&socket).unwrap();
+    let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    let client = async_nats::connect(&nats.address).await.unwrap();
+    let mut subscriber = client.subscribe(">").await.unwrap();
+    client.flush().await.unwrap();
+    // The loader tries again once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = wall_ms();
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], 5);
+    let events = receive(&mut subscriber, 5).await;
+    assert_fired_exactly(&events, &[Tracepoint::MempoolAdded], 61, 0..5, before..=wall_ms());
+    let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
+    for refusal in [
+        "refused the publisher's acknowledgement (a datagram of 3 bytes is no acknowledgement)",
+        "refused the publisher's acknowledgement (acknowledgement of records below 1000, where 0 were acknowledged and 0 sent)",
+    ] {
+        assert!(log.contains(refusal), "{log}");
+    }
 }

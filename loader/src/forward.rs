@@ -191,6 +191,11 @@ impl Forwarder {
             Err(AcksEnd::Refused(reason)) => tracing::warn!("refused the publisher's acknowledgement: {reason}"),
             Err(AcksEnd::Failed(e)) => tracing::debug!("reading acknowledgements failed: {e}"),
         }
+        self.close();
+    }
+
+    /// Drops the connection, counting what the publisher took with it unacknowledged.
+    fn close(&mut self) {
         self.sock = None;
         self.closing_until = None;
         let lost = self.sender.disconnected();
@@ -210,7 +215,15 @@ impl Forwarder {
             match take_acks(sock, &mut self.sender) {
                 Ok(()) => {}
                 Err(AcksEnd::Closed) => self.lost(&"closed by the publisher"),
-                Err(AcksEnd::Refused(reason)) => self.lost(&format!("refused its acknowledgement: {reason}")),
+                // Nothing more is read from a publisher that writes this.
+                Err(AcksEnd::Refused(reason)) => {
+                    tracing::warn!(
+                        "refused the publisher's acknowledgement ({reason}): dropping the connection, reconnecting \
+                         every {}s",
+                        RECONNECT_INTERVAL.as_secs()
+                    );
+                    self.close();
+                }
                 Err(AcksEnd::Failed(e)) => self.lost(&e),
             }
         }
