@@ -75,12 +75,15 @@ impl Peer {
         let first = connection.is_empty();
         connection.push(datagram);
         let datagram = connection.last().expect("just pushed");
+        // A connection whose hello went out before this peer saw it (a sender connected in an
+        // earlier call of `datagrams`) is not acknowledged.
         if first {
-            let greeting = decode_hello(datagram).expect("every connection starts with the hello");
-            self.acks = Some((Reassembler::new(greeting.first_seq), Acknowledger::new()));
-            return None;
+            if let Ok(greeting) = decode_hello(datagram) {
+                self.acks = Some((Reassembler::new(greeting.first_seq), Acknowledger::new()));
+                return None;
+            }
         }
-        let (rx, acks) = self.acks.as_mut().expect("the hello came first");
+        let (rx, acks) = self.acks.as_mut()?;
         let mut arrived = |index| {
             acks.received(index);
             acks.done(index);
