@@ -445,23 +445,24 @@ async fn serve_loader(
     // The channel closes as the reader returns, so this does not wait.
     let read = reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked));
     acknowledging.abort();
-    let flushed = flush_published(sink, unflushed).await;
-    settle(flushed, &sock, &acks).await;
+    let unflushed = flush_published(sink, unflushed).await;
+    settle(unflushed.records.is_empty(), &sock, &acks).await;
+    // What NATS did not take stays unacknowledged: the loader counts it as publisher_lost.
+    drop(unflushed);
     read
 }
 
 /// What waits in the NATS client's buffer once the connection ended: flushed, so that it is
-/// done (at most [`FLUSH_TIMEOUT`]; with NATS down, the records stay unacknowledged). Returns
-/// whether nothing is left waiting.
-async fn flush_published(sink: &Sink, mut unflushed: Unflushed) -> bool {
+/// done (at most [`FLUSH_TIMEOUT`]). Returns what is left waiting (with NATS down).
+async fn flush_published(sink: &Sink, unflushed: Unflushed) -> Unflushed {
     if let Sink::Nats { client, jetstream: None, .. } = sink {
         if !unflushed.records.is_empty() && client.connection_state() == State::Connected {
             if let Ok(Ok(())) = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
-                unflushed = Unflushed::default();
+                return Unflushed::default();
             }
         }
     }
-    unflushed.records.is_empty()
+    unflushed
 }
 
 /// The connection's last acknowledgement, before it closes: once every record it carried is
