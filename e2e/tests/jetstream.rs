@@ -46,6 +46,14 @@ async fn start_pipeline(nats_address: &str, publisher_flags: &[&str]) -> Pipelin
     Pipeline::start_configured(Launch::Direct, nats_address, "default", ROUNDS, SEED, flags).await
 }
 
+/// A publisher taking over the socket in `dir` from one that stopped or died, as systemd
+/// starts the next one.
+async fn start_next_publisher(nats_address: &str, dir: &std::path::Path, flags: &[&str]) -> tokio::process::Child {
+    let loader_uid = LOADER_UID.to_string();
+    let args = [&["--loader-uid", loader_uid.as_str()], flags].concat();
+    start_publisher(nats_address, &dir.join("publisher.sock"), &args).await
+}
+
 /// Asserts that the tracer saw every round of every default tracepoint, and returns the total.
 fn total_fired(fired: &BTreeMap<Tracepoint, u64>) -> u64 {
     for tp in Tracepoint::defaults() {
@@ -195,13 +203,7 @@ async fn a_publisher_restarted_mid_stream_neither_loses_nor_duplicates() {
     let (status, _) = terminate(&mut publisher).await;
     let first_log = read_stderr(&mut publisher).await;
     assert!(status.success(), "publisher stops cleanly on SIGTERM: {status}: {first_log}");
-    let loader_uid = LOADER_UID.to_string();
-    let mut second = start_publisher(
-        &nats.address,
-        &dir.path().join("publisher.sock"),
-        &[&["--loader-uid", loader_uid.as_str()], &flags[..]].concat(),
-    )
-    .await;
+    let mut second = start_next_publisher(&nats.address, dir.path(), &flags).await;
     let fired = total_fired(&firing.await.expect("simulator task"));
     let after = wall_ms();
 
@@ -324,13 +326,7 @@ async fn a_publisher_killed_with_events_unacknowledged_has_them_counted() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     publisher.kill().await.expect("kill the publisher");
     nats.restart().await;
-    let loader_uid = LOADER_UID.to_string();
-    let mut second = start_publisher(
-        &nats.address,
-        &dir.path().join("publisher.sock"),
-        &[&["--loader-uid", loader_uid.as_str()], &flags[..]].concat(),
-    )
-    .await;
+    let mut second = start_next_publisher(&nats.address, dir.path(), &flags).await;
     let fired = total_fired(&firing.await.expect("simulator task"));
     // The rings' backlog goes out, and its acknowledgements come back.
     tokio::time::sleep(Duration::from_secs(3)).await;
