@@ -1,5 +1,6 @@
 //! A peer on the publisher's socket that sends malformed datagrams and invalid records gets
-//! them refused one by one; the valid records around them are still published.
+//! them refused one by one; the valid records around them are still published, and so are a
+//! peer's last records when it closes with acknowledgements unread.
 
 use std::time::Duration;
 
@@ -99,4 +100,55 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     for grown in ["lost_datagrams +1", "malformed_datagrams +1", "mempool:rejected fragment_lost +1"] {
         assert!(warning.contains(grown), "{grown} missing from: {warning}");
     }
+}
+
+/// A loader that exits with the publisher's acknowledgements unread, its last records still
+/// queued: the kernel reports a reset to the publisher ahead of them, and the publisher still
+/// reads and publishes every one.
+#[tokio::test]
+async fn a_loader_gone_with_acknowledgements_unread_loses_none_of_its_last_records() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("unread-acks");
+    let socket = dir.path().join("publisher.sock");
+    let mut publisher = start_publisher(&nats.address, &socket, &["--allow-any-uid"]).await;
+    let client = async_nats::connect(&nats.address).await.unwrap();
+    let mut sub = client.subscribe("mempool").await.unwrap();
+    client.flush().await.unwrap();
+    let conn = UnixSeqpacket::connect(&socket).await.unwrap();
+    let hello = Hello {
+        run_id: 2,
+        loader_version: "test".into(),
+        pid: 1,
+        binary: "/usr/bin/bitcoind".into(),
+        tracepoints: vec![Tracepoint::MempoolRejected.id()],
+    };
+    let mut sender = Sender::new(&hello);
+    let records: Vec<MempoolRejectedRecord> = (0..4).map(|i| rejected(&format!("r{i}"))).collect();
+    let base = tracepoint_simulator::monotonic_ns();
+    send_all(&conn, &mut sender, &[(base, bytemuck::bytes_of(&records[0]))], None).await;
+    // The publisher acknowledges that one; the acknowledgement stays unread.
+    let first = tokio::time::timeout(Duration::from_secs(3), sub.next()).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let last: Vec<(u64, &[u8])> = records[1..].iter().map(|r| (base + 1, bytemuck::bytes_of(r))).collect();
+    for record in &last {
+        send_all(&conn, &mut sender, std::slice::from_ref(record), None).await;
+    }
+    drop(conn);
+
+    let mut reasons = vec![first];
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
+        reasons.push(msg);
+    }
+    let reasons: Vec<String> = reasons
+        .into_iter()
+        .map(|msg| match e2e::ebpf_of(Event::decode(msg.payload).unwrap()).ebpf_event {
+            Some(EbpfEvent::Mempool(mempool::MempoolEvent {
+                event: Some(mempool::mempool_event::Event::Rejected(r)),
+            })) => r.reason,
+            other => panic!("not a rejected event: {other:?}"),
+        })
+        .collect();
+    assert_eq!(reasons, ["r0", "r1", "r2", "r3"]);
+    let log = e2e::stopped_log(&mut publisher).await;
+    assert!(!log.contains("Connection reset"), "{log}");
 }

@@ -297,6 +297,11 @@ impl Forwarder {
                 }
             }
         }
+        // Acknowledgements left unread would make the publisher's next read fail with a reset
+        // as the socket closes (it goes on reading what is queued).
+        if let (Some(sock), None) = (&self.sock, self.closing_until) {
+            let _ = take_acks(sock, &mut self.sender);
+        }
         let mut left = 0;
         for ring in rings {
             while ring.peek().is_some() {
