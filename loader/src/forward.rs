@@ -82,7 +82,9 @@ fn take_acks(sock: &OwnedFd, sender: &mut Sender) -> Result<(), AcksEnd> {
                 sender.acknowledged(done).map_err(|e| AcksEnd::Refused(e.to_string()))?;
             }
             Err(Errno::AGAIN) => return Ok(()),
-            Err(Errno::INTR) => continue,
+            // A publisher that died with records unread: the kernel reports the reset once,
+            // ahead of the acknowledgements still queued, which are read next.
+            Err(Errno::INTR | Errno::CONNRESET) => continue,
             Err(e) => return Err(AcksEnd::Failed(e)),
         }
     }
