@@ -70,7 +70,7 @@ enum AcksEnd {
 }
 
 /// Takes every acknowledgement waiting on the socket, without blocking.
-fn take_acks(sock: &OwnedFd, sender: &mut Sender) -> Result<(), AcksEnd> {
+fn read_acks(sock: &OwnedFd, sender: &mut Sender) -> Result<(), AcksEnd> {
     let mut buf = [0u8; ACK_LEN + 1];
     loop {
         match rustix::net::recv(sock, &mut buf, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
@@ -186,14 +186,33 @@ impl Forwarder {
     /// closes it (or [`CLOSING_TIMEOUT`]), then counts what it took with it unacknowledged.
     fn settle(&mut self) {
         let (Some(sock), Some(until)) = (&self.sock, self.closing_until) else { return };
-        match take_acks(sock, &mut self.sender) {
+        match read_acks(sock, &mut self.sender) {
             Ok(()) if Instant::now() < until => return,
             Ok(()) => tracing::warn!("the publisher did not close the connection within {CLOSING_TIMEOUT:?}"),
             Err(AcksEnd::Closed) => {}
-            Err(AcksEnd::Refused(reason)) => tracing::warn!("refused the publisher's acknowledgement: {reason}"),
+            Err(AcksEnd::Refused(reason)) => return self.refuse(&reason),
             Err(AcksEnd::Failed(e)) => tracing::debug!("reading acknowledgements failed: {e}"),
         }
         self.close();
+    }
+
+    /// The publisher wrote something else than an acknowledgement the sender can take:
+    /// nothing more is read from it.
+    fn refuse(&mut self, reason: &str) {
+        tracing::warn!(
+            "refused the publisher's acknowledgement ({reason}): dropping the connection, reconnecting every {}s",
+            RECONNECT_INTERVAL.as_secs()
+        );
+        self.close();
+    }
+
+    /// Takes the acknowledgements waiting on the open connection (none while it is closing or
+    /// gone: [`Self::settle`] reads those).
+    fn take_acks(&mut self) -> Result<(), AcksEnd> {
+        match (&self.sock, self.closing_until) {
+            (Some(sock), None) => read_acks(sock, &mut self.sender),
+            _ => Ok(()),
+        }
     }
 
     /// Drops the connection, counting what the publisher took with it unacknowledged.
@@ -213,21 +232,11 @@ impl Forwarder {
     /// Sends what is due and records, oldest first across the rings, until the rings are empty
     /// or the socket is full; each record leaves its ring once sent whole.
     pub fn pump(&mut self, rings: &mut [Ring<'_>]) -> Pump {
-        if let (Some(sock), None) = (&self.sock, self.closing_until) {
-            match take_acks(sock, &mut self.sender) {
-                Ok(()) => {}
-                Err(AcksEnd::Closed) => self.lost(&"closed by the publisher"),
-                // Nothing more is read from a publisher that writes this.
-                Err(AcksEnd::Refused(reason)) => {
-                    tracing::warn!(
-                        "refused the publisher's acknowledgement ({reason}): dropping the connection, reconnecting \
-                         every {}s",
-                        RECONNECT_INTERVAL.as_secs()
-                    );
-                    self.close();
-                }
-                Err(AcksEnd::Failed(e)) => self.lost(&e),
-            }
+        match self.take_acks() {
+            Ok(()) => {}
+            Err(AcksEnd::Closed) => self.lost(&"closed by the publisher"),
+            Err(AcksEnd::Refused(reason)) => self.refuse(&reason),
+            Err(AcksEnd::Failed(e)) => self.lost(&e),
         }
         loop {
             let (Some(sock), None) = (&self.sock, self.closing_until) else { return Pump::Disconnected };
@@ -301,9 +310,7 @@ impl Forwarder {
         }
         // Acknowledgements left unread would make the publisher's next read fail with a reset
         // as the socket closes (it goes on reading what is queued).
-        if let (Some(sock), None) = (&self.sock, self.closing_until) {
-            let _ = take_acks(sock, &mut self.sender);
-        }
+        let _ = self.take_acks();
         let mut left = 0;
         for ring in rings {
             while ring.peek().is_some() {

@@ -124,15 +124,23 @@ impl Sink {
     /// through shows the buffer written to the server. Standard output and JetStream keep
     /// nothing here.
     async fn pace(&self, unflushed: &mut Unflushed, idle: bool) {
+        if unflushed.bytes >= UNFLUSHED_BYTES || (idle && !unflushed.records.is_empty()) {
+            self.flush_published(unflushed, Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Waits up to `within` for the NATS server to take what waits in the client's buffer;
+    /// once it has, those records are done. Bounded: a connection lost meanwhile would hold the
+    /// flush until it is back, so none is tried while disconnected.
+    async fn flush_published(&self, unflushed: &mut Unflushed, within: Duration) {
         let Sink::Nats { client, jetstream: None, .. } = self else { return };
-        let due = unflushed.bytes >= UNFLUSHED_BYTES || (idle && !unflushed.records.is_empty());
-        if due && client.connection_state() == State::Connected {
-            // Bounded: a connection lost meanwhile would hold the flush until it is back.
-            match tokio::time::timeout(Duration::from_secs(1), client.flush()).await {
-                Ok(Ok(())) => *unflushed = Unflushed::default(),
-                Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
-                Err(_) => {}
-            }
+        if client.connection_state() != State::Connected {
+            return;
+        }
+        match tokio::time::timeout(within, client.flush()).await {
+            Ok(Ok(())) => *unflushed = Unflushed::default(),
+            Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
+            Err(_) => {}
         }
     }
 
@@ -445,24 +453,13 @@ async fn serve_loader(
     // The channel closes as the reader returns, so this does not wait.
     let read = reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked));
     acknowledging.abort();
-    let unflushed = flush_published(sink, unflushed).await;
+    if !unflushed.records.is_empty() {
+        sink.flush_published(&mut unflushed, FLUSH_TIMEOUT).await;
+    }
     settle(unflushed.records.is_empty(), &sock, &acks).await;
     // What NATS did not take stays unacknowledged: the loader counts it as publisher_lost.
     drop(unflushed);
     read
-}
-
-/// What waits in the NATS client's buffer once the connection ended: flushed, so that it is
-/// done (at most [`FLUSH_TIMEOUT`]). Returns what is left waiting (with NATS down).
-async fn flush_published(sink: &Sink, unflushed: Unflushed) -> Unflushed {
-    if let Sink::Nats { client, jetstream: None, .. } = sink {
-        if !unflushed.records.is_empty() && client.connection_state() == State::Connected {
-            if let Ok(Ok(())) = tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
-                return Unflushed::default();
-            }
-        }
-    }
-    unflushed
 }
 
 /// The connection's last acknowledgement, before it closes: once every record it carried is
@@ -639,6 +636,23 @@ fn decoded(
     Some(DecodedRecord { id, tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded, done })
 }
 
+/// Whether an event of `size` bytes exceeds the NATS server's `max_payload`; counted if so. Such
+/// an event is never encoded: a decoded payload can be many times its record's size, and the
+/// encoding would be one more copy of it.
+fn exceeds_max_payload(nats: &Client, tp: Tracepoint, size: usize, counters: &Counters) -> bool {
+    let max_payload = nats.server_info().max_payload;
+    let exceeds = max_payload > 0 && size > max_payload;
+    if exceeds {
+        count_over_max_payload(tp, size, counters);
+    }
+    exceeds
+}
+
+fn count_over_max_payload(tp: Tracepoint, size: usize, counters: &Counters) {
+    tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
+    counters.over_max_payload(tp);
+}
+
 /// Encodes and publishes one event, `unflushed` bytes being in the client's buffer already;
 /// returns the bytes it added there and the record's [`Done`], or `None` if it was counted
 /// instead.
@@ -653,12 +667,7 @@ async fn publish(
     let subject = prefix.apply(decoded.subject);
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
-    // Never encoded when the server would refuse it: a decoded payload can be many times its
-    // record's size, and the encoding would be one more copy of it.
-    let max_payload = nats.server_info().max_payload;
-    if max_payload > 0 && size > max_payload {
-        tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
-        counters.over_max_payload(tp);
+    if exceeds_max_payload(nats, tp, size, counters) {
         return None;
     }
     if unflushed + size > NATS_BUFFER_BYTES {
@@ -689,10 +698,7 @@ async fn publish(
             counters.published(tp, size);
             return Some((size, done));
         }
-        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-            tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
-            counters.over_max_payload(tp);
-        }
+        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => count_over_max_payload(tp, size, counters),
         Err(e) => {
             tracing::debug!(tracepoint = %tp, "publishing to NATS failed: {e}");
             counters.publish_failed(tp);
@@ -716,10 +722,7 @@ async fn publish_durably(
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
     // Sending it again would not help: counted at once, as in core mode.
-    let max_payload = nats.server_info().max_payload;
-    if max_payload > 0 && size > max_payload {
-        tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
-        counters.over_max_payload(tp);
+    if exceeds_max_payload(nats, tp, size, counters) {
         return;
     }
     let mut payload = Vec::with_capacity(size);
