@@ -35,25 +35,56 @@ async fn send_all(conn: &UnixSeqpacket, sender: &mut Sender, records: &[(u64, &[
     }
 }
 
+/// A publisher on a NATS server, a subscriber to its mempool events, and a connection to it
+/// played by the test, with the loader's sender for `mempool:rejected` records.
+struct FakeLoader {
+    _nats: NatsServer,
+    _dir: TempDir,
+    publisher: tokio::process::Child,
+    sub: async_nats::Subscriber,
+    conn: UnixSeqpacket,
+    sender: Sender,
+}
+
+impl FakeLoader {
+    async fn start(label: &str, run_id: u128) -> FakeLoader {
+        let nats = NatsServer::start().await;
+        let dir = TempDir::new(label);
+        let socket = dir.path().join("publisher.sock");
+        let publisher = start_publisher(&nats.address, &socket, &["--allow-any-uid"]).await;
+        let client = async_nats::connect(&nats.address).await.unwrap();
+        let sub = client.subscribe("mempool").await.unwrap();
+        client.flush().await.unwrap();
+        let conn = UnixSeqpacket::connect(&socket).await.unwrap();
+        let hello = Hello {
+            run_id,
+            loader_version: "test".into(),
+            pid: 1,
+            binary: "/usr/bin/bitcoind".into(),
+            tracepoints: vec![Tracepoint::MempoolRejected.id()],
+        };
+        FakeLoader { _nats: nats, _dir: dir, publisher, sub, conn, sender: Sender::new(&hello) }
+    }
+}
+
+/// The next event published, if one comes within 3 s: its envelope time and its rejection
+/// reason.
+async fn next_rejected(sub: &mut async_nats::Subscriber) -> Option<(u64, String)> {
+    let msg = tokio::time::timeout(Duration::from_secs(3), sub.next()).await.ok()??;
+    let event = Event::decode(msg.payload).unwrap();
+    let timestamp = event.timestamp;
+    match e2e::ebpf_of(event).ebpf_event {
+        Some(EbpfEvent::Mempool(mempool::MempoolEvent { event: Some(mempool::mempool_event::Event::Rejected(r)) })) => {
+            Some((timestamp, r.reason))
+        }
+        other => panic!("not a rejected event: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
-    let nats = NatsServer::start().await;
-    let dir = TempDir::new("malformed");
-    let socket = dir.path().join("publisher.sock");
-    let mut publisher = start_publisher(&nats.address, &socket, &["--allow-any-uid"]).await;
-    let client = async_nats::connect(&nats.address).await.unwrap();
-    let mut sub = client.subscribe("mempool").await.unwrap();
-    client.flush().await.unwrap();
-
-    let conn = UnixSeqpacket::connect(&socket).await.unwrap();
-    let hello = Hello {
-        run_id: 1,
-        loader_version: "test".into(),
-        pid: 1,
-        binary: "/usr/bin/bitcoind".into(),
-        tracepoints: vec![Tracepoint::MempoolRejected.id()],
-    };
-    let mut sender = Sender::new(&hello);
+    let mut loader = FakeLoader::start("malformed", 1).await;
+    let (conn, sender) = (&loader.conn, &mut loader.sender);
     let good = rejected("first");
     let mut no_nul = rejected("");
     no_nul.reason = [b'x'; 264];
@@ -65,24 +96,17 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
         (base + 2_000_000, bytemuck::bytes_of(&no_nul)),
         (base + 3_000_000, &bytemuck::bytes_of(&good)[1..]),
     ];
-    send_all(&conn, &mut sender, &batch, None).await;
+    send_all(conn, sender, &batch, None).await;
     conn.send(&[0xff, 0xff, 0xff]).await.unwrap();
     // A fragmented record missing its second fragment is refused whole, never glued.
-    send_all(&conn, &mut sender, &[(base + 3_500_000, &[0u8; 3 * MAX_DATAGRAM])], Some(1)).await;
+    send_all(conn, sender, &[(base + 3_500_000, &[0u8; 3 * MAX_DATAGRAM])], Some(1)).await;
     let last = rejected("last");
-    send_all(&conn, &mut sender, &[(base + 4_000_000, bytemuck::bytes_of(&last))], None).await;
+    send_all(conn, sender, &[(base + 4_000_000, bytemuck::bytes_of(&last))], None).await;
 
     let (mut reasons, mut times) = (Vec::new(), Vec::new());
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
-        let event = Event::decode(msg.payload).unwrap();
-        times.push(event.timestamp);
-        let e = e2e::ebpf_of(event);
-        let Some(EbpfEvent::Mempool(mempool::MempoolEvent { event: Some(mempool::mempool_event::Event::Rejected(r)) })) =
-            e.ebpf_event
-        else {
-            panic!("not a rejected event")
-        };
-        reasons.push(r.reason);
+    while let Some((time, reason)) = next_rejected(&mut loader.sub).await {
+        times.push(time);
+        reasons.push(reason);
     }
     assert_eq!(reasons, ["first", "last"]);
     // The firing times in the wall clock: 1 ms and 4 ms after `base`, 3 ms apart (each
@@ -90,7 +114,7 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
     assert!(times.iter().all(|t| (before..=e2e::wall_ms() + 5).contains(t)), "{times:?} from {before}");
     assert!((2..=4).contains(&(times[1] - times[0])), "{times:?}");
 
-    let log = e2e::stopped_log(&mut publisher).await;
+    let log = e2e::stopped_log(&mut loader.publisher).await;
     for counted in ["invalid=2", "malformed_datagrams=1", "lost_datagrams=1", "fragment_lost=1"] {
         assert!(log.contains(counted), "{counted} missing from: {log}");
     }
@@ -107,47 +131,22 @@ async fn invalid_records_and_garbage_datagrams_do_not_stop_the_stream() {
 /// reads and publishes every one.
 #[tokio::test]
 async fn a_loader_gone_with_acknowledgements_unread_loses_none_of_its_last_records() {
-    let nats = NatsServer::start().await;
-    let dir = TempDir::new("unread-acks");
-    let socket = dir.path().join("publisher.sock");
-    let mut publisher = start_publisher(&nats.address, &socket, &["--allow-any-uid"]).await;
-    let client = async_nats::connect(&nats.address).await.unwrap();
-    let mut sub = client.subscribe("mempool").await.unwrap();
-    client.flush().await.unwrap();
-    let conn = UnixSeqpacket::connect(&socket).await.unwrap();
-    let hello = Hello {
-        run_id: 2,
-        loader_version: "test".into(),
-        pid: 1,
-        binary: "/usr/bin/bitcoind".into(),
-        tracepoints: vec![Tracepoint::MempoolRejected.id()],
-    };
-    let mut sender = Sender::new(&hello);
+    let mut loader = FakeLoader::start("unread-acks", 2).await;
     let records: Vec<MempoolRejectedRecord> = (0..4).map(|i| rejected(&format!("r{i}"))).collect();
     let base = tracepoint_simulator::monotonic_ns();
-    send_all(&conn, &mut sender, &[(base, bytemuck::bytes_of(&records[0]))], None).await;
+    send_all(&loader.conn, &mut loader.sender, &[(base, bytemuck::bytes_of(&records[0]))], None).await;
     // The publisher acknowledges that one; the acknowledgement stays unread.
-    let first = tokio::time::timeout(Duration::from_secs(3), sub.next()).await.unwrap().unwrap();
+    let mut reasons = vec![next_rejected(&mut loader.sub).await.expect("the first event").1];
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let last: Vec<(u64, &[u8])> = records[1..].iter().map(|r| (base + 1, bytemuck::bytes_of(r))).collect();
-    for record in &last {
-        send_all(&conn, &mut sender, std::slice::from_ref(record), None).await;
+    for record in &records[1..] {
+        send_all(&loader.conn, &mut loader.sender, &[(base + 1, bytemuck::bytes_of(record))], None).await;
     }
+    // The socket closes with the acknowledgement unread; the publisher and NATS stay.
+    let FakeLoader { _nats, _dir, mut publisher, mut sub, conn, .. } = loader;
     drop(conn);
-
-    let mut reasons = vec![first];
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await {
-        reasons.push(msg);
+    while let Some((_, reason)) = next_rejected(&mut sub).await {
+        reasons.push(reason);
     }
-    let reasons: Vec<String> = reasons
-        .into_iter()
-        .map(|msg| match e2e::ebpf_of(Event::decode(msg.payload).unwrap()).ebpf_event {
-            Some(EbpfEvent::Mempool(mempool::MempoolEvent {
-                event: Some(mempool::mempool_event::Event::Rejected(r)),
-            })) => r.reason,
-            other => panic!("not a rejected event: {other:?}"),
-        })
-        .collect();
     assert_eq!(reasons, ["r0", "r1", "r2", "r3"]);
     let log = e2e::stopped_log(&mut publisher).await;
     assert!(!log.contains("Connection reset"), "{log}");
