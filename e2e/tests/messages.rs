@@ -173,3 +173,48 @@ async fn an_unreadable_payload_is_counted_and_every_other_message_arrives() {
     assert!(stopped.starts_with("published=90 invalid=0 "), "{stopped}");
     assert!(stopped.contains(" dropped_before_publisher=10 "), "{stopped}");
 }
+
+/// The benchmark's lean firing (`--lean`: one C loop, round 0's arguments every time) is
+/// traced like any other: each hit arrives whole, with round 0's fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_fired_from_the_lean_loop_arrive_each_with_round_zeros_fields() {
+    const ROUNDS: u64 = 2500;
+    const SEED: u64 = 11;
+    let nats = NatsServer::start().await;
+    let tp = Tracepoint::NetInboundMessage;
+    let sim_flags = ["--lean", "--message-type", "ping"];
+    let Pipeline { mut subscriber, simulator, dir: _dir, publisher: _publisher, loader: _loader } =
+        Pipeline::start_with(Launch::Direct, &nats, "net:inbound_message", ROUNDS, SEED, &sim_flags, &[]).await;
+    assert_eq!(simulator.fire().await, BTreeMap::from([(tp, ROUNDS)]));
+    let events = receive(&mut subscriber, ROUNDS as usize).await;
+    assert_eq!(events.len() as u64, ROUNDS, "events received");
+    let pings = Workload { message_type: Some("ping".into()), ..Workload::default() };
+    let (want_subject, want) = expect::event_with(tp, SEED, 0, &pings);
+    for (seq, (subject, event)) in events.into_iter().enumerate() {
+        assert_eq!(subject, want_subject, "#{seq}");
+        assert_eq!(e2e::ebpf_of(event), want, "#{seq}");
+    }
+}
+
+/// `--lean` fires one tracepoint from one thread as fast as it can: anything else is refused.
+#[test]
+fn lean_firing_refuses_other_tracepoints_threads_and_rates() {
+    let inbound = ["--tracepoints", "net:inbound_message"];
+    for extra in [
+        &["--tracepoints", "net:inbound_message,mempool:added"][..],
+        &[inbound, ["--threads", "2"]].concat(),
+        &[inbound, ["--rate", "10"]].concat(),
+    ] {
+        let out = std::process::Command::new(&e2e::bins().simulator)
+            .args(["--lean", "--message-type", "ping"])
+            .args(extra)
+            .output()
+            .expect("run the simulator");
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "tracepoint-simulator: --lean fires only net:inbound_message, from one thread, without --rate\n",
+            "{extra:?}"
+        );
+    }
+}

@@ -16,6 +16,15 @@ use ipc_protocol::Tracepoint;
 use tracepoint_simulator::{args, monotonic_ns, Args, Message, Workload};
 
 extern "C" {
+    fn sim_net_inbound_message_loop(
+        count: u64,
+        id: i64,
+        addr: *const c_char,
+        conn_type: *const c_char,
+        msg_type: *const c_char,
+        size: usize,
+        data: *const u8,
+    ) -> u64;
     fn sim_net_inbound_message(
         id: i64,
         addr: *const c_char,
@@ -177,6 +186,11 @@ struct Cli {
     /// firing its share --count rounds at --rate
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     threads: u64,
+    /// Fire `net:inbound_message` from one C loop with round 0's arguments every time, as a
+    /// lean firing program would: the heaviest load a tracer can be given (for benchmarks).
+    /// Only with `--tracepoints net:inbound_message`, one thread and no --rate.
+    #[arg(long)]
+    lean: bool,
 }
 
 fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {
@@ -366,6 +380,10 @@ fn main() -> ExitCode {
         eprintln!("tracepoint-simulator: {e}");
         return ExitCode::from(2);
     }
+    if cli.lean && (tracepoints != [Tracepoint::NetInboundMessage] || cli.threads != 1 || cli.rate > 0.0) {
+        eprintln!("tracepoint-simulator: --lean fires only net:inbound_message, from one thread, without --rate");
+        return ExitCode::from(2);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).expect("install signal handler");
@@ -416,7 +434,7 @@ fn main() -> ExitCode {
                     .expect("start a firing thread")
             })
             .collect();
-        let first = fire_rounds(&shares[0], &rounds);
+        let first = if cli.lean { fire_lean(&rounds) } else { fire_rounds(&shares[0], &rounds) };
         std::iter::once(first).chain(handles.into_iter().map(|h| h.join().expect("a firing thread panicked"))).collect()
     });
     // Time spent at the probe sites, arguments' preparation included, by all threads.
@@ -452,6 +470,46 @@ struct Fired {
     fired: Vec<u64>,
     untraced: Vec<u64>,
     fire_ns: u128,
+}
+
+/// `--lean`: net:inbound_message with round 0's arguments, in batches from
+/// `sim_net_inbound_message_loop` (usdt.c), for `rounds`.
+fn fire_lean(rounds: &Rounds<'_>) -> Fired {
+    const BATCH: u64 = 1024;
+    let mut out = Fired { fired: vec![0], untraced: vec![0], fire_ns: 0 };
+    let Args::Message { peer_id, addr, conn_type, message } =
+        args(Tracepoint::NetInboundMessage, rounds.seed, 0, rounds.workload)
+    else {
+        unreachable!("net:inbound_message has a message's arguments")
+    };
+    let (addr, conn_type, command, payload) = (c(&addr), c(conn_type), c(message.command()), message.serialize());
+    let start = Instant::now();
+    let mut done = 0u64;
+    while (rounds.count == 0 || done < rounds.count)
+        && !rounds.stop.load(Ordering::Relaxed)
+        && rounds.deadline.is_none_or(|d| start.elapsed() < d)
+    {
+        let batch = if rounds.count == 0 { BATCH } else { BATCH.min(rounds.count - done) };
+        let hits = Instant::now();
+        // SAFETY: the strings are live CStrings and the payload a live buffer of its length,
+        // for the duration of the call.
+        let fired = unsafe {
+            sim_net_inbound_message_loop(
+                batch,
+                peer_id,
+                addr.as_ptr(),
+                conn_type.as_ptr(),
+                command.as_ptr(),
+                payload.len(),
+                payload.as_ptr(),
+            )
+        };
+        out.fire_ns += hits.elapsed().as_nanos();
+        out.fired[0] += fired;
+        out.untraced[0] += batch - fired;
+        done += batch;
+    }
+    out
 }
 
 /// Fires `tracepoints` once per round, in order, for `rounds`.

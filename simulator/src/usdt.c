@@ -164,3 +164,18 @@ SITE sim_utxocache_flush(int64_t duration_us, uint32_t mode, uint64_t coins_coun
 {
 	TRACEPOINT(utxocache, flush, duration_us, mode, coins_count, coins_mem_usage, for_prune);
 }
+
+
+/* `--lean`: net:inbound_message `count` times with the same arguments from one C loop, the
+ * cheapest firing there is (benchmarks: a lean firing program's load on a tracer). Returns how
+ * many of them a tracer saw. */
+uint64_t sim_net_inbound_message_loop(uint64_t count, int64_t id, const char *addr,
+				      const char *conn_type, const char *msg_type, size_t size,
+				      const unsigned char *data)
+{
+	uint64_t fired = 0;
+
+	for (uint64_t i = 0; i < count; i++)
+		fired += sim_net_inbound_message(id, addr, conn_type, msg_type, size, data);
+	return fired;
+}

@@ -75,6 +75,17 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
         ping("ping 150k/s", 150_000),
         ping("ping 200k/s", 200_000),
         ping("ping, max rate", 0),
+        // The same pings from one C loop with fixed arguments (the simulator's --lean), the
+        // kind of lean firing program behind issue 16's overload figure for upstream.
+        Workload {
+            name: "ping, max rate, lean C loop".into(),
+            tracepoints: "net:inbound_message",
+            rounds: 0,
+            rate: 0,
+            flags: &["--message-type", "ping", "--lean"],
+            check: Check::Message("ping", Some(8)),
+            publisher_flags: &[],
+        },
         Workload {
             name: "12 tracepoints mixed, max rate".into(),
             tracepoints: "default",
