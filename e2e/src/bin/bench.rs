@@ -5,6 +5,7 @@
 //! (`scripts/bench.sh`).
 
 use std::collections::BTreeMap;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -13,6 +14,7 @@ use e2e::{
     LOADER_UID,
 };
 use futures_util::StreamExt;
+use libbpf_rs::query::ProgInfoIter;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use prost::Message;
 use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
@@ -30,6 +32,10 @@ struct Cli {
     /// Run only the workloads whose name contains this
     #[arg(long)]
     only: Option<String>,
+    /// Also give the BPF programs' own time per run, from the kernel's BPF run-time statistics
+    /// (kept on for the whole run: they add a clock read or two to every hit, the floor's too)
+    #[arg(long)]
+    bpf_stats: bool,
 }
 
 /// What the subscriber checks each arriving event against.
@@ -263,6 +269,8 @@ struct Row {
     latencies_ns: Vec<u64>,
     /// Time the firing thread spent per hit.
     ns_per_hit: f64,
+    /// Run time and runs of the loader's BPF programs (`--bpf-stats`).
+    program_runs: (u64, u64),
     machine_busy: f64,
     load: String,
 }
@@ -276,6 +284,9 @@ struct Usage {
     publisher_ticks: u64,
     publisher_rss: u64,
     samples: u64,
+    /// With `--bpf-stats`: the loader's programs are those loaded after this id.
+    programs_after: Option<u32>,
+    program_runs: (u64, u64),
 }
 
 /// Samples between two reads of the loader's smaps: walking its ring mappings costs enough
@@ -289,6 +300,9 @@ fn sample(loader: u32, publisher: u32, last: &mut Usage) {
     }
     if last.samples.is_multiple_of(SMAPS_EVERY) {
         last.loader_rss = last.loader_rss.max(rss_without_bpf_maps(loader));
+        if let Some(after) = last.programs_after {
+            last.program_runs = program_runs(after);
+        }
     }
     last.samples += 1;
     let (ticks, rss) = (cpu_ticks(publisher), peak_rss(publisher));
@@ -297,10 +311,33 @@ fn sample(loader: u32, publisher: u32, last: &mut Usage) {
     }
 }
 
+/// Turns the kernel's BPF run-time statistics on for as long as the returned descriptor is
+/// open: off again when the benchmark exits, however it exits.
+fn enable_bpf_stats() -> OwnedFd {
+    // SAFETY: a plain system call wrapper; a non-negative result is a descriptor we now own.
+    let fd = unsafe { libbpf_sys::bpf_enable_stats(libbpf_sys::BPF_STATS_RUN_TIME) };
+    assert!(fd >= 0, "cannot turn on BPF run-time statistics: {}", std::io::Error::from_raw_os_error(-fd));
+    // SAFETY: see above.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Id of the newest BPF program loaded.
+fn last_program_id() -> u32 {
+    ProgInfoIter::default().map(|p| p.id).max().unwrap_or(0)
+}
+
+/// Summed run time and runs of the BPF programs loaded after `after`, as the kernel counts
+/// them while its BPF run-time statistics are on.
+fn program_runs(after: u32) -> (u64, u64) {
+    ProgInfoIter::default()
+        .filter(|p| p.id > after)
+        .fold((0, 0), |(ns, runs), p| (ns + p.run_time_ns, runs + p.run_cnt))
+}
+
 /// How long the stream must stay quiet, once the simulator is done, for the run to end.
 const QUIET: Duration = Duration::from_secs(2);
 
-async fn run(nats: &NatsServer, w: &Workload, seconds: f64) -> Row {
+async fn run(nats: &NatsServer, w: &Workload, seconds: f64, bpf_stats: bool) -> Row {
     let dir = TempDir::new("bench");
     let socket = dir.path().join("publisher.sock");
     let metrics = free_address();
@@ -322,10 +359,11 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64) -> Row {
         flags.extend(["--seconds", &duration]);
     }
     let simulator = Simulator::start_with(w.tracepoints, w.rounds, 5, &flags);
+    let programs_after = bpf_stats.then(last_program_id);
     let loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
     let (loader_pid, publisher_pid) = (loader.id().expect("loader"), publisher.id().expect("publisher"));
     let mut row = Row { bpf_maps: bpf_map_bytes(loader_pid), ..Row::default() };
-    let mut before = Usage::default();
+    let mut before = Usage { programs_after, ..Usage::default() };
     sample(loader_pid, publisher_pid, &mut before);
     let machine_before = cpu_jiffies();
 
@@ -404,6 +442,7 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64) -> Row {
     row.loader_cpu_s = (usage.loader_ticks - before.loader_ticks) as f64 / tick;
     row.publisher_cpu_s = (usage.publisher_ticks - before.publisher_ticks) as f64 / tick;
     (row.loader_rss, row.publisher_rss) = (usage.loader_rss, usage.publisher_rss);
+    row.program_runs = usage.program_runs;
     let (busy, total) = (machine_after.0 - machine_before.0, machine_after.1 - machine_before.1);
     row.machine_busy = 100.0 * busy as f64 / total.max(1) as f64;
     row.load =
@@ -494,6 +533,7 @@ fn mb(bytes: u64) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let cli = Cli::parse();
+    let _bpf_stats = cli.bpf_stats.then(enable_bpf_stats);
     // JetStream on: one workload publishes into a stream.
     let nats = NatsServer::with_jetstream().await;
     // The floor first, on a quiet machine: the same pings at the same rates with a no-op BPF
@@ -539,7 +579,7 @@ async fn main() {
         if !selected(&w.name) {
             continue;
         }
-        let mut r = run(&nats, &w, cli.seconds).await;
+        let mut r = run(&nats, &w, cli.seconds, cli.bpf_stats).await;
         r.latencies_ns.sort_unstable();
         let drops: Vec<String> =
             r.drops.iter().filter(|(_, n)| **n > 0).map(|(cause, n)| format!("{n} {cause}")).collect();
@@ -567,6 +607,10 @@ async fn main() {
                 None => format!("{:.0} (no floor)", r.ns_per_hit),
             },
             _ => format!("{:.0}", r.ns_per_hit),
+        };
+        let per_hit = match r.program_runs {
+            (_, 0) => per_hit,
+            (ns, runs) => format!("{per_hit}, program {:.0}", ns as f64 / runs as f64),
         };
         println!(
             "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} | {} |",
