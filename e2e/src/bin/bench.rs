@@ -300,8 +300,10 @@ fn sample(loader: u32, publisher: u32, last: &mut Usage) {
     }
     if last.samples.is_multiple_of(SMAPS_EVERY) {
         last.loader_rss = last.loader_rss.max(rss_without_bpf_maps(loader));
-        if let Some(after) = last.programs_after {
-            last.program_runs = program_runs(after);
+        // Once the loader has exited, its programs are gone: the last figures stay.
+        let runs = last.programs_after.map_or((0, 0), program_runs);
+        if runs.1 > 0 {
+            last.program_runs = runs;
         }
     }
     last.samples += 1;
