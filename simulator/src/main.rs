@@ -465,6 +465,16 @@ struct Rounds<'a> {
     stop: &'a AtomicBool,
 }
 
+impl Rounds<'_> {
+    /// Whether to fire on after `done` rounds, begun at `start`: rounds left, no signal, time
+    /// left.
+    fn go_on(&self, done: u64, start: Instant) -> bool {
+        (self.count == 0 || done < self.count)
+            && !self.stop.load(Ordering::Relaxed)
+            && self.deadline.is_none_or(|d| start.elapsed() < d)
+    }
+}
+
 /// One thread's firings, per tracepoint of its share.
 struct Fired {
     fired: Vec<u64>,
@@ -485,10 +495,7 @@ fn fire_lean(rounds: &Rounds<'_>) -> Fired {
     let (addr, conn_type, command, payload) = (c(&addr), c(conn_type), c(message.command()), message.serialize());
     let start = Instant::now();
     let mut done = 0u64;
-    while (rounds.count == 0 || done < rounds.count)
-        && !rounds.stop.load(Ordering::Relaxed)
-        && rounds.deadline.is_none_or(|d| start.elapsed() < d)
-    {
+    while rounds.go_on(done, start) {
         let batch = if rounds.count == 0 { BATCH } else { BATCH.min(rounds.count - done) };
         let hits = Instant::now();
         // SAFETY: the strings are live CStrings and the payload a live buffer of its length,
@@ -517,10 +524,7 @@ fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
     let mut out = Fired { fired: vec![0; tracepoints.len()], untraced: vec![0; tracepoints.len()], fire_ns: 0 };
     let start = Instant::now();
     let mut seq = 0u64;
-    while (rounds.count == 0 || seq < rounds.count)
-        && !rounds.stop.load(Ordering::Relaxed)
-        && rounds.deadline.is_none_or(|d| start.elapsed() < d)
-    {
+    while rounds.go_on(seq, start) {
         for (i, tp) in tracepoints.iter().enumerate() {
             let mut args = args(*tp, rounds.seed, seq, rounds.workload);
             if let Args::Message { message: message @ (Message::Ping(_) | Message::OldPing), .. } = &mut args {

@@ -165,7 +165,6 @@ SITE sim_utxocache_flush(int64_t duration_us, uint32_t mode, uint64_t coins_coun
 	TRACEPOINT(utxocache, flush, duration_us, mode, coins_count, coins_mem_usage, for_prune);
 }
 
-
 /* `--lean`: net:inbound_message `count` times with the same arguments from one C loop, the
  * cheapest firing there is (benchmarks: a lean firing program's load on a tracer). Returns how
  * many of them a tracer saw. */
