@@ -196,14 +196,17 @@ async fn pings_fired_from_the_lean_loop_arrive_each_with_round_zeros_fields() {
     }
 }
 
-/// `--lean` fires one tracepoint from one thread as fast as it can: anything else is refused.
+/// `--lean` fires one tracepoint from one thread as fast as it can, the same hit every time:
+/// anything else is refused, not ignored.
 #[test]
-fn lean_firing_refuses_other_tracepoints_threads_and_rates() {
+fn lean_firing_refuses_other_tracepoints_threads_rates_and_varying_hits() {
     let inbound = ["--tracepoints", "net:inbound_message"];
     for extra in [
         &["--tracepoints", "net:inbound_message,mempool:added"][..],
-        &[inbound, ["--threads", "2"]].concat(),
-        &[inbound, ["--rate", "10"]].concat(),
+        &[&inbound[..], &["--threads", "2"]].concat(),
+        &[&inbound[..], &["--rate", "10"]].concat(),
+        &[&inbound[..], &["--ping-clock"]].concat(),
+        &[&inbound[..], &["--unreadable-every", "10"]].concat(),
     ] {
         let out = std::process::Command::new(&e2e::bins().simulator)
             .args(["--lean", "--message-type", "ping"])
@@ -213,7 +216,8 @@ fn lean_firing_refuses_other_tracepoints_threads_and_rates() {
         assert_eq!(out.status.code(), Some(2), "{extra:?}");
         assert_eq!(
             String::from_utf8_lossy(&out.stderr),
-            "tracepoint-simulator: --lean fires only net:inbound_message, from one thread, without --rate\n",
+            "tracepoint-simulator: --lean fires only net:inbound_message, from one thread, without --rate, \
+             --ping-clock or --unreadable-every\n",
             "{extra:?}"
         );
     }

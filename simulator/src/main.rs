@@ -188,7 +188,8 @@ struct Cli {
     threads: u64,
     /// Fire `net:inbound_message` from one C loop with round 0's arguments every time, as a
     /// lean firing program would: the heaviest load a tracer can be given (for benchmarks).
-    /// Only with `--tracepoints net:inbound_message`, one thread and no --rate.
+    /// Only with `--tracepoints net:inbound_message`, one thread and none of --rate,
+    /// --ping-clock and --unreadable-every (which would change hits from round to round).
     #[arg(long)]
     lean: bool,
 }
@@ -380,8 +381,12 @@ fn main() -> ExitCode {
         eprintln!("tracepoint-simulator: {e}");
         return ExitCode::from(2);
     }
-    if cli.lean && (tracepoints != [Tracepoint::NetInboundMessage] || cli.threads != 1 || cli.rate > 0.0) {
-        eprintln!("tracepoint-simulator: --lean fires only net:inbound_message, from one thread, without --rate");
+    let varies = cli.rate > 0.0 || cli.ping_clock || cli.unreadable_every.is_some();
+    if cli.lean && (tracepoints != [Tracepoint::NetInboundMessage] || cli.threads != 1 || varies) {
+        eprintln!(
+            "tracepoint-simulator: --lean fires only net:inbound_message, from one thread, without --rate, \
+             --ping-clock or --unreadable-every"
+        );
         return ExitCode::from(2);
     }
     let stop = Arc::new(AtomicBool::new(false));
