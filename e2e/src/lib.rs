@@ -110,6 +110,25 @@ pub fn bins() -> &'static Bins {
     })
 }
 
+/// Subscribes `client` to `subject` and returns once the server has the subscription.
+/// async-nats' `flush` only writes the SUB to the socket: a server short of CPU may route
+/// another connection's first messages before it reads it, and they are lost to this
+/// subscriber. The server reads a connection in order, so a message this client publishes
+/// after the SUB comes back only once the SUB is in place. `subject` must not match the
+/// client's inboxes (`_INBOX.<id>.<n>`), or the subscriber would see that message too.
+pub async fn subscribe_in_place(client: &async_nats::Client, subject: &str) -> async_nats::Subscriber {
+    use futures_util::StreamExt;
+    let subscriber = client.subscribe(subject.to_string()).await.expect("subscribe");
+    let inbox = client.new_inbox();
+    let mut echo = client.subscribe(inbox.clone()).await.expect("subscribe to an inbox");
+    client.publish(inbox, bytes::Bytes::new()).await.expect("publish to the inbox");
+    tokio::time::timeout(Duration::from_secs(10), echo.next())
+        .await
+        .expect("the server sent back this client's own message")
+        .expect("the inbox subscription is open");
+    subscriber
+}
+
 pub struct NatsServer {
     child: Child,
     dir: TempDir,
@@ -667,8 +686,7 @@ impl Pipeline {
         let dir = TempDir::new("pipeline");
         let socket = dir.path().join("publisher.sock");
         let client = async_nats::connect(nats_address).await.expect("connect subscriber");
-        let subscriber = client.subscribe("*").await.expect("subscribe");
-        client.flush().await.expect("flush subscription");
+        let subscriber = subscribe_in_place(&client, "*").await;
         let loader_uid = LOADER_UID.to_string();
         let publisher_notify = (launch == Launch::SocketActivated).then(|| {
             let path = dir.path().join("publisher-notify.sock");

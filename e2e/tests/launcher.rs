@@ -65,9 +65,7 @@ async fn stop(launcher: &mut tokio::process::Child) -> String {
 
 async fn subscribe(nats: &NatsServer) -> async_nats::Subscriber {
     let client = async_nats::connect(&nats.address).await.expect("connect");
-    let subscriber = client.subscribe("*").await.expect("subscribe");
-    client.flush().await.expect("flush");
-    subscriber
+    e2e::subscribe_in_place(&client, "*").await
 }
 
 /// Waits until the launcher runs a loader other than `previous` that has dropped its

@@ -53,8 +53,7 @@ impl FakeLoader {
         let socket = dir.path().join("publisher.sock");
         let publisher = start_publisher(&nats.address, &socket, &["--allow-any-uid"]).await;
         let client = async_nats::connect(&nats.address).await.unwrap();
-        let sub = client.subscribe("mempool").await.unwrap();
-        client.flush().await.unwrap();
+        let sub = e2e::subscribe_in_place(&client, "mempool").await;
         let conn = UnixSeqpacket::connect(&socket).await.unwrap();
         let hello = Hello {
             run_id,

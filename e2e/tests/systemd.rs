@@ -370,8 +370,7 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
         loader_uid,
     );
     let client = async_nats::connect(&nats.address).await.unwrap();
-    let mut subscriber = client.subscribe("mempool").await.unwrap();
-    client.flush().await.unwrap();
+    let mut subscriber = e2e::subscribe_in_place(&client, "mempool").await;
 
     // The node fires `rounds` and exits (its pid file is gone): every event arrives, and the
     // loader says so with status 3.

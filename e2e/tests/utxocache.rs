@@ -36,8 +36,7 @@ async fn fire_and_check(tracepoints: &str, rounds: u64, seed: u64) {
         Pipeline::start_with(e2e::Launch::Direct, &nats, tracepoints, rounds, seed, &[], &["--utxocache-tracepoints"])
             .await;
     let client = async_nats::connect(&nats.address).await.expect("connect");
-    let mut own = client.subscribe(Category::Utxocache.subject()).await.expect("subscribe");
-    client.flush().await.expect("flush subscription");
+    let mut own = e2e::subscribe_in_place(&client, Category::Utxocache.subject()).await;
     let Pipeline { mut subscriber, simulator, dir: _dir, publisher: _publisher, loader: _loader } = pipeline;
 
     let utxocache = Tracepoint::enabled(&[Category::Utxocache]);

@@ -348,8 +348,7 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64, bpf_stats: bool) -> 
         .connect(&nats.address)
         .await
         .expect("connect subscriber");
-    let mut subscriber = client.subscribe("*").await.expect("subscribe");
-    client.flush().await.expect("flush subscription");
+    let mut subscriber = e2e::subscribe_in_place(&client, "*").await;
     let loader_uid = LOADER_UID.to_string();
     let mut publisher_flags = vec!["--loader-uid", &loader_uid, "--metrics-address", &metrics];
     publisher_flags.extend(w.publisher_flags);
