@@ -91,6 +91,7 @@ pub fn bins() -> &'static Bins {
         if profile_dir.ends_with("deps") {
             profile_dir = profile_dir.parent().expect("target dir");
         }
+        remove_bins_of_exited_processes();
         let dir = TempDir::new("bins");
         let copy = |name: &str| {
             let from = profile_dir.join(name);
@@ -108,6 +109,23 @@ pub fn bins() -> &'static Bins {
             _dir: dir,
         }
     })
+}
+
+/// Removes the copies of the binaries that earlier test processes left: [`bins`] keeps its
+/// directory in a static, which is never dropped, and each copy takes a few hundred MB.
+fn remove_bins_of_exited_processes() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) =
+            name.to_str().and_then(|n| n.strip_prefix("ebpf-extractor-bins-")).and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Subscribes `client` to `subject` and returns once the server has the subscription.
