@@ -491,8 +491,7 @@ const BLOCK_BYTES: usize = 4_000_000;
 /// block workloads. The subscriber only counts, where the benchmark's decodes.
 async fn plain_nats_rate(nats: &NatsServer, size: usize, seconds: f64) -> f64 {
     let subscriber = async_nats::connect(&nats.address).await.expect("connect the reference subscriber");
-    let mut messages = subscriber.subscribe("reference").await.expect("subscribe");
-    subscriber.flush().await.expect("flush the subscription");
+    let mut messages = e2e::subscribe_in_place(&subscriber, "reference").await;
     let counting = tokio::spawn(async move {
         let (mut received, mut first, mut last) = (0u64, None, Instant::now());
         while let Ok(Some(msg)) = tokio::time::timeout(QUIET, messages.next()).await {
