@@ -57,8 +57,8 @@ struct Workload {
     /// Rounds per second; 0 = as fast as the simulator can.
     rate: u64,
     flags: &'static [&'static str],
-    /// Further publisher flags (JetStream mode).
-    publisher_flags: &'static [&'static str],
+    /// The JetStream stream the publisher publishes into (`--nats-jetstream-stream`), if any.
+    jetstream_stream: Option<&'static str>,
     check: Check,
 }
 
@@ -72,7 +72,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
         rate,
         flags: &["--message-type", "ping", "--ping-clock"],
         check: Check::Ping,
-        publisher_flags: &[],
+        jetstream_stream: None,
     };
     vec![
         ping("ping 10k/s", 10_000),
@@ -90,7 +90,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             rate: 0,
             flags: &["--message-type", "ping", "--lean"],
             check: Check::Message("ping", Some(8)),
-            publisher_flags: &[],
+            jetstream_stream: None,
         },
         Workload {
             name: "12 tracepoints mixed, max rate".into(),
@@ -99,7 +99,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             rate: 0,
             flags: &[],
             check: Check::Events,
-            publisher_flags: &[],
+            jetstream_stream: None,
         },
         // The same, each event acknowledged by JetStream (README, "Durable delivery"): its cost
         // against core publishing.
@@ -109,7 +109,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             rounds: 0,
             rate: 0,
             flags: &[],
-            publisher_flags: &["--nats-jetstream-stream", "BENCH"],
+            jetstream_stream: Some("BENCH"),
             check: Check::Events,
         },
         // Bitcoin Core fires from several threads at once: 4 threads, 3 tracepoints each, at
@@ -121,7 +121,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             rate: 20_834,
             flags: &["--threads", "4"],
             check: Check::Events,
-            publisher_flags: &[],
+            jetstream_stream: None,
         },
         Workload {
             name: "inv of 3.6 KB, max rate".into(),
@@ -130,7 +130,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             rate: 0,
             flags: &["--message-type", "inv", "--message-size", "3600"],
             check: Check::Message("inv", None),
-            publisher_flags: &[],
+            jetstream_stream: None,
         },
         Workload {
             name: "inv of 1.8 MB, max rate".into(),
@@ -139,7 +139,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             rate: 0,
             flags: &["--message-type", "inv", "--message-size", "1800000"],
             check: Check::Message("inv", None),
-            publisher_flags: &[],
+            jetstream_stream: None,
         },
         Workload {
             name: "block of 4,000,000 B, 100 back to back".into(),
@@ -148,7 +148,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             rate: 0,
             flags: &["--message-size", "4000000"],
             check: Check::Message("block", Some(4_000_000)),
-            publisher_flags: &[],
+            jetstream_stream: None,
         },
         Workload {
             name: format!("block of 4,000,000 B, {block_rate}/s (the plain NATS client's rate)"),
@@ -157,7 +157,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             rate: block_rate,
             flags: &["--message-size", "4000000"],
             check: Check::Message("block", Some(4_000_000)),
-            publisher_flags: &[],
+            jetstream_stream: None,
         },
         Workload {
             name: "mempool:removed burst of 5,000".into(),
@@ -166,7 +166,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             rate: 0,
             flags: &[],
             check: Check::Events,
-            publisher_flags: &[],
+            jetstream_stream: None,
         },
     ]
 }
@@ -351,7 +351,9 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64, bpf_stats: bool) -> 
     let mut subscriber = e2e::subscribe_in_place(&client, "*").await;
     let loader_uid = LOADER_UID.to_string();
     let mut publisher_flags = vec!["--loader-uid", &loader_uid, "--metrics-address", &metrics];
-    publisher_flags.extend(w.publisher_flags);
+    if let Some(stream) = w.jetstream_stream {
+        publisher_flags.extend(["--nats-jetstream-stream", stream]);
+    }
     let mut publisher = start_publisher(&nats.address, &socket, &publisher_flags).await;
     let (rate, duration) = (w.rate.to_string(), seconds.to_string());
     let mut flags = w.flags.to_vec();
@@ -449,6 +451,12 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64, bpf_stats: bool) -> 
     row.load =
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?").to_string();
     let _ = e2e::stop_and_read_logs(&mut [&mut publisher]).await;
+    // The stream takes every subject the publisher publishes on: left in place, the server
+    // would write every later workload's events to disk as well, and the reference client's
+    // messages (another subject) not.
+    if let Some(stream) = w.jetstream_stream {
+        async_nats::jetstream::new(client).delete_stream(stream).await.expect("delete the JetStream stream");
+    }
     row
 }
 
