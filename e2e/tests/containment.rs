@@ -77,24 +77,26 @@ async fn the_attached_loader_cannot_be_turned_and_keeps_delivering() {
         .unwrap();
     assert!(!listing.status.success(), "listed the loader's descriptors: {listing:?}");
 
-    // Root may open the maps by id; user space still cannot write libbpf's USDT specs.
-    let mut usdt_maps = 0;
+    // Root may open the maps by id; user space still cannot write libbpf's USDT specs or the
+    // peers' strings the message programs keep.
+    let mut frozen_maps = 0;
     for fd in fds {
         let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else { continue };
         let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse().ok()) else {
             continue;
         };
         let map = MapHandle::from_map_id(id).expect("open the map by id as root");
-        if !map.name().to_string_lossy().starts_with("__bpf_usdt") {
+        let name = map.name().to_string_lossy().into_owned();
+        if !name.starts_with("__bpf_usdt") && name != "known_peers" {
             continue;
         }
-        usdt_maps += 1;
+        frozen_maps += 1;
         let key = vec![0u8; map.key_size() as usize];
         let value = vec![0xffu8; map.value_size() as usize];
         let err = map.update(&key, &value, MapFlags::ANY).expect_err("a frozen map refuses updates");
         assert_eq!(err.kind(), libbpf_rs::ErrorKind::PermissionDenied, "{err}");
     }
-    assert_eq!(usdt_maps, 2, "libbpf's __bpf_usdt_specs and __bpf_usdt_ip_to_spec_id");
+    assert_eq!(frozen_maps, 3, "libbpf's __bpf_usdt_specs and __bpf_usdt_ip_to_spec_id, known_peers");
 
     let before = wall_ms();
     assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], 5);

@@ -89,6 +89,16 @@ async fn tracepoints_fired_from_four_threads_at_once_arrive_exactly_in_order() {
     fire_from_threads_and_check(&nats, "default", 300, 14, 4, &[], &Tracepoint::defaults()).await;
 }
 
+/// The BPF programs read a peer's address and connection type for its first message only and
+/// copy them for the rest (`known_peers` in bpf/src/bpf/extractor.bpf.c): 300 rounds from the
+/// simulator's 126 peers, every message with the fields it was fired with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_messages_of_a_peer_carry_its_address_and_connection_type() {
+    let nats = NatsServer::start().await;
+    let messages = Tracepoint::enabled(&[Category::P2pMessages]);
+    fire_and_check(&nats, "net:inbound_message,net:outbound_message", 300, 15, &[], &messages).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn addrman_tracepoints_arrive_when_switched_on() {
     let nats = NatsServer::start().await;

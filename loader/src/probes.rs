@@ -103,11 +103,12 @@ impl<'obj> Probes<'obj> {
 
     /// Once every probe is attached: freezes the maps that user space no longer writes
     /// (libbpf's USDT argument specs, which turned writable would let a program read any
-    /// address; the drop counters), so that no `bpf()` call can change them, and closes the
+    /// address; the drop counters; the peers' strings, which would put another address on a
+    /// peer's messages), so that no `bpf()` call can change them, and closes the
     /// programs' descriptors (the links keep them attached).
     pub fn seal(&mut self) -> Result<(), ProbeError> {
         let maps = &self.skel.maps;
-        for map in [&maps.__bpf_usdt_specs, &maps.__bpf_usdt_ip_to_spec_id, &maps.drops] {
+        for map in [&maps.__bpf_usdt_specs, &maps.__bpf_usdt_ip_to_spec_id, &maps.drops, &maps.known_peers] {
             libbpf_rs::MapHandle::try_from(map).and_then(|handle| handle.freeze()).map_err(ProbeError::Seal)?;
         }
         for prog in self.skel.object_mut().progs_mut() {

@@ -152,6 +152,19 @@ fn peer_addr(rng: &mut Rng, seq: u64) -> String {
     }
 }
 
+/// Messages come from and go to Bitcoin Core's connected peers, a bounded set, each with one
+/// id, address and connection type for the connection's life (the BPF programs keep the two
+/// strings per peer id). 126 of them, so that every address form (`seq % 6`) meets every
+/// connection type (`seq % 7`).
+const CONNECTED_PEERS: u64 = 126;
+
+/// Id, address and connection type of the connected peer that message firing `seq` is from or to.
+fn connected_peer(seed: u64, seq: u64) -> (i64, String, &'static str) {
+    let peer = seq % CONNECTED_PEERS;
+    let rng = &mut Rng::new(seed, Tracepoint::NetInboundMessage, u64::MAX - peer);
+    (rng.below(1 << 40) as i64, peer_addr(rng, peer), CONN_TYPES[(peer % 7) as usize])
+}
+
 /// The `enum Network` Bitcoin Core passes with a peer's address (`CNode::ConnectedThroughNetwork`:
 /// NET_ONION for a peer that came in through the onion service, else `CNetAddr::GetNetClass`):
 /// the address's own network, `NET_UNROUTABLE` (0) for a private or reserved IPv4 address; a
@@ -191,7 +204,8 @@ pub fn args(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> Args {
     match tp {
         T::NetInboundMessage | T::NetOutboundMessage => {
             let message = message(rng, seq, workload);
-            Args::Message { peer_id, addr: peer_addr(rng, seq), conn_type: CONN_TYPES[(seq % 7) as usize], message }
+            let (peer_id, addr, conn_type) = connected_peer(seed, seq);
+            Args::Message { peer_id, addr, conn_type, message }
         }
         T::NetInboundConnection | T::NetOutboundConnection => {
             let mut addr = peer_addr(rng, seq);
