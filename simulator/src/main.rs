@@ -268,14 +268,16 @@ fn site(tp: Tracepoint) -> Site {
 
 /// Runs the probe site of `tp`; true if a tracer was attached (the semaphore was set). With
 /// `unreadable_payload`, a message's payload pointer points into the never-mapped first page.
-fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
+/// A message is serialized into `payload`, which the caller keeps from hit to hit.
+fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool, payload: &mut Vec<u8>) -> bool {
     // SAFETY: every pointer is to a live, NUL-terminated CString or a buffer of the stated
     // length, valid for the duration of the call; an unreadable payload pointer is only handed
     // to the tracer, which reads user memory with checked reads.
     unsafe {
         match (site(tp), args) {
             (Site::Message(f), Args::Message { peer_id, addr, conn_type, message }) => {
-                let payload = message.serialize();
+                payload.clear();
+                message.write(payload);
                 let data = if unreadable_payload { std::ptr::dangling() } else { payload.as_ptr() };
                 f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), c(message.command()).as_ptr(), payload.len(), data)
             }
@@ -366,8 +368,20 @@ fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool) -> bool {
     }
 }
 
+/// Keeps freed heap pages for the next hit. Each hit builds its arguments afresh; a 4 MB
+/// block's transactions take 4 MB of heap that glibc's default handed back to the kernel
+/// after every hit, so that the next faulted it in again: more CPU than the publisher spent on
+/// the block, taken from the machine the benchmark measures (README, Performance).
+#[cfg(target_env = "gnu")]
+fn keep_heap_pages() {
+    // SAFETY: mallopt only sets a parameter of the allocator, before any other thread runs.
+    unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20) };
+}
+
 fn main() -> ExitCode {
     node::private_umask();
+    #[cfg(target_env = "gnu")]
+    keep_heap_pages();
     let cli = Cli::parse_from(node::core_spelling(std::env::args()));
     let tracepoints = match parse_tracepoints(&cli.tracepoints) {
         Ok(tps) => tps,
@@ -529,6 +543,7 @@ fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
     let mut out = Fired { fired: vec![0; tracepoints.len()], untraced: vec![0; tracepoints.len()], fire_ns: 0 };
     let start = Instant::now();
     let mut seq = 0u64;
+    let mut payload = Vec::new();
     while rounds.go_on(seq, start) {
         for (i, tp) in tracepoints.iter().enumerate() {
             let mut args = args(*tp, rounds.seed, seq, rounds.workload);
@@ -539,7 +554,7 @@ fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
             }
             let unreadable = rounds.unreadable_every.is_some_and(|n| (seq + 1).is_multiple_of(n));
             let hit = Instant::now();
-            let traced = fire(*tp, &args, unreadable);
+            let traced = fire(*tp, &args, unreadable, &mut payload);
             out.fire_ns += hit.elapsed().as_nanos();
             if traced {
                 out.fired[i] += 1;
