@@ -68,6 +68,10 @@ impl<'obj> Probes<'obj> {
                 map.set_max_entries(ring_bytes[ring.index()]).map_err(ProbeError::Open)?;
             }
         }
+        // The programs compare a ring's fill with its size on every hit (`wakeup` in
+        // bpf/src/bpf/extractor.bpf.c): a constant of the loaded object, not a helper call.
+        let rodata = open.maps.rodata_data.as_deref_mut().expect("the BPF object has a .rodata: its ring sizes");
+        rodata.ring_bytes = ring_bytes.map(u64::from);
         for mut prog in open.open_object_mut().progs_mut() {
             let wanted = enabled.iter().any(|tp| prog.name() == tp.program());
             prog.set_autoload(wanted);

@@ -47,7 +47,7 @@ struct btf_anchor {
 /* Every argument of a hit after one look-up of its USDT spec. libbpf's BPF_USDT fetches each
  * argument through bpf_usdt_arg(), which looks the spec up and reads the saved register
  * anew for each: six times for a message, about a third of a hit's time in the BPF program.
- * Here the spec is looked up once and the saved registers copied once; each argument is then
+ * Here the spec is looked up once and the saved registers loaded once; each argument is then
  * taken from that copy (or, for a memory operand, read from user memory), with libbpf's own
  * spec layout and casts (usdt.bpf.h). A failed read fails the hit, counted as read_failed. */
 #define REGS (sizeof(struct pt_regs) / 8)
@@ -62,8 +62,12 @@ static __always_inline int usdt_args(struct pt_regs *ctx, long *out, const int n
 	if (spec_id < 0)
 		return -1;
 	spec = bpf_map_lookup_elem(&__bpf_usdt_specs, &spec_id);
-	if (!spec || spec->arg_cnt < n || bpf_probe_read_kernel(&regs, sizeof(regs), ctx))
+	if (!spec || spec->arg_cnt < n)
 		return -1;
+	/* Context loads at constant offsets, which the verifier allows: no helper call. */
+#pragma unroll
+	for (i = 0; i < REGS; i++)
+		regs[i] = ((unsigned long *)ctx)[i];
 #pragma unroll
 	for (i = 0; i < n; i++) {
 		struct __bpf_usdt_arg_spec *arg = &spec->args[i];
@@ -165,6 +169,9 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
  * CPUs, harmlessly: at worst one wakeup too many. */
 __u64 loader_polling_until_ns;
 __u64 ring_woken_ns[RING_COUNT];
+/* Each ring's size, set by the loader before loading (it sizes the rings): read here, where
+ * asking the ring would take a helper call on every hit. */
+const volatile __u64 ring_bytes[RING_COUNT];
 
 /* `now` is the record's own timestamp: no second clock read. */
 static __always_inline __u64 wakeup(enum ring_id ring, __u64 now)
@@ -172,7 +179,7 @@ static __always_inline __u64 wakeup(enum ring_id ring, __u64 now)
 	void *map = ring_map(ring);
 
 	if ((now < loader_polling_until_ns || now - ring_woken_ns[ring] < WAKEUP_INTERVAL_NS) &&
-	    bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA) < bpf_ringbuf_query(map, BPF_RB_RING_SIZE) / 4)
+	    bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA) < ring_bytes[ring] / 4)
 		return BPF_RB_NO_WAKEUP;
 	ring_woken_ns[ring] = now;
 	return BPF_RB_FORCE_WAKEUP;
@@ -304,7 +311,14 @@ static __always_inline int fill_message_head(struct message_head *m, enum tracep
 			return -1;
 		bpf_map_update_elem(&known_peers, &peer_id, m->rec.addr, BPF_ANY);
 	}
-	return READ_STR(m->rec.msg_type, msg_type);
+	/* Read onto the stack: a read into the ring (vmalloc memory) goes through more of the
+	 * kernel's user-copy checks on the destination than one onto the stack. */
+	__u64 command[MSG_TYPE_BUF / 8] = {};
+
+	if (READ_STR(command, msg_type))
+		return -1;
+	__builtin_memcpy(m->rec.msg_type, command, sizeof(command));
+	return 0;
 }
 
 /* A large message (up to 4 MiB) takes a reservation of its exact size through a dynptr, so
