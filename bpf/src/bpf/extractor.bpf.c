@@ -269,6 +269,9 @@ _Static_assert(__builtin_offsetof(struct message_record, conn_type) ==
 		       __builtin_offsetof(struct message_record, addr) + ADDR_BUF &&
 		       sizeof(struct peer_strings) == ADDR_BUF + CONN_TYPE_BUF,
 	       "message_record's addr and conn_type must be laid out as struct peer_strings");
+/* copy_string and fill_message_head's command copy move whole 8-byte words. */
+_Static_assert(ADDR_BUF % 8 == 0 && CONN_TYPE_BUF % 8 == 0 && MSG_TYPE_BUF % 8 == 0,
+	       "the message strings' buffers must be whole words");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
