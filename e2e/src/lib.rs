@@ -25,7 +25,7 @@ pub const LOADER_UID: u32 = 65534;
 pub const BITCOIND_UID: u32 = 60999;
 
 /// The publisher's memory bound, stated in README ("Large messages and memory"): its
-/// read-ahead (8 MiB), what waits for the NATS server (16 MiB, in the client's buffer or for
+/// read-ahead (5 MiB), what waits for the NATS server (16 MiB, in the client's buffer or for
 /// JetStream's acknowledgement), one event being decoded and encoded, and the runtime.
 const PUBLISHER_PEAK_RSS_MIB: u64 = 96;
 
