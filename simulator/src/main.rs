@@ -266,20 +266,46 @@ fn site(tp: Tracepoint) -> Site {
     }
 }
 
+/// A message's type where Bitcoin Core passes it from: `std::string::c_str()` of at most 12
+/// characters, which libstdc++ keeps in the string's own 16-byte buffer, the bytes after the
+/// NUL left from before. Kept from hit to hit, a shorter type leaves a longer one's tail there.
+struct MessageType([u8; 16]);
+
+impl MessageType {
+    fn new() -> Self {
+        MessageType([0xa5; 16])
+    }
+
+    fn set(&mut self, message_type: &str) -> *const c_char {
+        let bytes = message_type.as_bytes();
+        assert!(bytes.len() < self.0.len() && !bytes.contains(&0), "a message type of at most 12 characters");
+        self.0[..bytes.len()].copy_from_slice(bytes);
+        self.0[bytes.len()] = 0;
+        self.0.as_ptr().cast()
+    }
+}
+
+/// What a message's arguments are written into, kept from hit to hit.
+struct MessageBuffers {
+    payload: Vec<u8>,
+    message_type: MessageType,
+}
+
 /// Runs the probe site of `tp`; true if a tracer was attached (the semaphore was set). With
 /// `unreadable_payload`, a message's payload pointer points into the never-mapped first page.
-/// A message is serialized into `payload`, which the caller keeps from hit to hit.
-fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool, payload: &mut Vec<u8>) -> bool {
-    // SAFETY: every pointer is to a live, NUL-terminated CString or a buffer of the stated
+fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool, buffers: &mut MessageBuffers) -> bool {
+    // SAFETY: every pointer is to a live, NUL-terminated string or a buffer of the stated
     // length, valid for the duration of the call; an unreadable payload pointer is only handed
     // to the tracer, which reads user memory with checked reads.
     unsafe {
         match (site(tp), args) {
             (Site::Message(f), Args::Message { peer_id, addr, conn_type, message }) => {
+                let MessageBuffers { payload, message_type } = buffers;
                 payload.clear();
                 message.write(payload);
                 let data = if unreadable_payload { std::ptr::dangling() } else { payload.as_ptr() };
-                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), c(message.command()).as_ptr(), payload.len(), data)
+                let msg_type = message_type.set(message.command());
+                f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), msg_type, payload.len(), data)
             }
             (Site::Connection(f), Args::Connection { peer_id, addr, conn_type, network, existing_connections }) => {
                 f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), *network, *existing_connections as usize)
@@ -511,21 +537,23 @@ fn fire_lean(rounds: &Rounds<'_>) -> Fired {
     else {
         unreachable!("net:inbound_message has a message's arguments")
     };
-    let (addr, conn_type, command, payload) = (c(&addr), c(conn_type), c(message.command()), message.serialize());
+    let (addr, conn_type, payload) = (c(&addr), c(conn_type), message.serialize());
+    let mut message_type = MessageType::new();
+    let command = message_type.set(message.command());
     let start = Instant::now();
     let mut done = 0u64;
     while rounds.go_on(done, start) {
         let batch = if rounds.count == 0 { BATCH } else { BATCH.min(rounds.count - done) };
         let hits = Instant::now();
-        // SAFETY: the strings are live CStrings and the payload a live buffer of its length,
-        // for the duration of the call.
+        // SAFETY: the strings are live and NUL-terminated and the payload a live buffer of its
+        // length, for the duration of the call.
         let fired = unsafe {
             sim_net_inbound_message_loop(
                 batch,
                 peer_id,
                 addr.as_ptr(),
                 conn_type.as_ptr(),
-                command.as_ptr(),
+                command,
                 payload.len(),
                 payload.as_ptr(),
             )
@@ -543,7 +571,7 @@ fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
     let mut out = Fired { fired: vec![0; tracepoints.len()], untraced: vec![0; tracepoints.len()], fire_ns: 0 };
     let start = Instant::now();
     let mut seq = 0u64;
-    let mut payload = Vec::new();
+    let mut buffers = MessageBuffers { payload: Vec::new(), message_type: MessageType::new() };
     while rounds.go_on(seq, start) {
         for (i, tp) in tracepoints.iter().enumerate() {
             let mut args = args(*tp, rounds.seed, seq, rounds.workload);
@@ -554,7 +582,7 @@ fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
             }
             let unreadable = rounds.unreadable_every.is_some_and(|n| (seq + 1).is_multiple_of(n));
             let hit = Instant::now();
-            let traced = fire(*tp, &args, unreadable, &mut payload);
+            let traced = fire(*tp, &args, unreadable, &mut buffers);
             out.fire_ns += hit.elapsed().as_nanos();
             if traced {
                 out.fired[i] += 1;
