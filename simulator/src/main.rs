@@ -278,7 +278,10 @@ impl MessageType {
 
     fn set(&mut self, message_type: &str) -> *const c_char {
         let bytes = message_type.as_bytes();
-        assert!(bytes.len() < self.0.len() && !bytes.contains(&0), "a message type of at most 12 characters");
+        assert!(
+            bytes.len() < self.0.len() && !bytes.contains(&0),
+            "a message type that fits the inline buffer, without NUL"
+        );
         self.0[..bytes.len()].copy_from_slice(bytes);
         self.0[bytes.len()] = 0;
         self.0.as_ptr().cast()
