@@ -162,11 +162,15 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
 /* Waking the loader is the dearest part of a hit for the traced thread: an irq_work (in a VM,
  * a trapped APIC write) and a context switch, on 2 cores often onto the traced thread's own
  * CPU. The loader looks at the rings at least every WAKEUP_INTERVAL_NS by itself while
- * records keep coming, and says until when in loader_polling_until_ns (CLOCK_MONOTONIC, as the records'
- * timestamps); only a record after that wakes it, and then only if none did for
- * WAKEUP_INTERVAL_NS. A ring a quarter full always wakes it. The loader only moves the
- * deadline forward, so a stale read errs towards a wakeup; the other timestamps race between
- * CPUs, harmlessly: at worst one wakeup too many. */
+ * records keep coming, and says until when in loader_polling_until_ns (CLOCK_MONOTONIC, as the
+ * records' timestamps); only a record after that wakes it, and then only if none did for
+ * WAKEUP_INTERVAL_NS. A ring a quarter full wakes it too, but at most every FULL_WAKEUP_GAP_NS:
+ * while the loader is behind (a slow publisher, NATS down, a burst) the ring stays that full,
+ * and a wakeup on every hit cost each hit several microseconds (README, Performance) and woke
+ * a loader already draining. The loader only moves the deadline forward, so a stale read errs
+ * towards a wakeup; the other timestamps race between CPUs, harmlessly: at worst one wakeup
+ * too many. */
+#define FULL_WAKEUP_GAP_NS (WAKEUP_INTERVAL_NS / 8)
 __u64 loader_polling_until_ns;
 __u64 ring_woken_ns[RING_COUNT];
 /* Each ring's size, set by the loader before loading (it sizes the rings): read here, where
@@ -177,9 +181,12 @@ const volatile __u64 ring_bytes[RING_COUNT];
 static __always_inline __u64 wakeup(enum ring_id ring, __u64 now)
 {
 	void *map = ring_map(ring);
+	/* A later timestamp stored from another CPU wraps this round: as if none had woken it. */
+	__u64 since = now - ring_woken_ns[ring];
 
-	if ((now < loader_polling_until_ns || now - ring_woken_ns[ring] < WAKEUP_INTERVAL_NS) &&
-	    bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA) < ring_bytes[ring] / 4)
+	if (since < FULL_WAKEUP_GAP_NS ||
+	    ((now < loader_polling_until_ns || since < WAKEUP_INTERVAL_NS) &&
+	     bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA) < ring_bytes[ring] / 4))
 		return BPF_RB_NO_WAKEUP;
 	ring_woken_ns[ring] = now;
 	return BPF_RB_FORCE_WAKEUP;
