@@ -91,8 +91,8 @@ async fn messages_of_every_size_up_to_4_000_000_bytes_arrive_intact() {
 /// 50 MB, more than the message ring (32 MiB) and the publisher's read-ahead (5 MiB) hold
 /// together, at 500 messages a second: 4 Gbit/s, faster than a node's link brings them in.
 /// Fired as fast as memory allows, fewer fit (38 with the read-ahead of 8 MiB it had then) and
-/// the rest are counted as `ring_full` (`overload.rs` checks such counts); with one core taken by another process, 1,000 a second
-/// lost one or two.
+/// the rest are counted as `ring_full` (`overload.rs` checks such counts); with one core taken
+/// by another process, 1,000 a second lost one or two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_fifty_1_mb_messages_at_4_gbit_s_is_delivered_without_loss() {
     let nats = NatsServer::start().await;
