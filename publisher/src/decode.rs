@@ -200,11 +200,12 @@ impl Context {
         } else {
             (bytes, false)
         };
-        let mut text = match String::from_utf8_lossy(bytes) {
-            std::borrow::Cow::Borrowed(s) => s.to_owned(),
-            std::borrow::Cow::Owned(s) => {
+        // The strict check is the cheaper one; the lossy conversion runs only where it fails.
+        let mut text = match std::str::from_utf8(bytes) {
+            Ok(s) => s.to_owned(),
+            Err(_) => {
                 self.anomalies.push(Anomaly::InvalidUtf8(field));
-                s
+                String::from_utf8_lossy(bytes).into_owned()
             }
         };
         if truncated {

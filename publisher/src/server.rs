@@ -95,7 +95,7 @@ impl Sink {
     /// The NATS server's `max_payload`, which the loss log names; 0 (no limit) for standard output.
     pub fn max_payload(&self) -> usize {
         match self {
-            Sink::Nats { client, .. } => client.server_info().max_payload,
+            Sink::Nats { client, .. } => client.max_payload(),
             Sink::Stdout(_) => 0,
         }
     }
@@ -640,10 +640,11 @@ fn decoded(
 
 /// Whether an event of `size` bytes exceeds the NATS server's `max_payload`; counted if so. Such
 /// an event is never encoded: a decoded payload can be many times its record's size, and the
-/// encoding would be one more copy of it.
+/// encoding would be one more copy of it. The limit is the one async-nats applies in `publish`
+/// (the server's, or NATS's default of 1 MB before the server said): one atomic load, where
+/// `server_info()` would clone the server's whole INFO for every event.
 fn exceeds_max_payload(nats: &Client, tp: Tracepoint, size: usize, counters: &Counters) -> bool {
-    let max_payload = nats.server_info().max_payload;
-    let exceeds = max_payload > 0 && size > max_payload;
+    let exceeds = size > nats.max_payload();
     if exceeds {
         count_over_max_payload(tp, size, counters);
     }
