@@ -681,6 +681,8 @@ async fn publish(
     // `encode_to_vec` would compute the length a second time.
     let mut payload = Vec::with_capacity(size);
     event.encode_to(&mut payload);
+    // The decoded event can be as large as its encoding: it is not held while NATS takes that.
+    drop(event);
     // While NATS is down, async-nats' `publish` waits for room in its bounded buffer, which
     // would stall the socket and, behind it, the loader. So while disconnected the buffer is
     // used only where it has room; an event that does not fit is counted.
@@ -730,6 +732,7 @@ async fn publish_durably(
     }
     let mut payload = Vec::with_capacity(size);
     event.encode_to(&mut payload);
+    drop(event);
     jetstream.publish(tp, subject, payload, id.msg_id(), done).await;
     counters.published(tp, size);
 }
