@@ -105,6 +105,15 @@ impl Envelope {
         }
     }
 
+    /// The encoding, `size` bytes (its [`Self::encoded_len`], which `encode_to_vec` would
+    /// compute a second time). The event is gone once encoded: a decoded block is as large as
+    /// its encoding, and is not held while NATS takes that.
+    pub fn into_encoding(self, size: usize) -> Vec<u8> {
+        let mut encoding = Vec::with_capacity(size);
+        self.encode_to(&mut encoding);
+        encoding
+    }
+
     /// Decodes a payload taken from NATS: the utxocache subject carries this project's own
     /// envelope, every other subject peer-observer's (docs/wire-format.md, "Subjects").
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Envelope, prost::DecodeError> {

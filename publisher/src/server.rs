@@ -678,11 +678,7 @@ async fn publish(
         counters.nats_unavailable(tp);
         return None;
     }
-    // `encode_to_vec` would compute the length a second time.
-    let mut payload = Vec::with_capacity(size);
-    event.encode_to(&mut payload);
-    // The decoded event can be as large as its encoding: it is not held while NATS takes that.
-    drop(event);
+    let payload = event.into_encoding(size);
     // While NATS is down, async-nats' `publish` waits for room in its bounded buffer, which
     // would stall the socket and, behind it, the loader. So while disconnected the buffer is
     // used only where it has room; an event that does not fit is counted.
@@ -730,9 +726,7 @@ async fn publish_durably(
     if exceeds_max_payload(nats, tp, size, counters) {
         return;
     }
-    let mut payload = Vec::with_capacity(size);
-    event.encode_to(&mut payload);
-    drop(event);
+    let payload = event.into_encoding(size);
     jetstream.publish(tp, subject, payload, id.msg_id(), done).await;
     counters.published(tp, size);
 }
