@@ -5,8 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use e2e::{expect, receive, Launch, NatsServer, Pipeline};
+use e2e::{
+    as_loader_user, bins, expect, notify_socket, receive, start_publisher, subscribe_in_place, wait_ready, Launch,
+    NatsServer, Pipeline, Simulator, TempDir, LOADER_UID,
+};
 use ipc_protocol::{Category, Tracepoint};
+use tokio::process::Command;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_millis() as u64
@@ -135,6 +139,57 @@ async fn probes_are_attached_through_uprobe_multi_links() {
         }
     }
     assert_eq!(uprobe_multi_links, Tracepoint::defaults().len());
+}
+
+/// Some hosts mount /proc with `hidepid=invisible` (as `ProtectProc=invisible` does in a unit):
+/// bitcoind's `/proc/<pid>` is then hidden from the loader's user (spec/deployment.md). The
+/// loader needs none of it: it follows bitcoind through a pidfd (loader/src/target.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loader_attaches_where_proc_hides_bitcoind_from_its_user() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("hidepid");
+    let socket = dir.path().join("publisher.sock");
+    let client = async_nats::connect(&nats.address).await.expect("connect subscriber");
+    let mut subscriber = subscribe_in_place(&client, "*").await;
+    let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    let (rounds, seed) = (5, 21);
+    let simulator = Simulator::start("mempool:added", rounds, seed);
+    let notify_path = dir.path().join("loader-notify.sock");
+    let notify = notify_socket(&notify_path);
+    let setpriv = as_loader_user();
+    let setpriv = setpriv.as_std();
+    // In a mount namespace of its own, /proc mounted anew with hidepid=invisible; then, as
+    // the loader's user, a check that bitcoind's entry is hidden, and the loader.
+    let mut loader = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t proc -o hidepid=invisible proc /proc && exec "$@""#)
+        .arg("sh")
+        .arg(setpriv.get_program())
+        .args(setpriv.get_args())
+        .args(["sh", "-c"])
+        .arg(r#"test ! -e "/proc/$0" || { echo "bitcoind's /proc/$0 is visible" >&2; exit 1; }; exec "$@""#)
+        .arg(simulator.pid().to_string())
+        .arg(&bins().loader)
+        .arg("--bitcoind-path")
+        .arg(&bins().simulator)
+        .arg("--bitcoind-pid")
+        .arg(simulator.pid().to_string())
+        .arg("--socket")
+        .arg(&socket)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the loader under unshare (package util-linux)");
+    wait_ready(&notify, &mut loader, "loader under hidepid=invisible").await;
+
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], rounds);
+    let events = receive(&mut subscriber, rounds as usize).await;
+    assert_eq!(events.len() as u64, rounds);
+    for (seq, (subject, event)) in events.into_iter().enumerate() {
+        let (want_subject, want) = expect::event(Tracepoint::MempoolAdded, seed, seq as u64);
+        assert_eq!((subject.as_str(), e2e::ebpf_of(event)), (want_subject, want), "mempool:added #{seq}");
+    }
 }
 
 /// After attaching, the loader keeps no capability and cannot regain one, and the stream

@@ -37,7 +37,6 @@ use rustix::time::{clock_gettime, ClockId, Timespec};
 use forward::{ForwardError, Forwarder, Pump};
 use idle::Idle;
 use probes::{ProbeError, Probes};
-use rustix::process::{pidfd_open, Pid, PidfdFlags};
 use std::os::fd::AsFd;
 use target::{PidSource, Target, TargetError};
 
@@ -102,8 +101,6 @@ enum LoaderError {
     Idle { pid: i32, secs: u64 },
     #[error("bitcoind (pid {0}) exited: start the loader again for its successor (ebpf-extractor does when given --bitcoind-pid-file; systemd does, through Restart=)")]
     TargetExited(i32),
-    #[error("cannot watch bitcoind (pid {pid}) for its exit: {source}")]
-    WatchTarget { pid: i32, source: std::io::Error },
     #[error("every tracepoint category is switched off: nothing to hook")]
     NothingEnabled,
     #[error("waiting for the BPF ring buffers or the publisher failed: {0}")]
@@ -165,9 +162,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     };
     let target = Target::resolve(&cli.bitcoind_path, pid)?;
     // Readable once bitcoind exits: its probes then fire no more.
-    let target_exit =
-        pidfd_open(Pid::from_raw(target.pid).ok_or(TargetError::NotRunning(target.pid))?, PidfdFlags::empty())
-            .map_err(|e| LoaderError::WatchTarget { pid: target.pid, source: e.into() })?;
+    let target_exit = &target.exit;
     let mut exited = false;
     let mut run_id = [0; 16];
     getrandom::fill(&mut run_id).map_err(LoaderError::RunId)?;
@@ -201,7 +196,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     notify_ready();
     if cli.test_forbidden_syscall {
         // pidfd_getfd is not in the filter's list: the kernel kills the process here.
-        let _ = rustix::process::pidfd_getfd(&target_exit, 0, rustix::process::PidfdGetfdFlags::empty());
+        let _ = rustix::process::pidfd_getfd(target_exit, 0, rustix::process::PidfdGetfdFlags::empty());
     }
 
     let mut last_counts = Vec::new();

@@ -8,11 +8,12 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{fstat, FileType, Mode, OFlags};
 use rustix::io::Errno;
+use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -28,6 +29,8 @@ pub enum TargetError {
     PidFileGarbage { path: PathBuf, len: usize },
     #[error("no process with pid {0} is running: start bitcoind first, or pass its current pid")]
     NotRunning(i32),
+    #[error("cannot watch bitcoind (pid {pid}) for its exit: {source}")]
+    Watch { pid: i32, source: std::io::Error },
 }
 
 /// Why a pid file or binary of bitcoind's is out of the loader's reach, and what to do.
@@ -41,6 +44,8 @@ pub struct Target {
     pub binary: PathBuf,
     /// The binary's own path, for logs and the hello.
     pub binary_name: String,
+    /// A pidfd of the process: readable once it exits.
+    pub exit: OwnedFd,
 }
 
 pub enum PidSource<'a> {
@@ -64,12 +69,15 @@ impl Target {
             PidSource::Pid(pid) => (pid, None),
             PidSource::File(path) => read_pid_file(path).map(|(pid, owner)| (pid, Some(owner)))?,
         };
-        // /proc/<pid> exists for any live process, even one owned by another user.
-        if pid <= 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(TargetError::NotRunning(pid));
-        }
+        // A pidfd, not /proc/<pid>: a /proc mounted with hidepid hides other users' processes
+        // (spec/deployment.md), and pidfd_open asks for no access to the process.
+        let exit = match Pid::from_raw(pid).map(|p| pidfd_open(p, PidfdFlags::empty())) {
+            None | Some(Err(Errno::SRCH)) => return Err(TargetError::NotRunning(pid)),
+            Some(Err(e)) => return Err(TargetError::Watch { pid, source: e.into() }),
+            Some(Ok(fd)) => fd,
+        };
         // bitcoind writes its own pid file, so its owner runs the pid; /proc/<pid>/exe is out
-        // of the loader's reach, but /proc/<pid>/status is not.
+        // of the loader's reach, but /proc/<pid>/status is not, unless /proc hides it.
         let runner = fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
             status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok()
         });
@@ -90,7 +98,7 @@ impl Target {
             .unwrap_or_else(|| binary.to_owned())
             .display()
             .to_string();
-        Ok(Target { pid, binary: binary.to_owned(), binary_name })
+        Ok(Target { pid, binary: binary.to_owned(), binary_name, exit })
     }
 }
 
