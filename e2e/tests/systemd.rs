@@ -46,6 +46,67 @@ fn units_verify_without_warnings() {
     assert!(out.status.success() && output.trim().is_empty(), "{output}");
 }
 
+/// Bitcoin Core's own unit (`contrib/init/bitcoind.service`, spec/deployment.md), enabled at boot.
+const BITCOIND_UNIT: &str = "[Unit]
+Description=Bitcoin daemon
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=/usr/bin/bitcoind -pid=/run/bitcoind/bitcoind.pid -conf=/etc/bitcoin/bitcoin.conf -datadir=/var/lib/bitcoind
+Type=notify
+PIDFile=/run/bitcoind/bitcoind.pid
+Restart=on-failure
+User=bitcoin
+Group=bitcoin
+RuntimeDirectory=bitcoind
+RuntimeDirectoryMode=0710
+StateDirectory=bitcoind
+StateDirectoryMode=0710
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// README's `systemctl enable`, carried out by systemctl itself on a root of files (`--root`,
+/// which needs no running systemd): the loader joins what bitcoind's unit pulls in, so every
+/// start of bitcoind starts it, at boot and after a stop for an upgrade (PartOf= passes on
+/// only stops and restarts); the publisher's socket listens from boot.
+#[test]
+fn enabling_the_units_makes_every_start_of_bitcoind_start_the_loader() {
+    let root = TempDir::new("root");
+    let units = root.path().join("etc/systemd/system");
+    std::fs::create_dir_all(&units).expect("unit directory");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd");
+    for unit in UNITS {
+        std::fs::copy(source.join(unit), units.join(unit)).expect("install unit");
+    }
+    std::fs::write(units.join("bitcoind.service"), BITCOIND_UNIT).expect("write bitcoind.service");
+    let out = std::process::Command::new("systemctl")
+        .arg(format!("--root={}", root.path().display()))
+        .args([
+            "enable",
+            "bitcoind.service",
+            "peer-observer-ebpf-publisher.socket",
+            "peer-observer-ebpf-loader.service",
+        ])
+        .output()
+        .expect("run systemctl (package systemd)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wanted_by = |unit: &str| -> Vec<String> {
+        let mut targets: Vec<String> = std::fs::read_dir(&units)
+            .expect("unit directory")
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok()?.strip_suffix(".wants").map(String::from))
+            .filter(|target| units.join(format!("{target}.wants/{unit}")).symlink_metadata().is_ok())
+            .collect();
+        targets.sort();
+        targets
+    };
+    assert_eq!(wanted_by("bitcoind.service"), ["multi-user.target"]);
+    assert_eq!(wanted_by("peer-observer-ebpf-loader.service"), ["bitcoind.service"]);
+    assert_eq!(wanted_by("peer-observer-ebpf-publisher.socket"), ["sockets.target"]);
+}
+
 fn exposure(dir: &Path, unit: &str) -> f64 {
     let out = std::process::Command::new("systemd-analyze")
         .args(["security", "--offline=true", "--no-pager"])
@@ -363,7 +424,7 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
         dir.path(),
         &[
             ("/usr/local/bin/ebpf-loader", &bins().loader),
-            ("/usr/local/bin/bitcoind", &bins().simulator),
+            ("/usr/bin/bitcoind", &bins().simulator),
             ("/run/bitcoind/bitcoind.pid", &pid_file),
             ("/run/peer-observer-ebpf/publisher.sock", &socket),
         ],
