@@ -22,7 +22,9 @@ fn per_tracepoint(metrics: &str, family: &str) -> BTreeMap<String, u64> {
 }
 
 /// Bitcoin Core's twelve tracepoints fired as fast as the simulator can, into rings far
-/// smaller than the defaults: fired = published + dropped, per tracepoint, with drops.
+/// smaller than the defaults: fired = published + dropped, per tracepoint, with drops. Twice,
+/// one publisher serving both: a restarted bitcoind is followed by a new loader, whose drop
+/// totals start from zero again, and its drops count in full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fired_equals_published_plus_counted_drops() {
     const ROUNDS: u64 = 20_000;
@@ -36,12 +38,17 @@ async fn fired_equals_published_plus_counted_drops() {
         &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address],
     )
     .await;
-    let simulator = Simulator::start("default", ROUNDS, 9);
     let small = ["--message-ring-bytes", "8388608", "--event-ring-bytes", "65536"];
-    let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &small).await;
-    let fired = simulator.fire().await;
-    // The loader hands on what it holds and its final drop totals, then exits with bitcoind.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), loader.wait()).await.expect("loader exits");
+    let mut fired = BTreeMap::<Tracepoint, u64>::new();
+    for seed in [9, 10] {
+        let simulator = Simulator::start("default", ROUNDS, seed);
+        let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &small).await;
+        for (tp, n) in simulator.fire().await {
+            *fired.entry(tp).or_default() += n;
+        }
+        // The loader hands on what it holds and its final drop totals, then exits with bitcoind.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), loader.wait()).await.expect("loader exits");
+    }
 
     let mut last = String::new();
     for _ in 0..100 {
@@ -70,7 +77,7 @@ async fn fired_equals_published_plus_counted_drops() {
             let log = e2e::stop_and_read_logs(&mut [&mut publisher]).await;
             let warnings: Vec<&str> =
                 log.lines().filter(|l| l.contains("events lost since the last report: ")).collect();
-            assert!((1..=3).contains(&warnings.len()), "{log}");
+            assert!((1..=6).contains(&warnings.len()), "{log}");
             let warned: u64 = warnings
                 .iter()
                 .flat_map(|line| line.split(", "))

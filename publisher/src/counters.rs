@@ -1,7 +1,7 @@
 //! What happened to every event that reached the publisher, and what the loader reports as
 //! dropped before it. Logged as it grows and at exit; served on `--metrics-address`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use ipc_protocol::{DropCount, Tracepoint};
@@ -28,7 +28,8 @@ pub struct Snapshot {
     pub nats_unavailable: BTreeMap<Tracepoint, u64>,
     /// Events larger than the NATS server's `max_payload`.
     pub over_max_payload: BTreeMap<Tracepoint, u64>,
-    /// Latest totals the loader reported, by `tracepoint/cause`.
+    /// Events the loaders reported dropped before they reached the publisher, by
+    /// `tracepoint/cause`, summed over loader runs.
     pub dropped_before: BTreeMap<(Tracepoint, &'static str), u64>,
     /// Datagrams refused whole (malformed framing).
     pub malformed_datagrams: u64,
@@ -44,11 +45,29 @@ pub struct Snapshot {
     pub jetstream_gave_up: BTreeMap<(Tracepoint, GaveUp), u64>,
 }
 
-type Inner = Snapshot;
+/// Loader runs whose latest drop totals are kept: a run reports running totals, again in full
+/// after a reconnection, so what grew is what exceeds its own last report. A publisher outlives
+/// its loaders (one per bitcoind process, one after each idle exit); only the latest few can
+/// still be connected.
+const RUNS_KEPT: usize = 16;
+
+/// A loader run's latest totals, by `tracepoint/cause`.
+type RunTotals = BTreeMap<(Tracepoint, &'static str), u64>;
+
+#[derive(Default)]
+struct Inner {
+    snapshot: Snapshot,
+    /// The most recently reporting runs, by `Hello::run_id`, the latest last.
+    runs: VecDeque<(u128, RunTotals)>,
+}
 
 impl Counters {
-    fn with(&self, f: impl FnOnce(&mut Inner)) {
-        f(&mut self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut self.lock().snapshot);
     }
 
     /// An event of `bytes` handed to NATS.
@@ -104,23 +123,36 @@ impl Counters {
         self.with(|c| c.nats_connected = connected);
     }
 
-    /// Records the loader's running totals; returns those that grew.
-    pub fn dropped_before(&self, counts: &[DropCount]) -> Vec<(DropCount, u64)> {
+    /// Records the running totals of loader run `run_id`; returns those that grew since its
+    /// last report. Each run counts from zero, so a new loader's drops count in full.
+    pub fn dropped_before(&self, run_id: u128, counts: &[DropCount]) -> Vec<(DropCount, u64)> {
         let mut grown = Vec::new();
-        self.with(|c| {
-            for count in counts {
-                let slot = c.dropped_before.entry((count.tracepoint, count.cause.as_str())).or_default();
-                if count.total > *slot {
-                    grown.push((*count, count.total - *slot));
-                    *slot = count.total;
-                }
+        let mut inner = self.lock();
+        let Inner { snapshot, runs } = &mut *inner;
+        let mut totals = match runs.iter().position(|(id, _)| *id == run_id) {
+            Some(at) => runs.remove(at).map(|(_, totals)| totals).unwrap_or_default(),
+            None => RunTotals::new(),
+        };
+        for count in counts {
+            let key = (count.tracepoint, count.cause.as_str());
+            let last = totals.entry(key).or_default();
+            if count.total > *last {
+                let more = count.total - *last;
+                *last = count.total;
+                let sum = snapshot.dropped_before.entry(key).or_default();
+                *sum = sum.saturating_add(more);
+                grown.push((*count, more));
             }
-        });
+        }
+        if runs.len() == RUNS_KEPT {
+            runs.pop_front();
+        }
+        runs.push_back((run_id, totals));
         grown
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.lock().snapshot.clone()
     }
 }
 
@@ -175,5 +207,50 @@ impl std::fmt::Display for Snapshot {
             write!(f, " {tp}/{label}={n}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc_protocol::records::DropCause;
+
+    fn ring_full(tracepoint: Tracepoint, total: u64) -> DropCount {
+        DropCount { tracepoint, cause: DropCause::RingFull, total }
+    }
+
+    fn grown(reported: Vec<(DropCount, u64)>) -> Vec<u64> {
+        reported.into_iter().map(|(_, more)| more).collect()
+    }
+
+    #[test]
+    fn each_loader_run_counts_from_zero_and_a_repeated_total_counts_once() {
+        let counters = Counters::default();
+        let tp = Tracepoint::MempoolAdded;
+        let dropped = |counters: &Counters| counters.snapshot().dropped_before[&(tp, "ring_full")];
+        assert_eq!(grown(counters.dropped_before(1, &[ring_full(tp, 50)])), [50]);
+        assert_eq!(grown(counters.dropped_before(1, &[ring_full(tp, 70)])), [20]);
+        // The same run again, as after a reconnection: nothing new.
+        assert_eq!(grown(counters.dropped_before(1, &[ring_full(tp, 70)])), Vec::<u64>::new());
+        // The next loader (a restarted bitcoind) counts from zero: its first 30 are new.
+        assert_eq!(grown(counters.dropped_before(2, &[ring_full(tp, 30)])), [30]);
+        assert_eq!(dropped(&counters), 100);
+        // A forged total silences no other run.
+        assert_eq!(grown(counters.dropped_before(3, &[ring_full(tp, u64::MAX)])), [u64::MAX]);
+        assert_eq!(grown(counters.dropped_before(2, &[ring_full(tp, 31)])), [1]);
+        assert_eq!(dropped(&counters), u64::MAX);
+    }
+
+    #[test]
+    fn only_the_latest_runs_are_kept() {
+        let counters = Counters::default();
+        let tp = Tracepoint::NetInboundMessage;
+        for run in 0..=RUNS_KEPT as u128 {
+            counters.dropped_before(run, &[ring_full(tp, 1)]);
+        }
+        assert_eq!(counters.lock().runs.len(), RUNS_KEPT);
+        // Run 0 was the oldest: forgotten, so its total counts again; run 1 is still known.
+        assert_eq!(grown(counters.dropped_before(1, &[ring_full(tp, 1)])), Vec::<u64>::new());
+        assert_eq!(grown(counters.dropped_before(0, &[ring_full(tp, 1)])), [1]);
     }
 }

@@ -191,11 +191,10 @@ mod tests {
         counters.published(Tracepoint::MempoolAdded, 60);
         counters.published(Tracepoint::MempoolAdded, 61);
         counters.invalid(Tracepoint::MempoolRejected, "missing_nul");
-        counters.dropped_before(&[DropCount {
-            tracepoint: Tracepoint::NetInboundMessage,
-            cause: DropCause::RingFull,
-            total: 7,
-        }]);
+        counters.dropped_before(
+            1,
+            &[DropCount { tracepoint: Tracepoint::NetInboundMessage, cause: DropCause::RingFull, total: 7 }],
+        );
         let text = render(&counters.snapshot());
         for line in [
             "# TYPE peer_observer_ebpf_published_total counter",

@@ -406,7 +406,7 @@ async fn serve_loader(
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("loader-reader".into())
-            .spawn(move || read_loader(&sock, first_seq, &tx, &backlog, &counters, &runtime))?
+            .spawn(move || read_loader(&sock, run_id, first_seq, &tx, &backlog, &counters, &runtime))?
     };
     let acks = Acks::new();
     let acknowledging = tokio::spawn(acknowledge(Arc::clone(&sock), Arc::clone(&acks)));
@@ -482,6 +482,7 @@ async fn settle(flushed: bool, sock: &OwnedFd, acks: &Acks) {
 /// together and hands records on, waiting while the backlog is full.
 fn read_loader(
     sock: &OwnedFd,
+    run_id: u128,
     first_seq: u64,
     tx: &UnboundedSender<(Received, OwnedSemaphorePermit)>,
     backlog: &Arc<Semaphore>,
@@ -536,7 +537,7 @@ fn read_loader(
                 (Received::Whole(record), share)
             }
             Ok(Datagram::DropCounts(counts)) => {
-                for (count, grown) in counters.dropped_before(&counts) {
+                for (count, grown) in counters.dropped_before(run_id, &counts) {
                     tracing::debug!(
                         tracepoint = %count.tracepoint,
                         cause = count.cause.as_str(),

@@ -22,7 +22,7 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     counters.lost_datagrams(1);
     counters.fragment_lost(tp);
     counters.malformed_datagram();
-    counters.dropped_before(&[DropCount { tracepoint: tp, cause: DropCause::RingFull, total: 1 }]);
+    counters.dropped_before(1, &[DropCount { tracepoint: tp, cause: DropCause::RingFull, total: 1 }]);
     counters.set_nats_connected(true);
     counters.jetstream_acknowledged(tp);
     counters.jetstream_gave_up(tp, publisher::jetstream::GaveUp::Timeout);
