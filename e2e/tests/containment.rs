@@ -2,7 +2,8 @@
 //! loader's own user, with no capability, cannot take its descriptors; nobody can rewrite
 //! libbpf's USDT maps (frozen); the loader runs under its seccomp filter, which kills it on a
 //! forbidden call; a publisher socket whose backlog is full cannot hold it; and a publisher
-//! can write it nothing but acknowledgements it checks.
+//! can write it nothing but acknowledgements it checks, and cannot hold it with a flood of
+//! them.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -218,4 +219,65 @@ async fn a_publisher_writing_anything_but_acknowledgements_is_dropped() {
     ] {
         assert!(log.contains(refusal), "{log}");
     }
+}
+
+/// A publisher that floods the loader with a valid acknowledgement, the same one over and over
+/// from two threads, cannot hold it: it still takes bitcoind's records off its rings and sees
+/// bitcoind exit (loader/src/forward.rs, `read_acks`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_acknowledgements_cannot_hold_the_loader() {
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = TempDir::new("ack-flood");
+    let socket = dir.path().join("publisher.sock");
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+    rustix::net::bind(&listener, &SocketAddrUnix::new(&socket).unwrap()).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    rustix::net::listen(&listener, 8).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (records_tx, records_rx) = std::sync::mpsc::channel();
+    let flood = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let conn = Arc::new(rustix::net::accept(&listener).unwrap());
+            let flooders: Vec<_> = (0..2)
+                .map(|_| {
+                    let (conn, stop) = (Arc::clone(&conn), Arc::clone(&stop));
+                    std::thread::spawn(move || {
+                        // Acknowledges records below 0: valid at any time, and it changes nothing.
+                        let ack = ipc_protocol::encode_ack(0);
+                        while !stop.load(Ordering::Relaxed) {
+                            if rustix::net::send(&conn, &ack, SendFlags::DONTWAIT).is_err() {
+                                std::thread::yield_now();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Counts the loader's datagrams (the hello, then records) until it closes.
+            let mut buf = vec![0u8; 65537];
+            let mut datagrams = 0u64;
+            while rustix::net::recv(&conn, &mut buf, RecvFlags::empty()).map_or(0, |(_, n)| n) > 0 {
+                datagrams += 1;
+                let _ = records_tx.send(datagrams);
+            }
+            stop.store(true, Ordering::Relaxed);
+            flooders.into_iter().for_each(|f| f.join().expect("flooder"));
+        })
+    };
+    let simulator = Simulator::start("mempool:added", 200, 62);
+    let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], 200);
+    let exited = Instant::now();
+    // bitcoind has exited: the loader hands on what its rings hold and ends with status 3.
+    let status = tokio::time::timeout(Duration::from_secs(15), loader.wait()).await.expect("exits").expect("status");
+    let took = exited.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(status.code(), Some(3), "{status}");
+    assert!(took < Duration::from_secs(3), "the loader took {took:?} to see bitcoind's exit under the flood");
+    // The hello, then records.
+    assert!(records_rx.try_iter().last().unwrap_or(0) >= 2, "no record reached the flooding publisher");
+    flood.join().expect("the flooding publisher");
 }

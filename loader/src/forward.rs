@@ -69,10 +69,16 @@ enum AcksEnd {
     Failed(Errno),
 }
 
-/// Takes every acknowledgement waiting on the socket, without blocking.
+/// Acknowledgements taken per call of [`read_acks`]: a publisher that keeps sending them (a
+/// repeated one is valid: the first on a new connection may repeat the last of the old)
+/// must not hold the loader from its rings, drop counters, SIGTERM and bitcoind's exit.
+const ACKS_PER_READ: usize = 64;
+
+/// Takes the acknowledgements waiting on the socket, at most [`ACKS_PER_READ`], without
+/// blocking; the rest wait for the next call, the socket staying readable.
 fn read_acks(sock: &OwnedFd, sender: &mut Sender) -> Result<(), AcksEnd> {
     let mut buf = [0u8; ACK_LEN + 1];
-    loop {
+    for _ in 0..ACKS_PER_READ {
         match rustix::net::recv(sock, &mut buf, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
             Ok((_, 0)) => return Err(AcksEnd::Closed),
             Ok((len, full_len)) => {
@@ -88,6 +94,7 @@ fn read_acks(sock: &OwnedFd, sender: &mut Sender) -> Result<(), AcksEnd> {
             Err(e) => return Err(AcksEnd::Failed(e)),
         }
     }
+    Ok(())
 }
 
 /// Connects without ever blocking: a listener whose backlog is full (a publisher that stopped
@@ -341,6 +348,33 @@ mod tests {
 
     use super::*;
     use crate::ring::memory::Memory;
+
+    #[test]
+    fn a_flood_of_acknowledgements_is_read_a_bounded_number_at_a_time() {
+        use rustix::net::{socketpair, AddressFamily, SendFlags, SocketFlags, SocketType};
+        let (loader_end, publisher_end) =
+            socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None).expect("socketpair");
+        let flood = ACKS_PER_READ + 36;
+        for _ in 0..flood {
+            // Records below 0: valid whenever it comes.
+            rustix::net::send(&publisher_end, &ipc_protocol::encode_ack(0), SendFlags::DONTWAIT).expect("queued");
+        }
+        let hello = ipc_protocol::Hello {
+            run_id: 1,
+            loader_version: "test".into(),
+            pid: 1,
+            binary: "bitcoind".into(),
+            tracepoints: vec![Tracepoint::MempoolAdded.id()],
+        };
+        let mut sender = Sender::new(&hello);
+        assert!(read_acks(&loader_end, &mut sender).is_ok());
+        let mut left = 0;
+        let mut buf = [0u8; ACK_LEN];
+        while rustix::net::recv(&loader_end, &mut buf, RecvFlags::DONTWAIT).is_ok() {
+            left += 1;
+        }
+        assert_eq!(left, flood - ACKS_PER_READ, "the rest waits for the next turn of the loop");
+    }
 
     #[test]
     fn the_oldest_record_across_rings_goes_first_and_a_headless_one_before_all() {
