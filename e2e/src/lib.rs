@@ -219,6 +219,21 @@ impl NatsServer {
         NatsServer { child, dir, address }
     }
 
+    /// Stops the server (SIGSTOP): its connections stay open, and nothing is read from them, as
+    /// with a hung server or a half-open link.
+    pub fn stall(&self) {
+        let pid = self.child.id().expect("nats-server running").to_string();
+        let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status().expect("kill -STOP");
+        assert!(stopped.success(), "SIGSTOP to nats-server");
+    }
+
+    /// Lets a server [`Self::stall`] stopped go on (SIGCONT).
+    pub fn resume(&self) {
+        let pid = self.child.id().expect("nats-server running").to_string();
+        let resumed = std::process::Command::new("kill").args(["-CONT", &pid]).status().expect("kill -CONT");
+        assert!(resumed.success(), "SIGCONT to nats-server");
+    }
+
     /// Kills the server: an outage, until [`Self::restart`].
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("kill nats-server");
@@ -750,12 +765,17 @@ impl Pipeline {
 /// Starts `ebpf-loader` as the loader's user, tracing the simulator `pid` and forwarding to
 /// `socket`, and returns once it reports its probes attached.
 pub async fn start_loader(dir: &Path, socket: &Path, pid: u32, flags: &[&str]) -> Child {
+    start_loader_on(&bins().simulator, dir, socket, pid, flags).await
+}
+
+/// [`start_loader`] with `binary` as `--bitcoind-path`.
+pub async fn start_loader_on(binary: &Path, dir: &Path, socket: &Path, pid: u32, flags: &[&str]) -> Child {
     let notify_path = dir.join(format!("loader-notify-{pid}.sock"));
     let notify = notify_socket(&notify_path);
     let mut loader = as_loader_user()
         .arg(&bins().loader)
         .arg("--bitcoind-path")
-        .arg(&bins().simulator)
+        .arg(binary)
         .arg("--bitcoind-pid")
         .arg(pid.to_string())
         .arg("--socket")

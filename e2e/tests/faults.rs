@@ -112,6 +112,45 @@ async fn publisher_stopped_mid_stream_loses_nothing() {
     assert_eq!(firing_numbers(&mut subscriber).await, (0..ROUNDS).collect::<Vec<_>>());
 }
 
+/// NATS stalls (a hung server: connected, reading nothing) under a stream of 500 KB messages,
+/// and the publisher is stopped meanwhile (SIGTERM): its shutdown gives up on the records it
+/// handed to the NATS client and never saw written (SHUTDOWN_DRAIN in
+/// publisher/src/server.rs), and leaves them unacknowledged, so the loader counts them as
+/// `publisher_lost` and tells the next publisher. Once the server goes on, every message is
+/// delivered or counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_stopped_while_nats_stalls_leaves_what_it_never_wrote_counted() {
+    const MESSAGES: u64 = 600;
+    let nats = NatsServer::start().await;
+    let stream = ["--message-type", "inv", "--message-size", "500000", "--rate", "20"];
+    let Pipeline { mut subscriber, simulator, mut publisher, dir, loader: _loader } =
+        Pipeline::start_with(Launch::Direct, &nats, "net:inbound_message", MESSAGES, SEED, &stream, &[]).await;
+    let firing = tokio::spawn(simulator.fire());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.stall();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, _) = terminate(&mut publisher).await;
+    let log = e2e::read_stderr(&mut publisher).await;
+    assert!(status.success(), "publisher stops cleanly: {status}\n{log}");
+    assert!(log.contains("still being published 5 s after shutdown"), "the drain gave up: {log}");
+    let first = e2e::closing_counts(&log);
+    nats.resume();
+    let socket = dir.path().join("publisher.sock");
+    let mut second = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    assert_eq!(firing.await.expect("simulator task")[&Tracepoint::NetInboundMessage], MESSAGES);
+    let mut delivered = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(3), subscriber.next()).await {
+        delivered += 1;
+    }
+    let second_counts = e2e::closing_counts(&e2e::stopped_log(&mut second).await);
+    let counted = first["nats_unavailable"] + second_counts["dropped_before_publisher"];
+    assert!(counted > 0, "the stall cost messages: first {first:?}, second {second_counts:?}");
+    assert!(
+        delivered + counted >= MESSAGES,
+        "{delivered} delivered and {counted} counted of {MESSAGES}: first {first:?}, second {second_counts:?}\n{log}"
+    );
+}
+
 /// The loader is killed: the publisher stays up and takes the next loader's stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_accepts_the_next_loader() {

@@ -31,6 +31,8 @@ pub struct Acknowledger {
     next: u64,
     /// What the last acknowledgement sent said.
     acknowledged: u64,
+    /// The connection is being dropped: no acknowledgement is due any more.
+    abandoned: bool,
 }
 
 impl Acknowledger {
@@ -71,7 +73,14 @@ impl Acknowledger {
     /// The acknowledgement to send, if more is done than the last one sent said.
     pub fn due(&self) -> Option<[u8; ACK_LEN]> {
         let done = self.done_below();
-        (done > self.acknowledged).then(|| encode_ack(done))
+        (done > self.acknowledged && !self.abandoned).then(|| encode_ack(done))
+    }
+
+    /// The publisher drops the connection with records it did not account for (published,
+    /// acknowledged by JetStream, or counted), which mark themselves done as they are freed:
+    /// from now on nothing is acknowledged, so the loader counts them as `publisher_lost`.
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
     }
 
     /// The acknowledgement [`Self::due`] gave went out.
@@ -112,6 +121,20 @@ mod tests {
         acks.done(103);
         assert!(!acks.waiting());
         assert_eq!(acks.due(), Some(encode_ack(105)));
+    }
+
+    #[test]
+    fn nothing_is_acknowledged_once_the_connection_is_abandoned() {
+        let mut acks = Acknowledger::new();
+        for record in 0..3 {
+            acks.received(record);
+        }
+        acks.done(0);
+        assert_eq!(acks.due(), Some(encode_ack(1)));
+        acks.abandon();
+        acks.done(1);
+        acks.done(2);
+        assert_eq!(acks.due(), None, "1 and 2 were dropped, not published");
     }
 
     #[test]

@@ -306,7 +306,8 @@ struct Acks {
 
 /// A record's place among its connection's [`Acks`]: dropped once the record is published,
 /// acknowledged by JetStream, or counted, on whichever path that happens. A publisher that
-/// dies drops none: the loader counts those records as `publisher_lost`.
+/// dies drops none, and one that drops a connection mid-way drops them after abandoning its
+/// acknowledgements ([`Acknowledging`]): the loader counts those records as `publisher_lost`.
 pub struct Done {
     acks: Arc<Acks>,
     record: u64,
@@ -409,8 +410,10 @@ async fn serve_loader(
             .spawn(move || read_loader(&sock, run_id, first_seq, &tx, &backlog, &counters, &runtime))?
     };
     let acks = Acks::new();
-    let acknowledging = tokio::spawn(acknowledge(Arc::clone(&sock), Arc::clone(&acks)));
     let mut unflushed = Unflushed::default();
+    // Declared after `unflushed`, so dropped before it if this future is dropped mid-way (a
+    // shutdown past SHUTDOWN_DRAIN, `serve`).
+    let acknowledging = Acknowledging::start(&sock, &acks);
     let mut reading = true;
     loop {
         let next = tokio::select! {
@@ -454,14 +457,38 @@ async fn serve_loader(
     }
     // The channel closes as the reader returns, so this does not wait.
     let read = reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked));
-    acknowledging.abort();
+    acknowledging.task.abort();
     if !unflushed.records.is_empty() {
         sink.flush_published(&mut unflushed, FLUSH_TIMEOUT).await;
     }
     settle(unflushed.records.is_empty(), &sock, &acks).await;
     // What NATS did not take stays unacknowledged: the loader counts it as publisher_lost.
+    drop(acknowledging);
     drop(unflushed);
     read
+}
+
+/// The task acknowledging a connection's records as they are done. Dropped, it abandons the
+/// connection's acknowledgements: the records still held, unpublished, then free their
+/// [`Done`]s unacknowledged, and the loader counts them as `publisher_lost`.
+struct Acknowledging {
+    acks: Arc<Acks>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Acknowledging {
+    fn start(sock: &Arc<OwnedFd>, acks: &Arc<Acks>) -> Self {
+        Acknowledging { acks: Arc::clone(acks), task: tokio::spawn(acknowledge(Arc::clone(sock), Arc::clone(acks))) }
+    }
+}
+
+impl Drop for Acknowledging {
+    fn drop(&mut self) {
+        // Under the lock that `Done`s take and `Acks::send` reads `due` under: no
+        // acknowledgement computed after this counts a record freed after it.
+        self.acks.lock().abandon();
+        self.task.abort();
+    }
 }
 
 /// The connection's last acknowledgement, before it closes: once every record it carried is
