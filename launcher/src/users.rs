@@ -1,17 +1,19 @@
 //! Whom each child runs as, and becoming that user between fork and exec.
 //!
 //! Without `--publisher-user`/`--loader-user` each child gets a uid of its own, as systemd's
-//! `DynamicUser=` does: one from systemd's range for dynamic users that no account, group or
-//! running process has, held for the launcher's lifetime by a lock file so that two launchers
-//! never share one. Never a shared account such as `nobody`: any other process of that user
-//! could take over a child (ptrace, signals, its socket).
+//! `DynamicUser=` does: one from systemd's range for dynamic users that no account, group,
+//! running process or systemd-private directory has, held for the launcher's lifetime by
+//! systemd's own lock file for it, so that neither another launcher nor systemd hands it out
+//! meanwhile. Never a shared account such as `nobody`: any other process of that user could
+//! take over a child (ptrace, signals, its socket).
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{flock, fstat, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
 use rustix::process::{Gid, Uid};
 use rustix::thread::{self as thread, CapabilitySet, CapabilitySets};
 
@@ -19,8 +21,14 @@ use crate::LaunchError;
 
 /// systemd's range for `DynamicUser=` (its docs/UIDS-GIDS.md): no distribution allocates there.
 const DYNAMIC_UIDS: std::ops::RangeInclusive<u32> = 61184..=65519;
-/// Root's: the lock files that reserve a dynamic uid while a launcher uses it (0600), and
-/// each launcher's runtime directory. Mode 0711: no one else may list it.
+/// systemd's lock files for dynamic uids (`pick_uid` in its src/core/dynamic-user.c): a uid
+/// whose file `<uid>` someone holds `flock`ed is taken, and the holder unlinks the file before
+/// letting the uid go.
+const SYSTEMD_UID_LOCKS: &str = "/run/systemd/dynamic-uid";
+/// Where systemd keeps the `StateDirectory=`, `CacheDirectory=` and `LogsDirectory=` of dynamic
+/// users: it gives a service the uid that owns them again when the service starts next.
+const SYSTEMD_PRIVATE_DIRS: [&str; 3] = ["/var/lib/private", "/var/cache/private", "/var/log/private"];
+/// Root's: each launcher's runtime directory. Mode 0711: no one else may list it.
 const RUN_DIR: &str = "/run/ebpf-extractor";
 
 /// [`RUN_DIR`], created if absent, its mode set whatever it was.
@@ -36,7 +44,41 @@ pub struct User {
     pub uid: Uid,
     pub gid: Gid,
     pub dynamic: bool,
-    _lock: Option<fs::File>,
+    _lock: Option<UidLock>,
+}
+
+/// systemd's lock on a dynamic uid ([`SYSTEMD_UID_LOCKS`]), held while the launcher lives.
+struct UidLock {
+    path: PathBuf,
+    _file: fs::File,
+}
+
+impl UidLock {
+    /// Takes the lock on `id` in `dir` as systemd takes it; `None` if someone holds it.
+    fn take(dir: &Path, id: u32) -> io::Result<Option<UidLock>> {
+        let path = dir.join(id.to_string());
+        let flags = OFlags::CREATE | OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let file = rustix::fs::open(&path, flags, Mode::from_raw_mode(0o600))?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        // Unlinked by its holder between our open and our lock: that uid was just let go, and
+        // someone may be taking it anew through a new file. Leave it.
+        if fstat(&file)?.st_nlink == 0 {
+            return Ok(None);
+        }
+        Ok(Some(UidLock { path, _file: file.into() }))
+    }
+}
+
+impl Drop for UidLock {
+    /// Unlinked before the lock goes with the file, as systemd does: whoever opened the file
+    /// meanwhile sees it unlinked once it has the lock.
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 impl User {
@@ -63,8 +105,9 @@ impl User {
 
     /// A fresh uid (and gid of the same number) that nothing else uses; see the module's doc.
     pub fn dynamic() -> Result<User, LaunchError> {
-        let run_dir = run_dir()?;
-        let lock_err = |source| LaunchError::RuntimeDir { path: run_dir.into(), source };
+        let locks = Path::new(SYSTEMD_UID_LOCKS);
+        let lock_err = |source| LaunchError::RuntimeDir { path: locks.into(), source };
+        fs::DirBuilder::new().mode(0o755).recursive(true).create(locks).map_err(lock_err)?;
         let accounts = [fs::read_to_string("/etc/passwd"), fs::read_to_string("/etc/group")]
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
@@ -76,25 +119,30 @@ impl User {
         let mut seed = [0u8; 4];
         rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::empty()).map_err(|e| lock_err(e.into()))?;
         let first = u32::from_ne_bytes(seed) % span;
-        let in_use = ids_of_processes();
+        let mut in_use = ids_of_processes();
+        in_use.extend(owners_of_private_dirs());
         for i in 0..span {
             let id = DYNAMIC_UIDS.start() + (first + i) % span;
             if listed(id) || in_use.contains(&id) {
                 continue;
             }
-            let lock = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(run_dir.join(format!("uid-{id}")))
-                .map_err(lock_err)?;
-            if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            if let Some(lock) = UidLock::take(locks, id).map_err(lock_err)? {
                 return Ok(User { uid: Uid::from_raw(id), gid: Gid::from_raw(id), dynamic: true, _lock: Some(lock) });
             }
         }
         Err(LaunchError::NoFreeUid)
     }
+}
+
+/// The owners of what the directories of systemd's dynamic users hold ([`SYSTEMD_PRIVATE_DIRS`]).
+fn owners_of_private_dirs() -> Vec<u32> {
+    SYSTEMD_PRIVATE_DIRS
+        .iter()
+        .filter_map(|dir| fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten())
+        .filter_map(|entry| entry.path().symlink_metadata().ok())
+        .flat_map(|meta| [meta.uid(), meta.gid()])
+        .collect()
 }
 
 /// Every uid and gid (real, effective, saved, file system) of every running process.
@@ -134,4 +182,32 @@ pub fn become_user(uid: Uid, gid: Gid, keep: CapabilitySet) -> io::Result<()> {
     thread::set_keep_capabilities(false)?;
     thread::set_no_new_privs(true)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// systemd's side of the protocol (`pick_uid`): open `<dir>/<uid>`, `flock` it, and unlink
+    /// it before letting the uid go.
+    #[test]
+    fn a_uid_is_taken_only_while_nobody_else_holds_its_lock_and_let_go_as_systemd_does() {
+        let dir = std::env::temp_dir().join(format!("uid-locks-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("lock directory");
+        let file = dir.join("61200");
+        let systemds = fs::File::create(&file).expect("systemd's lock file");
+        flock(&systemds, FlockOperation::LockExclusive).expect("systemd's lock");
+        assert!(UidLock::take(&dir, 61200).expect("lockable").is_none(), "systemd holds it");
+        drop(systemds);
+
+        let ours = UidLock::take(&dir, 61200).expect("lockable").expect("free once systemd let it go");
+        let systemds = fs::File::open(&file).expect("the lock file");
+        assert_eq!(flock(&systemds, FlockOperation::NonBlockingLockExclusive), Err(Errno::WOULDBLOCK));
+        drop(ours);
+        // systemd, holding the file it opened meanwhile, gets the lock and sees it unlinked.
+        flock(&systemds, FlockOperation::LockExclusive).expect("the lock, once let go");
+        assert_eq!(fstat(&systemds).expect("fstat").st_nlink, 0);
+        assert!(!file.exists());
+        fs::remove_dir(&dir).expect("remove the lock directory");
+    }
 }
