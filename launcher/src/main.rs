@@ -259,7 +259,10 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     let socket = dir.0.join("publisher.sock");
     let log_level = cli.log_level.to_lowercase();
 
+    // Both before the publisher starts: the directory is its own, and root chowns and chmods
+    // these by path, which it must not be able to swap meanwhile.
     let (publisher_notify, publisher_notify_path) = notify_socket(&dir.0, "publisher-notify.sock", &publisher_user)?;
+    let loader_notify = notify_socket(&dir.0, "loader-notify.sock", &loader_user)?;
     let (publisher_bin, loader_bin) = (sibling("ebpf-publisher")?, sibling("ebpf-loader")?);
     // The publisher's standard output is the launcher's: --stdout writes the events there.
     let sink = match &cli.stdout {
@@ -287,7 +290,6 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     wait_ready(&publisher_notify, &mut publisher, "ebpf-publisher")?;
     log_users(&publisher_user, &loader_user);
 
-    let loader_notify = notify_socket(&dir.0, "loader-notify.sock", &loader_user)?;
     let start_loader = |bitcoind: &Bitcoind| -> Result<Child, LaunchError> {
         let mut loader = spawn(
             &mut loader_command(cli, &loader_bin, &socket, &log_level, bitcoind),
