@@ -192,6 +192,29 @@ async fn the_loader_attaches_where_proc_hides_bitcoind_from_its_user() {
     }
 }
 
+/// bitcoind runs one file and the loader is given another copy (a second install, an older
+/// version): probes there never fire, and the loader says so as it starts. In the usual case,
+/// the binary bitcoind was started as, it says nothing of the kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loader_given_another_copy_of_the_binary_says_so() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("other-binary");
+    let socket = dir.path().join("publisher.sock");
+    let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    let copy = dir.path().join("bitcoind");
+    std::fs::copy(&bins().simulator, &copy).expect("a second copy of the binary");
+    let warning = "bitcoind was started as another file than --bitcoind-path";
+    for (binary, warned) in [(copy.as_path(), true), (bins().simulator.as_path(), false)] {
+        let simulator = Simulator::start("mempool:added", 1, 0);
+        let mut loader = e2e::start_loader_on(binary, dir.path(), &socket, simulator.pid(), &[]).await;
+        let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
+        assert_eq!(log.contains(warning), warned, "{}: {log}", binary.display());
+        if warned {
+            assert!(log.contains(&format!("started_as={}", bins().simulator.display())), "{log}");
+        }
+    }
+}
+
 /// After attaching, the loader keeps no capability and cannot regain one, and the stream
 /// (ring buffers, drop-counter reads once a second, the socket) still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,8 @@
 use std::fs;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{fstat, FileType, Mode, OFlags};
@@ -91,6 +93,7 @@ impl Target {
                 );
             }
         }
+        warn_if_started_from_another_binary(pid, binary);
         // The loader's own descriptor links are always readable: name what it was handed.
         let binary_name = fs::read_link(binary)
             .ok()
@@ -99,6 +102,31 @@ impl Target {
             .display()
             .to_string();
         Ok(Target { pid, binary: binary.to_owned(), binary_name, exit })
+    }
+}
+
+/// Probes on a binary the process does not run never fire, and `/proc/<pid>/exe` is out of
+/// the loader's reach; but the path the process was started as, `/proc/<pid>/cmdline`'s first
+/// word, is world-readable (unless /proc hides it), and an absolute one names a file here to
+/// compare (systemd starts Bitcoin Core's unit as `/usr/bin/bitcoind`). A warning only: a
+/// process in another mount namespace (a container) names a file of its own.
+fn warn_if_started_from_another_binary(pid: i32, binary: &Path) {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return };
+    let Some(started_as) = cmdline.split(|b| *b == 0).next().map(|word| Path::new(std::ffi::OsStr::from_bytes(word)))
+    else {
+        return;
+    };
+    if !started_as.is_absolute() {
+        return;
+    }
+    let (Ok(started), Ok(given)) = (fs::metadata(started_as), fs::metadata(binary)) else { return };
+    if (started.dev(), started.ino()) != (given.dev(), given.ino()) {
+        tracing::warn!(
+            pid,
+            started_as = %started_as.display(),
+            "bitcoind was started as another file than --bitcoind-path {}: its tracepoints fire only in the binary it runs; pass that one",
+            binary.display()
+        );
     }
 }
 
