@@ -162,20 +162,28 @@ async fn a_full_backlog_cannot_hold_the_loader() {
     assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}");
 }
 
+/// A publisher's socket at `path` that anyone may connect to, listened on by a test playing a
+/// hostile publisher.
+fn hostile_listener(path: &std::path::Path) -> std::os::fd::OwnedFd {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+    rustix::net::bind(&listener, &SocketAddrUnix::new(path).unwrap()).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    rustix::net::listen(&listener, 8).unwrap();
+    listener
+}
+
 /// A publisher that answers with anything but an acknowledgement the loader can take (a
 /// datagram of 3 bytes; then one acknowledging records never sent) has its connection dropped
 /// at once, nothing more read from it, and the loader goes on with the next publisher, which
 /// gets every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_writing_anything_but_acknowledgements_is_dropped() {
-    use rustix::net::{sockopt, AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
+    use rustix::net::{sockopt, RecvFlags, SendFlags};
     let nats = NatsServer::start().await;
     let dir = TempDir::new("hostile-publisher");
     let socket = dir.path().join("publisher.sock");
-    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
-    rustix::net::bind(&listener, &SocketAddrUnix::new(&socket).unwrap()).unwrap();
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    rustix::net::listen(&listener, 8).unwrap();
+    let listener = hostile_listener(&socket);
     // Each connection: the hello, then a lie; returns how long the loader took to close it.
     let hostile = std::thread::spawn(move || {
         let lies = [b"bad".to_vec(), ipc_protocol::encode_ack(1000).to_vec()];
@@ -226,15 +234,12 @@ async fn a_publisher_writing_anything_but_acknowledgements_is_dropped() {
 /// bitcoind exit (loader/src/forward.rs, `read_acks`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_acknowledgements_cannot_hold_the_loader() {
-    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketType};
+    use rustix::net::{RecvFlags, SendFlags};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let dir = TempDir::new("ack-flood");
     let socket = dir.path().join("publisher.sock");
-    let listener = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
-    rustix::net::bind(&listener, &SocketAddrUnix::new(&socket).unwrap()).unwrap();
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
-    rustix::net::listen(&listener, 8).unwrap();
+    let listener = hostile_listener(&socket);
     let stop = Arc::new(AtomicBool::new(false));
     let (records_tx, records_rx) = std::sync::mpsc::channel();
     let flood = {
