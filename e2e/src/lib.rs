@@ -157,6 +157,8 @@ fn spawn_nats(dir: &Path, port: &str) -> Child {
     Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", port, "-c"])
         .arg(dir.join("nats.conf"))
+        .arg("--log")
+        .arg(dir.join("nats.log"))
         .arg("--ports_file_dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -180,6 +182,11 @@ impl NatsServer {
     /// `tls { … }`, …) and `max_payload` of 5 MiB.
     pub async fn with_config(config: &str) -> NatsServer {
         Self::configured(&format!("max_payload: 5242880\n{config}\n")).await
+    }
+
+    /// What the server logged (connections, slow consumers, errors), for a failure message.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
     }
 
     /// Replaces the configuration that the next [`Self::restart`] starts with, as

@@ -134,7 +134,10 @@ async fn a_publisher_stopped_mid_burst_hands_on_what_it_read_and_the_next_one_ge
     let stopped_log = e2e::read_stderr(&mut publisher).await;
     let next_log = e2e::stopped_log(&mut next).await;
     let loader_log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
-    let logs = format!("stopped publisher:\n{stopped_log}\nnext publisher:\n{next_log}\nloader:\n{loader_log}");
+    let logs = format!(
+        "stopped publisher:\n{stopped_log}\nnext publisher:\n{next_log}\nloader:\n{loader_log}\nnats-server:\n{}",
+        nats.log()
+    );
     assert_eq!(events.len() as u64, ROUNDS, "every message arrives once\n{logs}");
     // Each message was published by exactly one of the two publishers, and the loader lost
     // none between them.
