@@ -62,7 +62,7 @@ impl Target {
             return Err(TargetError::BinaryMissing(binary.to_owned()));
         }
         // libbpf reopens it by path to read the USDT notes.
-        fs::File::open(binary).map_err(|source| TargetError::BinaryUnreadable {
+        let opened = fs::File::open(binary).map_err(|source| TargetError::BinaryUnreadable {
             path: binary.to_owned(),
             hint: if source.kind() == std::io::ErrorKind::PermissionDenied { PRIVATE_FILE_HINT } else { "" },
             source,
@@ -93,7 +93,9 @@ impl Target {
                 );
             }
         }
-        warn_if_started_from_another_binary(pid, binary);
+        if let Ok(given) = opened.metadata() {
+            warn_if_started_from_another_binary(pid, binary, &given);
+        }
         // The loader's own descriptor links are always readable: name what it was handed.
         let binary_name = fs::read_link(binary)
             .ok()
@@ -110,7 +112,7 @@ impl Target {
 /// word, is world-readable (unless /proc hides it), and an absolute one names a file here to
 /// compare (systemd starts Bitcoin Core's unit as `/usr/bin/bitcoind`). A warning only: a
 /// process in another mount namespace (a container) names a file of its own.
-fn warn_if_started_from_another_binary(pid: i32, binary: &Path) {
+fn warn_if_started_from_another_binary(pid: i32, binary: &Path, given: &fs::Metadata) {
     let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return };
     let Some(started_as) = cmdline.split(|b| *b == 0).next().map(|word| Path::new(std::ffi::OsStr::from_bytes(word)))
     else {
@@ -119,7 +121,7 @@ fn warn_if_started_from_another_binary(pid: i32, binary: &Path) {
     if !started_as.is_absolute() {
         return;
     }
-    let (Ok(started), Ok(given)) = (fs::metadata(started_as), fs::metadata(binary)) else { return };
+    let Ok(started) = fs::metadata(started_as) else { return };
     if (started.dev(), started.ino()) != (given.dev(), given.ino()) {
         tracing::warn!(
             pid,
