@@ -229,16 +229,12 @@ impl NatsServer {
     /// Stops the server (SIGSTOP): its connections stay open, and nothing is read from them, as
     /// with a hung server or a half-open link.
     pub fn stall(&self) {
-        let pid = self.child.id().expect("nats-server running").to_string();
-        let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status().expect("kill -STOP");
-        assert!(stopped.success(), "SIGSTOP to nats-server");
+        assert!(signal(self.child.id().expect("nats-server running"), "STOP"), "SIGSTOP to nats-server");
     }
 
     /// Lets a server [`Self::stall`] stopped go on (SIGCONT).
     pub fn resume(&self) {
-        let pid = self.child.id().expect("nats-server running").to_string();
-        let resumed = std::process::Command::new("kill").args(["-CONT", &pid]).status().expect("kill -CONT");
-        assert!(resumed.success(), "SIGCONT to nats-server");
+        assert!(signal(self.child.id().expect("nats-server running"), "CONT"), "SIGCONT to nats-server");
     }
 
     /// Kills the server: an outage, until [`Self::restart`].
@@ -772,14 +768,22 @@ impl Pipeline {
 /// Starts `ebpf-loader` as the loader's user, tracing the simulator `pid` and forwarding to
 /// `socket`, and returns once it reports its probes attached.
 pub async fn start_loader(dir: &Path, socket: &Path, pid: u32, flags: &[&str]) -> Child {
-    start_loader_on(&bins().simulator, dir, socket, pid, flags).await
+    start_loader_via(as_loader_user(), &bins().simulator, dir, socket, pid, flags).await
 }
 
-/// [`start_loader`] with `binary` as `--bitcoind-path`.
-pub async fn start_loader_on(binary: &Path, dir: &Path, socket: &Path, pid: u32, flags: &[&str]) -> Child {
+/// [`start_loader`] with `binary` as `--bitcoind-path`, the loader and its arguments appended
+/// to `launch`: [`as_loader_user`], or a command that prepares something first and ends in it.
+pub async fn start_loader_via(
+    mut launch: Command,
+    binary: &Path,
+    dir: &Path,
+    socket: &Path,
+    pid: u32,
+    flags: &[&str],
+) -> Child {
     let notify_path = dir.join(format!("loader-notify-{pid}.sock"));
     let notify = notify_socket(&notify_path);
-    let mut loader = as_loader_user()
+    let mut loader = launch
         .arg(&bins().loader)
         .arg("--bitcoind-path")
         .arg(binary)
@@ -792,7 +796,7 @@ pub async fn start_loader_on(binary: &Path, dir: &Path, socket: &Path, pid: u32,
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("start ebpf-loader via setpriv");
+        .expect("start ebpf-loader");
     wait_ready(&notify, &mut loader, "loader").await;
     loader
 }
@@ -828,8 +832,7 @@ pub fn counts(line: &str) -> BTreeMap<String, u64> {
 
 /// Stops a publisher with SIGINT, asserts that it exits cleanly, and returns its log.
 pub async fn stopped_log(publisher: &mut Child) -> String {
-    let pid = publisher.id().expect("publisher running").to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    signal(publisher.id().expect("publisher running"), "INT");
     let status = publisher.wait().await.expect("publisher exits");
     assert!(status.success(), "publisher stops cleanly on SIGINT: {status}");
     read_stderr(publisher).await
@@ -889,11 +892,21 @@ pub fn scrape_metrics(address: &str) -> String {
     response
 }
 
+/// Sends signal `name` (`TERM`, `INT`, `STOP`, ...) to `pid` with kill(1); whether it was sent.
+pub fn signal(pid: u32, name: &str) -> bool {
+    std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill")
+        .success()
+}
+
 /// Sends SIGTERM and returns the exit status and how long the process took to exit.
 pub async fn terminate(child: &mut Child) -> (std::process::ExitStatus, Duration) {
-    let pid = child.id().expect("running").to_string();
+    let pid = child.id().expect("running");
     let sent = std::time::Instant::now();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    signal(pid, "TERM");
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait()).await.expect("exits").expect("status");
     (status, sent.elapsed())
 }
@@ -903,7 +916,7 @@ pub async fn stop_and_read_logs(children: &mut [&mut Child]) -> String {
     let mut logs = String::new();
     for child in children.iter_mut() {
         if let Some(pid) = child.id() {
-            let _ = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status();
+            signal(pid, "INT");
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         logs.push_str(&read_stderr(child).await);

@@ -54,8 +54,7 @@ async fn start_launcher(
 }
 
 async fn stop(launcher: &mut tokio::process::Child) -> String {
-    let pid = launcher.id().expect("running").to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    e2e::signal(launcher.id().expect("running"), "TERM");
     let status =
         tokio::time::timeout(Duration::from_secs(15), launcher.wait()).await.expect("stops in time").expect("status");
     let log = e2e::read_stderr(launcher).await;

@@ -669,8 +669,7 @@ async fn the_launcher_hands_secrets_on_as_files_never_as_values() {
     let events = receive(&mut subscriber, FIRED.len() * ROUNDS as usize).await;
     assert_fired_exactly(&events, &FIRED, SEED, 0..ROUNDS, before..=wall_ms());
 
-    let pid = running.id().expect("running").to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    e2e::signal(running.id().expect("running"), "TERM");
     let status = running.wait().await.expect("status");
     let log = e2e::read_stderr(&mut running).await;
     assert!(status.success(), "{status}: {log}");

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use e2e::{
-    as_loader_user, bins, expect, notify_socket, receive, start_publisher, subscribe_in_place, wait_ready, Launch,
-    NatsServer, Pipeline, Simulator, TempDir, LOADER_UID,
+    as_loader_user, bins, expect, receive, start_loader_via, start_publisher, subscribe_in_place, Launch, NatsServer,
+    Pipeline, Simulator, TempDir, LOADER_UID,
 };
 use ipc_protocol::{Category, Tracepoint};
 use tokio::process::Command;
@@ -154,13 +154,12 @@ async fn the_loader_attaches_where_proc_hides_bitcoind_from_its_user() {
     let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
     let (rounds, seed) = (5, 21);
     let simulator = Simulator::start("mempool:added", rounds, seed);
-    let notify_path = dir.path().join("loader-notify.sock");
-    let notify = notify_socket(&notify_path);
     let setpriv = as_loader_user();
     let setpriv = setpriv.as_std();
     // In a mount namespace of its own, /proc mounted anew with hidepid=invisible; then, as
     // the loader's user, a check that bitcoind's entry is hidden, and the loader.
-    let mut loader = Command::new("unshare")
+    let mut hidden_proc = Command::new("unshare");
+    hidden_proc
         .args(["--mount", "--propagation", "private", "sh", "-c"])
         .arg(r#"mount -t proc -o hidepid=invisible proc /proc && exec "$@""#)
         .arg("sh")
@@ -168,20 +167,8 @@ async fn the_loader_attaches_where_proc_hides_bitcoind_from_its_user() {
         .args(setpriv.get_args())
         .args(["sh", "-c"])
         .arg(r#"test ! -e "/proc/$0" || { echo "bitcoind's /proc/$0 is visible" >&2; exit 1; }; exec "$@""#)
-        .arg(simulator.pid().to_string())
-        .arg(&bins().loader)
-        .arg("--bitcoind-path")
-        .arg(&bins().simulator)
-        .arg("--bitcoind-pid")
-        .arg(simulator.pid().to_string())
-        .arg("--socket")
-        .arg(&socket)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the loader under unshare (package util-linux)");
-    wait_ready(&notify, &mut loader, "loader under hidepid=invisible").await;
+        .arg(simulator.pid().to_string());
+    let _loader = start_loader_via(hidden_proc, &bins().simulator, dir.path(), &socket, simulator.pid(), &[]).await;
 
     assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], rounds);
     let events = receive(&mut subscriber, rounds as usize).await;
@@ -206,7 +193,7 @@ async fn a_loader_given_another_copy_of_the_binary_says_so() {
     let warning = "bitcoind was started as another file than --bitcoind-path";
     for (binary, warned) in [(copy.as_path(), true), (bins().simulator.as_path(), false)] {
         let simulator = Simulator::start("mempool:added", 1, 0);
-        let mut loader = e2e::start_loader_on(binary, dir.path(), &socket, simulator.pid(), &[]).await;
+        let mut loader = start_loader_via(as_loader_user(), binary, dir.path(), &socket, simulator.pid(), &[]).await;
         let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
         assert_eq!(log.contains(warning), warned, "{}: {log}", binary.display());
         if warned {
@@ -259,8 +246,7 @@ async fn connections_from_other_users_are_refused() {
         assert_eq!(ebpf, expect::event(Tracepoint::MempoolAdded, 6, seq as u64).1);
     }
 
-    let pid = publisher.id().expect("publisher running").to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    e2e::signal(publisher.id().expect("publisher running"), "INT");
     publisher.wait().await.expect("publisher exits");
     let log = e2e::read_stderr(&mut publisher).await;
     assert!(log.contains("refused connection from uid 0: only the loader's uid 65534 may connect"), "{log}");
@@ -287,8 +273,7 @@ async fn socket_activated_publisher_delivers_end_to_end() {
         assert_eq!((subject.as_str(), ebpf), expect::event(tp, 8, *seq), "{tp} #{seq}");
         *seq += 1;
     }
-    let pid = publisher.id().expect("publisher running").to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().expect("signal publisher");
+    e2e::signal(publisher.id().expect("publisher running"), "INT");
     publisher.wait().await.expect("publisher exits");
     let log = e2e::read_stderr(&mut publisher).await;
     assert!(log.contains("listening on the socket passed by systemd"), "{log}");
