@@ -2,7 +2,12 @@
  * systemtap probes in variadic mode, each guarded by a semaphore in section `.probes` that a
  * tracer increments when it attaches. Argument types match Bitcoin Core's call sites, so
  * `readelf -n` shows the same widths and signedness (e.g. `-8@` for NodeId, `8@` for size_t,
- * `4@` for enum Network, `1@` for bool). Each function returns whether the probe fired. */
+ * `4@` for enum Network, `1@` for bool). Each function returns whether the probe fired.
+ *
+ * The compiler picks each argument's operand. In an -O2 bitcoind most are registers, others
+ * stack slots, indexed slots or constants, and one tracepoint may have several sites. Some
+ * sites below are written to get each of those forms, so that tests read every form a
+ * tracer must (simulator/tests/notes.rs checks that they are there). */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -102,6 +107,9 @@ SITE sim_mempool_removed(const unsigned char *txid, const char *reason, int32_t 
 	TRACEPOINT(mempool, removed, txid, reason, vsize, fee, entry_time);
 }
 
+/* Every argument from a stack slot (`-4@-12(%rsp)`, `1@-28(%rsp)`): only memory operands. */
+#undef STAP_SDT_ARG_CONSTRAINT
+#define STAP_SDT_ARG_CONSTRAINT o
 SITE sim_mempool_replaced(const unsigned char *replaced_txid, int32_t replaced_vsize,
 			  int64_t replaced_fee, uint64_t replaced_entry_time,
 			  const unsigned char *replacement_id, int32_t replacement_vsize,
@@ -111,17 +119,32 @@ SITE sim_mempool_replaced(const unsigned char *replaced_txid, int32_t replaced_v
 		   replaced_entry_time, replacement_id, replacement_vsize, replacement_fee,
 		   replaced_by_tx);
 }
+#undef STAP_SDT_ARG_CONSTRAINT
+#define STAP_SDT_ARG_CONSTRAINT nor
 
 SITE sim_mempool_rejected(const unsigned char *txid, const char *reason)
 {
 	TRACEPOINT(mempool, rejected, txid, reason);
 }
 
+/* A one the optimizer cannot see through, as it cannot see a loop counter's value. */
+static inline size_t opaque_one(void)
+{
+	size_t one = 1;
+
+	__asm__("" : "+r"(one));
+	return one;
+}
+
+/* `value` read from an array element at a run-time index: an indexed operand,
+ * `-8@-24(%rsp,%rcx,8)` with 1 in %rcx. */
+#define INDEXED(type, value) (((type[2]){ 0, value })[opaque_one()])
+
 SITE sim_validation_block_connected(const unsigned char *hash, int height, size_t transactions,
 				    int inputs, int64_t sigops, int64_t duration_ns)
 {
-	TRACEPOINT(validation, block_connected, hash, height, transactions, inputs, sigops,
-		   duration_ns);
+	TRACEPOINT(validation, block_connected, hash, height, transactions, INDEXED(int, inputs),
+		   sigops, INDEXED(int64_t, duration_ns));
 }
 
 SITE sim_addrman_attempt_add(bool inserted, int32_t bucket, int32_t bucket_pos, const char *addr,
@@ -158,11 +181,20 @@ SITE sim_utxocache_uncache(const unsigned char *txid, uint32_t index, uint32_t h
 }
 
 /* Chainstate::FlushStateToDisk: the duration in µs, (uint32_t)mode, (uint64_t)coins_count,
- * (uint64_t)coins_mem_usage, (bool)fFlushForPrune. */
+ * (uint64_t)coins_mem_usage, (bool)fFlushForPrune. Two sites, each passing `for_prune` as the
+ * constant it is there (`1@$1`, `1@$0`), as where the compiler has inlined a caller. */
 SITE sim_utxocache_flush(int64_t duration_us, uint32_t mode, uint64_t coins_count,
 			 uint64_t coins_mem_usage, bool for_prune)
 {
-	TRACEPOINT(utxocache, flush, duration_us, mode, coins_count, coins_mem_usage, for_prune);
+	if (!TRACEPOINT_ACTIVE(utxocache, flush))
+		return false;
+	if (for_prune)
+		STAP_PROBEV(utxocache, flush, duration_us, mode, coins_count, coins_mem_usage,
+			    (bool)true);
+	else
+		STAP_PROBEV(utxocache, flush, duration_us, mode, coins_count, coins_mem_usage,
+			    (bool)false);
+	return true;
 }
 
 /* `--lean`: net:inbound_message `count` times with the same arguments from one C loop, the

@@ -24,15 +24,21 @@ const EXPECTED: [(&str, &str, &[&str]); 18] = [
     ("utxocache", "flush", &["-8", "4", "8", "8", "1"]),
 ];
 
-#[test]
-fn stapsdt_notes_match_bitcoin_core() {
+/// One probe site as `readelf -n` shows it: provider, name and its `SIZE@OPERAND` arguments.
+struct Site {
+    provider: String,
+    name: String,
+    args: Vec<(String, String)>,
+}
+
+fn sites() -> Vec<Site> {
     let out = Command::new("readelf")
         .args(["-n", env!("CARGO_BIN_EXE_tracepoint-simulator")])
         .output()
         .expect("run readelf (binutils)");
     let text = String::from_utf8_lossy(&out.stdout);
     // Each note: Provider, Name, "Location: …, Semaphore: …", Arguments.
-    let mut notes = Vec::new();
+    let mut sites = Vec::new();
     let mut lines = text.lines().map(str::trim);
     while let Some(line) = lines.next() {
         let Some(provider) = line.strip_prefix("Provider: ") else { continue };
@@ -44,21 +50,67 @@ fn stapsdt_notes_match_bitcoin_core() {
             Ok(0),
             "{provider}:{name} has no semaphore"
         );
-        let widths: Vec<String> = lines
+        let args = lines
             .next()
             .and_then(|l| l.strip_prefix("Arguments: "))
             .expect("Arguments")
             .split(' ')
-            .map(|arg| arg.split('@').next().unwrap_or_default().to_string())
+            .map(|arg| arg.split_once('@').map(|(w, o)| (w.to_string(), o.to_string())).expect("SIZE@OPERAND"))
             .collect();
-        notes.push((provider.to_string(), name.to_string(), widths));
+        sites.push(Site { provider: provider.to_string(), name: name.to_string(), args });
     }
+    sites
+}
+
+#[test]
+fn stapsdt_notes_match_bitcoin_core() {
+    let sites = sites();
     for (provider, name, widths) in EXPECTED {
-        let found: Vec<_> = notes.iter().filter(|(p, n, _)| p == provider && n == name).collect();
+        let found: Vec<_> = sites.iter().filter(|s| s.provider == provider && s.name == name).collect();
         assert!(!found.is_empty(), "no probe {provider}:{name}");
-        for (_, _, got) in found {
+        for site in found {
+            let got: Vec<_> = site.args.iter().map(|(w, _)| w.as_str()).collect();
             assert_eq!(got, widths, "{provider}:{name}");
         }
     }
-    assert_eq!(notes.len(), EXPECTED.len(), "one site per tracepoint");
+    assert_eq!(sites.len(), EXPECTED.len() + 1, "one site per tracepoint, two for utxocache:flush");
+}
+
+/// The operand forms libbpf resolves for a tracer (its `usdt.c`), which the BPF program's own
+/// argument reader (`usdt_args` in bpf/src/bpf/extractor.bpf.c) must read like libbpf's.
+#[derive(Debug, PartialEq)]
+enum Form {
+    Register,
+    Memory,
+    Indexed,
+    Constant,
+}
+
+fn form(operand: &str) -> Form {
+    match operand.as_bytes()[0] {
+        b'%' => Form::Register,
+        b'$' => Form::Constant,
+        _ if operand.matches(',').count() == 2 => Form::Indexed,
+        _ => Form::Memory,
+    }
+}
+
+#[test]
+fn the_sites_pass_arguments_in_every_operand_form_a_tracer_reads() {
+    let sites = sites();
+    let forms = |provider: &str, name: &str| -> Vec<Vec<Form>> {
+        sites
+            .iter()
+            .filter(|s| s.provider == provider && s.name == name)
+            .map(|s| s.args.iter().map(|(_, operand)| form(operand)).collect())
+            .collect()
+    };
+    // Stack slots, in every width and signedness.
+    assert_eq!(forms("mempool", "replaced"), [[const { Form::Memory }; 8]]);
+    let block = &forms("validation", "block_connected")[0];
+    assert_eq!((&block[3], &block[5]), (&Form::Indexed, &Form::Indexed), "inputs (-4) and duration (-8)");
+    for flush in forms("utxocache", "flush") {
+        assert_eq!(flush[4], Form::Constant, "for_prune");
+    }
+    assert!(forms("net", "inbound_message")[0].iter().all(|f| *f == Form::Register));
 }
