@@ -4,7 +4,10 @@
 use e2e::{expect, receive, NatsServer, Pipeline};
 use ipc_protocol::Tracepoint;
 use prost::Message;
+use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
+use publisher::proto::ebpf_extractor::message::{message_event::Msg, Unknown};
 use publisher::proto::event::{event::PeerObserverEvent, Event};
+use tracepoint_simulator::{args, Args, Workload};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_over_max_payload_are_counted_and_named() {
@@ -77,4 +80,57 @@ async fn publisher_memory_stays_bounded_while_nats_is_down_and_large_blocks_keep
         "{counts:?}"
     );
     assert!(counts["nats_unavailable"] > 0, "{counts:?}");
+}
+
+/// The densest payload a peer can send: a merkleblock of 4,000,000 bytes that is almost all
+/// flag bytes. Decoded, it takes the whole decode budget (8 heap bytes per payload byte), and
+/// its encoding 16 bytes per payload byte, 64 MB: more than the publisher hands to NATS at
+/// once, which made it count each as `nats_unavailable` while NATS was up. Each arrives as
+/// `unknown` with its whole payload, counted as over the decode budget, on a server that takes
+/// events of any size NATS allows, and the publisher's peak RSS stays under its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merkleblocks_of_nothing_but_flags_arrive_as_unknown_within_the_memory_bound() {
+    const ROUNDS: u64 = 4;
+    const SIZE: usize = 4_000_000;
+    let nats = NatsServer::with_max_payload(64 << 20).await;
+    let Pipeline { simulator, mut publisher, dir: _dir, loader: _loader, mut subscriber } = Pipeline::start_with(
+        e2e::Launch::Direct,
+        &nats,
+        "net:inbound_message",
+        ROUNDS,
+        24,
+        &["--message-type", "merkleblock", "--message-size", &SIZE.to_string(), "--rate", "2"],
+        &[],
+    )
+    .await;
+    assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], ROUNDS);
+    let received = receive(&mut subscriber, ROUNDS as usize).await;
+    e2e::assert_publisher_memory_bounded(&publisher, &format!("after {ROUNDS} merkleblocks of {SIZE} bytes"));
+
+    let workload = Workload { message_type: Some("merkleblock".into()), message_size: Some(SIZE), garbage: false };
+    let want: Vec<_> = (0..ROUNDS)
+        .map(|seq| {
+            let Args::Message { message, .. } = args(Tracepoint::NetInboundMessage, 24, seq, &workload) else {
+                panic!("#{seq}: not a message")
+            };
+            let (_, mut event) = expect::event_with(Tracepoint::NetInboundMessage, 24, seq, &workload);
+            let Some(EbpfEvent::Message(m)) = &mut event.ebpf_event else { panic!("#{seq}: not a message event") };
+            m.msg = Some(Msg::Unknown(Unknown { command: "merkleblock".into(), payload: message.serialize() }));
+            event
+        })
+        .collect();
+    let got: Vec<_> = received
+        .into_iter()
+        .map(|(_, event)| match event.peer_observer_event {
+            Some(PeerObserverEvent::EbpfExtractor(ebpf)) => ebpf,
+            None => panic!("empty event"),
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    let stopped = e2e::stopped_log(&mut publisher).await;
+    let counts = e2e::closing_counts(&stopped);
+    assert_eq!(counts["published"], ROUNDS, "{stopped}");
+    assert_eq!(counts["net:inbound_message/over_decode_budget_merkleblock"], ROUNDS, "{stopped}");
+    assert_eq!(counts["nats_unavailable"], 0, "{stopped}");
 }

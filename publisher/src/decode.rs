@@ -43,8 +43,8 @@ pub enum Anomaly {
     /// A known P2P message whose payload did not decode; published as `unknown`
     /// (docs/wire-format.md, "Undecodable payloads").
     Undecodable(String),
-    /// A known P2P message whose decoded form would pass its budget (`p2p::BUDGET_PER_BYTE`);
-    /// published as `unknown`.
+    /// A known P2P message whose decoded form would pass its budget (`p2p::BUDGET_PER_BYTE`,
+    /// `p2p::MAX_ENCODED_LEN`); published as `unknown`.
     OverBudget(String),
 }
 
@@ -396,7 +396,9 @@ impl Context {
             Err(e) => {
                 tracing::debug!(%command, "undecodable payload: {e}");
                 self.anomalies.push(match e {
-                    p2p::PayloadError::OverBudget => Anomaly::OverBudget(command.clone()),
+                    p2p::PayloadError::OverBudget | p2p::PayloadError::OverEncodedLen(_) => {
+                        Anomaly::OverBudget(command.clone())
+                    }
                     _ => Anomaly::Undecodable(command.clone()),
                 });
                 p2p::unknown(&command, payload)

@@ -27,6 +27,8 @@ pub enum PayloadError {
     EmptyWitnesses,
     #[error("decoded form would pass {} heap bytes per payload byte plus {}", BUDGET_PER_BYTE, BUDGET_BASE)]
     OverBudget,
+    #[error("decoded form would encode to {0} bytes, more than the {MAX_ENCODED_LEN} an event may take")]
+    OverEncodedLen(usize),
 }
 
 /// Heap bytes a decoded payload may take per payload byte. Legitimate messages stay within it:
@@ -35,6 +37,15 @@ pub enum PayloadError {
 pub const BUDGET_PER_BYTE: usize = 8;
 /// Heap bytes every payload may take besides: the fixed allocations of the smallest ones.
 pub const BUDGET_BASE: usize = 1024;
+/// The largest encoding of a decoded payload: what the publisher hands to NATS at once at
+/// most (`server::NATS_BUFFER_BYTES`), less room for the event around it (its metadata's
+/// strings take at most 512 + 20 + 12 bytes). No legitimate message comes near; past it, an
+/// event could never be published, and its encoding would be one more large copy.
+pub const MAX_ENCODED_LEN: usize = crate::server::NATS_BUFFER_BYTES - 4096;
+/// The most bytes one payload byte encodes to: a merkleblock's flag byte, 8 bools written
+/// unpacked, 2 bytes each (docs/wire-format.md). A payload shorter than `MAX_ENCODED_LEN /
+/// MAX_ENCODED_PER_BYTE` cannot pass `MAX_ENCODED_LEN`, so its encoding is not measured.
+pub(crate) const MAX_ENCODED_PER_BYTE: usize = 16;
 /// What a heap allocation is charged besides its bytes: the allocator's header and rounding.
 const ALLOC_COST: usize = 16;
 /// The shortest transaction the decoder accepts: version, segwit marker and flag, no inputs,
@@ -48,10 +59,18 @@ pub fn unknown(command: &str, payload: &[u8]) -> Msg {
 
 /// Decodes a payload by its exact, case-sensitive command. Commands without a decoder give
 /// `unknown`; an `Err` means a known command whose payload is malformed, or whose decoded form
-/// would pass [`BUDGET_PER_BYTE`] × its length + [`BUDGET_BASE`] heap bytes.
+/// would pass [`BUDGET_PER_BYTE`] × its length + [`BUDGET_BASE`] heap bytes or encode to more
+/// than [`MAX_ENCODED_LEN`].
 pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
     let budget = payload.len().saturating_mul(BUDGET_PER_BYTE).saturating_add(BUDGET_BASE);
-    decode_within(command, payload, &Cell::new(budget))
+    let msg = decode_within(command, payload, &Cell::new(budget))?;
+    if payload.len() >= MAX_ENCODED_LEN / MAX_ENCODED_PER_BYTE {
+        let len = msg.encoded_len();
+        if len > MAX_ENCODED_LEN {
+            return Err(PayloadError::OverEncodedLen(len));
+        }
+    }
+    Ok(msg)
 }
 
 /// [`decode`], charging the heap bytes of what it builds to `budget`. Lists are charged before

@@ -58,6 +58,8 @@ pub const MIN_TX_SIZE: usize = 60;
 pub const MIN_BLOCK_SIZE: usize = 80 + 1 + MIN_TX_SIZE;
 /// Bounds the memory a mistyped size can take; far above Bitcoin Core's 4,000,000 bytes.
 pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
+/// The smallest merkleblock: a header, the transaction count, one hash and one flag byte.
+pub const MIN_MERKLEBLOCK_SIZE: usize = 80 + 4 + 1 + 32 + 1 + 1;
 /// A sized block holds transactions of at most this size, as real blocks hold many.
 const MAX_FILLER_TX_SIZE: usize = 100_000;
 
@@ -69,8 +71,9 @@ pub struct Workload {
     pub message_type: Option<String>,
     /// Every payload is exactly this many bytes: a block from [`MIN_BLOCK_SIZE`] on, below
     /// that [`MADE_UP_TYPE`]. With `message_type`: a `block`, `tx`, `sendtxrcncl` or
-    /// [`MADE_UP_TYPE`] of exactly this size, or an `inv`, `getdata` or `notfound` with as many
-    /// items as fit (so up to 35 bytes shorter).
+    /// [`MADE_UP_TYPE`] of exactly this size, an `inv`, `getdata` or `notfound` with as many
+    /// items as fit (so up to 35 bytes shorter), or a `merkleblock` whose flag vector takes
+    /// what one hash leaves (up to 8 bytes shorter).
     pub message_size: Option<usize>,
     /// Fire payloads that must fail to decode, cycling through [`GARBAGE`].
     pub garbage: bool,
@@ -104,9 +107,16 @@ impl Workload {
             ("block", Some(n)) if n < MIN_BLOCK_SIZE => Err(format!("a block takes at least {MIN_BLOCK_SIZE} bytes")),
             ("tx", Some(n)) if n < MIN_TX_SIZE => Err(format!("a transaction takes at least {MIN_TX_SIZE} bytes")),
             ("inv" | "getdata" | "notfound", Some(0)) => Err("an inventory takes at least 1 byte".into()),
-            ("block" | "tx" | "inv" | "getdata" | "notfound" | "sendtxrcncl" | MADE_UP_TYPE, Some(_)) => Ok(()),
+            ("merkleblock", Some(n)) if n < MIN_MERKLEBLOCK_SIZE => {
+                Err(format!("a merkleblock takes at least {MIN_MERKLEBLOCK_SIZE} bytes"))
+            }
+            (
+                "block" | "tx" | "inv" | "getdata" | "notfound" | "merkleblock" | "sendtxrcncl" | MADE_UP_TYPE,
+                Some(_),
+            ) => Ok(()),
             (other, Some(_)) => Err(format!(
-                "a message size applies to block, tx, inv, getdata, notfound, sendtxrcncl and {MADE_UP_TYPE}, not {other}"
+                "a message size applies to block, tx, inv, getdata, notfound, merkleblock, sendtxrcncl and \
+                 {MADE_UP_TYPE}, not {other}"
             )),
         }
     }
@@ -287,6 +297,20 @@ fn sized(rng: &mut Rng, msg_type: Option<&'static str>, size: usize) -> Message 
                 _ => Message::NotFound(items),
             }
         }
+        // One hash and a flag vector taking the rest: each flag byte decodes to 8 flags, the
+        // densest a peer can make a payload decode (p2p::BUDGET_PER_BYTE in the publisher).
+        Some("merkleblock") => {
+            let mut flags_len = size - (MIN_MERKLEBLOCK_SIZE - 2);
+            while compact_size_len(flags_len as u64) + flags_len > size - (MIN_MERKLEBLOCK_SIZE - 2) {
+                flags_len -= 1;
+            }
+            Message::MerkleBlock {
+                header: header(rng),
+                total_txs: u32::MAX,
+                hashes: rng.hashes(1),
+                flags: rng.bytes(flags_len),
+            }
+        }
         Some(command) => Message::Unknown { command, payload: rng.filler(size) },
     }
 }
@@ -432,6 +456,19 @@ mod tests {
     }
 
     #[test]
+    fn a_sized_merkleblock_is_all_flags_but_one_hash() {
+        for size in [MIN_MERKLEBLOCK_SIZE, 371, 372, 373, 65_660, 4_000_000] {
+            let workload = Workload { message_type: Some("merkleblock".into()), ..sized(size) };
+            let message = message_of(1, &workload);
+            let len = message.serialize().len();
+            assert!(len <= size && size < len + 8, "{size}: {len}");
+            let Message::MerkleBlock { hashes, flags, .. } = message else { panic!("{size}: not a merkleblock") };
+            assert_eq!(hashes.len(), 1);
+            assert!(flags.len() + 128 > size, "{size}: {} flag bytes", flags.len());
+        }
+    }
+
+    #[test]
     fn impossible_workloads_are_refused() {
         let with = |message_type: &str, size: Option<usize>, garbage: bool| Workload {
             message_type: Some(message_type.into()),
@@ -446,6 +483,8 @@ mod tests {
         assert!(with("block", Some(MIN_BLOCK_SIZE - 1), false).check().is_err());
         assert!(with("tx", Some(MIN_TX_SIZE), false).check().is_ok());
         assert!(with("inv", Some(0), false).check().is_err());
+        assert!(with("merkleblock", Some(MIN_MERKLEBLOCK_SIZE - 1), false).check().is_err());
+        assert!(with("merkleblock", Some(MIN_MERKLEBLOCK_SIZE), false).check().is_ok());
         assert!(Workload { garbage: true, ..sized(100) }.check().is_err());
         assert!(sized(MAX_MESSAGE_SIZE + 1).check().is_err());
     }

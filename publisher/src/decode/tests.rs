@@ -324,7 +324,7 @@ fn v20_torv3_is_a_valid_v3_name() {
 
 // The decode budget: p2p::BUDGET_PER_BYTE heap bytes per payload byte, plus p2p::BUDGET_BASE.
 
-use crate::p2p::{PayloadError, BUDGET_BASE, BUDGET_PER_BYTE};
+use crate::p2p::{PayloadError, BUDGET_BASE, BUDGET_PER_BYTE, MAX_ENCODED_LEN, MAX_ENCODED_PER_BYTE};
 use crate::proto::ebpf_extractor::message::message_event::Msg;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -460,7 +460,8 @@ fn addr_v2(network: u8, address: &[u8]) -> Vec<u8> {
 const MB: usize = 1_000_000;
 
 /// Worst cases per decoder that allocates per item, and legitimate maxima; the factor
-/// (heap bytes charged per payload byte, in hundredths) and whether `decode` takes it.
+/// (heap bytes charged per payload byte, in hundredths) and whether `decode` takes it. None
+/// encodes to more than `MAX_ENCODED_PER_BYTE` bytes per payload byte.
 #[test]
 fn decoded_size_per_payload_byte_of_every_allocating_decoder() {
     let header = [0x20; 80];
@@ -522,16 +523,20 @@ fn decoded_size_per_payload_byte_of_every_allocating_decoder() {
         ("block of 2,000 2-in 2-out payments", "block", block(2000, &payment(), None), 149, true),
         ("block of 2-in 2-out payments", "block", full_block(10_700, &payment()), 149, true),
     ];
-    println!("{:<36} {:>9} {:>11} {:>7} {:>7}", "payload", "bytes", "charged", "factor", "heap");
+    println!("{:<36} {:>9} {:>11} {:>7} {:>7} {:>7}", "payload", "bytes", "charged", "factor", "heap", "encoded");
     for (name, command, payload, factor, decodes) in cases {
         let (charged, heap) = measure(command, &payload);
         let len = payload.len();
+        let encoded = p2p::decode_within(command, &payload, &Cell::new(usize::MAX)).map(|msg| msg.encoded_len());
+        let encoded = encoded.unwrap_or_else(|e| panic!("{name}: {e}"));
         println!(
-            "{name:<36} {len:>9} {charged:>11} {:>7.2} {:>7.2}",
+            "{name:<36} {len:>9} {charged:>11} {:>7.2} {:>7.2} {:>7.2}",
             charged as f64 / len as f64,
-            heap as f64 / len as f64
+            heap as f64 / len as f64,
+            encoded as f64 / len as f64
         );
         assert!(heap <= charged, "{name}: {heap} heap bytes, {charged} charged");
+        assert!(encoded <= MAX_ENCODED_PER_BYTE * len, "{name}: {encoded} bytes encoded");
         assert_eq!(charged * 100 / len, factor, "{name}");
         assert_eq!(charged <= budget(len), decodes, "{name}");
         match p2p::decode(command, &payload) {
@@ -539,6 +544,33 @@ fn decoded_size_per_payload_byte_of_every_allocating_decoder() {
             Err(e) => assert!(!decodes && e == PayloadError::OverBudget, "{name}: {e}"),
         }
     }
+}
+
+/// A merkleblock of nothing but flag bytes decodes within the heap budget, but each flag byte
+/// encodes to 16 bytes: from about 1 MB on, past what an event may take. Such a payload is
+/// published as `unknown`, counted as over the budget, and never encoded decoded.
+#[test]
+fn a_payload_whose_encoding_would_pass_the_largest_event_is_published_as_unknown() {
+    let merkleblock =
+        |flags: usize| [&[0x20; 80][..], &[0; 4], &repeated(1, &[3; 32]), &repeated(flags, &[0xa5])].concat();
+    let fits = (MAX_ENCODED_LEN - 200) / MAX_ENCODED_PER_BYTE;
+    let Ok(Msg::Merkleblock(decoded)) = p2p::decode("merkleblock", &merkleblock(fits)) else {
+        panic!("{fits} flag bytes decode")
+    };
+    assert_eq!(decoded.bits.len(), 8 * fits);
+    assert!(
+        matches!(p2p::decode("merkleblock", &merkleblock(fits + 13)), Err(PayloadError::OverEncodedLen(n)) if n > MAX_ENCODED_LEN)
+    );
+
+    let payload = merkleblock(4 * MB - 200);
+    let data = message(3, "1.2.3.4:8333", "inbound", "merkleblock", &payload);
+    let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data }).unwrap();
+    assert_eq!(decoded.anomalies, vec![Anomaly::OverBudget("merkleblock".into())]);
+    let Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(ebpf::ebpf::EbpfEvent::Message(event)) }) = decoded.payload
+    else {
+        panic!("a message")
+    };
+    assert_eq!(event.msg, Some(Msg::Unknown(message::Unknown { command: "merkleblock".into(), payload })));
 }
 
 #[test]
