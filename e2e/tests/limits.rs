@@ -29,13 +29,7 @@ async fn events_over_max_payload_are_counted_and_named() {
 
     let received = receive(&mut subscriber, fits.len()).await;
     let want: Vec<_> = fits.iter().map(|seq| expect::event(Tracepoint::NetInboundMessage, 21, *seq).1).collect();
-    let got: Vec<_> = received
-        .into_iter()
-        .map(|(_, event)| match event.peer_observer_event {
-            Some(PeerObserverEvent::EbpfExtractor(ebpf)) => ebpf,
-            None => panic!("empty event"),
-        })
-        .collect();
+    let got: Vec<_> = received.into_iter().map(|(_, event)| e2e::ebpf_of(event)).collect();
     assert_eq!(got, want);
 
     let log = e2e::stopped_log(&mut publisher).await;
@@ -119,13 +113,7 @@ async fn merkleblocks_of_nothing_but_flags_arrive_as_unknown_within_the_memory_b
             event
         })
         .collect();
-    let got: Vec<_> = received
-        .into_iter()
-        .map(|(_, event)| match event.peer_observer_event {
-            Some(PeerObserverEvent::EbpfExtractor(ebpf)) => ebpf,
-            None => panic!("empty event"),
-        })
-        .collect();
+    let got: Vec<_> = received.into_iter().map(|(_, event)| e2e::ebpf_of(event)).collect();
     assert_eq!(got, want);
 
     let stopped = e2e::stopped_log(&mut publisher).await;
