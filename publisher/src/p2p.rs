@@ -401,7 +401,9 @@ pub fn tx_counts(raw: &[u8]) -> Option<(u64, u64)> {
     Some((inputs, r.compact_size().ok()?))
 }
 
-/// `getblocktxn` indexes, differentially encoded on the wire, made absolute.
+/// `getblocktxn` indexes, differentially encoded on the wire, made absolute. As in upstream's
+/// decoder (rust-bitcoin's `BlockTransactionsRequest`), the index after each must exist too:
+/// an index of `u64::MAX` is an overflow.
 fn block_txn_indexes(r: &mut Reader<'_>) -> Result<Vec<u64>, PayloadError> {
     let count = r.compact_size()?;
     if count > 62_500 {
@@ -410,13 +412,11 @@ fn block_txn_indexes(r: &mut Reader<'_>) -> Result<Vec<u64>, PayloadError> {
     let count = r.held(count, 1)?;
     r.alloc(count * size_of::<u64>())?;
     let mut indexes: Vec<u64> = Vec::with_capacity(count);
+    let mut next = 0u64;
     for i in 0..count {
-        let diff = r.compact_size()?;
-        let index = match indexes.last() {
-            None => Some(diff),
-            Some(&prev) => prev.checked_add(1).and_then(|v| v.checked_add(diff)),
-        }
-        .ok_or(PayloadError::Invalid { field: "getblocktxn index", value: i as u64 })?;
+        let overflow = PayloadError::Invalid { field: "getblocktxn index", value: i as u64 };
+        let index = next.checked_add(r.compact_size()?).ok_or(overflow.clone())?;
+        next = index.checked_add(1).ok_or(overflow)?;
         indexes.push(index);
     }
     Ok(indexes)
@@ -685,6 +685,36 @@ mod tests {
         assert_eq!(render("00000000000000000000ffff01020304"), Addr::Ipv4("1.2.3.4".into()));
         assert_eq!(render("20010db8000000010000000000000001"), Addr::Ipv6("2001:db8:0:1::1".into()));
         assert_eq!(render("00010000000100000001000000010000"), Addr::Ipv6("1:0:1:0:1:0:1:0".into()));
+    }
+
+    /// rust-bitcoin refuses an index whose successor would overflow, the last one included.
+    #[test]
+    fn getblocktxn_indexes_up_to_but_not_including_u64_max() {
+        let indexes = |diffs: &[u64]| {
+            let mut payload = vec![0; 32];
+            payload.push(diffs.len() as u8);
+            for &diff in diffs {
+                match diff {
+                    0..0xfd => payload.push(diff as u8),
+                    _ => {
+                        payload.push(0xff);
+                        payload.extend_from_slice(&diff.to_le_bytes());
+                    }
+                }
+            }
+            match decode("getblocktxn", &payload) {
+                Ok(Msg::Getblocktxn(m)) => Ok(m.tx_indexes),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(indexes(&[u64::MAX - 1]), Ok(vec![u64::MAX - 1]));
+        assert_eq!(indexes(&[0, 0, 3]), Ok(vec![0, 1, 5]));
+        assert_eq!(indexes(&[5, u64::MAX - 7]), Ok(vec![5, u64::MAX - 1]));
+        let overflow = |i| Err(PayloadError::Invalid { field: "getblocktxn index", value: i });
+        assert_eq!(indexes(&[u64::MAX]), overflow(0));
+        assert_eq!(indexes(&[0, u64::MAX - 1]), overflow(1));
+        assert_eq!(indexes(&[0, u64::MAX]), overflow(1));
     }
 
     #[test]
