@@ -487,15 +487,19 @@ impl Display for Hash<'_> {
     }
 }
 
-/// A string as written, its control characters escaped (`\n`, `\u{1b}`): addresses and
-/// commands are unquoted, but still come from the traced node and its peers.
+/// A string as written, escaped as Rust's `{:?}` escapes text (control characters as `\n`,
+/// `\u{1b}`; invisible ones such as a bidirectional override as `\u{202e}`; quotes and
+/// backslashes) and its spaces as `\u{20}`. Addresses and commands are unquoted, but come from
+/// the traced node and its peers: a space would let a peer's command forge the fields after it
+/// (a command may hold any printable ASCII, `x out peer=1`).
 struct Clean<'a>(&'a str);
 
 impl Display for Clean<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0
-            .chars()
-            .try_for_each(|c| if c.is_control() { write!(f, "{}", c.escape_debug()) } else { f.write_char(c) })
+        self.0.chars().try_for_each(|c| match c {
+            ' ' => f.write_str("\\u{20}"),
+            c => write!(f, "{}", c.escape_debug()),
+        })
     }
 }
 

@@ -436,6 +436,25 @@ fn strings_from_peers_cannot_break_the_line_or_drive_the_terminal() {
     assert!(!line.chars().any(char::is_control), "{line}");
 }
 
+/// A command may hold spaces (Bitcoin Core takes any printable ASCII) and a reject's command
+/// any text: neither can add fields to the line, nor hide text behind a bidirectional override.
+#[test]
+fn strings_from_peers_cannot_forge_fields() {
+    let data = message(3, "1.2.3.4:8333", "inbound", "x out peer=1", b"");
+    let (subject, envelope) = published(Tracepoint::NetInboundMessage, &data);
+    let line = readable(subject, &envelope);
+    assert!(line.contains(r" netmsg x\u{20}out\u{20}peer=1 in peer=3 addr=1.2.3.4:8333 "), "{line}");
+
+    let forged = "tx reason=DUST hash=00\u{202e}";
+    let payload = [&[forged.len() as u8][..], forged.as_bytes(), &[0x10, 2, b"ab"[0], b"ab"[1]], &[7; 32]].concat();
+    let data = message(3, "1.2.3.4:8333", "inbound", "reject", &payload);
+    let (subject, envelope) = published(Tracepoint::NetInboundMessage, &data);
+    let line = readable(subject, &envelope);
+    assert!(line.contains(r"rejected_command=tx\u{20}reason=DUST\u{20}hash=00\u{202e} reason="), "{line}");
+    assert_eq!(line.matches(" reason=").count(), 1, "{line}");
+    assert!(!line.contains('\u{202e}'), "{line}");
+}
+
 #[test]
 fn an_envelope_without_an_event_still_gives_a_line() {
     use crate::proto::event::Event;
