@@ -1,5 +1,6 @@
-//! An event larger than the NATS server's `max_payload` is counted and explained, not a
-//! connection reset: the events around it still arrive.
+//! An event larger than the NATS server's `max_payload` arrives undecoded where it then fits,
+//! and is counted and explained where it does not, never a connection reset: the events around
+//! it still arrive. The publisher's memory stays bounded whatever the payloads.
 
 use e2e::{expect, receive, NatsServer, Pipeline};
 use ipc_protocol::Tracepoint;
@@ -9,38 +10,76 @@ use publisher::proto::ebpf_extractor::message::{message_event::Msg, Unknown};
 use publisher::proto::event::{event::PeerObserverEvent, Event};
 use tracepoint_simulator::{args, Args, Workload};
 
+/// Against a server whose `max_payload` is 700 bytes, each message arrives decoded where its event
+/// fits, as `unknown` with its payload whole where only that fits (counted apart, and the
+/// publisher advises the recommended setting), and is counted as `over_max_payload` where
+/// neither does, the events around it still arriving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_over_max_payload_are_counted_and_named() {
-    const MAX_PAYLOAD: usize = 1024;
-    const ROUNDS: u64 = 42;
+async fn events_over_max_payload_arrive_undecoded_or_are_counted_and_named() {
+    const MAX_PAYLOAD: usize = 700;
+    // Twice through the message types: addr, addrv2, headers and getheaders arrive undecoded.
+    const ROUNDS: u64 = 84;
+    const SEED: u64 = 21;
     let nats = NatsServer::with_max_payload(MAX_PAYLOAD).await;
     let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
-        Pipeline::start(&nats, "net:inbound_message", ROUNDS, 21, &[]).await;
+        Pipeline::start(&nats, "net:inbound_message", ROUNDS, SEED, &[]).await;
     assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], ROUNDS);
 
-    // Which events fit: the envelope's timestamp always takes 6 bytes in this century.
-    let (fits, too_big): (Vec<u64>, Vec<u64>) = (0..ROUNDS).partition(|seq| {
-        let (_, ebpf) = expect::event(Tracepoint::NetInboundMessage, 21, *seq);
-        let event =
-            Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(ebpf)), timestamp: 1_700_000_000_000 };
-        event.encoded_len() <= MAX_PAYLOAD
-    });
-    assert!(!too_big.is_empty() && !fits.is_empty(), "workload must straddle the limit");
+    // What fits: the envelope's timestamp always takes 6 bytes in this century. The publisher
+    // decides before the timestamp is set, allowing it 10 bytes and each length in the
+    // envelope 2 (`message_event_room` in publisher/src/decode.rs): 5 bytes more than the
+    // event takes, so an event that fits with fewer to spare goes undecoded; none here does.
+    let event_len = |ebpf| {
+        Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(ebpf)), timestamp: 1_700_000_000_000 }
+            .encoded_len()
+    };
+    let undecoded = |seq| {
+        let Args::Message { message, .. } = args(Tracepoint::NetInboundMessage, SEED, seq, &Workload::default()) else {
+            panic!("#{seq}: not a message")
+        };
+        let (_, mut ebpf) = expect::event(Tracepoint::NetInboundMessage, SEED, seq);
+        let Some(EbpfEvent::Message(m)) = &mut ebpf.ebpf_event else { panic!("#{seq}: not a message event") };
+        m.msg = Some(Msg::Unknown(Unknown { command: message.command().into(), payload: message.serialize() }));
+        ebpf
+    };
+    let (mut want, mut undecoded_commands, mut too_big) = (Vec::new(), Vec::new(), 0);
+    for seq in 0..ROUNDS {
+        let (_, decoded) = expect::event(Tracepoint::NetInboundMessage, SEED, seq);
+        let spare = MAX_PAYLOAD as i64 - event_len(decoded.clone()) as i64;
+        assert!(!(0..5).contains(&spare), "#{seq} fits with {spare} bytes to spare");
+        if spare >= 0 {
+            want.push(decoded);
+        } else if event_len(undecoded(seq)) <= MAX_PAYLOAD {
+            let ebpf = undecoded(seq);
+            let Some(EbpfEvent::Message(m)) = &ebpf.ebpf_event else { unreachable!() };
+            undecoded_commands.push(m.meta.command.clone());
+            want.push(ebpf);
+        } else {
+            too_big += 1;
+        }
+    }
+    assert!(too_big > 0 && !undecoded_commands.is_empty(), "the workload must reach both limits");
 
-    let received = receive(&mut subscriber, fits.len()).await;
-    let want: Vec<_> = fits.iter().map(|seq| expect::event(Tracepoint::NetInboundMessage, 21, *seq).1).collect();
+    let received = receive(&mut subscriber, want.len()).await;
     let got: Vec<_> = received.into_iter().map(|(_, event)| e2e::ebpf_of(event)).collect();
     assert_eq!(got, want);
 
     let log = e2e::stopped_log(&mut publisher).await;
     assert!(
-        log.contains(&format!(
-            "{} events each exceeds the NATS server's max_payload of {MAX_PAYLOAD} bytes",
-            too_big.len()
-        )) && log.contains("set `max_payload: 5242880`"),
+        log.contains(&format!("{too_big} events each exceeds the NATS server's max_payload of {MAX_PAYLOAD} bytes"))
+            && log.contains(&format!(
+                "{} P2P messages were published undecoded, as `unknown`: decoded, each would exceed the NATS \
+                 server's max_payload of {MAX_PAYLOAD} bytes: set `max_payload: 5242880`",
+                undecoded_commands.len()
+            )),
         "{log}"
     );
-    assert!(log.contains(&format!("over_max_payload={}", too_big.len())), "{log}");
+    let counts = e2e::closing_counts(&log);
+    assert_eq!(counts["over_max_payload"], too_big, "{log}");
+    for command in &undecoded_commands {
+        let n = undecoded_commands.iter().filter(|c| *c == command).count() as u64;
+        assert_eq!(counts[&format!("net:inbound_message/undecoded_over_max_payload_{command}")], n, "{log}");
+    }
 }
 
 /// NATS is down while blocks of 4,000,000 bytes keep coming: the publisher's peak RSS stays

@@ -46,7 +46,26 @@ pub enum Anomaly {
     /// A known P2P message whose decoded form would pass its budget (`p2p::BUDGET_PER_BYTE`,
     /// `p2p::MAX_ENCODED_LEN`); published as `unknown`.
     OverBudget(String),
+    /// A P2P message whose decoded event would pass the NATS server's `max_payload` where its
+    /// payload as `unknown` fits; published so.
+    OverMaxPayload(String),
 }
+
+impl Anomaly {
+    /// Its counter's label.
+    pub fn label(&self) -> String {
+        match self {
+            Anomaly::Truncated(field) => format!("truncated_{field}"),
+            Anomaly::InvalidUtf8(field) => format!("invalid_utf8_{field}"),
+            Anomaly::Undecodable(command) => format!("undecodable_{command}"),
+            Anomaly::OverBudget(command) => format!("over_decode_budget_{command}"),
+            Anomaly::OverMaxPayload(command) => format!("{UNDECODED_OVER_MAX_PAYLOAD}{command}"),
+        }
+    }
+}
+
+/// The label of [`Anomaly::OverMaxPayload`] before its command.
+pub const UNDECODED_OVER_MAX_PAYLOAD: &str = "undecoded_over_max_payload_";
 
 #[derive(Debug)]
 pub struct Decoded {
@@ -127,8 +146,16 @@ impl Envelope {
     }
 }
 
+/// [`decode_to_at_most`] for a server that takes events of any size.
 pub fn decode(record: &Record<'_>) -> Result<Decoded, RecordError> {
-    let mut cx = Context::default();
+    decode_to_at_most(record, usize::MAX)
+}
+
+/// Decodes a record for a NATS server whose `max_payload` is `max_event_len`: a P2P message
+/// whose decoded event would pass it is published as `unknown`, its payload whole
+/// ([`Anomaly::OverMaxPayload`]), rather than not at all.
+pub fn decode_to_at_most(record: &Record<'_>, max_event_len: usize) -> Result<Decoded, RecordError> {
+    let mut cx = Context { anomalies: Vec::new(), max_event_len };
     let payload = cx.payload(record.tracepoint, record.data)?;
     Ok(Decoded { subject: record.tracepoint.subject(), payload, anomalies: cx.anomalies })
 }
@@ -194,9 +221,10 @@ fn cut_to_char_boundary(bytes: &[u8], cap: usize) -> &[u8] {
     cut
 }
 
-#[derive(Default)]
 struct Context {
     anomalies: Vec<Anomaly>,
+    /// The largest event the sink takes (`decode_to_at_most`).
+    max_event_len: usize,
 }
 
 impl Context {
@@ -391,8 +419,27 @@ impl Context {
             });
         }
         let command = self.text(&r.msg_type, MSG_TYPE_CAP, "msg_type")?;
-        let msg = match p2p::decode(&command, payload) {
+        let meta = message::Metadata {
+            peer_id: r.peer_id as u64,
+            addr: self.text(&r.addr, ADDR_CAP, "addr")?,
+            conn_type: conn_type(until_nul(&r.conn_type, "conn_type")?) as i32,
+            command,
+            inbound: tp == Tracepoint::NetInboundMessage,
+            size: r.msg_size,
+        };
+        let max_encoded_len = self.max_event_len.saturating_sub(message_event_room(&meta, self.max_event_len));
+        let command = &meta.command;
+        let msg = match p2p::decode_to_at_most(command, payload, max_encoded_len) {
             Ok(msg) => msg,
+            Err(p2p::PayloadError::OverEncodedLen(len)) if len <= p2p::MAX_ENCODED_LEN => {
+                let unknown = p2p::unknown(command, payload);
+                // Where even that is too large, the sink counts it as over_max_payload.
+                if unknown.encoded_len() <= max_encoded_len {
+                    tracing::debug!(%command, "decoded event of {len} bytes would pass max_payload: sent undecoded");
+                    self.anomalies.push(Anomaly::OverMaxPayload(command.clone()));
+                }
+                unknown
+            }
             Err(e) => {
                 tracing::debug!(%command, "undecodable payload: {e}");
                 self.anomalies.push(match e {
@@ -401,21 +448,20 @@ impl Context {
                     }
                     _ => Anomaly::Undecodable(command.clone()),
                 });
-                p2p::unknown(&command, payload)
+                p2p::unknown(command, payload)
             }
         };
-        Ok(message::MessageEvent {
-            meta: message::Metadata {
-                peer_id: r.peer_id as u64,
-                addr: self.text(&r.addr, ADDR_CAP, "addr")?,
-                conn_type: conn_type(until_nul(&r.conn_type, "conn_type")?) as i32,
-                command,
-                inbound: tp == Tracepoint::NetInboundMessage,
-                size: r.msg_size,
-            },
-            msg: Some(msg),
-        })
+        Ok(message::MessageEvent { meta, msg: Some(msg) })
     }
+}
+
+/// What a message event of at most `max_event_len` bytes takes besides its payload's member
+/// (whose own key and length `Msg::encoded_len` counts): the metadata, the keys and lengths of
+/// the envelope's members down to it, each at most as long as `max_event_len`'s, and the
+/// timestamp's key and varint (at most 10 bytes). A few bytes more than the event takes.
+fn message_event_room(meta: &message::Metadata, max_event_len: usize) -> usize {
+    let key_and_len = 1 + prost::encoding::encoded_len_varint(max_event_len as u64);
+    prost::Message::encoded_len(meta) + 3 * key_and_len + 1 + 10
 }
 
 fn mempool_event(event: mempool::mempool_event::Event) -> ebpf::ebpf::EbpfEvent {

@@ -27,7 +27,7 @@ pub enum PayloadError {
     EmptyWitnesses,
     #[error("decoded form would pass {} heap bytes per payload byte plus {}", BUDGET_PER_BYTE, BUDGET_BASE)]
     OverBudget,
-    #[error("decoded form would encode to {0} bytes, more than the {MAX_ENCODED_LEN} an event may take")]
+    #[error("decoded form would encode to {0} bytes, more than an event may take")]
     OverEncodedLen(usize),
 }
 
@@ -37,11 +37,14 @@ pub enum PayloadError {
 pub const BUDGET_PER_BYTE: usize = 8;
 /// Heap bytes every payload may take besides: the fixed allocations of the smallest ones.
 pub const BUDGET_BASE: usize = 1024;
+/// Room for a message event's envelope and metadata around its payload's encoding: its
+/// strings take at most 512 + 20 + 12 bytes, its numbers and tags a few dozen.
+pub const EVENT_ROOM: usize = 4096;
 /// The largest encoding of a decoded payload: what the publisher hands to NATS at once at
-/// most (`server::NATS_BUFFER_BYTES`), less room for the event around it (its metadata's
-/// strings take at most 512 + 20 + 12 bytes). No legitimate message comes near; past it, an
-/// event could never be published, and its encoding would be one more large copy.
-pub const MAX_ENCODED_LEN: usize = crate::server::NATS_BUFFER_BYTES - 4096;
+/// most (`server::NATS_BUFFER_BYTES`), less [`EVENT_ROOM`]. No legitimate message comes
+/// near; past it, an event could never be published, and its encoding would be one more
+/// large copy.
+pub const MAX_ENCODED_LEN: usize = crate::server::NATS_BUFFER_BYTES - EVENT_ROOM;
 /// The most bytes one payload byte encodes to: a merkleblock's flag byte, 8 bools written
 /// unpacked, 2 bytes each (docs/wire-format.md). A payload shorter than `MAX_ENCODED_LEN /
 /// MAX_ENCODED_PER_BYTE` cannot pass `MAX_ENCODED_LEN`, so its encoding is not measured.
@@ -62,11 +65,18 @@ pub fn unknown(command: &str, payload: &[u8]) -> Msg {
 /// would pass [`BUDGET_PER_BYTE`] × its length + [`BUDGET_BASE`] heap bytes or encode to more
 /// than [`MAX_ENCODED_LEN`].
 pub fn decode(command: &str, payload: &[u8]) -> Result<Msg, PayloadError> {
+    decode_to_at_most(command, payload, MAX_ENCODED_LEN)
+}
+
+/// [`decode`], the decoded form's encoding taking at most `max_encoded_len` bytes (at most
+/// [`MAX_ENCODED_LEN`]): what the NATS server takes, less [`EVENT_ROOM`].
+pub fn decode_to_at_most(command: &str, payload: &[u8], max_encoded_len: usize) -> Result<Msg, PayloadError> {
+    let max_encoded_len = max_encoded_len.min(MAX_ENCODED_LEN);
     let budget = payload.len().saturating_mul(BUDGET_PER_BYTE).saturating_add(BUDGET_BASE);
     let msg = decode_within(command, payload, &Cell::new(budget))?;
-    if payload.len() >= MAX_ENCODED_LEN / MAX_ENCODED_PER_BYTE {
+    if payload.len() >= max_encoded_len / MAX_ENCODED_PER_BYTE {
         let len = msg.encoded_len();
-        if len > MAX_ENCODED_LEN {
+        if len > max_encoded_len {
             return Err(PayloadError::OverEncodedLen(len));
         }
     }

@@ -18,7 +18,7 @@ use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
 use crate::clock::ClockSample;
 use crate::counters::Counters;
-use crate::decode::{decode, Anomaly, Decoded};
+use crate::decode::{decode_to_at_most, Decoded};
 use crate::jetstream::JetStream;
 use crate::nats::SubjectPrefix;
 use crate::render;
@@ -97,6 +97,14 @@ impl Sink {
         match self {
             Sink::Nats { client, .. } => client.max_payload(),
             Sink::Stdout(_) => 0,
+        }
+    }
+
+    /// The largest event it takes: the NATS server's `max_payload`, any on standard output.
+    fn max_event_len(&self) -> usize {
+        match self {
+            Sink::Nats { client, .. } => client.max_payload(),
+            Sink::Stdout(_) => usize::MAX,
         }
     }
 
@@ -434,18 +442,20 @@ async fn serve_loader(
         };
         let Some((received, share)) = next else { break };
         let clock = ClockSample::now();
+        let max_event_len = sink.max_event_len();
         match received {
             Received::Batch(batch) => {
                 for (record, index) in batch.records().zip(batch.first_record..) {
                     let id = RecordId { run_id, index };
-                    if let Some(event) = decoded(&record, id, acks.arrived(index), &clock, counters) {
+                    if let Some(event) = decoded(&record, max_event_len, id, acks.arrived(index), &clock, counters) {
                         sink.send(event, prefix, counters, &mut unflushed).await;
                     }
                 }
             }
             Received::Whole(record) => {
                 let id = RecordId { run_id, index: record.index };
-                let event = decoded(&record.as_record(), id, acks.arrived(record.index), &clock, counters);
+                let event =
+                    decoded(&record.as_record(), max_event_len, id, acks.arrived(record.index), &clock, counters);
                 // A large record's memory and backlog room are free before its event is encoded.
                 drop((record, share));
                 if let Some(event) = event {
@@ -636,16 +646,18 @@ struct DecodedRecord {
     done: Done,
 }
 
-/// Decodes a record and counts its anomalies; `None` (counted, and so done) if it is invalid.
+/// Decodes a record for events of at most `max_event_len` bytes ([`Sink::max_event_len`]) and
+/// counts its anomalies; `None` (counted, and so done) if it is invalid.
 fn decoded(
     record: &Record<'_>,
+    max_event_len: usize,
     id: RecordId,
     done: Done,
     clock: &ClockSample,
     counters: &Counters,
 ) -> Option<DecodedRecord> {
     let tp = record.tracepoint;
-    let decoded = match decode(record) {
+    let decoded = match decode_to_at_most(record, max_event_len) {
         Ok(decoded) => decoded,
         Err(e) => {
             tracing::debug!(tracepoint = %tp, "invalid record, dropped: {e}");
@@ -654,12 +666,7 @@ fn decoded(
         }
     };
     for anomaly in &decoded.anomalies {
-        let label = match anomaly {
-            Anomaly::Truncated(field) => format!("truncated_{field}"),
-            Anomaly::InvalidUtf8(field) => format!("invalid_utf8_{field}"),
-            Anomaly::Undecodable(command) => format!("undecodable_{command}"),
-            Anomaly::OverBudget(command) => format!("over_decode_budget_{command}"),
-        };
+        let label = anomaly.label();
         tracing::debug!(tracepoint = %tp, "{label}");
         counters.anomaly(tp, label);
     }

@@ -573,6 +573,37 @@ fn a_payload_whose_encoding_would_pass_the_largest_event_is_published_as_unknown
     assert_eq!(event.msg, Some(Msg::Unknown(message::Unknown { command: "merkleblock".into(), payload })));
 }
 
+/// A payload that fits the NATS server's `max_payload` whole but not decoded (49,382 headers,
+/// 4 MB, encode to 6.3 MB; Bitcoin Core sends at most 2,000) is published undecoded rather
+/// than not at all; for a server that takes it, it is decoded.
+#[test]
+fn a_payload_whose_event_would_pass_the_servers_max_payload_is_published_as_unknown() {
+    use crate::server::RECOMMENDED_MAX_PAYLOAD;
+    let payload = filled(4 * MB, &[], &[&[0x20; 80][..], &[0]].concat());
+    let data = message(3, "1.2.3.4:8333", "inbound", "headers", &payload);
+    let record = Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data };
+    let msg = |decoded: Decoded| match decoded.payload {
+        Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(ebpf::ebpf::EbpfEvent::Message(event)) }) => event.msg,
+        other => panic!("{other:?}"),
+    };
+
+    let decoded = decode_to_at_most(&record, RECOMMENDED_MAX_PAYLOAD).unwrap();
+    assert_eq!(decoded.anomalies, vec![Anomaly::OverMaxPayload("headers".into())]);
+    assert_eq!(decoded.anomalies[0].label(), "undecoded_over_max_payload_headers");
+    let event_len = decoded.into_envelope(0).encoded_len();
+    assert!(event_len <= RECOMMENDED_MAX_PAYLOAD, "{event_len}");
+    let decoded = decode_to_at_most(&record, RECOMMENDED_MAX_PAYLOAD).unwrap();
+    assert_eq!(
+        msg(decoded),
+        Some(Msg::Unknown(message::Unknown { command: "headers".into(), payload: payload.clone() }))
+    );
+
+    let decoded = decode_to_at_most(&record, 8 << 20).unwrap();
+    assert_eq!(decoded.anomalies, []);
+    let Some(Msg::Headers(headers)) = msg(decoded) else { panic!("headers") };
+    assert_eq!(headers.headers.len(), 49_382);
+}
+
 #[test]
 fn the_budget_is_charged_exactly() {
     let payload = block(40, &tx(0, 0, 0, true), Some(&payment()));
