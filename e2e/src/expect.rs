@@ -134,7 +134,7 @@ pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (
             }),
         ),
         Args::AddrmanAttemptAdd { inserted, bucket, bucket_pos, addr, addr_as, source, source_as } => (
-            "addrman",
+            "peer-observer-ebpf.addrman",
             EbpfEvent::Addrman(addrman::AddrmanEvent {
                 event: Some(addrman::addrman_event::Event::New(addrman::InsertNew {
                     inserted,
@@ -148,7 +148,7 @@ pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (
             }),
         ),
         Args::AddrmanMoveToGood { bucket, bucket_pos, addr, addr_as, source, source_as } => (
-            "addrman",
+            "peer-observer-ebpf.addrman",
             EbpfEvent::Addrman(addrman::AddrmanEvent {
                 event: Some(addrman::addrman_event::Event::Tried(addrman::InsertTried {
                     bucket,

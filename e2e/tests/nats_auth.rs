@@ -137,7 +137,7 @@ fn users(publisher_password: &str) -> String {
     format!(
         "authorization {{\n users = [\n \
          {{user: ebpf, password: \"{publisher_password}\", permissions: {{publish: [netmsg, netconn, mempool, \
-         validation, addrman, \"peer-observer-ebpf.>\"], subscribe: {{deny: \">\"}}}}}}\n \
+         validation, \"peer-observer-ebpf.>\"], subscribe: {{deny: \">\"}}}}}}\n \
          {{user: {READER}, password: {READER}, permissions: {{publish: {{deny: \">\"}}, subscribe: [\"*\", \
          \"peer-observer-ebpf.>\"]}}}}\n ]\n}}"
     )

@@ -116,9 +116,11 @@ categories! {
         "Don't hook the mempool tracepoints (mempool:*)";
     Validation: "no-validation-tracepoints", true, "validation", Events,
         "Don't hook the validation tracepoints (validation:block_connected)";
-    /// Not in Bitcoin Core: needs a binary patched with them.
-    Addrman: "addrman-tracepoints", false, "addrman", Events,
-        "Hook the addrman tracepoints (not in Bitcoin Core; needs a patched binary)";
+    /// Not in Bitcoin Core: needs a binary patched with them. Upstream removed the addrman
+    /// events from its schema and tools (peer-observer #412, April 2026): on its one-token
+    /// `addrman` they would stop its tools, which panic on an `ebpf` event they do not know.
+    Addrman: "addrman-tracepoints", false, "peer-observer-ebpf.addrman", Events,
+        "Hook the addrman tracepoints (not in Bitcoin Core; needs a patched binary), published on peer-observer-ebpf.addrman";
     /// This project's own subject and messages: peer-observer's tools subscribe to `*` (one
     /// token) and stop on anything that is not their `event.Event`, so the subject has two.
     Utxocache: "utxocache-tracepoints", false, "peer-observer-ebpf.utxocache", Utxocache,
@@ -277,7 +279,8 @@ mod tests {
     #[test]
     fn subjects_outside_peer_observers_schema_are_outside_its_wildcard() {
         for c in Category::ALL {
-            let upstream = c != &Category::Utxocache;
+            // Upstream's schema since #412 (April 2026): no addrman events.
+            let upstream = !matches!(c, Category::Utxocache | Category::Addrman);
             assert_eq!(!c.subject().contains('.'), upstream, "{c:?}: peer-observer's tools subscribe to `*`");
         }
     }

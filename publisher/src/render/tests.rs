@@ -127,7 +127,7 @@ fn case(tp: Tracepoint) -> (Vec<u8>, String) {
             r.source = s("1.2.3.4");
             (
                 bytemuck::bytes_of(&r).to_vec(),
-                "addrman new inserted=true bucket=1023 bucket_pos=63 addr=5.6.7.8:8333 addr_as=3320 source=1.2.3.4 source_as=0".into(),
+                "peer-observer-ebpf.addrman new inserted=true bucket=1023 bucket_pos=63 addr=5.6.7.8:8333 addr_as=3320 source=1.2.3.4 source_as=0".into(),
             )
         }
         T::AddrmanMoveToGood => {
@@ -140,7 +140,7 @@ fn case(tp: Tracepoint) -> (Vec<u8>, String) {
             r.source_as = 19281;
             (
                 bytemuck::bytes_of(&r).to_vec(),
-                "addrman tried bucket=12 bucket_pos=5 addr=[2001:db8::1]:8333 addr_as=64496 source=9.9.9.9 source_as=19281".into(),
+                "peer-observer-ebpf.addrman tried bucket=12 bucket_pos=5 addr=[2001:db8::1]:8333 addr_as=64496 source=9.9.9.9 source_as=19281".into(),
             )
         }
         T::UtxocacheAdd => (
@@ -519,7 +519,7 @@ fn json_has_protobuf_names_base64_bytes_string_64_bit_integers_and_enum_names() 
     );
     assert_eq!(
         json_of(Tracepoint::AddrmanAttemptAdd),
-        r#"{"subject":"addrman","event":{"ebpf_extractor":{"addrman":{"new":{"inserted":true,"bucket":1023,"bucket_pos":63,"addr":"5.6.7.8:8333","addr_AS":3320,"source":"1.2.3.4","source_AS":0}}},"timestamp":"1700000000123"}}"#
+        r#"{"subject":"peer-observer-ebpf.addrman","event":{"ebpf_extractor":{"addrman":{"new":{"inserted":true,"bucket":1023,"bucket_pos":63,"addr":"5.6.7.8:8333","addr_AS":3320,"source":"1.2.3.4","source_AS":0}}},"timestamp":"1700000000123"}}"#
     );
     assert_eq!(
         json_of(Tracepoint::UtxocacheAdd),
