@@ -47,11 +47,10 @@ async fn fire_from_threads_and_check(
     // The pipeline's subscriber takes `*`, as peer-observer's tools do; the addrman events, on a
     // subject of this project's (two tokens), take a subscription of their own.
     let client = async_nats::connect(&nats.address).await.expect("connect");
-    let addrman = enabled.iter().any(|tp| tp.category() == Category::Addrman);
-    let mut own = match addrman {
-        true => Some(subscribe_in_place(&client, Category::Addrman.subject()).await),
-        false => None,
-    };
+    let mut own = None;
+    if enabled.iter().any(|tp| tp.category() == Category::Addrman) {
+        own = Some(subscribe_in_place(&client, Category::Addrman.subject()).await);
+    }
     let start_ms = now_ms();
     let fired = simulator.fire().await;
     for tp in enabled {

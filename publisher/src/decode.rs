@@ -433,7 +433,8 @@ impl Context {
             Ok(msg) => msg,
             Err(p2p::PayloadError::OverEncodedLen(len)) if len <= p2p::MAX_ENCODED_LEN => {
                 let unknown = p2p::unknown(command, payload);
-                // Where even that is too large, the sink counts it as over_max_payload.
+                // Where even that is too large, the sink counts it as over_max_payload. (The
+                // room is reckoned a few bytes large: one that just fits goes out uncounted.)
                 if unknown.encoded_len() <= max_encoded_len {
                     tracing::debug!(%command, "decoded event of {len} bytes would pass max_payload: sent undecoded");
                     self.anomalies.push(Anomaly::OverMaxPayload(command.clone()));
