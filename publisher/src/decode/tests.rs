@@ -604,6 +604,26 @@ fn a_payload_whose_event_would_pass_the_servers_max_payload_is_published_as_unkn
     assert_eq!(headers.headers.len(), 49_382);
 }
 
+/// A 4 MB block of one inscription, as mainnet has had, the largest a block's raw bytes get:
+/// its event (ids and raw bytes per transaction) fits the recommended `max_payload` decoded.
+#[test]
+fn a_block_of_one_inscription_fits_the_recommended_max_payload_decoded() {
+    use crate::server::RECOMMENDED_MAX_PAYLOAD;
+    let witness_len = 3_999_700;
+    let input = [[7; 36].as_slice(), &[0], &[0xff; 4]].concat();
+    let mut tx = [&2u32.to_le_bytes()[..], &[0, 1], &repeated(1, &input)].concat();
+    tx.extend(repeated(1, &[&330u64.to_le_bytes()[..], &[34], &[0x51; 34]].concat()));
+    tx.extend([&[1, 0xfe][..], &(witness_len as u32).to_le_bytes(), &vec![0x6a; witness_len]].concat());
+    tx.extend_from_slice(&0u32.to_le_bytes());
+    let payload = block(0, &[], Some(&tx));
+    assert!(payload.len() <= 4 * MB, "{}", payload.len());
+    let data = message(3, "1.2.3.4:8333", "inbound", "block", &payload);
+    let record = Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data };
+    let decoded = decode_to_at_most(&record, RECOMMENDED_MAX_PAYLOAD).unwrap();
+    assert_eq!(decoded.anomalies, []);
+    assert!(decoded.into_envelope(0).encoded_len() <= RECOMMENDED_MAX_PAYLOAD);
+}
+
 #[test]
 fn the_budget_is_charged_exactly() {
     let payload = block(40, &tx(0, 0, 0, true), Some(&payment()));
