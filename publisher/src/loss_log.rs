@@ -20,7 +20,8 @@ pub struct LossLog {
 }
 
 impl LossLog {
-    /// Warns about what grew since the last call; `max_payload` is the NATS server's.
+    /// Warns about what grew since the last call; `max_payload` is the NATS server's
+    /// (`usize::MAX` on standard output, which has no limit to raise).
     pub fn report(&mut self, snapshot: &Snapshot, max_payload: usize) {
         for warning in self.warnings(snapshot, max_payload) {
             tracing::warn!("{warning}");

@@ -92,16 +92,9 @@ impl std::fmt::Display for Sink {
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Sink {
-    /// The NATS server's `max_payload`, which the loss log names; 0 (no limit) for standard output.
-    pub fn max_payload(&self) -> usize {
-        match self {
-            Sink::Nats { client, .. } => client.max_payload(),
-            Sink::Stdout(_) => 0,
-        }
-    }
-
-    /// The largest event it takes: the NATS server's `max_payload`, any on standard output.
-    fn max_event_len(&self) -> usize {
+    /// The largest event it takes: the NATS server's `max_payload` (which the loss log names),
+    /// any on standard output.
+    pub fn max_event_len(&self) -> usize {
         match self {
             Sink::Nats { client, .. } => client.max_payload(),
             Sink::Stdout(_) => usize::MAX,
