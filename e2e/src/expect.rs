@@ -25,6 +25,18 @@ pub fn event(tp: Tracepoint, seed: u64, seq: u64) -> (&'static str, Ebpf) {
     event_with(tp, seed, seq, &Workload::default())
 }
 
+/// [`event_with`] for a P2P message published undecoded: `unknown` with its whole payload
+/// (docs/wire-format.md, "Undecodable payloads").
+pub fn undecoded_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (&'static str, Ebpf) {
+    let Args::Message { message: msg, .. } = sim::args(tp, seed, seq, workload) else {
+        panic!("{tp} fires no P2P message")
+    };
+    let (subject, mut ebpf) = event_with(tp, seed, seq, workload);
+    let Some(EbpfEvent::Message(event)) = &mut ebpf.ebpf_event else { unreachable!("a P2P message's event") };
+    event.msg = Some(Msg::Unknown(m::Unknown { command: msg.command().into(), payload: msg.serialize() }));
+    (subject, ebpf)
+}
+
 /// Subject and event (without the envelope's timestamp) for firing `seq` of `tp`.
 pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (&'static str, Ebpf) {
     use connection::connection_event::Event as C;

@@ -6,9 +6,8 @@ use e2e::{expect, receive, NatsServer, Pipeline};
 use ipc_protocol::Tracepoint;
 use prost::Message;
 use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
-use publisher::proto::ebpf_extractor::message::{message_event::Msg, Unknown};
 use publisher::proto::event::{event::PeerObserverEvent, Event};
-use tracepoint_simulator::{args, Args, Workload};
+use tracepoint_simulator::Workload;
 
 /// Against a server whose `max_payload` is 700 bytes, each message arrives decoded where its event
 /// fits, as `unknown` with its payload whole where only that fits (counted apart, and the
@@ -33,27 +32,18 @@ async fn events_over_max_payload_arrive_undecoded_or_are_counted_and_named() {
         Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(ebpf)), timestamp: 1_700_000_000_000 }
             .encoded_len()
     };
-    let undecoded = |seq| {
-        let Args::Message { message, .. } = args(Tracepoint::NetInboundMessage, SEED, seq, &Workload::default()) else {
-            panic!("#{seq}: not a message")
-        };
-        let (_, mut ebpf) = expect::event(Tracepoint::NetInboundMessage, SEED, seq);
-        let Some(EbpfEvent::Message(m)) = &mut ebpf.ebpf_event else { panic!("#{seq}: not a message event") };
-        m.msg = Some(Msg::Unknown(Unknown { command: message.command().into(), payload: message.serialize() }));
-        ebpf
-    };
     let (mut want, mut undecoded_commands, mut too_big) = (Vec::new(), Vec::new(), 0);
     for seq in 0..ROUNDS {
         let (_, decoded) = expect::event(Tracepoint::NetInboundMessage, SEED, seq);
         let spare = MAX_PAYLOAD as i64 - event_len(decoded.clone()) as i64;
         assert!(!(0..5).contains(&spare), "#{seq} fits with {spare} bytes to spare");
+        let (_, undecoded) = expect::undecoded_with(Tracepoint::NetInboundMessage, SEED, seq, &Workload::default());
         if spare >= 0 {
             want.push(decoded);
-        } else if event_len(undecoded(seq)) <= MAX_PAYLOAD {
-            let ebpf = undecoded(seq);
-            let Some(EbpfEvent::Message(m)) = &ebpf.ebpf_event else { unreachable!() };
+        } else if event_len(undecoded.clone()) <= MAX_PAYLOAD {
+            let Some(EbpfEvent::Message(m)) = &undecoded.ebpf_event else { unreachable!("a message event") };
             undecoded_commands.push(m.meta.command.clone());
-            want.push(ebpf);
+            want.push(undecoded);
         } else {
             too_big += 1;
         }
@@ -141,17 +131,12 @@ async fn merkleblocks_of_nothing_but_flags_arrive_as_unknown_within_the_memory_b
     e2e::assert_publisher_memory_bounded(&publisher, &format!("after {ROUNDS} merkleblocks of {SIZE} bytes"));
 
     let workload = Workload { message_type: Some("merkleblock".into()), message_size: Some(SIZE), garbage: false };
-    let want: Vec<_> = (0..ROUNDS)
-        .map(|seq| {
-            let Args::Message { message, .. } = args(Tracepoint::NetInboundMessage, 24, seq, &workload) else {
-                panic!("#{seq}: not a message")
-            };
-            let (_, mut event) = expect::event_with(Tracepoint::NetInboundMessage, 24, seq, &workload);
-            let Some(EbpfEvent::Message(m)) = &mut event.ebpf_event else { panic!("#{seq}: not a message event") };
-            m.msg = Some(Msg::Unknown(Unknown { command: "merkleblock".into(), payload: message.serialize() }));
-            event
-        })
-        .collect();
+    let want: Vec<_> =
+        (0..ROUNDS).map(|seq| expect::undecoded_with(Tracepoint::NetInboundMessage, 24, seq, &workload).1).collect();
+    for event in &want {
+        let Some(EbpfEvent::Message(m)) = &event.ebpf_event else { unreachable!("a message event") };
+        assert_eq!(m.meta.command, "merkleblock");
+    }
     let got: Vec<_> = received.into_iter().map(|(_, event)| e2e::ebpf_of(event)).collect();
     assert_eq!(got, want);
 
