@@ -546,6 +546,16 @@ fn decoded_size_per_payload_byte_of_every_allocating_decoder() {
     }
 }
 
+/// The P2P message a decoded message record carries.
+fn p2p_msg(decoded: &Decoded) -> &Msg {
+    match &decoded.payload {
+        Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(ebpf::ebpf::EbpfEvent::Message(event)) }) => {
+            event.msg.as_ref().expect("a message event carries its message")
+        }
+        other => panic!("not a message event: {other:?}"),
+    }
+}
+
 /// A merkleblock of nothing but flag bytes decodes within the heap budget, but each flag byte
 /// encodes to 16 bytes: from about 1 MB on, past what an event may take. Such a payload is
 /// published as `unknown`, counted as over the budget, and never encoded decoded.
@@ -566,11 +576,7 @@ fn a_payload_whose_encoding_would_pass_the_largest_event_is_published_as_unknown
     let data = message(3, "1.2.3.4:8333", "inbound", "merkleblock", &payload);
     let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data }).unwrap();
     assert_eq!(decoded.anomalies, vec![Anomaly::OverBudget("merkleblock".into())]);
-    let Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(ebpf::ebpf::EbpfEvent::Message(event)) }) = decoded.payload
-    else {
-        panic!("a message")
-    };
-    assert_eq!(event.msg, Some(Msg::Unknown(message::Unknown { command: "merkleblock".into(), payload })));
+    assert_eq!(p2p_msg(&decoded), &Msg::Unknown(message::Unknown { command: "merkleblock".into(), payload }));
 }
 
 /// A payload that fits the NATS server's `max_payload` whole but not decoded (49,382 headers,
@@ -582,25 +588,20 @@ fn a_payload_whose_event_would_pass_the_servers_max_payload_is_published_as_unkn
     let payload = filled(4 * MB, &[], &[&[0x20; 80][..], &[0]].concat());
     let data = message(3, "1.2.3.4:8333", "inbound", "headers", &payload);
     let record = Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data };
-    let msg = |decoded: Decoded| match decoded.payload {
-        Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(ebpf::ebpf::EbpfEvent::Message(event)) }) => event.msg,
-        other => panic!("{other:?}"),
-    };
 
     let decoded = decode_to_at_most(&record, RECOMMENDED_MAX_PAYLOAD).unwrap();
     assert_eq!(decoded.anomalies, vec![Anomaly::OverMaxPayload("headers".into())]);
     assert_eq!(decoded.anomalies[0].label(), "undecoded_over_max_payload_headers");
+    assert_eq!(
+        p2p_msg(&decoded),
+        &Msg::Unknown(message::Unknown { command: "headers".into(), payload: payload.clone() })
+    );
     let event_len = decoded.into_envelope(0).encoded_len();
     assert!(event_len <= RECOMMENDED_MAX_PAYLOAD, "{event_len}");
-    let decoded = decode_to_at_most(&record, RECOMMENDED_MAX_PAYLOAD).unwrap();
-    assert_eq!(
-        msg(decoded),
-        Some(Msg::Unknown(message::Unknown { command: "headers".into(), payload: payload.clone() }))
-    );
 
     let decoded = decode_to_at_most(&record, 8 << 20).unwrap();
     assert_eq!(decoded.anomalies, []);
-    let Some(Msg::Headers(headers)) = msg(decoded) else { panic!("headers") };
+    let Msg::Headers(headers) = p2p_msg(&decoded) else { panic!("headers") };
     assert_eq!(headers.headers.len(), 49_382);
 }
 
@@ -668,11 +669,10 @@ fn over_budget_is_published_as_unknown_and_counted_apart_from_undecodable() {
     let data = message(3, "1.2.3.4:8333", "inbound", "block", &payload);
     let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data }).unwrap();
     assert_eq!(decoded.anomalies, vec![Anomaly::OverBudget("block".into())]);
-    let Payload::PeerObserver(ebpf::Ebpf { ebpf_event: Some(ebpf::ebpf::EbpfEvent::Message(event)) }) = decoded.payload
-    else {
-        panic!("a message")
-    };
-    assert_eq!(event.msg, Some(Msg::Unknown(message::Unknown { command: "block".into(), payload: payload.clone() })));
+    assert_eq!(
+        p2p_msg(&decoded),
+        &Msg::Unknown(message::Unknown { command: "block".into(), payload: payload.clone() })
+    );
 
     let data = message(3, "1.2.3.4:8333", "inbound", "block", &payload[..payload.len() - 1]);
     let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data }).unwrap();
