@@ -258,9 +258,7 @@ async fn connections_from_other_users_are_refused() {
         assert_eq!(ebpf, expect::event(Tracepoint::MempoolAdded, 6, seq as u64).1);
     }
 
-    e2e::signal(publisher.id().expect("publisher running"), "INT");
-    publisher.wait().await.expect("publisher exits");
-    let log = e2e::read_stderr(&mut publisher).await;
+    let log = e2e::stopped_log(&mut publisher).await;
     assert!(log.contains("refused connection from uid 0: only the loader's uid 65534 may connect"), "{log}");
 }
 
@@ -285,8 +283,6 @@ async fn socket_activated_publisher_delivers_end_to_end() {
         assert_eq!((subject.as_str(), ebpf), expect::event(tp, 8, *seq), "{tp} #{seq}");
         *seq += 1;
     }
-    e2e::signal(publisher.id().expect("publisher running"), "INT");
-    publisher.wait().await.expect("publisher exits");
-    let log = e2e::read_stderr(&mut publisher).await;
+    let log = e2e::stopped_log(&mut publisher).await;
     assert!(log.contains("listening on the socket passed by systemd"), "{log}");
 }
