@@ -300,8 +300,10 @@ fn sized(rng: &mut Rng, msg_type: Option<&'static str>, size: usize) -> Message 
         // One hash and a flag vector taking the rest: each flag byte decodes to 8 flags, the
         // densest a peer can make a payload decode (p2p::BUDGET_PER_BYTE in the publisher).
         Some("merkleblock") => {
-            let mut flags_len = size - (MIN_MERKLEBLOCK_SIZE - 2);
-            while compact_size_len(flags_len as u64) + flags_len > size - (MIN_MERKLEBLOCK_SIZE - 2) {
+            // What the header, the count and the hash leave: the flags and their CompactSize.
+            let room = size - (MIN_MERKLEBLOCK_SIZE - 2);
+            let mut flags_len = room;
+            while compact_size_len(flags_len as u64) + flags_len > room {
                 flags_len -= 1;
             }
             Message::MerkleBlock {
