@@ -33,16 +33,16 @@ pub fn readable(subject: &str, envelope: &Envelope) -> String {
 /// One JSON object: `{"subject": …, "event": …}`, `event` being the envelope (`event.Event`, or
 /// `peer_observer_ebpf.utxocache.Event` on the utxocache subject) in the canonical proto3 JSON
 /// mapping with the .proto field names: bytes in base64, 64-bit integers as strings, enums by
-/// name, every field that is set (all of them but empty repeated ones).
-pub fn json(subject: &str, envelope: &Envelope) -> String {
+/// name, every field that is set (all of them but empty repeated ones). An envelope taken
+/// from NATS may hold inventory items that do not decode (src/inventory.rs keeps them as they
+/// came): those give the error.
+pub fn json(subject: &str, envelope: &Envelope) -> Result<String, prost::DecodeError> {
     let mut bytes = Vec::with_capacity(envelope.encoded_len());
     envelope.encode_to(&mut bytes);
-    // The bytes were just encoded from the very schema the descriptor describes.
     let utxocache = matches!(envelope, Envelope::Utxocache(_));
-    let event =
-        DynamicMessage::decode(descriptor(utxocache), bytes.as_slice()).expect("an envelope decodes by its schema");
+    let event = DynamicMessage::decode(descriptor(utxocache), bytes.as_slice())?;
     // Serialising JSON into a String fails only on non-string map keys, which no event has.
-    serde_json::to_string(&Line { subject, event: Canonical(event) }).expect("an event serialises to JSON")
+    Ok(serde_json::to_string(&Line { subject, event: Canonical(event) }).expect("an event serialises to JSON"))
 }
 
 #[derive(Debug, thiserror::Error)]

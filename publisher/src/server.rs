@@ -766,9 +766,18 @@ async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix
     let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, .. } = event;
     let subject = prefix.apply(decoded.subject);
     let envelope = decoded.into_envelope(timestamp_ms);
-    let mut line = match format {
+    let line = match format {
         Format::Json => render::json(&subject, &envelope),
-        Format::Readable => render::readable(&subject, &envelope),
+        Format::Readable => Ok(render::readable(&subject, &envelope)),
+    };
+    // Only an inventory from elsewhere fails to render; the decoder builds every one whole.
+    let mut line = match line {
+        Ok(line) => line,
+        Err(e) => {
+            tracing::error!(tracepoint = %tp, "an event does not render as JSON: {e}");
+            counters.publish_failed(tp);
+            return;
+        }
     };
     line.push('\n');
     // On a blocking thread: a reader that stalls (a paused pager) must hold up this

@@ -41,9 +41,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
     while let Some(msg) = messages.next().await {
-        let written = match Envelope::decode(&msg.subject, &msg.payload) {
-            Ok(envelope) if cli.json => writeln!(out, "{}", render::json(&msg.subject, &envelope)),
-            Ok(envelope) => writeln!(out, "{}", render::readable(&msg.subject, &envelope)),
+        // An inventory's items are decoded only as the event is rendered (src/inventory.rs).
+        let line = Envelope::decode(&msg.subject, &msg.payload).and_then(|envelope| {
+            if cli.json {
+                render::json(&msg.subject, &envelope)
+            } else {
+                Ok(render::readable(&msg.subject, &envelope))
+            }
+        });
+        let written = match line {
+            Ok(line) => writeln!(out, "{line}"),
             Err(e) => {
                 let line =
                     format!("{:?}: undecodable payload ({} bytes): {e}", msg.subject.as_str(), msg.payload.len());

@@ -490,7 +490,7 @@ fn json_is_the_canonical_proto3_mapping_and_decodes_back_to_the_event() {
         let (data, _) = case(tp);
         let (subject, envelope) = published(tp, &data);
         // The same library's parser, from the canonical mapping back to the message.
-        let back = from_json(&json(subject, &envelope)).expect("a canonical event");
+        let back = from_json(&json(subject, &envelope).expect("a published event")).expect("a canonical event");
         assert_eq!(back, (subject.to_string(), envelope), "{tp}");
     }
     assert!(matches!(from_json(r#"{"subject":"mempool","event":{"nonsense":1}}"#), Err(FromJsonError::Json(_))));
@@ -499,7 +499,27 @@ fn json_is_the_canonical_proto3_mapping_and_decodes_back_to_the_event() {
 fn json_of(tp: Tracepoint) -> String {
     let (data, _) = case(tp);
     let (subject, envelope) = published(tp, &data);
-    json(subject, &envelope)
+    json(subject, &envelope).expect("a published event")
+}
+
+/// Anyone who may publish on the server can send an inventory whose items do not decode: read
+/// from NATS, it gives an error as JSON and says so in a readable line, where `json` panicked.
+#[test]
+fn an_inventory_from_nats_whose_items_do_not_decode_renders_as_an_error() {
+    let (data, _) = case(Tracepoint::NetInboundMessage);
+    let (subject, envelope) = published(Tracepoint::NetInboundMessage, &data);
+    let mut bytes = Vec::new();
+    envelope.encode_to(&mut bytes);
+    // The item's hash field, a key then the length 32, gets a wire type that does not exist (7).
+    let hash_at = bytes.windows(H.len()).position(|w| w == H).expect("the item's hash");
+    assert_eq!(bytes[hash_at - 1], 32);
+    bytes[hash_at - 2] |= 7;
+    let envelope = Envelope::decode(subject, &bytes).expect("items are decoded as they are rendered");
+    let e = json(subject, &envelope).expect_err("an item that does not decode");
+    assert!(e.to_string().contains("invalid wire type"), "{e}");
+    assert!(readable(subject, &envelope).ends_with(
+        " size=37 undecodable inventory: failed to decode Protobuf message: Items.items: invalid wire type value: 7"
+    ));
 }
 
 #[test]
