@@ -3,9 +3,10 @@
 //! environment, a token, an nkey, a .creds file's JWT) and over TLS (its CA, a client
 //! certificate). A wrong secret, an untrusted, expired or misnamed server certificate, and a
 //! missing or foreign client certificate each end the start with one line naming the problem.
-//! A server that comes back with other credentials is retried, never fatal; TLS reconnects
-//! under the seccomp filter; no secret shows in a command line, an environment or a log; and
-//! a subject prefix moves exactly the subjects.
+//! A server that comes back with other credentials is retried, never fatal; under the seccomp
+//! filter, TLS reconnects and a server given by host name is found again by DNS; no secret
+//! shows in a command line, an environment or a log; and a subject prefix moves exactly the
+//! subjects.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -428,6 +429,105 @@ async fn tls_with_a_client_certificate_reconnects_under_the_filter() {
     assert_eq!(log.matches(&format!("connected to NATS at {}", nats.address)).count(), 2, "{log}");
     let key_body = client.key_pem.lines().nth(1).expect("a line of the key");
     absent("the publisher's log", log.as_bytes(), &[key_body]);
+}
+
+/// A DNS server on a loopback address of its own, port 53, as a node's resolver: it answers
+/// every A query with 127.0.0.1 and every other query with no record, and counts the A
+/// queries.
+struct Dns {
+    address: std::net::Ipv4Addr,
+    a_queries: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Dns {
+    fn start() -> Dns {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        // All of 127/8 is loopback: an address of its own keeps parallel tests apart.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").subsec_nanos();
+        let seed = std::process::id() ^ nanos;
+        let address = std::net::Ipv4Addr::new(127, 53, (seed >> 8) as u8, (seed as u8).max(1));
+        let socket = std::net::UdpSocket::bind((address, 53)).expect("bind a DNS server (as root)");
+        let a_queries = std::sync::Arc::new(AtomicU64::new(0));
+        let counted = a_queries.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((len, from)) = socket.recv_from(&mut buf) {
+                let Some((reply, is_a)) = Self::answer(&buf[..len]) else { continue };
+                if socket.send_to(&reply, from).is_ok() && is_a {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Dns { address, a_queries }
+    }
+
+    /// The reply to a query of one question, and whether it asked for an A record.
+    fn answer(query: &[u8]) -> Option<(Vec<u8>, bool)> {
+        // The header's 12 bytes, then the name's labels up to a 0 byte, its type and class.
+        let end = 12 + query.get(12..)?.iter().position(|&b| b == 0)? + 1 + 4;
+        let question = query.get(12..end)?;
+        let is_a = question[question.len() - 4..question.len() - 2] == [0, 1];
+        // The id; a response to a recursive query, no error; one question, one answer or none.
+        let mut reply = [&query[..2], &[0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0], question].concat();
+        if is_a {
+            // The question's name (a pointer to it), A, IN, a TTL of 0, 4 bytes: 127.0.0.1.
+            reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 127, 0, 0, 1]);
+        }
+        Some((reply, is_a))
+    }
+
+    fn a_queries(&self) -> u64 {
+        self.a_queries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// A remote NATS is given by its host name (TLS checks that name), and the resolver asks DNS
+/// for it again at every reconnection, under the seccomp filter: glibc sends the A and AAAA
+/// queries at once (`sendmmsg`), sizes each answer (`ioctl` FIONREAD) and, rereading a
+/// changed /etc/resolv.conf, calls `uname`. The publisher runs with its own /etc/resolv.conf
+/// naming [`Dns`], in a mount namespace of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_given_by_host_name_is_found_again_by_dns_under_the_filter() {
+    let dns = Dns::start();
+    let mut nats = NatsServer::start().await;
+    let dir = TempDir::new("nats-dns");
+    let resolv_conf = dir.path().join("resolv.conf");
+    std::fs::write(&resolv_conf, format!("nameserver {}\n", dns.address)).expect("write resolv.conf");
+    let port = nats.address.rsplit_once(':').expect("host:port").1.to_string();
+    let by_name = format!("nats.node.example:{port}");
+    let socket = dir.path().join("publisher.sock");
+    let metrics = free_address();
+    let direct = publisher(&by_name, &socket, &["--metrics-address", &metrics]);
+    let std = direct.as_std();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--", "sh", "-c", r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#])
+        .arg(&resolv_conf)
+        .arg(std.get_program())
+        .args(std.get_args())
+        .env_remove("NATS_PASSWORD")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut publisher_ = started(cmd, &socket).await;
+    let mut subscriber = subscribe(&nats, ConnectOptions::new(), "*").await;
+    delivers(dir.path(), &socket, &mut subscriber, 53).await;
+    let at_start = dns.a_queries();
+    assert!(at_start >= 1, "the publisher found NATS by DNS");
+
+    nats.kill().await;
+    gauge_becomes(&metrics, 0).await;
+    // As an operator or DHCP changes it: glibc rereads it at the next query.
+    std::fs::write(&resolv_conf, format!("# changed\nnameserver {}\n", dns.address)).expect("rewrite resolv.conf");
+    nats.restart().await;
+    gauge_becomes(&metrics, 1).await;
+    assert!(dns.a_queries() > at_start, "the reconnection asked DNS again");
+    assert!(publisher_.try_wait().expect("status").is_none(), "the publisher reconnects under its filter");
+    let mut subscriber = subscribe(&nats, ConnectOptions::new(), "*").await;
+    delivers(dir.path(), &socket, &mut subscriber, 54).await;
+
+    let log = e2e::stopped_log(&mut publisher_).await;
+    assert!(log.contains(&format!("to=NATS at {by_name}")), "{log}");
+    // The client names the address it found.
+    assert_eq!(log.matches(&format!("connected to NATS at 127.0.0.1:{port}")).count(), 2, "{log}");
 }
 
 /// Each way TLS can fail at start-up is one error line that names it.

@@ -6,7 +6,8 @@
 //! executable memory.
 
 use confine::libc::{
-    self, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, FIONBIO, O_APPEND, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY, PROT_EXEC,
+    self, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, FIONBIO, FIONREAD, O_APPEND, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY,
+    PROT_EXEC,
 };
 use confine::{allow, Allowed, Arg};
 
@@ -25,8 +26,9 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_recvmsg, "recvmsg", &[], "the loader's hello; resolving a NATS host name"),
     allow(libc::SYS_write, "write", &[], "NATS; the metrics responses; logs to standard error; events to standard output (--stdout)"),
     allow(libc::SYS_writev, "writev", &[], "NATS"),
-    allow(libc::SYS_sendto, "sendto", &[], "acknowledgements to the loader; resolving a NATS host name; READY=1 to systemd"),
+    allow(libc::SYS_sendto, "sendto", &[], "acknowledgements to the loader; resolving a NATS host name"),
     allow(libc::SYS_sendmsg, "sendmsg", &[], "resolving a NATS host name"),
+    allow(libc::SYS_sendmmsg, "sendmmsg", &[], "resolving a NATS host name: the A and AAAA queries at once"),
     allow(libc::SYS_accept4, "accept4", &[], "a loader connects; a metrics scrape"),
     allow(
         libc::SYS_socket,
@@ -48,8 +50,8 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(
         libc::SYS_ioctl,
         "ioctl",
-        &[Arg::Eq(1, FIONBIO)],
-        "a loader connection to blocking mode for its reading thread (FIONBIO only)",
+        &[Arg::Eq(1, FIONBIO), Arg::Eq(1, FIONREAD)],
+        "a loader connection to blocking mode for its reading thread; the size of a DNS answer (FIONBIO, FIONREAD only)",
     ),
     allow(libc::SYS_fcntl, "fcntl", &[], "the standard library's descriptor checks"),
     allow(libc::SYS_close, "close", &[], "connections that end"),
@@ -64,6 +66,7 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_lseek, "lseek", &[], "resolving a NATS host name"),
     allow(libc::SYS_ppoll, "ppoll", &[], "resolving a NATS host name"),
     allow(libc::SYS_poll, "poll", &[], "resolving a NATS host name"),
+    allow(libc::SYS_uname, "uname", &[], "resolving a NATS host name: rereading /etc/resolv.conf"),
     allow(libc::SYS_unlink, "unlink", &[], "remove its socket file at exit"),
     allow(libc::SYS_clone3, "clone3", &[], "a reading thread per loader connection; the runtime's blocking threads (one writes to standard output under --stdout)"),
     allow(libc::SYS_set_robust_list, "set_robust_list", &[], "a new thread"),
