@@ -436,13 +436,13 @@ impl Context {
                 // Where even that is too large, the sink counts it as over_max_payload. (The
                 // room is reckoned a few bytes large: one that just fits goes out uncounted.)
                 if unknown.encoded_len() <= max_encoded_len {
-                    tracing::debug!(%command, "decoded event of {len} bytes would pass max_payload: sent undecoded");
+                    tracing::trace!(%command, "decoded event of {len} bytes would pass max_payload: sent undecoded");
                     self.anomalies.push(Anomaly::OverMaxPayload(command.clone()));
                 }
                 unknown
             }
             Err(e) => {
-                tracing::debug!(%command, "undecodable payload: {e}");
+                tracing::trace!(%command, "undecodable payload: {e}");
                 self.anomalies.push(match e {
                     p2p::PayloadError::OverBudget | p2p::PayloadError::OverEncodedLen(_) => {
                         Anomaly::OverBudget(command.clone())

@@ -210,7 +210,7 @@ impl JetStream {
 async fn send(context: &Context, subject: &Subject, payload: &Bytes, msg_id: &str) -> Result<PublishAckFuture, GaveUp> {
     let message = PublishMessage::build().payload(payload.clone()).message_id(msg_id);
     context.send_publish(subject.clone(), message).await.map_err(|e| {
-        tracing::debug!("publishing to JetStream failed: {e}");
+        tracing::trace!("publishing to JetStream failed: {e}");
         cause(e.kind())
     })
 }
@@ -241,12 +241,12 @@ async fn attempt(mut event: Pending, stop_by: Arc<Mutex<Option<Instant>>>) -> At
     let outcome = match waited {
         Ok(Ok(ack)) => {
             if ack.duplicate {
-                tracing::debug!(msg_id = %event.msg_id, "JetStream already held this event");
+                tracing::trace!(msg_id = %event.msg_id, "JetStream already held this event");
             }
             Ok(())
         }
         Ok(Err(e)) => {
-            tracing::debug!(msg_id = %event.msg_id, "no JetStream acknowledgement: {e}");
+            tracing::trace!(msg_id = %event.msg_id, "no JetStream acknowledgement: {e}");
             Err(cause(e.kind()))
         }
         Err(_) => Err(GaveUp::Stopped),

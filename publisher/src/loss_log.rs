@@ -1,6 +1,7 @@
 //! One warning per interval naming every loss counter that grew. Under overload, when losses
 //! matter most, a warning per event would flood the journal and cost the CPU that delivery
-//! needs; the per-event details are logged at debug level.
+//! needs; the per-event details are logged at trace level, below the launcher's default of
+//! debug (the seed's).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -607,11 +607,11 @@ fn refused(nth: u64, reason: &dyn std::fmt::Display, counters: &Counters) {
 /// Logs and counts datagrams and fragmented records that never arrived whole.
 fn counted_loss(loss: Loss, counters: &Counters) {
     if loss.datagrams > 0 {
-        tracing::debug!(missing = loss.datagrams, "record datagrams missing from the loader's sequence");
+        tracing::trace!(missing = loss.datagrams, "record datagrams missing from the loader's sequence");
         counters.lost_datagrams(loss.datagrams);
     }
     for tp in loss.records {
-        tracing::debug!(tracepoint = %tp, "fragmented record incomplete or out of order, dropped");
+        tracing::trace!(tracepoint = %tp, "fragmented record incomplete or out of order, dropped");
         counters.fragment_lost(tp);
     }
 }
@@ -653,14 +653,14 @@ fn decoded(
     let decoded = match decode_to_at_most(record, max_event_len) {
         Ok(decoded) => decoded,
         Err(e) => {
-            tracing::debug!(tracepoint = %tp, "invalid record, dropped: {e}");
+            tracing::trace!(tracepoint = %tp, "invalid record, dropped: {e}");
             counters.invalid(tp, e.label());
             return None;
         }
     };
     for anomaly in &decoded.anomalies {
         let label = anomaly.label();
-        tracing::debug!(tracepoint = %tp, "{label}");
+        tracing::trace!(tracepoint = %tp, "{label}");
         counters.anomaly(tp, label);
     }
     Some(DecodedRecord { id, tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded, done })
@@ -680,7 +680,7 @@ fn exceeds_max_payload(nats: &Client, tp: Tracepoint, size: usize, counters: &Co
 }
 
 fn count_over_max_payload(tp: Tracepoint, size: usize, counters: &Counters) {
-    tracing::debug!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
+    tracing::trace!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
     counters.over_max_payload(tp);
 }
 
@@ -702,7 +702,7 @@ async fn publish(
         return None;
     }
     if unflushed + size > NATS_BUFFER_BYTES {
-        tracing::debug!(tracepoint = %tp, "NATS has not taken the last {unflushed} bytes: event dropped");
+        tracing::trace!(tracepoint = %tp, "NATS has not taken the last {unflushed} bytes: event dropped");
         counters.nats_unavailable(tp);
         return None;
     }
@@ -716,7 +716,7 @@ async fn publish(
         match tokio::time::timeout(Duration::ZERO, nats.publish(subject, payload.into())).await {
             Ok(published) => published,
             Err(_) => {
-                tracing::debug!(tracepoint = %tp, "NATS unreachable and its client buffer full: event dropped");
+                tracing::trace!(tracepoint = %tp, "NATS unreachable and its client buffer full: event dropped");
                 counters.nats_unavailable(tp);
                 return None;
             }
@@ -729,7 +729,7 @@ async fn publish(
         }
         Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => count_over_max_payload(tp, size, counters),
         Err(e) => {
-            tracing::debug!(tracepoint = %tp, "publishing to NATS failed: {e}");
+            tracing::trace!(tracepoint = %tp, "publishing to NATS failed: {e}");
             counters.publish_failed(tp);
         }
     }
@@ -792,11 +792,11 @@ async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix
     match written {
         Ok(Ok(())) => counters.published(tp, envelope.encoded_len()),
         Ok(Err(e)) => {
-            tracing::debug!(tracepoint = %tp, "writing to standard output failed: {e}");
+            tracing::trace!(tracepoint = %tp, "writing to standard output failed: {e}");
             counters.publish_failed(tp);
         }
         Err(e) => {
-            tracing::debug!(tracepoint = %tp, "the thread writing to standard output failed: {e}");
+            tracing::trace!(tracepoint = %tp, "the thread writing to standard output failed: {e}");
             counters.publish_failed(tp);
         }
     }
