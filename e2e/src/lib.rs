@@ -892,6 +892,21 @@ pub fn scrape_metrics(address: &str) -> String {
     response
 }
 
+/// The value of `peer_observer_ebpf_nats_connected`, once it is `want` (within 20 s).
+pub async fn gauge_becomes(metrics: &str, want: u8) {
+    let line = format!("peer_observer_ebpf_nats_connected {want}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = scrape_metrics(metrics);
+        if text.lines().any(|l| l == line) {
+            assert!(text.contains("# TYPE peer_observer_ebpf_nats_connected gauge"), "{text}");
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{line:?} not in\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Sends signal `name` (`TERM`, `INT`, `STOP`, ...) to `pid` with kill(1); whether it was sent.
 pub fn signal(pid: u32, name: &str) -> bool {
     std::process::Command::new("kill")

@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use e2e::{expect, start_loader, start_publisher, terminate, Launch, NatsServer, Pipeline, Simulator, LOADER_UID};
+use e2e::{
+    expect, free_address, gauge_becomes, scrape_metrics, start_loader, start_publisher, terminate, Launch, NatsServer,
+    Pipeline, Simulator, TempDir, LOADER_UID,
+};
 use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
 use prost::Message;
@@ -58,6 +61,52 @@ async fn nats_restarted_mid_stream() {
     let counts = e2e::closing_counts(&e2e::stopped_log(&mut publisher).await);
     // Every record the publisher received was handed to the NATS client or counted.
     assert_eq!(counts["published"] + counts["nats_unavailable"], ROUNDS, "{counts:?}");
+}
+
+/// NATS is down while the node goes on: the publisher's NATS client holds what the loader hands
+/// on meanwhile, up to 16 MiB (its own bound of 2,048 messages was the limit before), and sends
+/// it once the server is back. A stream on the server, kept across its restart, records what
+/// arrived, so no subscriber has to reconnect before the publisher does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_of_nats_is_bridged_by_the_client_buffer() {
+    const OUTAGE: u64 = 10_000;
+    let mut nats = NatsServer::with_jetstream().await;
+    let client = async_nats::connect(&nats.address).await.expect("connect");
+    let config = async_nats::jetstream::stream::Config {
+        name: "OUTAGE".to_string(),
+        subjects: vec![Tracepoint::MempoolAdded.subject().to_string()],
+        ..Default::default()
+    };
+    async_nats::jetstream::new(client).create_stream(config).await.expect("create a stream");
+    let dir = TempDir::new("outage");
+    let socket = dir.path().join("publisher.sock");
+    let metrics = free_address();
+    let uid = LOADER_UID.to_string();
+    let mut publisher =
+        start_publisher(&nats.address, &socket, &["--loader-uid", &uid, "--metrics-address", &metrics]).await;
+
+    nats.kill().await;
+    gauge_becomes(&metrics, 0).await;
+    let simulator = Simulator::start_with("mempool:added", OUTAGE, SEED, &["--rate", "20000"]);
+    let _loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], OUTAGE);
+    let handed_on =
+        format!("peer_observer_ebpf_published_total{{tracepoint=\"mempool:added\",subject=\"mempool\"}} {OUTAGE}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !scrape_metrics(&metrics).lines().any(|l| l == handed_on) {
+        assert!(std::time::Instant::now() < deadline, "{handed_on:?} not in\n{}", scrape_metrics(&metrics));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nats.restart().await;
+
+    let held = e2e::wait_for_stream_messages(&nats.address, "OUTAGE", OUTAGE, Duration::from_secs(30)).await;
+    assert_eq!(held, OUTAGE, "{}", nats.log());
+    let stored = e2e::stream_messages(&nats.address, "OUTAGE").await;
+    for (seq, (_, _, event)) in stored.into_iter().enumerate() {
+        assert_eq!(e2e::ebpf_of(event), expect::event(Tracepoint::MempoolAdded, SEED, seq as u64).1, "#{seq}");
+    }
+    let counts = e2e::closing_counts(&e2e::stopped_log(&mut publisher).await);
+    assert_eq!((counts["published"], counts["nats_unavailable"]), (OUTAGE, 0), "{counts:?}");
 }
 
 /// The publisher is killed mid-stream (SIGKILL, as a crash or the OOM killer would) and started

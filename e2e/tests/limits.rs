@@ -73,7 +73,7 @@ async fn events_over_max_payload_arrive_undecoded_or_are_counted_and_named() {
 }
 
 /// NATS is down while blocks of 4,000,000 bytes keep coming: the publisher's peak RSS stays
-/// under its stated bound (before, the NATS client buffered up to 2048 events of any size),
+/// under its stated bound (before, the NATS client buffered up to its capacity in events of any size),
 /// and every block is handed to the client or counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_memory_stays_bounded_while_nats_is_down_and_large_blocks_keep_coming() {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::ConnectOptions;
 use e2e::{
-    assert_fired_exactly, bins, free_address, notify_socket, receive, scrape_metrics, start_loader, wait_ready,
-    wall_ms, NatsServer, NodeDir, Simulator, TempDir, LOADER_UID,
+    assert_fired_exactly, bins, free_address, gauge_becomes, notify_socket, receive, start_loader, wait_ready, wall_ms,
+    NatsServer, NodeDir, Simulator, TempDir, LOADER_UID,
 };
 use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
@@ -115,21 +115,6 @@ fn cmdline(pid: u32) -> Vec<u8> {
 
 fn environ(pid: u32) -> Vec<u8> {
     std::fs::read(format!("/proc/{pid}/environ")).expect("environ")
-}
-
-/// The value of `peer_observer_ebpf_nats_connected`, once it is `want` (within 20 s).
-async fn gauge_becomes(metrics: &str, want: u8) {
-    let line = format!("peer_observer_ebpf_nats_connected {want}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = scrape_metrics(metrics);
-        if text.lines().any(|l| l == line) {
-            assert!(text.contains("# TYPE peer_observer_ebpf_nats_connected gauge"), "{text}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "{line:?} not in\n{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// README's authorization block: the publisher may publish on its subjects and nothing else,

@@ -366,9 +366,13 @@ async fn acknowledge(sock: Arc<OwnedFd>, acks: Arc<Acks>) {
 }
 /// Bytes handed to the NATS client that it has not yet confirmed written (a flush): what may
 /// wait in its buffer while NATS is down or slow. The client itself bounds its buffer only in
-/// events (2048, of up to 5 MiB each); an event that would go past this is counted as
-/// `nats_unavailable` instead.
+/// events ([`NATS_BUFFER_EVENTS`], of up to 5 MiB each); an event that would go past this is
+/// counted as `nats_unavailable` instead.
 pub const NATS_BUFFER_BYTES: usize = 16 << 20;
+/// Events the NATS client holds while it reconnects (its `client_capacity`; async-nats' own
+/// default, 2,048, is seconds of a busy node). With events of a few hundred bytes, the outage
+/// it bridges is [`NATS_BUFFER_BYTES`]' in full; each slot costs about 150 bytes.
+pub const NATS_BUFFER_EVENTS: usize = 16_384;
 
 /// What the reading thread hands on, holding its share of the backlog until published.
 enum Received {
