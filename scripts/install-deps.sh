@@ -21,6 +21,17 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# With --tests, promtool too, for the alerting rules' tests (publisher/tests/monitoring.rs):
+# taken out of Debian's prometheus package rather than installing it, which would set up and
+# start a Prometheus server.
+if [[ ${1-} == --tests ]] && ! command -v promtool >/dev/null; then
+  echo "installing: promtool (from the prometheus package)"
+  tmp=$(mktemp -d)
+  apt-get update -qq
+  (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root prometheus && dpkg-deb -x prometheus_*.deb root)
+  install -m 755 "$tmp/root/usr/bin/promtool" /usr/local/bin/promtool
+  rm -rf "$tmp"
+fi
 if ! command -v cargo >/dev/null; then
   echo "error: cargo not found: install a Rust toolchain (1.85 or newer), e.g. with rustup" >&2
   exit 1

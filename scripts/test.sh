@@ -7,7 +7,7 @@ if [[ $(id -u) != 0 ]]; then
   echo "error: run as root: the end-to-end tests load BPF programs and run the loader as 'nobody'" >&2
   exit 1
 fi
-scripts/install-deps.sh
+scripts/install-deps.sh --tests
 # The end-to-end tests run the workspace's binaries, so build them first.
 cargo fmt --all --check
 (cd fuzz && cargo fmt --check)

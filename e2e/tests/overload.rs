@@ -16,7 +16,10 @@ fn per_tracepoint(metrics: &str, family: &str) -> BTreeMap<String, u64> {
         let Some(rest) = line.strip_prefix(&prefix) else { continue };
         let (tp, rest) = rest.split_once('"').expect("closing quote");
         let value: u64 = rest.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("a value");
-        *sums.entry(tp.to_string()).or_default() += value;
+        // Every series is served from the start, at 0 (src/metrics.rs): only counts are sums.
+        if value > 0 {
+            *sums.entry(tp.to_string()).or_default() += value;
+        }
     }
     sums
 }

@@ -281,6 +281,9 @@ pub enum DropCause {
 impl DropCause {
     /// Causes counted in the BPF map, in index order.
     pub const BPF: [DropCause; 3] = [Self::RingFull, Self::ReadFailed, Self::PayloadTooLarge];
+    /// Every cause, in index order.
+    pub const ALL: [DropCause; 5] =
+        [Self::RingFull, Self::ReadFailed, Self::PayloadTooLarge, Self::IpcTooLarge, Self::PublisherLost];
 
     pub const fn from_u8(v: u8) -> Option<Self> {
         match v {
@@ -307,6 +310,13 @@ impl DropCause {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_drop_causes_are_every_one_a_byte_names() {
+        let named: Vec<DropCause> = (0..=u8::MAX).filter_map(DropCause::from_u8).collect();
+        assert_eq!(named, DropCause::ALL);
+        assert_eq!(DropCause::BPF, DropCause::ALL[..3]);
+    }
 
     #[test]
     fn string_buffers_hold_one_byte_past_the_cap_plus_nul() {

@@ -23,6 +23,9 @@ pub enum RecordError {
 }
 
 impl RecordError {
+    /// Every [`RecordError::label`].
+    pub const LABELS: [&'static str; 3] = ["wrong_size", "missing_nul", "out_of_range"];
+
     /// Short label for counters.
     pub fn label(&self) -> &'static str {
         match self {

@@ -67,6 +67,8 @@ pub enum GaveUp {
 }
 
 impl GaveUp {
+    pub const ALL: [GaveUp; 3] = [GaveUp::Timeout, GaveUp::Refused, GaveUp::Stopped];
+
     pub fn as_str(self) -> &'static str {
         match self {
             GaveUp::Timeout => "timeout",

@@ -2,14 +2,18 @@
 //! Every request, whatever its path, gets the current counters; nothing is read from it but
 //! its head, so a client can neither change nor stall anything.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipc_protocol::{DropCause, Tracepoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::counters::{Counters, Snapshot};
+use crate::decode::RecordError;
+use crate::jetstream::GaveUp;
 
 const PREFIX: &str = "peer_observer_ebpf";
 
@@ -25,16 +29,31 @@ fn tp_label(tp: impl std::fmt::Display) -> String {
     format!("{{tracepoint=\"{tp}\"}}")
 }
 
+/// `counted`, with every other key of `all` at 0. A series must exist before its first count
+/// for Prometheus' `increase()` to see that count (monitoring/alerts.yml): one that appears
+/// with its first loss, or after a restart, would raise no alert.
+fn with_zeros<K: Ord + Clone>(counted: &BTreeMap<K, u64>, all: impl IntoIterator<Item = K>) -> BTreeMap<K, u64> {
+    let mut filled: BTreeMap<K, u64> = all.into_iter().map(|k| (k, 0)).collect();
+    filled.extend(counted.iter().map(|(k, n)| (k.clone(), *n)));
+    filled
+}
+
+/// Every tracepoint with each of `labels`.
+fn tracepoints_with<L: Copy>(labels: &[L]) -> impl Iterator<Item = (Tracepoint, L)> + '_ {
+    Tracepoint::ALL.iter().flat_map(move |tp| labels.iter().map(move |l| (*tp, *l)))
+}
+
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::new();
-    let per_tp = |m: &std::collections::BTreeMap<ipc_protocol::Tracepoint, u64>| {
-        m.iter().map(|(tp, n)| (tp_label(tp), *n)).collect::<Vec<_>>()
+    let per_tp = |m: &BTreeMap<Tracepoint, u64>| {
+        with_zeros(m, Tracepoint::ALL.iter().copied()).into_iter().map(|(tp, n)| (tp_label(tp), n)).collect::<Vec<_>>()
     };
     // By subject too, unprefixed (`--nats-subject-prefix` is the same for all): per-subject
     // rates without a tracepoint-to-subject mapping in every query.
-    let per_subject = |m: &std::collections::BTreeMap<ipc_protocol::Tracepoint, u64>| {
-        m.iter()
-            .map(|(tp, n)| (format!("{{tracepoint=\"{tp}\",subject=\"{}\"}}", tp.subject()), *n))
+    let per_subject = |m: &BTreeMap<Tracepoint, u64>| {
+        with_zeros(m, Tracepoint::ALL.iter().copied())
+            .into_iter()
+            .map(|(tp, n)| (format!("{{tracepoint=\"{tp}\",subject=\"{}\"}}", tp.subject()), n))
             .collect::<Vec<_>>()
     };
     family(
@@ -53,7 +72,9 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "invalid_records_total",
         "Records refused by validation, dropped.",
-        s.invalid.iter().map(|((tp, reason), n)| (format!("{{tracepoint=\"{tp}\",reason=\"{reason}\"}}"), *n)),
+        with_zeros(&s.invalid, tracepoints_with(&RecordError::LABELS))
+            .into_iter()
+            .map(|((tp, reason), n)| (format!("{{tracepoint=\"{tp}\",reason=\"{reason}\"}}"), n)),
     );
     family(
         &mut out,
@@ -83,7 +104,9 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "dropped_before_publisher_total",
         "Events the BPF programs or the loader could not hand on, as the loader reports them.",
-        s.dropped_before.iter().map(|((tp, cause), n)| (format!("{{tracepoint=\"{tp}\",cause=\"{cause}\"}}"), *n)),
+        with_zeros(&s.dropped_before, tracepoints_with(&DropCause::ALL.map(DropCause::as_str)))
+            .into_iter()
+            .map(|((tp, cause), n)| (format!("{{tracepoint=\"{tp}\",cause=\"{cause}\"}}"), n)),
     );
     family(
         &mut out,
@@ -101,9 +124,9 @@ pub fn render(s: &Snapshot) -> String {
         &mut out,
         "jetstream_gave_up_total",
         "Events JetStream did not acknowledge within the retry budget or before the publisher stopped, dropped.",
-        s.jetstream_gave_up
-            .iter()
-            .map(|((tp, cause), n)| (format!("{{tracepoint=\"{tp}\",cause=\"{}\"}}", cause.as_str()), *n)),
+        with_zeros(&s.jetstream_gave_up, tracepoints_with(&GaveUp::ALL))
+            .into_iter()
+            .map(|((tp, cause), n)| (format!("{{tracepoint=\"{tp}\",cause=\"{}\"}}", cause.as_str()), n)),
     );
     family(
         &mut out,
@@ -183,7 +206,35 @@ async fn answer(mut conn: TcpStream, counters: &Counters) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc_protocol::{DropCause, DropCount, Tracepoint};
+    use ipc_protocol::DropCount;
+
+    /// A publisher that has counted nothing yet (just started, or restarted) serves every
+    /// series an event can be counted in, at 0.
+    #[test]
+    fn every_series_of_a_count_is_served_at_zero_before_it() {
+        let text = render(&Counters::default().snapshot());
+        let has = |line: String| assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
+        for tp in Tracepoint::ALL {
+            for family in ["published", "published_bytes"] {
+                has(format!("{PREFIX}_{family}_total{{tracepoint=\"{tp}\",subject=\"{}\"}} 0", tp.subject()));
+            }
+            for family in ["publish_failed", "nats_unavailable", "over_max_payload", "fragment_lost"] {
+                has(format!("{PREFIX}_{family}_total{{tracepoint=\"{tp}\"}} 0"));
+            }
+            for cause in DropCause::ALL {
+                has(format!(
+                    "{PREFIX}_dropped_before_publisher_total{{tracepoint=\"{tp}\",cause=\"{}\"}} 0",
+                    cause.as_str()
+                ));
+            }
+            for reason in RecordError::LABELS {
+                has(format!("{PREFIX}_invalid_records_total{{tracepoint=\"{tp}\",reason=\"{reason}\"}} 0"));
+            }
+            for cause in GaveUp::ALL {
+                has(format!("{PREFIX}_jetstream_gave_up_total{{tracepoint=\"{tp}\",cause=\"{}\"}} 0", cause.as_str()));
+            }
+        }
+    }
 
     #[test]
     fn counters_render_in_prometheus_text_format() {

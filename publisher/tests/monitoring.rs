@@ -154,3 +154,20 @@ fn every_alerting_rule_names_exported_metrics_and_labels() {
         check("alerts.yml", expr, &exported);
     }
 }
+
+/// The alerting rules load, and each fires where an operator needs it: promtool runs
+/// monitoring/alerts.test.yml against them (a first loss, lost datagrams, one of several nodes
+/// gone, a publisher that publishes nothing since its start).
+#[test]
+fn alerting_rules_fire_where_an_operator_needs_them() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../monitoring");
+    for args in [["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run promtool (scripts/install-deps.sh --tests installs it)");
+        let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool {}:\n{output}", args.join(" "));
+    }
+}

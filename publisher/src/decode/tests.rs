@@ -749,3 +749,13 @@ fn utxocache_flush_has_every_field_and_bools_out_of_range_are_refused() {
     let short = decode(&Record { tracepoint: Tracepoint::UtxocacheAdd, ktime_ns: 0, data: &data[1..] }).unwrap_err();
     assert_eq!(short, RecordError::WrongSize { expected: data.len(), got: data.len() - 1 });
 }
+
+#[test]
+fn record_error_labels_are_those_of_every_variant() {
+    let errors = [
+        RecordError::WrongSize { expected: 1, got: 2 },
+        RecordError::MissingNul("addr"),
+        RecordError::OutOfRange { field: "network", value: 7 },
+    ];
+    assert_eq!(errors.map(|e| e.label()), RecordError::LABELS);
+}
