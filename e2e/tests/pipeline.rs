@@ -3,11 +3,12 @@
 //! field as fired and nothing missing or extra.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use e2e::{
     as_loader_user, bins, expect, receive, start_loader_via, start_publisher, subscribe_in_place, Launch, NatsServer,
-    Pipeline, Simulator, TempDir, LOADER_UID,
+    NodeDir, Pipeline, Simulator, TempDir, LOADER_UID,
 };
 use ipc_protocol::{Category, Tracepoint};
 use tokio::process::Command;
@@ -208,10 +209,35 @@ async fn a_loader_given_another_copy_of_the_binary_says_so() {
         let mut loader = start_loader_via(as_loader_user(), binary, dir.path(), &socket, simulator.pid(), &[]).await;
         let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
         assert_eq!(log.contains(warning), warned, "{}: {log}", binary.display());
+        assert!(!log.contains("changed after bitcoind started"), "{log}");
         if warned {
             assert!(log.contains(&format!("started_as={}", bins().simulator.display())), "{log}");
         }
     }
+}
+
+/// bitcoind's binary is replaced while it runs, as a package upgrade or `make install` replaces
+/// it (a new file renamed over the old): the file at that path is not the one bitcoind runs,
+/// and a loader started now (after an idle exit, an upgrade of its own) says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loader_given_a_binary_replaced_since_bitcoind_started_says_so() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("replaced-binary");
+    let socket = dir.path().join("publisher.sock");
+    let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    let installed = dir.path().join("bitcoind");
+    std::fs::copy(&bins().simulator, &installed).expect("install the binary");
+    let node = Arc::new(NodeDir::new());
+    let simulator = Simulator::start_in(&node, &installed, "mempool:added", 1, 0, &[]);
+    // Past the second of slack the check allows.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let upgrade = dir.path().join("bitcoind.new");
+    std::fs::copy(&bins().simulator, &upgrade).expect("the upgrade's file");
+    std::fs::rename(&upgrade, &installed).expect("the upgrade renamed over the binary");
+    let mut loader = start_loader_via(as_loader_user(), &installed, dir.path(), &socket, simulator.pid(), &[]).await;
+    let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
+    let warning = format!("--bitcoind-path {} changed after bitcoind started", installed.display());
+    assert!(log.contains(&warning), "{log}");
 }
 
 /// After attaching, the loader keeps no capability and cannot regain one, and the stream

@@ -95,6 +95,7 @@ impl Target {
         }
         if let Ok(given) = opened.metadata() {
             warn_if_started_from_another_binary(pid, binary, &given);
+            warn_if_replaced_since_start(pid, binary, &given);
         }
         // The loader's own descriptor links are always readable: name what it was handed.
         let binary_name = fs::read_link(binary)
@@ -130,6 +131,36 @@ fn warn_if_started_from_another_binary(pid: i32, binary: &Path, given: &fs::Meta
             binary.display()
         );
     }
+}
+
+/// A binary replaced after the process started (a package upgrade or `make install` renames a
+/// new file over the old one) is not the file it runs: probes on it fire only once bitcoind
+/// restarts. The file's ctime tells, against the process' start (`/proc/<pid>/stat`,
+/// world-readable unless /proc hides it). A chmod moves ctime too, so a warning only.
+fn warn_if_replaced_since_start(pid: i32, binary: &Path, given: &fs::Metadata) {
+    let Some(started) = process_start(pid) else { return };
+    let (Ok(secs), Ok(nanos)) = (u64::try_from(given.ctime()), u32::try_from(given.ctime_nsec())) else { return };
+    let changed = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
+    // The start is known to a clock tick, and the two clocks are read apart: a second's slack.
+    if changed > started + std::time::Duration::from_secs(1) {
+        tracing::warn!(
+            pid,
+            "--bitcoind-path {} changed after bitcoind started (replaced by an upgrade?): bitcoind runs the file \
+             that was there before, and these probes fire only once it restarts",
+            binary.display()
+        );
+    }
+}
+
+/// When `pid` started, on the wall clock: its start in clock ticks after boot (`/proc/<pid>/stat`)
+/// against the time since boot now (`/proc/uptime`), both on the boot-time clock.
+fn process_start(pid: i32) -> Option<std::time::SystemTime> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command in parentheses may hold anything; `starttime`, field 22, is the 20th after it.
+    let ticks: u64 = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    let since_start = uptime - ticks as f64 / rustix::param::clock_ticks_per_second() as f64;
+    std::time::SystemTime::now().checked_sub(std::time::Duration::try_from_secs_f64(since_start.max(0.0)).ok()?)
 }
 
 /// bitcoind writes `<pid>\n`; anything longer than this is not its pid file.
