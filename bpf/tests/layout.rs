@@ -1,4 +1,5 @@
-//! The record layouts and ids in `src/bpf/records.h` must equal those in `ipc-protocol`.
+//! The record layouts in `src/bpf/records.h`, and the ids in the `table.h` that build.rs
+//! generates, must equal those in `ipc-protocol`.
 //! Read from the BTF clang emitted for the compiled BPF object, so this checks what the
 //! kernel really runs, not a second copy of the header.
 

@@ -155,8 +155,9 @@ async fn probes_are_attached_through_uprobe_multi_links() {
 }
 
 /// Some hosts mount /proc with `hidepid=invisible` (as `ProtectProc=invisible` does in a unit):
-/// bitcoind's `/proc/<pid>` is then hidden from the loader's user (spec/deployment.md). The
-/// loader needs none of it: it follows bitcoind through a pidfd (loader/src/target.rs).
+/// bitcoind's `/proc/<pid>` is then hidden from the loader's user
+/// (../shared/spec/deployment.md). The loader needs none of it: it follows bitcoind through a
+/// pidfd (loader/src/target.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loader_attaches_where_proc_hides_bitcoind_from_its_user() {
     let nats = NatsServer::start().await;

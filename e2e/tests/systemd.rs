@@ -46,7 +46,8 @@ fn units_verify_without_warnings() {
     assert!(out.status.success() && output.trim().is_empty(), "{output}");
 }
 
-/// Bitcoin Core's own unit (`contrib/init/bitcoind.service`, spec/deployment.md), enabled at boot.
+/// Bitcoin Core's own unit (`contrib/init/bitcoind.service`, ../shared/spec/deployment.md),
+/// enabled at boot.
 const BITCOIND_UNIT: &str = "[Unit]
 Description=Bitcoin daemon
 After=network-online.target

@@ -1,4 +1,4 @@
-//! Record bodies as the BPF programs write them (`bpf/records.h`), mirrored in Rust.
+//! Record bodies as the BPF programs write them (`bpf/src/bpf/records.h`), mirrored in Rust.
 //!
 //! Both sides must agree byte for byte; `extractor-bpf`'s layout test compares every struct
 //! here with the BTF of the compiled BPF object. Strings are fixed NUL-terminated buffers that

@@ -62,7 +62,7 @@ pub struct Sender {
 /// Records taken and not yet acknowledged, at most. Beyond, the sender takes no more (the
 /// records wait in the rings) until the publisher acknowledges some: this bounds the loader's
 /// memory whatever the publisher does. A publisher acknowledges within milliseconds; its
-/// read-ahead holds far fewer records (8 MiB of them).
+/// read-ahead holds far fewer records (5 MiB of them).
 pub const UNACKED_MAX: usize = 1 << 20;
 
 /// An acknowledgement the sender cannot take: the publisher misbehaves.

@@ -1,14 +1,9 @@
 //! `ebpf-loader`: the privileged half of the extractor.
 //!
 //! Start-up: resolve the traced process, connect to the publisher and send the hello, load and
-//! attach the BPF programs, map the ring buffers, drop every capability. Steady state, the
-//! only syscalls: `poll` on the ring buffers, the socket and a pidfd of bitcoind (wait for
-//! records, for room to send, for bitcoind's exit), `sendmsg` on the publisher socket
-//! (forward records, straight from the rings' memory), `socket` and `connect` once a second
-//! while the publisher is gone (reconnect), `bpf` map lookups once a second (read the drop
-//! counters), and `write` to stderr (logs). Stopping: `close` on the probes' link fds
-//! (detach), then the same sending. It never parses P2P payloads and reads nothing from the
-//! publisher.
+//! attach the BPF programs, map the ring buffers, drop every capability, confine itself to the
+//! system calls of `seccomp::STEADY_STATE` (the one list of them, SECURITY.md's table). It
+//! never parses P2P payloads; from the publisher it reads only 8-byte acknowledgements.
 
 mod forward;
 mod idle;

@@ -15,7 +15,7 @@ const BPF_MAP_LOOKUP_ELEM: u64 = 1;
 const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_ppoll, "ppoll", &[], "wait for records, room in the socket, or bitcoind's exit"),
     allow(libc::SYS_sendmsg, "sendmsg", &[], "forward a datagram to the publisher"),
-    allow(libc::SYS_sendto, "sendto", &[], "send the hello to a publisher; READY=1 to systemd"),
+    allow(libc::SYS_sendto, "sendto", &[], "READY=1 to systemd"),
     allow(libc::SYS_recvfrom, "recvfrom", &[], "read the publisher's acknowledgements (8 bytes each)"),
     allow(
         libc::SYS_socket,

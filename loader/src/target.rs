@@ -72,7 +72,7 @@ impl Target {
             PidSource::File(path) => read_pid_file(path).map(|(pid, owner)| (pid, Some(owner)))?,
         };
         // A pidfd, not /proc/<pid>: a /proc mounted with hidepid hides other users' processes
-        // (spec/deployment.md), and pidfd_open asks for no access to the process.
+        // (../shared/spec/deployment.md), and pidfd_open asks for no access to the process.
         let exit = match Pid::from_raw(pid).map(|p| pidfd_open(p, PidfdFlags::empty())) {
             None | Some(Err(Errno::SRCH)) => return Err(TargetError::NotRunning(pid)),
             Some(Err(e)) => return Err(TargetError::Watch { pid, source: e.into() }),
