@@ -306,6 +306,22 @@ async fn the_command_line_is_the_seeds() {
         .await
         .unwrap();
     assert_eq!(both.status.code(), Some(2));
+    // A log level is checked here, not handed on for a child to refuse as it starts; any case
+    // is one, as the seed's default `DEBUG` is.
+    let verbose = Command::new(&bins().launcher)
+        .args(["-b", "/nonexistent/bitcoind", "--bitcoind-pid", "1", "--log-level", "verbose"])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert_eq!(verbose.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid value 'verbose' for '--log-level <LOG_LEVEL>'"), "{stderr}");
+    let info = Command::new(&bins().launcher)
+        .args(["-b", "/nonexistent/bitcoind", "--bitcoind-pid", "1", "-l", "Info"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(info.status.code(), Some(1), "{}", String::from_utf8_lossy(&info.stderr));
 }
 
 #[tokio::test]

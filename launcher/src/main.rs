@@ -57,7 +57,7 @@ struct Cli {
     #[command(flatten)]
     categories: CategoryFlags,
     /// The log level the extractor should run with. Valid log levels are "trace", "debug", "info", "warn", "error"
-    #[arg(short = 'l', long, default_value = "DEBUG")]
+    #[arg(short = 'l', long, default_value = "DEBUG", ignore_case = true, value_parser = ["trace", "debug", "info", "warn", "error"])]
     log_level: String,
     /// If used, libbpf will print debug information about the BPF maps, programs, and tracepoints during extractor startup
     #[arg(long)]
