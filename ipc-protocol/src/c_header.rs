@@ -1,10 +1,13 @@
 //! The C side of the table: `bpf/build.rs` writes [`generate`]'s output as `table.h`, which the
-//! BPF programs include, so their tracepoint ids, drop causes, ring maps and the ring of each
-//! tracepoint are never kept by hand (`bpf/tests/layout.rs` reads them back from the object).
+//! BPF programs include, so their tracepoint ids, drop causes, ring maps, the ring of each
+//! tracepoint and the sizes of the records' buffers are never kept by hand
+//! (`bpf/tests/layout.rs` reads them back from the object).
 
 use std::fmt::Write;
 
-use crate::records::{DropCause, WAKEUP_INTERVAL_NS};
+use crate::records::{
+    DropCause, ADDR_BUF, CONN_TYPE_BUF, MAX_PAYLOAD_CAPTURE, MSG_TYPE_BUF, REASON_BUF, WAKEUP_INTERVAL_NS,
+};
 use crate::{Ring, Tracepoint};
 
 fn upper(s: &str) -> String {
@@ -56,6 +59,18 @@ pub fn generate() -> String {
     }
     writeln!(h, "\tRING_COUNT = {},\n}};\n", Ring::ALL.len()).expect("writing to a String");
     writeln!(h, "#define WAKEUP_INTERVAL_NS {WAKEUP_INTERVAL_NS}ULL\n").expect("writing to a String");
+
+    h.push_str("/* The records' string buffers and largest payload (ipc-protocol/src/records.rs). */\n");
+    for (name, value) in [
+        ("ADDR_BUF", ADDR_BUF),
+        ("CONN_TYPE_BUF", CONN_TYPE_BUF),
+        ("MSG_TYPE_BUF", MSG_TYPE_BUF),
+        ("REASON_BUF", REASON_BUF),
+        ("MAX_PAYLOAD_CAPTURE", MAX_PAYLOAD_CAPTURE),
+    ] {
+        writeln!(h, "#define {name} {value}").expect("writing to a String");
+    }
+    h.push('\n');
 
     h.push_str("/* The ring buffers; the loader sizes each before loading. */\n");
     for ring in Ring::ALL {

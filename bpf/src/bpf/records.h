@@ -1,20 +1,13 @@
 /* Record layouts shared with Rust (ipc-protocol/src/records.rs). The layout test in
  * bpf/tests/layout.rs compares both through this object's BTF: change them together. The
- * tracepoint ids, drop causes and rings come from the generated table.h. */
+ * tracepoint ids, drop causes, rings, string buffers' sizes and largest payload come from the
+ * generated table.h. */
 #ifndef EXTRACTOR_RECORDS_H
 #define EXTRACTOR_RECORDS_H
 
 #include <linux/types.h>
 
-/* String buffers hold the published cap plus one byte (to detect an over-long string)
- * plus the NUL, rounded up to 8. */
-#define ADDR_BUF 520      /* cap 512 */
-#define CONN_TYPE_BUF 32  /* longest is 19: outbound-full-relay */
-#define MSG_TYPE_BUF 16   /* cap 12: CMessageHeader::MESSAGE_TYPE_SIZE */
-#define REASON_BUF 264    /* cap 256 */
-/* Largest P2P payload captured, as upstream: Bitcoin Core's largest is 4,000,000 bytes
- * (MAX_PROTOCOL_MESSAGE_LENGTH, MAX_BLOCK_SERIALIZED_SIZE). */
-#define MAX_PAYLOAD_CAPTURE 4194304
+#include "table.h" /* generated from ipc-protocol's table by bpf/build.rs */
 
 /* In front of every record in a ring buffer; read by the loader only. `len` counts the body
  * bytes that follow and matter: a message reservation can be larger than its payload. */
