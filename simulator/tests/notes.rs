@@ -3,6 +3,10 @@
 
 use std::process::Command;
 
+use ipc_protocol::Tracepoint;
+
+/// Bitcoin Core's argument widths (../shared/spec/tracepoints.md), kept apart from the table on purpose:
+/// the oracle the simulator is checked against.
 const EXPECTED: [(&str, &str, &[&str]); 18] = [
     ("net", "inbound_message", &["-8", "8", "8", "8", "8", "8"]),
     ("net", "outbound_message", &["-8", "8", "8", "8", "8", "8"]),
@@ -64,6 +68,10 @@ fn sites() -> Vec<Site> {
 
 #[test]
 fn stapsdt_notes_match_bitcoin_core() {
+    // Every tracepoint of the table has its widths here, in the table's order.
+    let named: Vec<(&str, &str)> = EXPECTED.iter().map(|(provider, name, _)| (*provider, *name)).collect();
+    let table: Vec<(&str, &str)> = Tracepoint::ALL.iter().map(|tp| (tp.provider(), tp.name())).collect();
+    assert_eq!(named, table);
     let sites = sites();
     for (provider, name, widths) in EXPECTED {
         let found: Vec<_> = sites.iter().filter(|s| s.provider == provider && s.name == name).collect();
