@@ -188,7 +188,22 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     assert!(!log.contains("hunter2"));
 }
 
-/// Named users still work; the loader's bounding set holds exactly its two capabilities.
+/// The `max_entries` of each BPF ring buffer (`map_type: 27`) that process `pid` holds.
+fn ring_buffer_sizes(pid: u32) -> Vec<u64> {
+    let mut sizes = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo").flatten() {
+        let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if info.lines().any(|l| l == "map_type:\t27") {
+            let field = info.lines().find_map(|l| l.strip_prefix("max_entries:")).expect("max_entries");
+            sizes.push(field.trim().parse().expect("a size"));
+        }
+    }
+    sizes.sort_unstable();
+    sizes
+}
+
+/// Named users still work; the loader's bounding set holds exactly its two capabilities; a
+/// ring buffer's size is handed on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_users_run_privilege_separated_end_to_end() {
     let nats = NatsServer::start().await;
@@ -198,10 +213,21 @@ async fn named_users_run_privilege_separated_end_to_end() {
     let simulator = Simulator::start_with("default", 5, 31, &["--linger", "3"]);
     let mut subscriber = subscribe(&nats).await;
     let pid = simulator.pid().to_string();
-    let args = ["--bitcoind-pid", &pid, "--publisher-user", "nobody", "--loader-user", LOADER_UID];
+    let args = [
+        "--bitcoind-pid",
+        &pid,
+        "--publisher-user",
+        "nobody",
+        "--loader-user",
+        LOADER_UID,
+        "--event-ring-bytes",
+        "1048576",
+    ];
     let mut launcher = start_launcher(&nats, dir.path(), &bins().simulator, &args.map(std::ffi::OsStr::new)).await;
 
     let kids = e2e::children(launcher.id().unwrap());
+    // The UTXO cache's ring takes a page while off; the messages' keeps its default.
+    assert_eq!(ring_buffer_sizes(kids["ebpf-loader"]), [4096, 1 << 20, 32 << 20]);
     let publisher = proc_status(kids["ebpf-publisher"]);
     let loader = proc_status(kids["ebpf-loader"]);
     assert_eq!(publisher["Uid"].split_whitespace().next(), Some("65534"));

@@ -63,6 +63,15 @@ impl RingSizes {
     pub fn bytes(&self, ring: Ring) -> u32 {
         self.bytes[ring.index()]
     }
+
+    /// The flags that give these sizes, those other than the default.
+    pub fn to_args(&self) -> Vec<String> {
+        Ring::ALL
+            .iter()
+            .filter(|ring| self.bytes(**ring) != ring.default_bytes())
+            .flat_map(|ring| [format!("--{}", ring.size_flag()), self.bytes(*ring).to_string()])
+            .collect()
+    }
 }
 
 impl Default for RingSizes {
@@ -215,6 +224,10 @@ mod tests {
         assert_eq!(cli.rings.bytes(Ring::Events), Ring::Events.default_bytes());
         assert!(parse(&["--event-ring-bytes", "100000"]).is_err());
         assert!(parse(&["--message-ring-bytes", "4194304"]).is_err(), "a 4 MiB message must fit");
+        // Handed on as given, the defaults left out.
+        let args = cli.rings.to_args();
+        assert_eq!(args, ["--message-ring-bytes", "16777216", "--utxocache-ring-bytes", "1048576"]);
+        assert_eq!(parse(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap().rings, cli.rings);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use clap::parser::ValueSource;
 use clap::{ArgGroup, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use rustix::thread::CapabilitySet;
 
-use ipc_protocol::cli::{CategoryFlags, JetStreamFlags};
+use ipc_protocol::cli::{CategoryFlags, JetStreamFlags, RingSizes};
 use target::TargetError;
 use users::{become_user, User};
 
@@ -56,6 +56,8 @@ struct Cli {
     bitcoind_pid_file: Option<PathBuf>,
     #[command(flatten)]
     categories: CategoryFlags,
+    #[command(flatten)]
+    rings: RingSizes,
     /// The log level the extractor should run with. Valid log levels are "trace", "debug", "info", "warn", "error"
     #[arg(short = 'l', long, default_value = "DEBUG", ignore_case = true, value_parser = ["trace", "debug", "info", "warn", "error"])]
     log_level: String,
@@ -403,6 +405,7 @@ fn loader_command(cli: &Cli, binary: &Path, socket: &Path, log_level: &str, bitc
     cmd.args(["--bitcoind-pid", &bitcoind.pid.to_string()]).arg("--socket").arg(socket);
     cmd.args(["--log-level", log_level]);
     cmd.args(cli.categories.to_args());
+    cmd.args(cli.rings.to_args());
     for (on, flag) in [(cli.libbpf_debug, "--libbpf-debug"), (cli.no_idle_exit, "--no-idle-exit")] {
         if on {
             cmd.arg(flag);
