@@ -214,8 +214,8 @@ async fn a_publisher_writing_anything_but_acknowledgements_is_dropped() {
     let client = async_nats::connect(&nats.address).await.unwrap();
     let mut subscriber = client.subscribe(">").await.unwrap();
     client.flush().await.unwrap();
-    // The loader tries again once a second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Two connections ended at once: the loader tries again 4 s after the second.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let before = wall_ms();
     assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], 5);
     let events = receive(&mut subscriber, 5).await;
@@ -226,6 +226,37 @@ async fn a_publisher_writing_anything_but_acknowledgements_is_dropped() {
         "refused the publisher's acknowledgement (acknowledgement of records below 1000, where 0 were acknowledged and 0 sent)",
     ] {
         assert!(log.contains(refusal), "{log}");
+    }
+}
+
+/// A publisher that ends every connection once it has the hello (as one of another release
+/// refuses a loader's) is retried ever less often, 2 s, then 4 s, 8 s, … apart, rather than
+/// every second: neither half fills the journal with a line or three a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_ends_every_connection_is_retried_ever_less_often() {
+    use rustix::net::RecvFlags;
+    let dir = TempDir::new("refusing-publisher");
+    let socket = dir.path().join("publisher.sock");
+    let listener = hostile_listener(&socket);
+    let refusing = std::thread::spawn(move || {
+        let mut accepted = Vec::new();
+        while accepted.len() < 3 {
+            let conn = rustix::net::accept(&listener).unwrap();
+            accepted.push(Instant::now());
+            let mut buf = vec![0u8; 65537];
+            rustix::net::recv(&conn, &mut buf, RecvFlags::empty()).expect("the hello");
+        }
+        accepted
+    });
+    let simulator = Simulator::start("mempool:added", 1, 62);
+    let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
+    let accepted =
+        tokio::task::spawn_blocking(move || refusing.join().expect("the refusing publisher")).await.expect("joined");
+    let second_gap = accepted[2] - accepted[1];
+    assert!(second_gap > Duration::from_millis(3500), "{second_gap:?} between the second and third connections");
+    let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;
+    for wait in ["reconnecting in 2s", "reconnecting in 4s"] {
+        assert!(log.contains(wait), "{log}");
     }
 }
 

@@ -155,7 +155,10 @@ struct WireRecord<'a> {
 pub enum DecodeError {
     #[error("not a hello: bad magic {0:02x?}")]
     BadMagic(Vec<u8>),
-    #[error("unsupported protocol version {got} (this side speaks {})", crate::PROTOCOL_VERSION)]
+    #[error(
+        "unsupported protocol version {got} (this side speaks {}): the loader and the publisher are of different releases; restart the one not restarted since the upgrade",
+        crate::PROTOCOL_VERSION
+    )]
     UnsupportedVersion { got: u16 },
     #[error("unknown tracepoint id {0}")]
     UnknownTracepoint(u16),
@@ -189,13 +192,26 @@ pub(crate) fn record_prefix(tracepoint: Tracepoint, ktime_ns: u64, len: usize) -
 }
 
 pub(crate) fn encode_drop_counts(counts: &[DropCount]) -> Vec<u8> {
-    let head = Head::DropCounts(
-        counts
-            .iter()
-            .map(|c| WireDropCount { tracepoint: c.tracepoint.id(), cause: c.cause as u8, total: c.total })
-            .collect(),
-    );
-    encode(&head, Vec::new())
+    encode(&Head::DropCounts(counts_to_wire(counts)), Vec::new())
+}
+
+pub(crate) fn counts_to_wire(counts: &[DropCount]) -> Vec<WireDropCount> {
+    counts
+        .iter()
+        .map(|c| WireDropCount { tracepoint: c.tracepoint.id(), cause: c.cause as u8, total: c.total })
+        .collect()
+}
+
+pub(crate) fn counts_from_wire(wire: Vec<WireDropCount>) -> Result<Vec<DropCount>, DecodeError> {
+    wire.into_iter()
+        .map(|w| {
+            Ok(DropCount {
+                tracepoint: tracepoint(w.tracepoint)?,
+                cause: DropCause::from_u8(w.cause).ok_or(DecodeError::UnknownDropCause(w.cause))?,
+                total: w.total,
+            })
+        })
+        .collect()
 }
 
 pub fn decode_datagram(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
@@ -234,17 +250,7 @@ pub fn decode_datagram(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
             if !rest.is_empty() {
                 return Err(DecodeError::TrailingBytes(rest.len()));
             }
-            let counts = wire
-                .into_iter()
-                .map(|w| {
-                    Ok(DropCount {
-                        tracepoint: tracepoint(w.tracepoint)?,
-                        cause: DropCause::from_u8(w.cause).ok_or(DecodeError::UnknownDropCause(w.cause))?,
-                        total: w.total,
-                    })
-                })
-                .collect::<Result<_, DecodeError>>()?;
-            Ok(Datagram::DropCounts(counts))
+            Ok(Datagram::DropCounts(counts_from_wire(wire)?))
         }
     }
 }

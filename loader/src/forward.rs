@@ -37,6 +37,9 @@ pub struct Forwarder {
     path: PathBuf,
     /// When to try again to reach a publisher that went away.
     reconnect_at: Instant,
+    /// When the connection was made, and how long after losing it the next is tried.
+    connected_at: Instant,
+    reconnect_delay: Duration,
     sender: Sender,
 }
 
@@ -56,9 +59,25 @@ pub enum Pump {
 
 /// How often a loader whose publisher went away tries to reach it again.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest wait before another try, reached by doubling after each connection that ended
+/// within it: a publisher that ends every connection at once (it refuses the hello of a
+/// loader from another release, or fails as it starts) is retried ever less often, so that
+/// neither half floods the journal. A connection that lasted longer starts over at
+/// [`RECONNECT_INTERVAL`].
+const RECONNECT_MAX: Duration = Duration::from_secs(32);
 /// How long a publisher that stopped reading may take to publish what it read, acknowledge it
 /// and close: its own drain takes at most 5 s (publisher/src/server.rs).
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The wait before reconnecting, after a connection that `lasted` so long was lost and the wait
+/// before it was `previous`.
+fn next_reconnect_delay(previous: Duration, lasted: Duration) -> Duration {
+    if lasted < RECONNECT_MAX {
+        (previous * 2).min(RECONNECT_MAX)
+    } else {
+        RECONNECT_INTERVAL
+    }
+}
 
 /// Why the connection's acknowledgements stopped.
 enum AcksEnd {
@@ -134,6 +153,8 @@ impl Forwarder {
             closing_until: None,
             path: path.to_owned(),
             reconnect_at: Instant::now(),
+            connected_at: Instant::now(),
+            reconnect_delay: RECONNECT_INTERVAL,
             sender,
         };
         forwarder.pump(&mut []);
@@ -153,16 +174,17 @@ impl Forwarder {
         if self.sock.is_some() || Instant::now() < self.reconnect_at {
             return false;
         }
-        self.reconnect_at = Instant::now() + RECONNECT_INTERVAL;
         match connect(&self.path) {
             Ok(sock) => {
                 tracing::info!(socket = %self.path.display(), "reconnected to the publisher");
                 self.sock = Some(sock);
+                self.connected_at = Instant::now();
                 self.sender.connected();
                 true
             }
             Err(e) => {
                 tracing::debug!("publisher still unreachable: {e}");
+                self.reconnect_at = Instant::now() + RECONNECT_INTERVAL;
                 false
             }
         }
@@ -182,8 +204,8 @@ impl Forwarder {
     /// before it closes is settled; [`Self::settle`] counts the rest once it closed.
     fn lost(&mut self, reason: &dyn std::fmt::Display) {
         tracing::warn!(
-            "lost the connection to the publisher ({reason}): records wait in the rings, reconnecting every {}s",
-            RECONNECT_INTERVAL.as_secs()
+            "lost the connection to the publisher ({reason}): records wait in the rings, reconnecting in {}s",
+            self.next_delay().as_secs()
         );
         self.closing_until = Some(Instant::now() + CLOSING_TIMEOUT);
         self.settle();
@@ -207,8 +229,8 @@ impl Forwarder {
     /// nothing more is read from it.
     fn refuse(&mut self, reason: &str) {
         tracing::warn!(
-            "refused the publisher's acknowledgement ({reason}): dropping the connection, reconnecting every {}s",
-            RECONNECT_INTERVAL.as_secs()
+            "refused the publisher's acknowledgement ({reason}): dropping the connection, reconnecting in {}s",
+            self.next_delay().as_secs()
         );
         self.close();
     }
@@ -233,7 +255,13 @@ impl Forwarder {
                 "the publisher ended without acknowledging records it was sent: counted as publisher_lost"
             );
         }
-        self.reconnect_at = Instant::now() + RECONNECT_INTERVAL;
+        self.reconnect_delay = self.next_delay();
+        self.reconnect_at = Instant::now() + self.reconnect_delay;
+    }
+
+    /// The wait before the next connection, once this one is gone: see [`RECONNECT_MAX`].
+    fn next_delay(&self) -> Duration {
+        next_reconnect_delay(self.reconnect_delay, self.connected_at.elapsed())
     }
 
     /// Sends what is due and records, oldest first across the rings, until the rings are empty
@@ -348,6 +376,18 @@ mod tests {
 
     use super::*;
     use crate::ring::memory::Memory;
+
+    #[test]
+    fn connections_that_end_at_once_are_retried_ever_less_often() {
+        let at_once = Duration::from_millis(5);
+        let mut delays = vec![RECONNECT_INTERVAL];
+        for _ in 0..7 {
+            delays.push(next_reconnect_delay(*delays.last().expect("a delay"), at_once));
+        }
+        assert_eq!(delays.iter().map(Duration::as_secs).collect::<Vec<_>>(), [1, 2, 4, 8, 16, 32, 32, 32]);
+        // A connection that lasted starts over.
+        assert_eq!(next_reconnect_delay(RECONNECT_MAX, RECONNECT_MAX), RECONNECT_INTERVAL);
+    }
 
     #[test]
     fn a_flood_of_acknowledgements_is_read_a_bounded_number_at_a_time() {
