@@ -1,12 +1,13 @@
 //! The first datagram of every connection: magic, protocol version (little-endian `u16`),
-//! then the postcard-encoded [`Hello`] and the sequence number of the connection's first
-//! record-carrying datagram (docs/ipc.md).
+//! then the postcard-encoded [`Hello`], the sequence number of the connection's first
+//! record-carrying datagram and the drop totals a publisher already counted (docs/ipc.md).
 
 use serde::{Deserialize, Serialize};
 
-use crate::datagram::{encode, malformed, tracepoint, DecodeError};
+use crate::datagram::{counts_from_wire, counts_to_wire, encode, malformed, tracepoint, DecodeError, WireDropCount};
+use crate::DropCount;
 
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 pub const HELLO_MAGIC: [u8; 4] = *b"BCXT";
 
 /// The loader's handshake: who is traced and what is hooked. Records' kernel timestamps are
@@ -24,18 +25,23 @@ pub struct Hello {
     pub tracepoints: Vec<u16>,
 }
 
-/// A decoded hello: the loader's [`Hello`], and where its sequence numbers start on this
-/// connection, so that even the first datagram's loss is seen.
+/// A decoded hello: the loader's [`Hello`], where its sequence numbers start on this
+/// connection, so that even the first datagram's loss is seen, and the drop totals of this run
+/// that an earlier publisher is known to have counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Greeting {
     pub hello: Hello,
     pub first_seq: u64,
+    /// The run's totals in the last drop report a publisher read before a record it
+    /// acknowledged (`Sender`): a publisher new to the run counts only what exceeds them, so
+    /// that a restarted publisher does not count again what the last one counted.
+    pub reported: Vec<DropCount>,
 }
 
-pub(crate) fn encode_hello(hello: &Hello, first_seq: u64) -> Vec<u8> {
+pub(crate) fn encode_hello(hello: &Hello, first_seq: u64, reported: &[DropCount]) -> Vec<u8> {
     let mut out = HELLO_MAGIC.to_vec();
     out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    encode(&(hello, first_seq), out)
+    encode(&(hello, first_seq, counts_to_wire(reported)), out)
 }
 
 pub fn decode_hello(buf: &[u8]) -> Result<Greeting, DecodeError> {
@@ -46,20 +52,21 @@ pub fn decode_hello(buf: &[u8]) -> Result<Greeting, DecodeError> {
     if version != PROTOCOL_VERSION {
         return Err(DecodeError::UnsupportedVersion { got: version });
     }
-    let ((hello, first_seq), rest) =
-        postcard::take_from_bytes::<(Hello, u64)>(&buf[6..]).map_err(malformed("hello"))?;
+    let ((hello, first_seq, reported), rest) =
+        postcard::take_from_bytes::<(Hello, u64, Vec<WireDropCount>)>(&buf[6..]).map_err(malformed("hello"))?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
     }
     for id in &hello.tracepoints {
         tracepoint(*id)?;
     }
-    Ok(Greeting { hello, first_seq })
+    Ok(Greeting { hello, first_seq, reported: counts_from_wire(reported)? })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{DropCause, Tracepoint};
 
     fn hello() -> Hello {
         Hello {
@@ -73,12 +80,16 @@ mod tests {
 
     #[test]
     fn hello_round_trips() {
-        assert_eq!(decode_hello(&encode_hello(&hello(), 7)), Ok(Greeting { hello: hello(), first_seq: 7 }));
+        let reported = vec![DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total: 9 }];
+        assert_eq!(
+            decode_hello(&encode_hello(&hello(), 7, &reported)),
+            Ok(Greeting { hello: hello(), first_seq: 7, reported })
+        );
     }
 
     #[test]
     fn hello_rejects_bad_magic_version_trailing_bytes_and_unknown_tracepoints() {
-        let good = encode_hello(&hello(), 0);
+        let good = encode_hello(&hello(), 0, &[]);
 
         let mut bad_magic = good.clone();
         bad_magic[0] = b'X';
@@ -98,6 +109,6 @@ mod tests {
 
         let mut unknown = hello();
         unknown.tracepoints.push(999);
-        assert_eq!(decode_hello(&encode_hello(&unknown, 0)), Err(DecodeError::UnknownTracepoint(999)));
+        assert_eq!(decode_hello(&encode_hello(&unknown, 0, &[])), Err(DecodeError::UnknownTracepoint(999)));
     }
 }

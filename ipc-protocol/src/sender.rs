@@ -48,6 +48,12 @@ pub struct Sender {
     bpf_counts: Vec<DropCount>,
     /// Drops the sender itself counted.
     counted: BTreeMap<(Tracepoint, DropCause), u64>,
+    /// The totals of the last drop report a publisher is known to have read: it acknowledged a
+    /// record sent after it. They go in each new connection's hello.
+    reported: Vec<DropCount>,
+    /// The totals of the last drop report sent on this connection, not yet known to be read,
+    /// and how many records had gone out before it.
+    report_in_flight: Option<(Vec<DropCount>, u64)>,
     /// Records taken off the rings so far, which is also the next record's number: a record
     /// keeps its number when it goes out again on a new connection.
     taken: u64,
@@ -140,6 +146,8 @@ impl Sender {
             last_counts: Vec::new(),
             bpf_counts: Vec::new(),
             counted: BTreeMap::new(),
+            reported: Vec::new(),
+            report_in_flight: None,
             taken: 0,
             sent: 0,
             acked: 0,
@@ -147,11 +155,12 @@ impl Sender {
         }
     }
 
-    /// A new connection to a publisher: the hello goes first, then the drop totals (it starts
-    /// from zero), then whatever was under way. Sequence numbers go on where they were.
+    /// A new connection to a publisher: the hello goes first (with the totals a publisher is
+    /// known to have counted), then the drop totals, then whatever was under way. Sequence
+    /// numbers go on where they were.
     pub fn connected(&mut self) {
         let first_seq = if self.batch.is_empty() { self.next_seq } else { self.batch_seq };
-        self.hello_bytes = encode_hello(&self.hello, first_seq);
+        self.hello_bytes = encode_hello(&self.hello, first_seq, &self.reported);
         self.hello_sent = Some(false);
         if !self.last_counts.is_empty() {
             self.counts = Some(encode_drop_counts(&self.last_counts));
@@ -166,6 +175,7 @@ impl Sender {
     pub fn disconnected(&mut self) -> u64 {
         self.hello_sent = None;
         self.fragmenting = None;
+        self.report_in_flight = None;
         let lost = self.sent - self.acked;
         for tracepoint in self.unacked.drain(..lost as usize) {
             *self.counted.entry((tracepoint, DropCause::PublisherLost)).or_default() += 1;
@@ -185,6 +195,11 @@ impl Sender {
         }
         self.unacked.drain(..(done - self.acked) as usize);
         self.acked = done;
+        // The publisher reads in order: a record sent after the report is done, so the report
+        // was read.
+        if self.report_in_flight.as_ref().is_some_and(|(_, sent_before)| done > *sent_before) {
+            self.reported = self.report_in_flight.take().map(|(totals, _)| totals).unwrap_or_default();
+        }
         Ok(())
     }
 
@@ -243,7 +258,9 @@ impl Sender {
             let (head, head_len, piece) =
                 fragment_head(&mut self.next_seq, c.record, c.tracepoint, c.ktime_ns, total, offset);
             (c.head, c.head_len, c.piece) = (head, head_len, piece);
-        } else if self.counts.take().is_none() && self.batch_closed {
+        } else if self.counts.take().is_some() {
+            self.report_in_flight = Some((self.last_counts.clone(), self.sent));
+        } else if self.batch_closed {
             self.batch.clear();
             self.batch_closed = false;
             self.sent = self.taken;

@@ -164,6 +164,8 @@ pub struct Received {
     pub losses: Vec<Loss>,
     pub drop_counts: Vec<Vec<crate::DropCount>>,
     pub hellos: usize,
+    /// Each hello's totals that an earlier publisher counted.
+    pub reported: Vec<Vec<crate::DropCount>>,
 }
 
 pub fn receive(connections: &[Vec<Vec<u8>>]) -> Received {
@@ -172,6 +174,7 @@ pub fn receive(connections: &[Vec<Vec<u8>>]) -> Received {
         let Some((hello, rest)) = datagrams.split_first() else { continue };
         let greeting = decode_hello(hello).expect("every connection starts with the hello");
         received.hellos += 1;
+        received.reported.push(greeting.reported);
         let mut rx = Reassembler::new(greeting.first_seq);
         for d in rest {
             match decode_datagram(d).expect("the sender's datagrams decode") {

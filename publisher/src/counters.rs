@@ -123,8 +123,23 @@ impl Counters {
         self.with(|c| c.nats_connected = connected);
     }
 
+    /// A connection of loader run `run_id`, whose hello says which of its drop totals a
+    /// publisher already counted: a run this publisher has not seen counts from those (a
+    /// restarted publisher does not count again what the last one did), a new run from zero.
+    pub fn loader_connected(&self, run_id: u128, reported: &[DropCount]) {
+        let mut inner = self.lock();
+        if inner.runs.iter().any(|(id, _)| *id == run_id) {
+            return;
+        }
+        if inner.runs.len() == RUNS_KEPT {
+            inner.runs.pop_front();
+        }
+        let totals = reported.iter().map(|c| ((c.tracepoint, c.cause.as_str()), c.total)).collect();
+        inner.runs.push_back((run_id, totals));
+    }
+
     /// Records the running totals of loader run `run_id`; returns those that grew since its
-    /// last report. Each run counts from zero, so a new loader's drops count in full.
+    /// last report (or since what its hello said was counted: [`Self::loader_connected`]).
     pub fn dropped_before(&self, run_id: u128, counts: &[DropCount]) -> Vec<(DropCount, u64)> {
         let mut grown = Vec::new();
         let mut inner = self.lock();
@@ -239,6 +254,21 @@ mod tests {
         assert_eq!(grown(counters.dropped_before(3, &[ring_full(tp, u64::MAX)])), [u64::MAX]);
         assert_eq!(grown(counters.dropped_before(2, &[ring_full(tp, 31)])), [1]);
         assert_eq!(dropped(&counters), u64::MAX);
+    }
+
+    /// A restarted publisher learns from a run's hello what the last one counted, and counts
+    /// only the rest; a run it already knows keeps its own totals.
+    #[test]
+    fn a_run_counts_from_what_its_hello_says_was_counted() {
+        let counters = Counters::default();
+        let tp = Tracepoint::MempoolAdded;
+        counters.loader_connected(1, &[ring_full(tp, 50)]);
+        assert_eq!(grown(counters.dropped_before(1, &[ring_full(tp, 50)])), Vec::<u64>::new());
+        assert_eq!(grown(counters.dropped_before(1, &[ring_full(tp, 58)])), [8]);
+        // Reconnected: this publisher's own totals stand.
+        counters.loader_connected(1, &[ring_full(tp, 50)]);
+        assert_eq!(grown(counters.dropped_before(1, &[ring_full(tp, 58)])), Vec::<u64>::new());
+        assert_eq!(counters.snapshot().dropped_before[&(tp, "ring_full")], 8);
     }
 
     #[test]

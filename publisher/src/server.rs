@@ -402,6 +402,7 @@ async fn serve_loader(
         tracepoints = hello.tracepoints.len(),
         "loader connected"
     );
+    counters.loader_connected(run_id, &greeting.reported);
     let sock = Arc::new(OwnedFd::from(conn));
     // The reading thread blocks in `recv`.
     rustix::io::ioctl_fionbio(&sock, false).map_err(std::io::Error::from)?;

@@ -1,5 +1,5 @@
 use super::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::testing::{body, hello, receive, run, Faults, Peer, Rings};
 use crate::{decode_datagram, Datagram, OwnedRecord, MAX_DATAGRAM};
@@ -153,6 +153,27 @@ fn every_new_publisher_gets_the_drop_totals() {
         received.records,
         [OwnedRecord { index: 0, tracepoint: Tracepoint::MempoolAdded, ktime_ns: 0, data: b"next".to_vec() }]
     );
+}
+
+/// A publisher read a report once it acknowledged a record sent after it: those totals go in
+/// the next connection's hello, so that a new publisher counts only the rest. A report sent
+/// last, before the connection ended, is not known to have been read.
+#[test]
+fn a_new_publisher_learns_which_totals_the_last_one_read() {
+    let total = |total| vec![DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total }];
+    let mut sender = Sender::new(&hello());
+    let mut peer = Peer::new(Faults::default());
+    sender.drop_counts(&total(3));
+    run(&mut sender, &mut rings(1, &[(Tracepoint::MempoolAdded, b"after".to_vec())]), &mut peer);
+    sender.drop_counts(&total(5));
+    run(&mut sender, &mut Rings(vec![VecDeque::new()]), &mut peer);
+    sender.disconnected();
+    let next = RingRecord::build(Tracepoint::MempoolAdded, 1, b"next");
+    run(&mut sender, &mut Rings(vec![VecDeque::from([next])]), &mut peer);
+    let received = receive(&peer.connections);
+    assert_eq!(received.reported, [vec![], total(3)]);
+    assert_eq!(received.drop_counts, [total(3), total(5), total(5)]);
+    assert_eq!(received.records.len(), 2);
 }
 
 #[test]
