@@ -15,6 +15,7 @@ pub struct Loss {
 }
 
 impl Loss {
+    #[cfg(any(test, feature = "testing"))]
     pub fn is_empty(&self) -> bool {
         self.datagrams == 0 && self.records.is_empty()
     }

@@ -251,7 +251,8 @@ impl<'a> RingRecord<'a> {
         &self.raw[self.body.clone()]
     }
 
-    /// A ring record as a BPF program writes it, for tests and tools.
+    /// A ring record as a BPF program writes it, for tests (feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
     pub fn build(tracepoint: Tracepoint, ktime_ns: u64, body: &[u8]) -> Vec<u8> {
         let header = RecordHeader { ktime_ns, tracepoint: tracepoint.id(), _pad: 0, len: body.len() as u32 };
         let mut raw = bytemuck::bytes_of(&header).to_vec();

@@ -53,6 +53,10 @@ pub enum ConnectionError {
     Oversized,
     #[error("the thread reading from the loader panicked")]
     ReaderPanicked,
+    #[error("cannot put the loader's connection in blocking mode for its reading thread: {0}")]
+    BlockingMode(#[source] std::io::Error),
+    #[error("cannot start the thread reading from the loader: {0}")]
+    ReaderThread(#[source] std::io::Error),
 }
 
 /// NATS `max_payload` that fits any event: a 4,000,000-byte block plus its envelope.
@@ -405,7 +409,7 @@ async fn serve_loader(
     counters.loader_connected(run_id, &greeting.reported);
     let sock = Arc::new(OwnedFd::from(conn));
     // The reading thread blocks in `recv`.
-    rustix::io::ioctl_fionbio(&sock, false).map_err(std::io::Error::from)?;
+    rustix::io::ioctl_fionbio(&sock, false).map_err(|e| ConnectionError::BlockingMode(e.into()))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let backlog = Arc::new(Semaphore::new(BACKLOG_BYTES));
     let reader = {
@@ -413,7 +417,8 @@ async fn serve_loader(
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("loader-reader".into())
-            .spawn(move || read_loader(&sock, run_id, first_seq, &tx, &backlog, &counters, &runtime))?
+            .spawn(move || read_loader(&sock, run_id, first_seq, &tx, &backlog, &counters, &runtime))
+            .map_err(ConnectionError::ReaderThread)?
     };
     let acks = Acks::new();
     let mut unflushed = Unflushed::default();
