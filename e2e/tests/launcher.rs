@@ -69,6 +69,12 @@ async fn subscribe(nats: &NatsServer) -> async_nats::Subscriber {
 
 /// Waits until the launcher runs a loader other than `previous` that has dropped its
 /// capabilities, i.e. has attached.
+/// Whether loader `pid` exits after the seed's 180 s without events (no `--no-idle-exit`).
+fn idle_exits(pid: u32) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the loader's command line");
+    !cmdline.split(|b| *b == 0).any(|arg| arg == b"--no-idle-exit")
+}
+
 async fn attached_loader(launcher: &tokio::process::Child, previous: Option<u32>) -> u32 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -167,6 +173,8 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     assert_eq!((dir.mode() & 0o7777, dir.uid(), dir.gid()), (0o2710, uid(publisher), uid(loader)), "runtime directory");
     assert_eq!((run.mode() & 0o7777, run.uid()), (0o711, 0), "/run/ebpf-extractor");
 
+    assert!(idle_exits(loader), "the first loader keeps the seed's idle exit");
+
     let before = wall_ms();
     assert_eq!(first.fire().await.values().sum::<u64>(), 3 * defaults.len() as u64);
     let events = receive(&mut subscriber, 3 * defaults.len()).await;
@@ -177,7 +185,9 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
     let second = Simulator::start_in(&node, &bins().simulator, "default", 2, 42, &[]);
     let second_pid = second.pid();
     assert_ne!(second_pid, first_pid);
-    attached_loader(&launcher, Some(loader)).await;
+    let second_loader = attached_loader(&launcher, Some(loader)).await;
+    // Its node may take minutes to start networking: it only warns while no event comes.
+    assert!(!idle_exits(second_loader), "the successor's loader warns only");
     let before = wall_ms();
     assert_eq!(second.fire().await.values().sum::<u64>(), 2 * defaults.len() as u64);
     let events = receive(&mut subscriber, 2 * defaults.len()).await;

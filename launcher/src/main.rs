@@ -292,9 +292,9 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     wait_ready(&publisher_notify, &mut publisher, "ebpf-publisher")?;
     log_users(&publisher_user, &loader_user);
 
-    let start_loader = |bitcoind: &Bitcoind| -> Result<Child, LaunchError> {
+    let start_loader = |bitcoind: &Bitcoind, successor: bool| -> Result<Child, LaunchError> {
         let mut loader = spawn(
-            &mut loader_command(cli, &loader_bin, &socket, &log_level, bitcoind),
+            &mut loader_command(cli, &loader_bin, &socket, &log_level, bitcoind, successor),
             &loader_user,
             CapabilitySet::BPF | CapabilitySet::PERFMON,
             &loader_notify.1,
@@ -351,9 +351,9 @@ fn supervise(
     stop: &AtomicBool,
     publisher: &mut Child,
     mut bitcoind: Bitcoind,
-    start_loader: impl Fn(&Bitcoind) -> Result<Child, LaunchError>,
+    start_loader: impl Fn(&Bitcoind, bool) -> Result<Child, LaunchError>,
 ) -> Result<ExitCode, LaunchError> {
-    let mut loader = start_loader(&bitcoind)?;
+    let mut loader = start_loader(&bitcoind, false)?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let code = loop {
         if stop.load(Ordering::Relaxed) {
@@ -372,7 +372,7 @@ fn supervise(
             match wait_for_successor(cli, file, bitcoind.pid, stop) {
                 Successor::Found(next) => {
                     bitcoind = next;
-                    loader = start_loader(&bitcoind)?;
+                    loader = start_loader(&bitcoind, true)?;
                     eprintln!("ebpf-extractor: following the restarted bitcoind (pid {})", bitcoind.pid);
                     continue;
                 }
@@ -399,14 +399,24 @@ fn supervise(
 
 /// The loader's command line: the pid and the open binary the launcher resolved, never the
 /// pid file or the binary's path, which the loader's user may be unable to open.
-fn loader_command(cli: &Cli, binary: &Path, socket: &Path, log_level: &str, bitcoind: &Bitcoind) -> Command {
+/// A loader for a `successor` (a restarted bitcoind) only warns while no event comes: a node
+/// loads its block index and replays blocks before it networks, which often takes longer than
+/// the seed's 180 s, and the binary was checked to be the one the new pid runs.
+fn loader_command(
+    cli: &Cli,
+    binary: &Path,
+    socket: &Path,
+    log_level: &str,
+    bitcoind: &Bitcoind,
+    successor: bool,
+) -> Command {
     let mut cmd = Command::new(binary);
     cmd.arg("--bitcoind-path").arg(format!("/proc/self/fd/{}", bitcoind.binary.as_raw_fd()));
     cmd.args(["--bitcoind-pid", &bitcoind.pid.to_string()]).arg("--socket").arg(socket);
     cmd.args(["--log-level", log_level]);
     cmd.args(cli.categories.to_args());
     cmd.args(cli.rings.to_args());
-    for (on, flag) in [(cli.libbpf_debug, "--libbpf-debug"), (cli.no_idle_exit, "--no-idle-exit")] {
+    for (on, flag) in [(cli.libbpf_debug, "--libbpf-debug"), (cli.no_idle_exit || successor, "--no-idle-exit")] {
         if on {
             cmd.arg(flag);
         }
