@@ -2,8 +2,9 @@
 //!
 //! Sans-IO: the tracepoint table, the record layouts shared with the BPF programs (and the C
 //! header generated from the table), the datagrams that cross the Unix socket, and both ends
-//! of the protocol as state machines: the loader's [`Sender`] and the publisher's
-//! [`Reassembler`] and [`Acknowledger`]. No sockets, no clocks, no files (docs/ipc.md).
+//! of the protocol as state machines: the loader's [`Sender`] (and [`pump`], its loop over the
+//! rings) and the publisher's [`Reassembler`] and [`Acknowledger`]. No sockets, no clocks, no
+//! files (docs/ipc.md).
 
 mod ack;
 pub mod c_header;
@@ -11,6 +12,7 @@ pub mod c_header;
 pub mod cli;
 mod datagram;
 mod hello;
+pub mod pump;
 mod reassembler;
 pub mod records;
 mod sender;

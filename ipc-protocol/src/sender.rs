@@ -1,9 +1,9 @@
 //! The loader's side of the protocol as a state machine without I/O, in the manner of
 //! quinn-proto's `poll_transmit`: it owns the open batch, the sequence numbers, the cursor of a
 //! record going out in fragments, the drop totals waiting to go out and what a new connection
-//! needs first. The loader only picks the ring whose record is oldest, offers that record,
-//! sends what [`Sender::poll_transmit`] says and releases what the sender says it is done
-//! with (`loader/src/forward.rs`).
+//! needs first. Its loop ([`crate::pump`]) offers the ring whose record is oldest, sends what
+//! [`Sender::poll_transmit`] says and releases what the sender says it is done with; the
+//! loader runs it over the BPF rings and its socket (`loader/src/forward.rs`).
 //!
 //! Records stay in their ring until sent: a small one is copied into the batch when offered
 //! (so it can be released at once), a large one is sent in fragments straight from the ring's

@@ -1,14 +1,15 @@
-//! For tests (feature `testing`): the loader's loop around a [`Sender`] (as
-//! `loader/src/forward.rs` runs it, over rings held in memory) and a peer that can be full, go
+//! For tests (feature `testing`): the loader's loop ([`crate::pump`], as
+//! `loader/src/forward.rs` runs it) over rings held in memory and a peer that can be full, go
 //! away, or lose datagrams; and the publisher's side, decoding what arrived per connection.
 //! The protocol's own tests and the end-to-end tests that play the loader both drive it.
 
 use std::collections::VecDeque;
 
+use crate::pump::{pump, Link, Pumped};
 use crate::records::RingRecord;
 use crate::{
-    decode_ack, decode_datagram, decode_hello, Acknowledger, Datagram, Hello, Loss, Offer, OwnedRecord, Reassembler,
-    Record, Sender,
+    decode_ack, decode_datagram, decode_hello, Acknowledger, Datagram, Hello, Loss, OwnedRecord, Reassembler, Record,
+    Sender,
 };
 
 pub fn hello() -> Hello {
@@ -32,12 +33,19 @@ impl Rings {
         }
         Rings(rings)
     }
+}
 
-    fn oldest(&self) -> Option<usize> {
-        (0..self.0.len())
-            .filter_map(|i| Some((RingRecord::parse(self.0[i].front()?).map_or(0, |r| r.ktime_ns), i)))
-            .min()
-            .map(|(_, i)| i)
+impl crate::pump::Rings for Rings {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn peek(&mut self, ring: usize) -> Option<&[u8]> {
+        self.0[ring].front().map(Vec::as_slice)
+    }
+
+    fn release(&mut self, ring: usize) {
+        self.0[ring].pop_front();
     }
 }
 
@@ -62,11 +70,44 @@ pub struct Peer {
     pub connections: Vec<Vec<Vec<u8>>>,
     /// The current connection's reassembly and acknowledgements, from its hello on.
     acks: Option<(Reassembler, Acknowledger)>,
+    /// Acknowledgements sent back and not yet read by the loader, oldest first.
+    unread: Vec<u64>,
+}
+
+/// The connection broke (one of [`Faults::break_at`]).
+#[derive(Debug)]
+pub struct Broken;
+
+impl Link for Peer {
+    type Error = Broken;
+
+    fn send(&mut self, head: &[u8], piece: &[u8]) -> Result<bool, Broken> {
+        let n = self.attempts;
+        self.attempts += 1;
+        if self.faults.full_every.is_some_and(|every| n % every == every - 1) {
+            return Ok(false);
+        }
+        if self.faults.break_at.contains(&n) {
+            return Err(Broken);
+        }
+        if !self.faults.lose_at.contains(&n) {
+            let ack = self.deliver([head, piece].concat());
+            self.unread.extend(ack);
+        }
+        Ok(true)
+    }
 }
 
 impl Peer {
     pub fn new(faults: Faults) -> Self {
-        Peer { faults, attempts: 0, connections: Vec::new(), acks: None }
+        Peer { faults, attempts: 0, connections: Vec::new(), acks: None, unread: Vec::new() }
+    }
+
+    /// The loader reads the acknowledgements sent back so far.
+    fn acknowledge(&mut self, sender: &mut Sender) {
+        for done in self.unread.drain(..) {
+            sender.acknowledged(done).expect("the peer acknowledges only what arrived");
+        }
     }
 
     /// Takes a datagram on the current connection; returns the acknowledgement it sends back.
@@ -106,7 +147,8 @@ impl Peer {
     }
 }
 
-/// Runs the loader's loop until the rings are empty and everything due went out.
+/// Runs the loader's loop until the rings are empty and everything due went out, reading the
+/// peer's acknowledgements between turns, as the loader does.
 pub fn run(sender: &mut Sender, rings: &mut Rings, peer: &mut Peer) {
     for _ in 0..10_000_000 {
         if !sender.is_connected() {
@@ -115,43 +157,17 @@ pub fn run(sender: &mut Sender, rings: &mut Rings, peer: &mut Peer) {
         } else if peer.connections.is_empty() {
             peer.connections.push(Vec::new());
         }
-        if let Some(t) = sender.poll_transmit() {
-            let mut datagram = t.head.to_vec();
-            if let Some(piece) = &t.piece {
-                datagram.extend_from_slice(&rings.0[piece.ring][0][piece.range.clone()]);
-            }
-            let n = peer.attempts;
-            peer.attempts += 1;
-            if peer.faults.full_every.is_some_and(|every| n % every == every - 1) {
-                continue;
-            }
-            if peer.faults.break_at.contains(&n) {
+        let pumped = pump(sender, rings, peer, &mut |_| {});
+        let acknowledged = !peer.unread.is_empty();
+        peer.acknowledge(sender);
+        match pumped {
+            Pumped::Full => {}
+            Pumped::Failed(Broken) => {
                 sender.disconnected();
-                continue;
-            }
-            let ack = if peer.faults.lose_at.contains(&n) { None } else { peer.deliver(datagram) };
-            if let Some(ring) = sender.transmitted() {
-                rings.0[ring].pop_front();
-            }
-            if let Some(done) = ack {
-                sender.acknowledged(done).expect("the peer acknowledges only what arrived");
-            }
-            continue;
-        }
-        let Some(ring) = rings.oldest() else {
-            sender.flush();
-            if sender.poll_transmit().is_none() {
-                return;
-            }
-            continue;
-        };
-        match sender.offer(ring, &rings.0[ring][0]) {
-            Offer::Taken | Offer::Refused(_) => {
-                rings.0[ring].pop_front();
             }
             // Nothing more goes out until the publisher acknowledges some.
-            Offer::Held if sender.awaiting_acks() && sender.poll_transmit().is_none() => return,
-            Offer::Held => {}
+            Pumped::AwaitingAcks if acknowledged => {}
+            Pumped::Drained | Pumped::AwaitingAcks => return,
         }
     }
     panic!("the loop does not end");

@@ -13,8 +13,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ipc_protocol::records::RingRecord;
-use ipc_protocol::{decode_ack, DropCount, Hello, Offer, Refusal, Sender, ACK_LEN};
+use ipc_protocol::pump::{pump, Link, Pumped, Rings};
+use ipc_protocol::{decode_ack, DropCount, Hello, Refusal, Sender, ACK_LEN};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendAncillaryBuffer, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
@@ -127,16 +127,50 @@ fn connect(path: &Path) -> std::io::Result<OwnedFd> {
     Ok(sock)
 }
 
-/// Sends one datagram, `head` followed by `piece`; `Ok(false)` when the socket is full.
-fn send(sock: &OwnedFd, head: &[u8], piece: &[u8]) -> Result<bool, Errno> {
-    let slices = [IoSlice::new(head), IoSlice::new(piece)];
-    loop {
-        // NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
-        match rustix::net::sendmsg(sock, &slices, &mut SendAncillaryBuffer::default(), SendFlags::NOSIGNAL) {
-            Ok(_) => return Ok(true),
-            Err(Errno::AGAIN) => return Ok(false),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e),
+/// The publisher's socket, for the sender's loop.
+struct Socket<'a>(&'a OwnedFd);
+
+impl Link for Socket<'_> {
+    type Error = Errno;
+
+    /// One `sendmsg`, `head` and `piece` gathered: a large record's fragments go out straight
+    /// from the ring's memory.
+    fn send(&mut self, head: &[u8], piece: &[u8]) -> Result<bool, Errno> {
+        let slices = [IoSlice::new(head), IoSlice::new(piece)];
+        loop {
+            // NOSIGNAL: a closed peer is an error here, not a SIGPIPE.
+            match rustix::net::sendmsg(self.0, &slices, &mut SendAncillaryBuffer::default(), SendFlags::NOSIGNAL) {
+                Ok(_) => return Ok(true),
+                Err(Errno::AGAIN) => return Ok(false),
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The BPF rings, for the sender's loop.
+struct BpfRings<'r, 'fd>(&'r mut [Ring<'fd>]);
+
+impl Rings for BpfRings<'_, '_> {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn peek(&mut self, ring: usize) -> Option<&[u8]> {
+        self.0[ring].peek()
+    }
+
+    fn release(&mut self, ring: usize) {
+        self.0[ring].release();
+    }
+}
+
+fn log_refusal(refusal: Refusal) {
+    match refusal {
+        Refusal::BadHeader => tracing::error!("BPF record without a valid header: BPF object and loader disagree"),
+        Refusal::TooLarge { tracepoint, size } => {
+            tracing::error!(%tracepoint, size, "record larger than the IPC protocol allows: BPF object and loader disagree");
         }
     }
 }
@@ -265,7 +299,7 @@ impl Forwarder {
     }
 
     /// Sends what is due and records, oldest first across the rings, until the rings are empty
-    /// or the socket is full; each record leaves its ring once sent whole.
+    /// or the socket is full; each record leaves its ring once sent whole (`ipc_protocol::pump`).
     pub fn pump(&mut self, rings: &mut [Ring<'_>]) -> Pump {
         match self.take_acks() {
             Ok(()) => {}
@@ -273,50 +307,14 @@ impl Forwarder {
             Err(AcksEnd::Refused(reason)) => self.refuse(&reason),
             Err(AcksEnd::Failed(e)) => self.lost(&e),
         }
-        loop {
-            let (Some(sock), None) = (&self.sock, self.closing_until) else { return Pump::Disconnected };
-            if let Some(transmit) = self.sender.poll_transmit() {
-                let piece = match &transmit.piece {
-                    Some(p) => &rings[p.ring].peek().expect("a record being sent stays at the head of its ring")
-                        [p.range.clone()],
-                    None => &[],
-                };
-                match send(sock, transmit.head, piece) {
-                    Ok(true) => {
-                        if let Some(ring) = self.sender.transmitted() {
-                            rings[ring].release();
-                        }
-                    }
-                    Ok(false) => return Pump::SocketFull,
-                    Err(e) => {
-                        self.lost(&e);
-                        return Pump::Disconnected;
-                    }
-                }
-                continue;
-            }
-            let Some(index) = oldest(rings) else {
-                self.sender.flush();
-                if self.sender.poll_transmit().is_none() {
-                    return Pump::Drained;
-                }
-                continue;
-            };
-            let ring = &mut rings[index];
-            match self.sender.offer(index, ring.peek().expect("the oldest ring holds a record")) {
-                Offer::Taken => ring.release(),
-                Offer::Held if self.sender.awaiting_acks() && self.sender.poll_transmit().is_none() => {
-                    return Pump::AwaitingAcks;
-                }
-                Offer::Held => {}
-                Offer::Refused(Refusal::BadHeader) => {
-                    tracing::error!("BPF record without a valid header: BPF object and loader disagree");
-                    ring.release();
-                }
-                Offer::Refused(Refusal::TooLarge { tracepoint, size }) => {
-                    tracing::error!(%tracepoint, size, "record larger than the IPC protocol allows: BPF object and loader disagree");
-                    ring.release();
-                }
+        let (Some(sock), None) = (&self.sock, self.closing_until) else { return Pump::Disconnected };
+        match pump(&mut self.sender, &mut BpfRings(rings), &mut Socket(sock), &mut log_refusal) {
+            Pumped::Drained => Pump::Drained,
+            Pumped::Full => Pump::SocketFull,
+            Pumped::AwaitingAcks => Pump::AwaitingAcks,
+            Pumped::Failed(e) => {
+                self.lost(&e);
+                Pump::Disconnected
             }
         }
     }
@@ -357,25 +355,11 @@ impl Forwarder {
     }
 }
 
-/// The ring whose next record is the oldest, by kernel time; a record too short for its time
-/// comes first, to be refused.
-fn oldest(rings: &mut [Ring<'_>]) -> Option<usize> {
-    let mut oldest: Option<(u64, usize)> = None;
-    for (index, ring) in rings.iter_mut().enumerate() {
-        let Some(ktime_ns) = ring.peek().map(|raw| RingRecord::parse(raw).map_or(0, |r| r.ktime_ns)) else { continue };
-        if oldest.is_none_or(|(t, _)| ktime_ns < t) {
-            oldest = Some((ktime_ns, index));
-        }
-    }
-    oldest.map(|(_, index)| index)
-}
-
 #[cfg(test)]
 mod tests {
     use ipc_protocol::Tracepoint;
 
     use super::*;
-    use crate::ring::memory::Memory;
 
     #[test]
     fn connections_that_end_at_once_are_retried_ever_less_often() {
@@ -414,27 +398,5 @@ mod tests {
             left += 1;
         }
         assert_eq!(left, flood - ACKS_PER_READ, "the rest waits for the next turn of the loop");
-    }
-
-    #[test]
-    fn the_oldest_record_across_rings_goes_first_and_a_headless_one_before_all() {
-        let mut memories = [Memory::new(4096), Memory::new(4096), Memory::new(4096)];
-        memories[0].write(&RingRecord::build(Tracepoint::NetInboundMessage, 30, b""), 0);
-        memories[1].write(&RingRecord::build(Tracepoint::MempoolAdded, 20, b""), 0);
-        let mut rings: Vec<Ring<'_>> = memories.iter_mut().map(Memory::ring).collect();
-        assert_eq!(oldest(&mut rings), Some(1));
-        rings[1].peek();
-        rings[1].release();
-        assert_eq!(oldest(&mut rings), Some(0));
-        drop(rings);
-        memories[2].write(b"short", 0);
-        let mut rings: Vec<Ring<'_>> = memories.iter_mut().map(Memory::ring).collect();
-        assert_eq!(oldest(&mut rings), Some(2));
-        for ring in &mut rings {
-            while ring.peek().is_some() {
-                ring.release();
-            }
-        }
-        assert_eq!(oldest(&mut rings), None);
     }
 }
