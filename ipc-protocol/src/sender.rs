@@ -51,9 +51,13 @@ pub struct Sender {
     /// The totals of the last drop report a publisher is known to have read: it acknowledged a
     /// record sent after it. They go in each new connection's hello.
     reported: Vec<DropCount>,
-    /// The totals of the last drop report sent on this connection, not yet known to be read,
-    /// and how many records had gone out before it.
-    report_in_flight: Option<(Vec<DropCount>, u64)>,
+    /// What [`Self::reported`] was as this connection began: it falls back to that if the
+    /// connection ends with records lost, since a publisher that took records with it may have
+    /// taken its counts unseen too (and the loss is counted, as `publisher_lost`, anyway).
+    reported_before: Vec<DropCount>,
+    /// The drop reports sent on this connection and not yet known to be read, oldest first,
+    /// each with how many records had gone out before it; at most [`REPORTS_IN_FLIGHT`].
+    reports_in_flight: VecDeque<(Vec<DropCount>, u64)>,
     /// Records taken off the rings so far, which is also the next record's number: a record
     /// keeps its number when it goes out again on a new connection.
     taken: u64,
@@ -70,6 +74,11 @@ pub struct Sender {
 /// memory whatever the publisher does. A publisher acknowledges within milliseconds; its
 /// read-ahead holds far fewer records (5 MiB of them).
 pub const UNACKED_MAX: usize = 1 << 20;
+
+/// Drop reports awaiting a sign they were read, at most: one goes out a second at most while
+/// totals change, and a publisher acknowledges within milliseconds. Past it the oldest is
+/// forgotten, and a new publisher may count its totals again (never fewer).
+const REPORTS_IN_FLIGHT: usize = 64;
 
 /// An acknowledgement the sender cannot take: the publisher misbehaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -147,7 +156,8 @@ impl Sender {
             bpf_counts: Vec::new(),
             counted: BTreeMap::new(),
             reported: Vec::new(),
-            report_in_flight: None,
+            reported_before: Vec::new(),
+            reports_in_flight: VecDeque::new(),
             taken: 0,
             sent: 0,
             acked: 0,
@@ -161,6 +171,7 @@ impl Sender {
     pub fn connected(&mut self) {
         let first_seq = if self.batch.is_empty() { self.next_seq } else { self.batch_seq };
         self.hello_bytes = encode_hello(&self.hello, first_seq, &self.reported);
+        self.reported_before = self.reported.clone();
         self.hello_sent = Some(false);
         if !self.last_counts.is_empty() {
             self.counts = Some(encode_drop_counts(&self.last_counts));
@@ -169,19 +180,20 @@ impl Sender {
 
     /// The connection is gone, and the acknowledgements it carried were taken. The records
     /// sent on it and not acknowledged are counted as `publisher_lost` (their totals go to the
-    /// next publisher). A record that was going out in fragments stays at the head of its ring
-    /// and starts over on the next connection; the batch waits for it too.
-    /// Returns how many were counted.
+    /// next publisher, which then also counts again the drops reported on this connection). A
+    /// record that was going out in fragments stays at the head of its ring and starts over on
+    /// the next connection; the batch waits for it too. Returns how many were counted.
     pub fn disconnected(&mut self) -> u64 {
         self.hello_sent = None;
         self.fragmenting = None;
-        self.report_in_flight = None;
+        self.reports_in_flight.clear();
         let lost = self.sent - self.acked;
         for tracepoint in self.unacked.drain(..lost as usize) {
             *self.counted.entry((tracepoint, DropCause::PublisherLost)).or_default() += 1;
         }
         self.acked = self.sent;
         if lost > 0 {
+            self.reported = std::mem::take(&mut self.reported_before);
             self.merge_counts();
         }
         lost
@@ -197,8 +209,10 @@ impl Sender {
         self.acked = done;
         // The publisher reads in order: a record sent after the report is done, so the report
         // was read.
-        if self.report_in_flight.as_ref().is_some_and(|(_, sent_before)| done > *sent_before) {
-            self.reported = self.report_in_flight.take().map(|(totals, _)| totals).unwrap_or_default();
+        while self.reports_in_flight.front().is_some_and(|(_, sent_before)| done > *sent_before) {
+            if let Some((totals, _)) = self.reports_in_flight.pop_front() {
+                self.reported = totals;
+            }
         }
         Ok(())
     }
@@ -259,7 +273,10 @@ impl Sender {
                 fragment_head(&mut self.next_seq, c.record, c.tracepoint, c.ktime_ns, total, offset);
             (c.head, c.head_len, c.piece) = (head, head_len, piece);
         } else if self.counts.take().is_some() {
-            self.report_in_flight = Some((self.last_counts.clone(), self.sent));
+            if self.reports_in_flight.len() == REPORTS_IN_FLIGHT {
+                self.reports_in_flight.pop_front();
+            }
+            self.reports_in_flight.push_back((self.last_counts.clone(), self.sent));
         } else if self.batch_closed {
             self.batch.clear();
             self.batch_closed = false;

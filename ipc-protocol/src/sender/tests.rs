@@ -2,7 +2,7 @@ use super::*;
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::testing::{body, hello, receive, run, Faults, Peer, Rings};
-use crate::{decode_datagram, Datagram, OwnedRecord, MAX_DATAGRAM};
+use crate::{decode_datagram, decode_hello, Datagram, OwnedRecord, MAX_DATAGRAM};
 
 /// The records, each stamped with its index as its time, and numbered as the sender numbers
 /// them: the oldest first.
@@ -174,6 +174,50 @@ fn a_new_publisher_learns_which_totals_the_last_one_read() {
     assert_eq!(received.reported, [vec![], total(3)]);
     assert_eq!(received.drop_counts, [total(3), total(5), total(5)]);
     assert_eq!(received.records.len(), 2);
+}
+
+/// Acknowledgements that lag behind several reports still confirm the latest report sent
+/// before the record they acknowledge.
+#[test]
+fn a_late_acknowledgement_confirms_the_last_report_before_its_record() {
+    let total = |total| vec![DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total }];
+    let mut sender = connected();
+    for (i, totals) in [1, 2, 3].into_iter().enumerate() {
+        sender.drop_counts(&total(totals));
+        assert!(sender.poll_transmit().is_some());
+        sender.transmitted();
+        let raw = RingRecord::build(Tracepoint::MempoolAdded, i as u64, b"x");
+        assert_eq!(sender.offer(0, &raw), Offer::Taken);
+        sender.flush();
+        assert!(sender.poll_transmit().is_some());
+        sender.transmitted();
+    }
+    // Records 0 and 1 are done: the reports of 1 and 2 were read, not yet that of 3.
+    sender.acknowledged(2).unwrap();
+    assert_eq!(sender.reported, total(2));
+    sender.acknowledged(3).unwrap();
+    assert_eq!(sender.reported, total(3));
+}
+
+/// A connection that ends with records lost falls back to what was known read before it: the
+/// publisher that took records with it may have taken its counts unseen.
+#[test]
+fn a_connection_that_lost_records_reports_nothing_new_as_read() {
+    let total = |total| vec![DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total }];
+    let mut sender = connected();
+    sender.drop_counts(&total(4));
+    sender.poll_transmit();
+    sender.transmitted();
+    for i in 0..2 {
+        assert_eq!(sender.offer(0, &RingRecord::build(Tracepoint::MempoolAdded, i, b"x")), Offer::Taken);
+        sender.flush();
+        sender.poll_transmit();
+        sender.transmitted();
+    }
+    sender.acknowledged(1).unwrap();
+    assert_eq!(sender.disconnected(), 1);
+    sender.connected();
+    assert_eq!(decode_hello(sender.poll_transmit().expect("the hello").head).unwrap().reported, []);
 }
 
 #[test]
