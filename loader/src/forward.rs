@@ -37,8 +37,10 @@ pub struct Forwarder {
     path: PathBuf,
     /// When to try again to reach a publisher that went away.
     reconnect_at: Instant,
-    /// When the connection was made, and how long after losing it the next is tried.
+    /// When the connection was made, how long it lasted once found lost, and how long after
+    /// losing it the next is tried.
     connected_at: Instant,
+    lasted: Option<Duration>,
     reconnect_delay: Duration,
     sender: Sender,
 }
@@ -188,6 +190,7 @@ impl Forwarder {
             path: path.to_owned(),
             reconnect_at: Instant::now(),
             connected_at: Instant::now(),
+            lasted: None,
             reconnect_delay: RECONNECT_INTERVAL,
             sender,
         };
@@ -200,9 +203,10 @@ impl Forwarder {
         self.sock.as_ref().map(AsFd::as_fd)
     }
 
-    /// Once a second while the publisher is gone, tries to reach it again (a restarted
-    /// publisher, or systemd's socket starting one). Connecting to the socket needs no
-    /// capability. Returns whether a new connection was made.
+    /// While the publisher is gone, tries to reach it again once the wait after the lost
+    /// connection is over, then once a second (a restarted publisher, or systemd's socket
+    /// starting one). Connecting to the socket needs no capability. Returns whether a new
+    /// connection was made.
     pub fn reconnect(&mut self) -> bool {
         self.settle();
         if self.sock.is_some() || Instant::now() < self.reconnect_at {
@@ -239,7 +243,7 @@ impl Forwarder {
     fn lost(&mut self, reason: &dyn std::fmt::Display) {
         tracing::warn!(
             "lost the connection to the publisher ({reason}): records wait in the rings, reconnecting in {}s",
-            self.next_delay().as_secs()
+            self.ended().as_secs()
         );
         self.closing_until = Some(Instant::now() + CLOSING_TIMEOUT);
         self.settle();
@@ -264,7 +268,7 @@ impl Forwarder {
     fn refuse(&mut self, reason: &str) {
         tracing::warn!(
             "refused the publisher's acknowledgement ({reason}): dropping the connection, reconnecting in {}s",
-            self.next_delay().as_secs()
+            self.ended().as_secs()
         );
         self.close();
     }
@@ -289,13 +293,20 @@ impl Forwarder {
                 "the publisher ended without acknowledging records it was sent: counted as publisher_lost"
             );
         }
-        self.reconnect_delay = self.next_delay();
+        self.reconnect_delay = self.ended();
+        self.lasted = None;
         self.reconnect_at = Instant::now() + self.reconnect_delay;
     }
 
-    /// The wait before the next connection, once this one is gone: see [`RECONNECT_MAX`].
-    fn next_delay(&self) -> Duration {
-        next_reconnect_delay(self.reconnect_delay, self.connected_at.elapsed())
+    /// The wait before the next connection, from how long this one lasted until it was first
+    /// found lost or refused (a lost connection may take a while to close): see
+    /// [`RECONNECT_MAX`].
+    fn ended(&mut self) -> Duration {
+        let lasted = match self.lasted {
+            Some(lasted) => lasted,
+            None => *self.lasted.insert(self.connected_at.elapsed()),
+        };
+        next_reconnect_delay(self.reconnect_delay, lasted)
     }
 
     /// Sends what is due and records, oldest first across the rings, until the rings are empty

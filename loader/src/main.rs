@@ -220,8 +220,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             tracing::warn!(pid = target.pid, "no event from bitcoind for {secs} s");
         }
         if forwarder.reconnect() {
-            // A new publisher starts from zero: tell it the totals.
-            last_counts.clear();
+            // The sender gives a new publisher the totals it has (`Sender::connected`); the BPF
+            // map's latest join them at once.
             next_counts = Instant::now();
             continue;
         }
