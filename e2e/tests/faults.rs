@@ -64,7 +64,8 @@ async fn nats_restarted_mid_stream() {
 }
 
 /// NATS is down while the node goes on: the publisher's NATS client holds what the loader hands
-/// on meanwhile, up to 16 MiB (its own bound of 2,048 messages was the limit before), and sends
+/// on meanwhile, up to 16,384 events or 16 MiB (its own bound of 2,048 messages was the limit
+/// before), and sends
 /// it once the server is back. A stream on the server, kept across its restart, records what
 /// arrived, so no subscriber has to reconnect before the publisher does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,34 +110,48 @@ async fn an_outage_of_nats_is_bridged_by_the_client_buffer() {
     assert_eq!((counts["published"], counts["nats_unavailable"]), (OUTAGE, 0), "{counts:?}");
 }
 
-/// Sends what `sender` has due, then `record` (a ring record, if any) in a batch of its own,
-/// as the loader sends them.
-async fn send_due(conn: &tokio_seqpacket::UnixSeqpacket, sender: &mut ipc_protocol::Sender, record: Option<&[u8]>) {
-    let mut record = record;
+/// A publisher on `socket`, started for the loader played by `sender`: it connects, reports
+/// `ring_full` drops of `tp` totalling `total`, sends `record` (a ring record) after them, takes
+/// the acknowledgement and stops the publisher. Returns the publisher's closing counts.
+async fn report_to_a_new_publisher(
+    nats: &NatsServer,
+    socket: &std::path::Path,
+    sender: &mut ipc_protocol::Sender,
+    tp: Tracepoint,
+    total: u64,
+    record: &[u8],
+) -> BTreeMap<String, u64> {
+    use ipc_protocol::{DropCause, DropCount};
+    let mut publisher = start_publisher(&nats.address, socket, &["--allow-any-uid"]).await;
+    let conn = tokio_seqpacket::UnixSeqpacket::connect(socket).await.expect("connect");
+    sender.connected();
+    sender.drop_counts(&[DropCount { tracepoint: tp, cause: DropCause::RingFull, total }]);
+    // Sent as the loader sends: what is due (the hello, the totals), then the record's batch.
+    let mut record = Some(record);
     loop {
         while let Some(transmit) = sender.poll_transmit() {
-            assert!(transmit.piece.is_none(), "small records only");
+            assert!(transmit.piece.is_none(), "a small record");
             conn.send(transmit.head).await.expect("send to the publisher");
             sender.transmitted();
         }
-        let Some(raw) = record.take() else { return };
+        let Some(raw) = record.take() else { break };
         assert_eq!(sender.offer(0, raw), ipc_protocol::Offer::Taken);
         sender.flush();
     }
-}
-
-/// Takes the publisher's acknowledgements until every record `sender` took is acknowledged.
-async fn acknowledged(conn: &tokio_seqpacket::UnixSeqpacket, sender: &mut ipc_protocol::Sender) {
+    // Until the record is acknowledged: the publisher read the totals before it.
     let mut buf = [0u8; 16];
     loop {
         let info = tokio::time::timeout(Duration::from_secs(10), conn.recv(&mut buf)).await.expect("an ack").unwrap();
-        let len = info.bytes_read();
-        let done = ipc_protocol::decode_ack(&buf[..len]).expect("an acknowledgement");
+        let done = ipc_protocol::decode_ack(&buf[..info.bytes_read()]).expect("an acknowledgement");
         sender.acknowledged(done).expect("a valid acknowledgement");
         if done == sender.taken() {
-            return;
+            break;
         }
     }
+    let counts = e2e::closing_counts(&e2e::stopped_log(&mut publisher).await);
+    drop(conn);
+    sender.disconnected();
+    counts
 }
 
 /// A publisher restarted under a running loader counts only the drops the last one did not:
@@ -146,45 +161,27 @@ async fn acknowledged(conn: &tokio_seqpacket::UnixSeqpacket, sender: &mut ipc_pr
 /// loader is played here with its own sender (ipc-protocol), to hold the drop totals exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_publisher_counts_no_drop_the_last_one_counted() {
-    use ipc_protocol::{DropCause, DropCount, Hello, Sender};
     let nats = NatsServer::start().await;
     let dir = TempDir::new("recount");
     let socket = dir.path().join("publisher.sock");
     let tp = Tracepoint::MempoolRejected;
-    let hello = Hello {
+    let hello = ipc_protocol::Hello {
         run_id: 0x5eed,
         loader_version: "test".into(),
         pid: 1,
         binary: "/usr/bin/bitcoind".into(),
         tracepoints: vec![tp.id()],
     };
-    let mut sender = Sender::new(&hello);
-    let ring_full = |total| [DropCount { tracepoint: tp, cause: DropCause::RingFull, total }];
+    let mut sender = ipc_protocol::Sender::new(&hello);
     let record = |reason: &str| {
         let mut r = <ipc_protocol::records::MempoolRejectedRecord as bytemuck::Zeroable>::zeroed();
         r.reason[..reason.len()].copy_from_slice(reason.as_bytes());
         ipc_protocol::records::RingRecord::build(tp, tracepoint_simulator::monotonic_ns(), bytemuck::bytes_of(&r))
     };
-
-    let mut first = start_publisher(&nats.address, &socket, &["--allow-any-uid"]).await;
-    let conn = tokio_seqpacket::UnixSeqpacket::connect(&socket).await.expect("connect");
-    sender.connected();
-    sender.drop_counts(&ring_full(50));
-    send_due(&conn, &mut sender, Some(&record("first"))).await;
-    acknowledged(&conn, &mut sender).await;
-    let counts = e2e::closing_counts(&e2e::stopped_log(&mut first).await);
-    assert_eq!((counts["published"], counts["dropped_before_publisher"]), (1, 50), "{counts:?}");
-    drop(conn);
-    sender.disconnected();
-
-    let mut second = start_publisher(&nats.address, &socket, &["--allow-any-uid"]).await;
-    let conn = tokio_seqpacket::UnixSeqpacket::connect(&socket).await.expect("connect");
-    sender.connected();
-    sender.drop_counts(&ring_full(57));
-    send_due(&conn, &mut sender, Some(&record("second"))).await;
-    acknowledged(&conn, &mut sender).await;
-    let counts = e2e::closing_counts(&e2e::stopped_log(&mut second).await);
-    assert_eq!((counts["published"], counts["dropped_before_publisher"]), (1, 7), "{counts:?}");
+    for (total, counted) in [(50, 50), (57, 7)] {
+        let counts = report_to_a_new_publisher(&nats, &socket, &mut sender, tp, total, &record("r")).await;
+        assert_eq!((counts["published"], counts["dropped_before_publisher"]), (1, counted), "{counts:?}");
+    }
 }
 
 /// The publisher is killed mid-stream (SIGKILL, as a crash or the OOM killer would) and started

@@ -67,14 +67,14 @@ async fn subscribe(nats: &NatsServer) -> async_nats::Subscriber {
     e2e::subscribe_in_place(&client, "*").await
 }
 
-/// Waits until the launcher runs a loader other than `previous` that has dropped its
-/// capabilities, i.e. has attached.
 /// Whether loader `pid` exits after the seed's 180 s without events (no `--no-idle-exit`).
 fn idle_exits(pid: u32) -> bool {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the loader's command line");
     !cmdline.split(|b| *b == 0).any(|arg| arg == b"--no-idle-exit")
 }
 
+/// Waits until the launcher runs a loader other than `previous` that has dropped its
+/// capabilities, i.e. has attached.
 async fn attached_loader(launcher: &tokio::process::Child, previous: Option<u32>) -> u32 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

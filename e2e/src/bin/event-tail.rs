@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
     while let Some(msg) = messages.next().await {
-        // An inventory's items are decoded only as the event is rendered (src/inventory.rs).
+        // An inventory's items are decoded only as the event is rendered (publisher/src/inventory.rs).
         let line = Envelope::decode(&msg.subject, &msg.payload).and_then(|envelope| {
             if cli.json {
                 render::json(&msg.subject, &envelope)
