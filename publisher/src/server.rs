@@ -374,8 +374,9 @@ async fn acknowledge(sock: Arc<OwnedFd>, acks: Arc<Acks>) {
 /// counted as `nats_unavailable` instead.
 pub const NATS_BUFFER_BYTES: usize = 16 << 20;
 /// Events the NATS client holds while it reconnects (its `client_capacity`; async-nats' own
-/// default, 2,048, is seconds of a busy node). With events of a few hundred bytes, the outage
-/// it bridges is [`NATS_BUFFER_BYTES`]' in full; each slot costs about 150 bytes.
+/// default, 2,048, is seconds of a busy node). The two bounds meet at events of 1 KiB; a node's
+/// take a few hundred bytes, so this one is reached first. Each slot costs an estimated 150
+/// bytes besides the event.
 pub const NATS_BUFFER_EVENTS: usize = 16_384;
 
 /// What the reading thread hands on, holding its share of the backlog until published.
