@@ -110,39 +110,48 @@ async fn an_outage_of_nats_is_bridged_by_the_client_buffer() {
     assert_eq!((counts["published"], counts["nats_unavailable"]), (OUTAGE, 0), "{counts:?}");
 }
 
+/// The publisher's socket as the loader's loop ([`ipc_protocol::pump`]) sends on it: blocking,
+/// so never full.
+struct Socket(std::os::fd::OwnedFd);
+
+impl ipc_protocol::pump::Link for Socket {
+    type Error = rustix::io::Errno;
+
+    fn send(&mut self, head: &[u8], piece: &[u8]) -> Result<bool, Self::Error> {
+        rustix::net::send(&self.0, &[head, piece].concat(), rustix::net::SendFlags::empty()).map(|_| true)
+    }
+}
+
 /// A publisher on `socket`, started for the loader played by `sender`: it connects, reports
-/// `ring_full` drops of `tp` totalling `total`, sends `record` (a ring record) after them, takes
-/// the acknowledgement and stops the publisher. Returns the publisher's closing counts.
+/// `ring_full` drops of `tp` totalling `total`, sends `record` (a ring record) after them through
+/// the loader's own loop, takes the acknowledgement and stops the publisher. Returns the
+/// publisher's closing counts.
 async fn report_to_a_new_publisher(
     nats: &NatsServer,
     socket: &std::path::Path,
     sender: &mut ipc_protocol::Sender,
     tp: Tracepoint,
     total: u64,
-    record: &[u8],
+    record: Vec<u8>,
 ) -> BTreeMap<String, u64> {
+    use ipc_protocol::pump::{pump, Pumped};
     use ipc_protocol::{DropCause, DropCount};
+    use rustix::net::{sockopt, AddressFamily, RecvFlags, SocketAddrUnix, SocketType};
     let mut publisher = start_publisher(&nats.address, socket, &["--allow-any-uid"]).await;
-    let conn = tokio_seqpacket::UnixSeqpacket::connect(socket).await.expect("connect");
+    let conn = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).expect("a socket");
+    rustix::net::connect(&conn, &SocketAddrUnix::new(socket).expect("a path")).expect("connect");
+    sockopt::set_socket_timeout(&conn, sockopt::Timeout::Recv, Some(Duration::from_secs(10))).expect("timeout");
+    let mut conn = Socket(conn);
     sender.connected();
     sender.drop_counts(&[DropCount { tracepoint: tp, cause: DropCause::RingFull, total }]);
-    // Sent as the loader sends: what is due (the hello, the totals), then the record's batch.
-    let mut record = Some(record);
-    loop {
-        while let Some(transmit) = sender.poll_transmit() {
-            assert!(transmit.piece.is_none(), "a small record");
-            conn.send(transmit.head).await.expect("send to the publisher");
-            sender.transmitted();
-        }
-        let Some(raw) = record.take() else { break };
-        assert_eq!(sender.offer(0, raw), ipc_protocol::Offer::Taken);
-        sender.flush();
-    }
+    let mut rings = ipc_protocol::testing::Rings(vec![[record].into()]);
+    let pumped = pump(sender, &mut rings, &mut conn, &mut |refusal| panic!("refused: {refusal:?}"));
+    assert_eq!(pumped, Pumped::Drained);
     // Until the record is acknowledged: the publisher read the totals before it.
     let mut buf = [0u8; 16];
     loop {
-        let info = tokio::time::timeout(Duration::from_secs(10), conn.recv(&mut buf)).await.expect("an ack").unwrap();
-        let done = ipc_protocol::decode_ack(&buf[..info.bytes_read()]).expect("an acknowledgement");
+        let (len, _) = rustix::net::recv(&conn.0, &mut buf, RecvFlags::empty()).expect("an ack within 10 s");
+        let done = ipc_protocol::decode_ack(&buf[..len]).expect("an acknowledgement");
         sender.acknowledged(done).expect("a valid acknowledgement");
         if done == sender.taken() {
             break;
@@ -158,28 +167,21 @@ async fn report_to_a_new_publisher(
 /// the loader's hello names the totals a publisher read (it acknowledged a record sent after
 /// them), and a new publisher counts what exceeds them. Before, it counted the run's totals in
 /// full, and an alert on the loss counters (monitoring/alerts.yml) fired again for them. The
-/// loader is played here with its own sender (ipc-protocol), to hold the drop totals exact.
+/// loader is played here with its own sender and loop (ipc-protocol), to hold the drop totals
+/// exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_publisher_counts_no_drop_the_last_one_counted() {
     let nats = NatsServer::start().await;
     let dir = TempDir::new("recount");
     let socket = dir.path().join("publisher.sock");
     let tp = Tracepoint::MempoolRejected;
-    let hello = ipc_protocol::Hello {
-        run_id: 0x5eed,
-        loader_version: "test".into(),
-        pid: 1,
-        binary: "/usr/bin/bitcoind".into(),
-        tracepoints: vec![tp.id()],
-    };
-    let mut sender = ipc_protocol::Sender::new(&hello);
-    let record = |reason: &str| {
-        let mut r = <ipc_protocol::records::MempoolRejectedRecord as bytemuck::Zeroable>::zeroed();
-        r.reason[..reason.len()].copy_from_slice(reason.as_bytes());
+    let mut sender = ipc_protocol::Sender::new(&ipc_protocol::testing::hello());
+    let record = || {
+        let r = <ipc_protocol::records::MempoolRejectedRecord as bytemuck::Zeroable>::zeroed();
         ipc_protocol::records::RingRecord::build(tp, tracepoint_simulator::monotonic_ns(), bytemuck::bytes_of(&r))
     };
     for (total, counted) in [(50, 50), (57, 7)] {
-        let counts = report_to_a_new_publisher(&nats, &socket, &mut sender, tp, total, &record("r")).await;
+        let counts = report_to_a_new_publisher(&nats, &socket, &mut sender, tp, total, record()).await;
         assert_eq!((counts["published"], counts["dropped_before_publisher"]), (1, counted), "{counts:?}");
     }
 }
