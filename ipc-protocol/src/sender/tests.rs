@@ -155,24 +155,39 @@ fn every_new_publisher_gets_the_drop_totals() {
     );
 }
 
+/// `mempool:added` drop totals of `ring_full`.
+fn ring_full(total: u64) -> Vec<DropCount> {
+    vec![DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total }]
+}
+
+/// Sends a drop report of `total`, then record `ktime_ns` in a batch of its own.
+fn report_then_record(sender: &mut Sender, total: u64, ktime_ns: u64) {
+    sender.drop_counts(&ring_full(total));
+    assert!(sender.poll_transmit().is_some());
+    sender.transmitted();
+    assert_eq!(sender.offer(0, &RingRecord::build(Tracepoint::MempoolAdded, ktime_ns, b"x")), Offer::Taken);
+    sender.flush();
+    assert!(sender.poll_transmit().is_some());
+    sender.transmitted();
+}
+
 /// A publisher read a report once it acknowledged a record sent after it: those totals go in
 /// the next connection's hello, so that a new publisher counts only the rest. A report sent
 /// last, before the connection ended, is not known to have been read.
 #[test]
 fn a_new_publisher_learns_which_totals_the_last_one_read() {
-    let total = |total| vec![DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total }];
     let mut sender = Sender::new(&hello());
     let mut peer = Peer::new(Faults::default());
-    sender.drop_counts(&total(3));
+    sender.drop_counts(&ring_full(3));
     run(&mut sender, &mut rings(1, &[(Tracepoint::MempoolAdded, b"after".to_vec())]), &mut peer);
-    sender.drop_counts(&total(5));
+    sender.drop_counts(&ring_full(5));
     run(&mut sender, &mut Rings(vec![VecDeque::new()]), &mut peer);
     sender.disconnected();
     let next = RingRecord::build(Tracepoint::MempoolAdded, 1, b"next");
     run(&mut sender, &mut Rings(vec![VecDeque::from([next])]), &mut peer);
     let received = receive(&peer.connections);
-    assert_eq!(received.reported, [vec![], total(3)]);
-    assert_eq!(received.drop_counts, [total(3), total(5), total(5)]);
+    assert_eq!(received.reported, [vec![], ring_full(3)]);
+    assert_eq!(received.drop_counts, [ring_full(3), ring_full(5), ring_full(5)]);
     assert_eq!(received.records.len(), 2);
 }
 
@@ -180,41 +195,27 @@ fn a_new_publisher_learns_which_totals_the_last_one_read() {
 /// before the record they acknowledge.
 #[test]
 fn a_late_acknowledgement_confirms_the_last_report_before_its_record() {
-    let total = |total| vec![DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total }];
     let mut sender = connected();
-    for (i, totals) in [1, 2, 3].into_iter().enumerate() {
-        sender.drop_counts(&total(totals));
-        assert!(sender.poll_transmit().is_some());
-        sender.transmitted();
-        let raw = RingRecord::build(Tracepoint::MempoolAdded, i as u64, b"x");
-        assert_eq!(sender.offer(0, &raw), Offer::Taken);
-        sender.flush();
-        assert!(sender.poll_transmit().is_some());
-        sender.transmitted();
+    for (ktime_ns, total) in [(0, 1), (1, 2), (2, 3)] {
+        report_then_record(&mut sender, total, ktime_ns);
     }
     // Records 0 and 1 are done: the reports of 1 and 2 were read, not yet that of 3.
     sender.acknowledged(2).unwrap();
-    assert_eq!(sender.reported, total(2));
+    assert_eq!(sender.reported, ring_full(2));
     sender.acknowledged(3).unwrap();
-    assert_eq!(sender.reported, total(3));
+    assert_eq!(sender.reported, ring_full(3));
 }
 
 /// A connection that ends with records lost falls back to what was known read before it: the
 /// publisher that took records with it may have taken its counts unseen.
 #[test]
 fn a_connection_that_lost_records_reports_nothing_new_as_read() {
-    let total = |total| vec![DropCount { tracepoint: Tracepoint::MempoolAdded, cause: DropCause::RingFull, total }];
     let mut sender = connected();
-    sender.drop_counts(&total(4));
-    sender.poll_transmit();
-    sender.transmitted();
-    for i in 0..2 {
-        assert_eq!(sender.offer(0, &RingRecord::build(Tracepoint::MempoolAdded, i, b"x")), Offer::Taken);
-        sender.flush();
-        sender.poll_transmit();
-        sender.transmitted();
-    }
+    report_then_record(&mut sender, 4, 0);
+    report_then_record(&mut sender, 5, 1);
+    // The report of 4 is known read; the connection then ends with record 1 lost.
     sender.acknowledged(1).unwrap();
+    assert_eq!(sender.reported, ring_full(4));
     assert_eq!(sender.disconnected(), 1);
     sender.connected();
     assert_eq!(decode_hello(sender.poll_transmit().expect("the hello").head).unwrap().reported, []);
