@@ -54,6 +54,14 @@ const RUNS_KEPT: usize = 16;
 /// A loader run's latest totals, by `tracepoint/cause`.
 type RunTotals = BTreeMap<(Tracepoint, &'static str), u64>;
 
+/// Keeps `totals` as run `run_id`'s, the latest, forgetting the oldest run past [`RUNS_KEPT`].
+fn keep_latest(runs: &mut VecDeque<(u128, RunTotals)>, run_id: u128, totals: RunTotals) {
+    if runs.len() == RUNS_KEPT {
+        runs.pop_front();
+    }
+    runs.push_back((run_id, totals));
+}
+
 #[derive(Default)]
 struct Inner {
     snapshot: Snapshot,
@@ -131,11 +139,8 @@ impl Counters {
         if inner.runs.iter().any(|(id, _)| *id == run_id) {
             return;
         }
-        if inner.runs.len() == RUNS_KEPT {
-            inner.runs.pop_front();
-        }
         let totals = reported.iter().map(|c| ((c.tracepoint, c.cause.as_str()), c.total)).collect();
-        inner.runs.push_back((run_id, totals));
+        keep_latest(&mut inner.runs, run_id, totals);
     }
 
     /// Records the running totals of loader run `run_id`; returns those that grew since its
@@ -159,10 +164,7 @@ impl Counters {
                 grown.push((*count, more));
             }
         }
-        if runs.len() == RUNS_KEPT {
-            runs.pop_front();
-        }
-        runs.push_back((run_id, totals));
+        keep_latest(runs, run_id, totals);
         grown
     }
 
