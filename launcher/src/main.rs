@@ -59,8 +59,8 @@ struct Cli {
     #[command(flatten)]
     rings: RingSizes,
     /// The log level the extractor should run with. Valid log levels are "trace", "debug", "info", "warn", "error"
-    #[arg(short = 'l', long, default_value = "DEBUG", ignore_case = true, value_parser = ["trace", "debug", "info", "warn", "error"])]
-    log_level: String,
+    #[arg(short = 'l', long, default_value = "DEBUG", ignore_case = true, value_parser = log_level_parser())]
+    log_level: tracing::Level,
     /// If used, libbpf will print debug information about the BPF maps, programs, and tracepoints during extractor startup
     #[arg(long)]
     libbpf_debug: bool,
@@ -259,7 +259,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     };
     let dir = runtime_dir(&publisher_user, &loader_user)?;
     let socket = dir.0.join("publisher.sock");
-    let log_level = cli.log_level.to_lowercase();
+    let log_level = cli.log_level.as_str().to_lowercase();
 
     // Both before the publisher starts: the directory is its own, and root chowns and chmods
     // these by path, which it must not be able to swap meanwhile.
@@ -314,8 +314,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
 /// Says whom the children run as, so that an operator can find them in `ps`.
 fn log_users(publisher: &User, loader: &User) {
     let kind = |user: &User| if user.dynamic { "its own uid" } else { "user" };
-    eprintln!(
-        "ebpf-extractor: ebpf-publisher runs as {} {}, ebpf-loader as {} {}",
+    tracing::info!(
+        "ebpf-publisher runs as {} {}, ebpf-loader as {} {}",
         kind(publisher),
         publisher.uid.as_raw(),
         kind(loader),
@@ -362,24 +362,26 @@ fn supervise(
         if let Ok(Some(status)) = loader.try_wait() {
             let Some(file) = cli.bitcoind_pid_file.as_deref().filter(|_| status.code() == Some(LOADER_BITCOIND_EXITED))
             else {
-                eprintln!("ebpf-extractor: ebpf-loader exited ({status})");
+                tracing::error!("ebpf-loader exited ({status})");
                 if status.code() == Some(LOADER_BITCOIND_EXITED) {
-                    eprintln!("ebpf-extractor: bitcoind exited: to follow its restarts, pass --bitcoind-pid-file instead of --bitcoind-pid");
+                    tracing::error!(
+                        "bitcoind exited: to follow its restarts, pass --bitcoind-pid-file instead of --bitcoind-pid"
+                    );
                 }
                 break ExitCode::FAILURE;
             };
-            eprintln!("ebpf-extractor: bitcoind exited: waiting for {} to name its successor", file.display());
+            tracing::warn!("bitcoind exited: waiting for {} to name its successor", file.display());
             match wait_for_successor(cli, file, bitcoind.pid, stop) {
                 Successor::Found(next) => {
                     bitcoind = next;
                     loader = start_loader(&bitcoind, true)?;
-                    eprintln!("ebpf-extractor: following the restarted bitcoind (pid {})", bitcoind.pid);
+                    tracing::info!("following the restarted bitcoind (pid {})", bitcoind.pid);
                     continue;
                 }
                 Successor::Stopped => break ExitCode::SUCCESS,
                 Successor::GaveUp(secs) => {
-                    eprintln!(
-                        "ebpf-extractor: error: no bitcoind for {secs} s ({} names no running process): exiting; --no-idle-exit waits without limit",
+                    tracing::error!(
+                        "no bitcoind for {secs} s ({} names no running process): exiting; --no-idle-exit waits without limit",
                         file.display()
                     );
                     break ExitCode::FAILURE;
@@ -387,7 +389,7 @@ fn supervise(
             }
         }
         if let Ok(Some(status)) = publisher.try_wait() {
-            eprintln!("ebpf-extractor: ebpf-publisher exited ({status})");
+            tracing::error!("ebpf-publisher exited ({status})");
             break ExitCode::FAILURE;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -455,11 +457,18 @@ fn wait_for_successor(cli: &Cli, file: &Path, previous: i32, stop: &AtomicBool) 
             if !cli.no_idle_exit && waited >= IDLE_EXIT {
                 return Successor::GaveUp(waited.as_secs());
             }
-            eprintln!("ebpf-extractor: no bitcoind for {} s: still waiting for {}", waited.as_secs(), file.display());
+            tracing::warn!("no bitcoind for {} s: still waiting for {}", waited.as_secs(), file.display());
             next_warning += IDLE_WARN;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The seed's five level names, in any case, as `tracing` levels.
+fn log_level_parser() -> impl clap::builder::TypedValueParser<Value = tracing::Level> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["trace", "debug", "info", "warn", "error"])
+        .try_map(|name| name.parse::<tracing::Level>())
 }
 
 /// The NATS options given on the command line but --nats-subject-prefix: --stdout refuses
@@ -487,6 +496,11 @@ fn main() -> ExitCode {
                 .exit();
         }
     }
+    tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).expect("install signal handler");
