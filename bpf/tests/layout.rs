@@ -1,15 +1,16 @@
 //! The record layouts in `src/bpf/records.h`, and the ids in the `table.h` that build.rs
 //! generates, must equal those in `ipc-protocol`.
 //! Read from the BTF clang emitted for the compiled BPF object, so this checks what the
-//! kernel really runs, not a second copy of the header.
+//! kernel really runs, not a second copy of the header: each member's name, offset and type
+//! (integer width and signedness, array length).
 
 use std::collections::BTreeMap;
 
 use ipc_protocol::c_header::{drop_cause_constant, ring_constant, tracepoint_constant};
-use ipc_protocol::records::{Layout, RecordHeader, RecordLayout};
+use ipc_protocol::records::{CInt, CType, Field, Layout, RecordHeader, RecordLayout};
 use ipc_protocol::{DropCause, Ring, Tracepoint};
-use libbpf_rs::btf::types::{Enum, MemberAttr, Struct};
-use libbpf_rs::btf::{Btf, HasSize};
+use libbpf_rs::btf::types::{Array, Enum, Int, IntEncoding, MemberAttr, Struct};
+use libbpf_rs::btf::{Btf, BtfKind, BtfType, HasSize, TypeId};
 
 static OBJECT: &[u8] = include_bytes!(env!("EXTRACTOR_BPF_OBJECT"));
 
@@ -17,17 +18,43 @@ fn btf() -> Btf<'static> {
     Btf::from_raw("extractor", OBJECT).expect("parse BPF object").expect("BPF object carries BTF")
 }
 
-fn c_struct(btf: &Btf<'_>, name: &str) -> (usize, Vec<(String, usize)>) {
+/// A member as the layout check compares it: name, byte offset, type.
+type Member = (String, usize, CType);
+
+fn c_struct(btf: &Btf<'_>, name: &str) -> (usize, Vec<Member>) {
     let s: Struct<'_> = btf.type_by_name(name).unwrap_or_else(|| panic!("struct {name} missing from BTF"));
     let members = s
         .iter()
         .map(|m| {
             let name = m.name.expect("named member").to_string_lossy().into_owned();
             let MemberAttr::Normal { offset } = m.attr else { panic!("bitfield {name} in a record") };
-            (name, offset as usize / 8)
+            let ty = c_type(btf, m.ty).unwrap_or_else(|| panic!("{name}: neither an integer nor an array of them"));
+            (name, offset as usize / 8, ty)
         })
         .collect();
     (s.size(), members)
+}
+
+/// The member type `id` (typedefs such as `__u64` resolved).
+fn c_type(btf: &Btf<'_>, id: TypeId) -> Option<CType> {
+    let ty = btf.type_by_id::<BtfType<'_>>(id)?.skip_mods_and_typedefs();
+    match ty.kind() {
+        BtfKind::Array => {
+            let array = Array::try_from(ty).ok()?;
+            Some(CType::Array(c_int(array.contained_type())?, array.capacity()))
+        }
+        _ => c_int(ty).map(CType::Int),
+    }
+}
+
+fn c_int(ty: BtfType<'_>) -> Option<CInt> {
+    let int = Int::try_from(ty.skip_mods_and_typedefs()).ok()?;
+    let signed = matches!(int.encoding, IntEncoding::Signed) && ty.name().is_none_or(|n| n != "char");
+    Some(CInt { bytes: usize::from(int.bits) / 8, signed })
+}
+
+fn rust_members(fields: &[Field]) -> Vec<Member> {
+    fields.iter().map(|f| (f.name.to_string(), f.offset, f.ty)).collect()
 }
 
 fn c_enum(btf: &Btf<'_>, name: &str) -> BTreeMap<String, i64> {
@@ -42,8 +69,7 @@ fn every_record_layout_matches_its_c_struct() {
     for tp in Tracepoint::ALL {
         let Layout { c_name, size, fields } = tp.layout();
         let (c_size, c_fields) = c_struct(&btf, c_name);
-        let rust_fields: Vec<(String, usize)> = fields.iter().map(|f| (f.name.to_string(), f.offset)).collect();
-        assert_eq!(c_fields, rust_fields, "fields of {c_name} ({tp})");
+        assert_eq!(c_fields, rust_members(fields), "fields of {c_name} ({tp})");
         assert_eq!(c_size, *size, "size of {c_name} ({tp})");
         checked += 1;
     }
@@ -54,7 +80,7 @@ fn every_record_layout_matches_its_c_struct() {
 fn record_header_matches() {
     let Layout { c_name, size, fields } = &RecordHeader::LAYOUT;
     let (c_size, c_fields) = c_struct(&btf(), c_name);
-    assert_eq!(c_fields, fields.iter().map(|f| (f.name.to_string(), f.offset)).collect::<Vec<_>>());
+    assert_eq!(c_fields, rust_members(fields));
     assert_eq!(c_size, *size);
 }
 

@@ -33,6 +33,50 @@ pub struct Field {
     pub name: &'static str,
     pub offset: usize,
     pub size: usize,
+    pub ty: CType,
+}
+
+/// A field's type as the C side must declare it, so that the layout check catches a field of
+/// the right size but the wrong signedness, or an array of another element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CType {
+    Int(CInt),
+    Array(CInt, usize),
+}
+
+/// An integer of `bytes` bytes; a C `char` is text, which records carry as unsigned bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CInt {
+    pub bytes: usize,
+    pub signed: bool,
+}
+
+/// The C type of a record field's Rust type.
+pub trait HasCType {
+    const C_TYPE: CType;
+}
+
+/// The integer types records use.
+pub trait IsCInt {
+    const C_INT: CInt;
+}
+
+macro_rules! c_ints {
+    ($($ty:ty => $signed:literal),+) => {
+        $(
+            impl IsCInt for $ty {
+                const C_INT: CInt = CInt { bytes: std::mem::size_of::<$ty>(), signed: $signed };
+            }
+            impl HasCType for $ty {
+                const C_TYPE: CType = CType::Int(<$ty as IsCInt>::C_INT);
+            }
+        )+
+    };
+}
+c_ints!(u8 => false, u16 => false, u32 => false, u64 => false, i8 => true, i16 => true, i32 => true, i64 => true);
+
+impl<T: IsCInt, const N: usize> HasCType for [T; N] {
+    const C_TYPE: CType = CType::Array(T::C_INT, N);
 }
 
 /// Name (the C struct tag), size and fields of a record body.
@@ -64,6 +108,7 @@ macro_rules! record {
                     name: stringify!($field),
                     offset: std::mem::offset_of!($name, $field),
                     size: std::mem::size_of::<$ty>(),
+                    ty: <$ty as HasCType>::C_TYPE,
                 }, )+ ],
             };
         }
