@@ -75,6 +75,7 @@ pub struct Bins {
     pub loader: PathBuf,
     pub publisher: PathBuf,
     pub simulator: PathBuf,
+    pub event_tail: PathBuf,
 }
 
 pub fn bins() -> &'static Bins {
@@ -106,6 +107,7 @@ pub fn bins() -> &'static Bins {
             loader: copy("ebpf-loader"),
             publisher: copy("ebpf-publisher"),
             simulator: copy("tracepoint-simulator"),
+            event_tail: copy("event-tail"),
             _dir: dir,
         }
     })

@@ -103,12 +103,11 @@ fn readme_tables() -> BTreeMap<String, Vec<Row>> {
 
 #[test]
 fn every_flag_of_every_binary_is_in_its_readme_table() {
-    let event_tail = Path::new(env!("CARGO_BIN_EXE_event-tail"));
     let binaries = [
         ("ebpf-extractor", bins().launcher.as_path()),
         ("ebpf-publisher", bins().publisher.as_path()),
         ("ebpf-loader", bins().loader.as_path()),
-        ("event-tail", event_tail),
+        ("event-tail", bins().event_tail.as_path()),
     ];
     let tables = readme_tables();
     for (name, binary) in binaries {
