@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use clap::Parser;
 use futures_util::StreamExt;
+use ipc_protocol::cli::NatsFlags;
 use publisher::counters::Counters;
 use publisher::decode::Envelope;
-use publisher::nats::NatsArgs;
+use publisher::nats::SubjectPrefix;
 use publisher::render;
 
 /// Subscribes to peer-observer's subjects (`*`) and this project's own (`peer-observer-ebpf.>`),
@@ -18,7 +19,7 @@ use publisher::render;
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
-    nats: NatsArgs,
+    nats: NatsFlags,
     /// Exit after this many events (0: never)
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -33,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let client = publisher::nats::connect(&cli.nats, &Arc::new(Counters::default())).await?;
     // `*` matches one token only: this project's own subjects have two (docs/wire-format.md).
-    let prefix = &cli.nats.subject_prefix;
+    let prefix = SubjectPrefix::new(&cli.nats.subject_prefix);
     let mut messages = futures_util::stream::select(
         client.subscribe(prefix.subscription("*")).await?,
         client.subscribe(prefix.subscription("peer-observer-ebpf.>")).await?,

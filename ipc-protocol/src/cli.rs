@@ -1,7 +1,9 @@
 //! The command-line flags that two binaries share (feature `cli`), so that the launcher takes
 //! the same flags as the binary it starts and hands on exactly what it was given: the
-//! table's switch per category and size per ring (the loader's), and JetStream mode (the
-//! publisher's).
+//! table's switch per category and size per ring (the loader's), the NATS connection and
+//! JetStream mode (the publisher's; event-tail subscribes with the same connection flags).
+
+use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 
@@ -130,6 +132,83 @@ impl Args for RingSizes {
     }
 }
 
+/// The name the publisher's connection shows in the server's monitoring (`connz`) unless told
+/// otherwise.
+pub const DEFAULT_NATS_CLIENT_NAME: &str = "ebpf-publisher";
+
+/// Where and how to reach NATS (publisher/src/nats.rs reads the files and connects; the
+/// launcher hands every secret on as a file, launcher/src/nats.rs). Secrets come from files, or
+/// the password from the environment: a value given on the command line shows in `ps`.
+#[derive(Debug, Clone, Args)]
+pub struct NatsFlags {
+    /// Address of the NATS server: host:port, or a nats:// or tls:// URL (tls:// requires TLS)
+    #[arg(short = 'n', visible_short_alias = 'a', long = "nats-address", default_value = "127.0.0.1:4222")]
+    pub address: String,
+    /// User name for NATS, with the password of --nats-password-file or NATS_PASSWORD
+    #[arg(short = 'u', long = "nats-username")]
+    pub username: Option<String>,
+    /// Password for --nats-username. A value given here shows in `ps`: use --nats-password-file or
+    /// the environment variable instead
+    #[arg(short = 'p', long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// File holding the password for --nats-username (a trailing newline is ignored)
+    #[arg(short = 'f', long = "nats-password-file")]
+    pub password_file: Option<PathBuf>,
+    /// File holding the token of NATS's token authentication (a trailing newline is ignored)
+    #[arg(long = "nats-token-file")]
+    pub token_file: Option<PathBuf>,
+    /// File holding a user nkey seed (SU…) for NATS's nkey authentication
+    #[arg(long = "nats-nkey-seed-file")]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// NATS credentials file (.creds: a user JWT and its nkey seed), for decentralized JWT
+    /// authentication
+    #[arg(long = "nats-credentials-file")]
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificates (PEM) that the NATS server's certificate must be signed by [default: the
+    /// system's CA bundle]
+    #[arg(long = "nats-tls-ca-file")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM), for a server that verifies its clients (`tls { verify: true }`);
+    /// needs --nats-tls-key-file
+    #[arg(long = "nats-tls-cert-file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --nats-tls-cert-file
+    #[arg(long = "nats-tls-key-file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to talk to NATS without TLS (a tls:// address does the same)
+    #[arg(long = "nats-tls-required")]
+    pub tls_required: bool,
+    /// Name of the publisher's connection in the server's monitoring (connz)
+    #[arg(long = "nats-client-name", default_value = DEFAULT_NATS_CLIENT_NAME)]
+    pub client_name: String,
+    /// Publish on `PREFIX.<subject>` instead of `<subject>`; PREFIX is given without its
+    /// trailing dot, e.g. peer-observer.mainnet.node1. Subscribers then subscribe `PREFIX.*`
+    #[arg(long = "nats-subject-prefix", default_value = "", value_parser = subject_prefix)]
+    pub subject_prefix: String,
+}
+
+/// A subject prefix: empty (none), or one or more subject tokens without the dot that joins it
+/// to the subject: no empty token (a leading, trailing or doubled dot), no wildcard, no white
+/// space.
+pub fn subject_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.is_empty() {
+        return Ok(String::new());
+    }
+    if prefix.ends_with('.') {
+        return Err(format!("{prefix:?} ends with a dot: give the prefix without it, the publisher adds the dot"));
+    }
+    if prefix.split('.').any(str::is_empty) {
+        return Err(format!("{prefix:?} has an empty token (a leading or a doubled dot)"));
+    }
+    if prefix.contains(['*', '>']) {
+        return Err(format!("{prefix:?} holds a wildcard (* or >), which no subject to publish on may"));
+    }
+    if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{prefix:?} holds white space or a control character"));
+    }
+    Ok(prefix.to_owned())
+}
+
 /// JetStream mode: `--nats-jetstream-stream` and the settings of a stream it creates
 /// (publisher/src/jetstream.rs).
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
@@ -191,6 +270,8 @@ mod tests {
         rings: RingSizes,
         #[command(flatten)]
         jetstream: JetStreamFlags,
+        #[command(flatten)]
+        nats: NatsFlags,
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -240,5 +321,25 @@ mod tests {
         let args = cli.jetstream.to_args();
         let again = parse(&args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
         assert_eq!(again.jetstream, cli.jetstream);
+    }
+
+    #[test]
+    fn upstream_short_nats_flags_and_the_seed_s_n() {
+        assert_eq!(parse(&["-a", "10.0.0.1:4222"]).unwrap().nats.address, "10.0.0.1:4222");
+        assert_eq!(parse(&["-n", "10.0.0.1:4222"]).unwrap().nats.address, "10.0.0.1:4222");
+        let nats = parse(&["-u", "ebpf", "-f", "/run/credentials/x/nats-password"]).unwrap().nats;
+        assert_eq!(nats.username.as_deref(), Some("ebpf"));
+        assert_eq!(nats.password_file.as_deref(), Some(std::path::Path::new("/run/credentials/x/nats-password")));
+        assert_eq!(parse(&[]).unwrap().nats.client_name, DEFAULT_NATS_CLIENT_NAME);
+    }
+
+    #[test]
+    fn a_subject_prefix_is_tokens_without_the_joining_dot() {
+        assert_eq!(parse(&[]).unwrap().nats.subject_prefix, "");
+        let given = parse(&["--nats-subject-prefix", "peer-observer.mainnet.node1"]).unwrap();
+        assert_eq!(given.nats.subject_prefix, "peer-observer.mainnet.node1");
+        for bad in ["p.", ".p", "a..b", "a.*", "a.>", "a*", "a b", "a\tb", "a.b\n", " "] {
+            assert!(parse(&["--nats-subject-prefix", bad]).is_err(), "{bad:?} accepted");
+        }
     }
 }

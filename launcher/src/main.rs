@@ -23,7 +23,7 @@ use clap::parser::ValueSource;
 use clap::{ArgGroup, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use rustix::thread::CapabilitySet;
 
-use ipc_protocol::cli::{CategoryFlags, JetStreamFlags, RingSizes};
+use ipc_protocol::cli::{CategoryFlags, JetStreamFlags, NatsFlags, RingSizes};
 use target::TargetError;
 use users::{become_user, User};
 
@@ -33,11 +33,8 @@ use users::{become_user, User};
 #[command(name = "ebpf-extractor", version)]
 #[command(group(ArgGroup::new("bitcoind_process").required(true).args(["bitcoind_pid", "bitcoind_pid_file"])))]
 struct Cli {
-    /// Address of the NATS server where the extractor will publish messages to
-    #[arg(short = 'n', visible_short_alias = 'a', long, default_value = "127.0.0.1:4222")]
-    nats_address: String,
     #[command(flatten)]
-    nats: nats::NatsFlags,
+    nats: NatsFlags,
     #[command(flatten)]
     jetstream: JetStreamFlags,
     /// Have the publisher write each event to standard output as one line (json or readable)
@@ -254,8 +251,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     let bitcoind = cli.bitcoind()?;
     // Read as root, now: a missing secret file is named before anything starts.
     let nats = match cli.stdout {
-        Some(_) => cli.nats.subject_prefix_only(),
-        None => cli.nats.hand_on()?,
+        Some(_) => nats::subject_prefix_only(&cli.nats),
+        None => nats::hand_on(&cli.nats)?,
     };
     let dir = runtime_dir(&publisher_user, &loader_user)?;
     let socket = dir.0.join("publisher.sock");
@@ -269,7 +266,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     // The publisher's standard output is the launcher's: --stdout writes the events there.
     let sink = match &cli.stdout {
         Some(format) => ["--stdout", format],
-        None => ["--nats-address", &cli.nats_address],
+        None => ["--nats-address", &cli.nats.address],
     };
     let mut publisher = spawn(
         Command::new(publisher_bin)

@@ -13,51 +13,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use ipc_protocol::cli::{NatsFlags, DEFAULT_NATS_CLIENT_NAME};
 use rustix::fs::{MemfdFlags, SealFlags};
-
-/// ebpf-publisher's NATS options, with its names and short flags (upstream's `-u`, `-p`, `-f`).
-#[derive(clap::Args)]
-pub struct NatsFlags {
-    /// User name for NATS, with the password of --nats-password-file or NATS_PASSWORD
-    #[arg(short = 'u', long = "nats-username")]
-    username: Option<String>,
-    /// Password for --nats-username. A value given here shows in `ps`: use --nats-password-file or
-    /// the environment variable instead. The publisher gets it as a file, never as a value
-    #[arg(short = 'p', long = "nats-password", env = "NATS_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-    /// File holding the password for --nats-username (read by the launcher, as root)
-    #[arg(short = 'f', long = "nats-password-file")]
-    password_file: Option<PathBuf>,
-    /// File holding the token of NATS's token authentication
-    #[arg(long = "nats-token-file")]
-    token_file: Option<PathBuf>,
-    /// File holding a user nkey seed (SU…) for NATS's nkey authentication
-    #[arg(long = "nats-nkey-seed-file")]
-    nkey_seed_file: Option<PathBuf>,
-    /// NATS credentials file (.creds: a user JWT and its nkey seed)
-    #[arg(long = "nats-credentials-file")]
-    credentials_file: Option<PathBuf>,
-    /// CA certificates (PEM) that the NATS server's certificate must be signed by [default: the
-    /// system's CA bundle]
-    #[arg(long = "nats-tls-ca-file")]
-    tls_ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) for a server that verifies its clients; needs --nats-tls-key-file
-    #[arg(long = "nats-tls-cert-file")]
-    tls_cert_file: Option<PathBuf>,
-    /// Private key (PEM) of --nats-tls-cert-file
-    #[arg(long = "nats-tls-key-file")]
-    tls_key_file: Option<PathBuf>,
-    /// Refuse to talk to NATS without TLS
-    #[arg(long = "nats-tls-required")]
-    tls_required: bool,
-    /// Name of the publisher's connection in the server's monitoring [default: ebpf-publisher]
-    #[arg(long = "nats-client-name")]
-    client_name: Option<String>,
-    /// Publish on `PREFIX.<subject>` (PREFIX without its trailing dot); subscribers then subscribe
-    /// `PREFIX.*`
-    #[arg(long = "nats-subject-prefix")]
-    subject_prefix: Option<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NatsFileError {
@@ -120,58 +77,58 @@ fn memfd(flag: &'static str, bytes: &[u8]) -> Result<OwnedFd, NatsFileError> {
     Ok(file.into())
 }
 
-impl NatsFlags {
-    /// Under --stdout, which refuses every other NATS option: the subject prefix only, which
-    /// names the subjects written. A password from NATS_PASSWORD, the one that comes unasked,
-    /// stays behind.
-    pub fn subject_prefix_only(&self) -> HandedOn {
-        let args = self.subject_prefix.iter().flat_map(|prefix| ["--nats-subject-prefix".into(), prefix.into()]);
-        HandedOn { args: args.collect(), files: Vec::new() }
-    }
+/// Under --stdout, which refuses every other NATS option: the subject prefix only, which names
+/// the subjects written. A password from NATS_PASSWORD, the one that comes unasked, stays
+/// behind.
+pub fn subject_prefix_only(flags: &NatsFlags) -> HandedOn {
+    HandedOn { args: prefix_arg(flags).into_iter().flatten().collect(), files: Vec::new() }
+}
 
-    /// The publisher's NATS arguments: values that are no secret as they are, every file and
-    /// the password as a memfd. Reads the files now, before anything starts.
-    pub fn hand_on(&self) -> Result<HandedOn, NatsFileError> {
-        let mut handed = HandedOn { args: Vec::new(), files: Vec::new() };
-        let mut file_arg = |flag: &'static str, bytes: &[u8]| -> Result<(), NatsFileError> {
-            let fd = memfd(flag, bytes)?;
-            handed.args.push(flag.into());
-            handed.args.push(format!("/proc/self/fd/{}", fd.as_raw_fd()).into());
-            handed.files.push(fd);
-            Ok(())
-        };
-        match (&self.password, &self.password_file) {
-            (Some(_), Some(_)) => return Err(NatsFileError::TwoPasswords),
-            (Some(password), None) => file_arg("--nats-password-file", password.as_bytes())?,
-            (None, Some(path)) => file_arg("--nats-password-file", &read_file("--nats-password-file", path)?)?,
-            (None, None) => {}
-        }
-        for (flag, path) in [
-            ("--nats-token-file", &self.token_file),
-            ("--nats-nkey-seed-file", &self.nkey_seed_file),
-            ("--nats-credentials-file", &self.credentials_file),
-            ("--nats-tls-ca-file", &self.tls_ca_file),
-            ("--nats-tls-cert-file", &self.tls_cert_file),
-            ("--nats-tls-key-file", &self.tls_key_file),
-        ] {
-            if let Some(path) = path {
-                file_arg(flag, &read_file(flag, path)?)?;
-            }
-        }
-        for (flag, value) in [
-            ("--nats-username", &self.username),
-            ("--nats-client-name", &self.client_name),
-            ("--nats-subject-prefix", &self.subject_prefix),
-        ] {
-            if let Some(value) = value {
-                handed.args.extend([flag.into(), value.into()]);
-            }
-        }
-        if self.tls_required {
-            handed.args.push("--nats-tls-required".into());
-        }
-        Ok(handed)
+fn prefix_arg(flags: &NatsFlags) -> Option<[std::ffi::OsString; 2]> {
+    let prefix = &flags.subject_prefix;
+    (!prefix.is_empty()).then(|| ["--nats-subject-prefix".into(), prefix.into()])
+}
+
+/// The publisher's NATS arguments but the address: values that are no secret as they are,
+/// every file and the password as a memfd. Reads the files now, before anything starts.
+pub fn hand_on(flags: &NatsFlags) -> Result<HandedOn, NatsFileError> {
+    let mut handed = HandedOn { args: Vec::new(), files: Vec::new() };
+    let mut file_arg = |flag: &'static str, bytes: &[u8]| -> Result<(), NatsFileError> {
+        let fd = memfd(flag, bytes)?;
+        handed.args.push(flag.into());
+        handed.args.push(format!("/proc/self/fd/{}", fd.as_raw_fd()).into());
+        handed.files.push(fd);
+        Ok(())
+    };
+    match (&flags.password, &flags.password_file) {
+        (Some(_), Some(_)) => return Err(NatsFileError::TwoPasswords),
+        (Some(password), None) => file_arg("--nats-password-file", password.as_bytes())?,
+        (None, Some(path)) => file_arg("--nats-password-file", &read_file("--nats-password-file", path)?)?,
+        (None, None) => {}
     }
+    for (flag, path) in [
+        ("--nats-token-file", &flags.token_file),
+        ("--nats-nkey-seed-file", &flags.nkey_seed_file),
+        ("--nats-credentials-file", &flags.credentials_file),
+        ("--nats-tls-ca-file", &flags.tls_ca_file),
+        ("--nats-tls-cert-file", &flags.tls_cert_file),
+        ("--nats-tls-key-file", &flags.tls_key_file),
+    ] {
+        if let Some(path) = path {
+            file_arg(flag, &read_file(flag, path)?)?;
+        }
+    }
+    if let Some(user) = &flags.username {
+        handed.args.extend(["--nats-username".into(), user.into()]);
+    }
+    if flags.client_name != DEFAULT_NATS_CLIENT_NAME {
+        handed.args.extend(["--nats-client-name".into(), (&flags.client_name).into()]);
+    }
+    handed.args.extend(prefix_arg(flags).into_iter().flatten());
+    if flags.tls_required {
+        handed.args.push("--nats-tls-required".into());
+    }
+    Ok(handed)
 }
 
 #[cfg(test)]
@@ -186,7 +143,9 @@ mod tests {
     }
 
     fn hand_on(args: &[&str]) -> Result<HandedOn, NatsFileError> {
-        Cli::try_parse_from(std::iter::once("ebpf-extractor").chain(args.iter().copied())).unwrap().nats.hand_on()
+        super::hand_on(
+            &Cli::try_parse_from(std::iter::once("ebpf-extractor").chain(args.iter().copied())).unwrap().nats,
+        )
     }
 
     /// The argument after `flag`.

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use ipc_protocol::cli::JetStreamFlags;
+use ipc_protocol::cli::{JetStreamFlags, NatsFlags};
 use publisher::counters::Counters;
 use publisher::jetstream::{JetStream, JetStreamError};
 use publisher::loss_log::{self, LossLog};
-use publisher::nats::NatsArgs;
+use publisher::nats::SubjectPrefix;
 use publisher::server::{Format, Sink};
 use rustix::net::SocketType;
 use tokio::signal::unix::{signal, SignalKind};
@@ -28,7 +28,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 #[command(version)]
 struct Cli {
     #[command(flatten)]
-    nats: NatsArgs,
+    nats: NatsFlags,
     #[command(flatten)]
     jetstream: JetStreamFlags,
     /// Write each event to standard output as one line instead of publishing it, as event-tail
@@ -149,6 +149,7 @@ fn nats_options_given(matches: &ArgMatches) -> Vec<String> {
 
 async fn run(cli: Cli) -> Result<(), PublisherError> {
     let counters = Arc::new(Counters::default());
+    let prefix = SubjectPrefix::new(&cli.nats.subject_prefix);
     let sink = match cli.stdout {
         Some(format) => Sink::Stdout(format),
         // Reads every NATS file now, before the seccomp filter: only the TLS files are opened
@@ -156,9 +157,9 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
         None => {
             let client = publisher::nats::connect(&cli.nats, &counters).await?;
             let jetstream = match &cli.jetstream.stream {
-                Some(stream) => Some(Arc::new(
-                    JetStream::open(&client, &cli.jetstream, stream, &cli.nats.subject_prefix, &counters).await?,
-                )),
+                Some(stream) => {
+                    Some(Arc::new(JetStream::open(&client, &cli.jetstream, stream, &prefix, &counters).await?))
+                }
                 None => None,
             };
             Sink::Nats { client, address: cli.nats.address.clone(), jetstream }
@@ -201,7 +202,6 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
     // the calls of its steady state (publisher/src/seccomp.rs).
     rustix::thread::set_no_new_privs(true).map_err(|e| PublisherError::NoNewPrivs(e.into()))?;
     confine::confine(publisher::seccomp::STEADY_STATE).map_err(PublisherError::Confine)?;
-    let prefix = cli.nats.subject_prefix.clone();
     let serving =
         publisher::server::serve(listener, cli.loader_uid, sink.clone(), prefix, Arc::clone(&counters), shutdown);
     tokio::pin!(serving);
