@@ -26,9 +26,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::acks::Done;
 use crate::counters::Counters;
 use crate::nats::SubjectPrefix;
-use crate::server::{Done, RateLimited, LOG_INTERVAL, NATS_BUFFER_BYTES};
+use crate::server::{RateLimited, LOG_INTERVAL};
+use crate::sink::NATS_BUFFER_BYTES;
 
 /// How long an event is published again while it is not acknowledged.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(60);

@@ -1,6 +1,7 @@
 //! The unprivileged half of the extractor: validates and decodes the records the loader
 //! forwards and publishes them to NATS in peer-observer's wire format.
 
+pub mod acks;
 pub mod clock;
 pub mod counters;
 pub mod decode;
@@ -14,5 +15,6 @@ pub mod proto;
 pub mod render;
 pub mod seccomp;
 pub mod server;
+pub mod sink;
 #[cfg(test)]
 mod test_records;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::counters::Snapshot;
 use crate::decode::UNDECODED_OVER_MAX_PAYLOAD;
-use crate::server::RECOMMENDED_MAX_PAYLOAD;
+use crate::sink::RECOMMENDED_MAX_PAYLOAD;
 
 /// How often growth is reported at most.
 pub const INTERVAL: Duration = Duration::from_secs(10);

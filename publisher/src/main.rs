@@ -15,7 +15,7 @@ use publisher::counters::Counters;
 use publisher::jetstream::{JetStream, JetStreamError};
 use publisher::loss_log::{self, LossLog};
 use publisher::nats::SubjectPrefix;
-use publisher::server::{Format, Sink};
+use publisher::sink::{Format, Sink};
 use rustix::net::SocketType;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_seqpacket::UnixSeqpacketListener;

@@ -280,7 +280,7 @@ impl Prepared {
         let mut options = ConnectOptions::new()
             .name(&args.client_name)
             .require_tls(args.tls_required)
-            .client_capacity(crate::server::NATS_BUFFER_EVENTS)
+            .client_capacity(crate::sink::NATS_BUFFER_EVENTS)
             .add_root_certificates(self.ca.file())
             .event_callback(on_event);
         if let Some((cert, key)) = &self.client_cert {

@@ -41,10 +41,10 @@ pub const BUDGET_BASE: usize = 1024;
 /// strings take at most 512 + 20 + 12 bytes, its numbers and tags a few dozen.
 pub const EVENT_ROOM: usize = 4096;
 /// The largest encoding of a decoded payload: what the publisher hands to NATS at once at
-/// most (`server::NATS_BUFFER_BYTES`), less [`EVENT_ROOM`]. No legitimate message comes
+/// most (`sink::NATS_BUFFER_BYTES`), less [`EVENT_ROOM`]. No legitimate message comes
 /// near; past it, an event could never be published, and its encoding would be one more
 /// large copy.
-pub const MAX_ENCODED_LEN: usize = crate::server::NATS_BUFFER_BYTES - EVENT_ROOM;
+pub const MAX_ENCODED_LEN: usize = crate::sink::NATS_BUFFER_BYTES - EVENT_ROOM;
 /// The most bytes one payload byte encodes to: a merkleblock's flag byte, 8 bools written
 /// unpacked, 2 bytes each (docs/wire-format.md). A payload shorter than `MAX_ENCODED_LEN /
 /// MAX_ENCODED_PER_BYTE` cannot pass `MAX_ENCODED_LEN`, so its encoding is not measured.

@@ -1,27 +1,25 @@
-//! Accepting loader connections and publishing what they forward.
+//! Accepting loader connections, reading what they forward, and decoding it for the sink
+//! (publisher/src/sink.rs), each record acknowledged once done (publisher/src/acks.rs).
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::connection::State;
-use async_nats::{Client, PublishErrorKind};
 use ipc_protocol::{
-    decode_datagram, decode_hello, Acknowledger, Batch, Datagram, Loss, OwnedRecord, Reassembler, Record, Tracepoint,
-    MAX_DATAGRAM, MAX_RECORD,
+    decode_datagram, decode_hello, Batch, Datagram, Loss, OwnedRecord, Reassembler, Record, MAX_DATAGRAM, MAX_RECORD,
 };
 use rustix::io::Errno;
-use rustix::net::{RecvFlags, SendFlags, Shutdown};
+use rustix::net::{RecvFlags, Shutdown};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_seqpacket::{UnixSeqpacket, UnixSeqpacketListener};
 
+use crate::acks::{settle, Acknowledging, Acks, Done};
 use crate::clock::ClockSample;
 use crate::counters::Counters;
-use crate::decode::{decode_to_at_most, Decoded};
-use crate::jetstream::JetStream;
+use crate::decode::decode_to_at_most;
 use crate::nats::SubjectPrefix;
-use crate::render;
+use crate::sink::{DecodedRecord, RecordId, Sink, Unflushed, FLUSH_TIMEOUT};
 
 #[cfg(test)]
 mod tests {
@@ -57,114 +55,6 @@ pub enum ConnectionError {
     BlockingMode(#[source] std::io::Error),
     #[error("cannot start the thread reading from the loader: {0}")]
     ReaderThread(#[source] std::io::Error),
-}
-
-/// NATS `max_payload` that fits any event: a 4,000,000-byte block plus its envelope.
-pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
-
-/// Where events go. Everything before (reading, validating, decoding, counting) is the same
-/// for both; only handing an event on differs.
-#[derive(Clone)]
-pub enum Sink {
-    /// Published to NATS: the publisher's job; with JetStream's acknowledgements in
-    /// JetStream mode.
-    Nats { client: Client, address: String, jetstream: Option<Arc<JetStream>> },
-    /// Written to standard output, one line each, instead (`--stdout`): what the loader sees,
-    /// without a NATS server.
-    Stdout(Format),
-}
-
-/// How `--stdout` writes an event: as event-tail prints it, [`render::json`] or
-/// [`render::readable`]. (Doc comments on the variants would switch --help to its long layout.)
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Format {
-    Json,
-    Readable,
-}
-
-impl std::fmt::Display for Sink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Sink::Nats { address, .. } => write!(f, "NATS at {address}"),
-            Sink::Stdout(Format::Json) => f.write_str("standard output as JSON"),
-            Sink::Stdout(Format::Readable) => f.write_str("standard output as readable lines"),
-        }
-    }
-}
-
-/// How long a stopping publisher waits for the sink to take what it was handed.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl Sink {
-    /// The largest event it takes: the NATS server's `max_payload` (which the loss log names),
-    /// any on standard output.
-    pub fn max_event_len(&self) -> usize {
-        match self {
-            Sink::Nats { client, .. } => client.max_payload(),
-            Sink::Stdout(_) => usize::MAX,
-        }
-    }
-
-    /// Hands one event on, adding to what waits in the NATS client's buffer: the bytes, and
-    /// the record's [`Done`], held until a flush went through. Elsewhere the record is done
-    /// once written (standard output) or once JetStream acknowledged it.
-    async fn send(&self, event: DecodedRecord, prefix: &SubjectPrefix, counters: &Counters, unflushed: &mut Unflushed) {
-        match self {
-            Sink::Nats { client, jetstream: None, .. } => {
-                if let Some((size, done)) = publish(event, client, prefix, counters, unflushed.bytes).await {
-                    unflushed.bytes += size;
-                    unflushed.records.push(done);
-                }
-            }
-            Sink::Nats { client, jetstream: Some(jetstream), .. } => {
-                publish_durably(event, client, jetstream, prefix, counters).await
-            }
-            Sink::Stdout(format) => write_line(event, *format, prefix, counters).await,
-        }
-    }
-
-    /// Waits for the NATS server to have taken what was published: once it is a few MiB
-    /// (that slows reading instead of growing the client's buffer), and whenever the loader
-    /// has sent nothing more, so that the records are acknowledged. Only a flush that went
-    /// through shows the buffer written to the server. Standard output and JetStream keep
-    /// nothing here.
-    async fn pace(&self, unflushed: &mut Unflushed, idle: bool) {
-        if unflushed.bytes >= UNFLUSHED_BYTES || (idle && !unflushed.records.is_empty()) {
-            self.flush_published(unflushed, Duration::from_secs(1)).await;
-        }
-    }
-
-    /// Waits up to `within` for the NATS server to take what waits in the client's buffer;
-    /// once it has, those records are done. Bounded: a connection lost meanwhile would hold the
-    /// flush until it is back, so none is tried while disconnected.
-    async fn flush_published(&self, unflushed: &mut Unflushed, within: Duration) {
-        let Sink::Nats { client, jetstream: None, .. } = self else { return };
-        if client.connection_state() != State::Connected {
-            return;
-        }
-        match tokio::time::timeout(within, client.flush()).await {
-            Ok(Ok(())) => *unflushed = Unflushed::default(),
-            Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
-            Err(_) => {}
-        }
-    }
-
-    /// At shutdown: waits, at most [`FLUSH_TIMEOUT`], for NATS to take the buffered events
-    /// (with NATS down, a flush would wait for the reconnection forever). Each line to
-    /// standard output was written whole before it counted, so nothing waits there.
-    pub async fn flush(&self) {
-        let Sink::Nats { client, jetstream, .. } = self else { return };
-        if let Some(jetstream) = jetstream {
-            jetstream.stop().await;
-        }
-        match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("flushing NATS at shutdown failed: {e}"),
-            Err(_) => {
-                tracing::warn!("NATS did not take the buffered events within {} s of shutdown", FLUSH_TIMEOUT.as_secs())
-            }
-        }
-    }
 }
 
 /// At most one warning per interval about refused connections or failed accepts, saying how
@@ -289,95 +179,9 @@ async fn recv<'b>(conn: &UnixSeqpacket, buf: &'b mut [u8]) -> Result<Option<&'b 
 /// Performance).
 const BACKLOG_BYTES: usize = MAX_RECORD + (1 << 20);
 
-/// Bytes published between waits for the NATS server to have taken them.
-const UNFLUSHED_BYTES: usize = 2 << 20;
 /// While records published wait for a flush that NATS, down, does not take: how often it is
 /// tried again.
 const FLUSH_RETRY: Duration = Duration::from_millis(100);
-
-/// Events handed to the NATS client since the last flush that went through.
-#[derive(Default)]
-struct Unflushed {
-    bytes: usize,
-    records: Vec<Done>,
-}
-
-/// The records of one connection the loader has not been told are done (docs/ipc.md,
-/// "Acknowledgements"). Each is tracked from its arrival by a [`Done`].
-struct Acks {
-    state: Mutex<Acknowledger>,
-    changed: Notify,
-}
-
-/// A record's place among its connection's [`Acks`]: dropped once the record is published,
-/// acknowledged by JetStream, or counted, on whichever path that happens. A publisher that
-/// dies drops none, and one that drops a connection mid-way drops them after abandoning its
-/// acknowledgements ([`Acknowledging`]): the loader counts those records as `publisher_lost`.
-pub struct Done {
-    acks: Arc<Acks>,
-    record: u64,
-}
-
-impl Acks {
-    fn new() -> Arc<Self> {
-        Arc::new(Acks { state: Mutex::new(Acknowledger::new()), changed: Notify::new() })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Acknowledger> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Record `record` arrived.
-    fn arrived(self: &Arc<Self>, record: u64) -> Done {
-        self.lock().received(record);
-        Done { acks: Arc::clone(self), record }
-    }
-
-    /// Sends the acknowledgement due, if any, without blocking; `false` if the loader's side of
-    /// the socket is full, to be tried again.
-    fn send(&self, sock: &OwnedFd) -> bool {
-        let Some(ack) = self.lock().due() else { return true };
-        match rustix::net::send(sock, &ack, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
-            Ok(_) => self.lock().sent(ack),
-            Err(Errno::AGAIN) => return false,
-            Err(e) => tracing::debug!("acknowledging to the loader failed: {e}"),
-        }
-        true
-    }
-}
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        self.acks.lock().done(self.record);
-        self.acks.changed.notify_one();
-    }
-}
-
-/// At most one acknowledgement per this interval: they are cumulative.
-const ACK_INTERVAL: Duration = Duration::from_millis(1);
-/// The pause before trying again when the loader's side of the socket was full.
-const ACK_RETRY: Duration = Duration::from_millis(10);
-
-/// Acknowledges to the loader what its records' [`Done`]s say, as they say it.
-async fn acknowledge(sock: Arc<OwnedFd>, acks: Arc<Acks>) {
-    loop {
-        acks.changed.notified().await;
-        tokio::time::sleep(ACK_INTERVAL).await;
-        while !acks.send(&sock) {
-            tokio::time::sleep(ACK_RETRY).await;
-        }
-    }
-}
-/// Bytes handed to the NATS client that it has not yet confirmed written (a flush): what may
-/// wait in its buffer while NATS is down or slow. The client itself bounds its buffer only in
-/// events ([`NATS_BUFFER_EVENTS`], of up to 5 MiB each); an event that would go past this is
-/// counted as `nats_unavailable` instead.
-pub const NATS_BUFFER_BYTES: usize = 16 << 20;
-/// Events the NATS client holds while it reconnects (its `client_capacity`; async-nats' own
-/// default, 2,048, is seconds of a busy node). The two bounds meet at events of 1 KiB; a node's
-/// take a few hundred bytes, so this one is reached first. Each slot costs an estimated 150
-/// bytes besides the event.
-pub const NATS_BUFFER_EVENTS: usize = 16_384;
 
 /// What the reading thread hands on, holding its share of the backlog until published.
 enum Received {
@@ -480,43 +284,6 @@ async fn serve_loader(
     drop(acknowledging);
     drop(unflushed);
     read
-}
-
-/// The task acknowledging a connection's records as they are done. Dropped, it abandons the
-/// connection's acknowledgements: the records still held, unpublished, then free their
-/// [`Done`]s unacknowledged, and the loader counts them as `publisher_lost`.
-struct Acknowledging {
-    acks: Arc<Acks>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Acknowledging {
-    fn start(sock: &Arc<OwnedFd>, acks: &Arc<Acks>) -> Self {
-        Acknowledging { acks: Arc::clone(acks), task: tokio::spawn(acknowledge(Arc::clone(sock), Arc::clone(acks))) }
-    }
-}
-
-impl Drop for Acknowledging {
-    fn drop(&mut self) {
-        // Under the lock that `Done`s take and `Acks::send` reads `due` under: no
-        // acknowledgement computed after this counts a record freed after it.
-        self.acks.lock().abandon();
-        self.task.abort();
-    }
-}
-
-/// The connection's last acknowledgement, before it closes: once every record it carried is
-/// done (those JetStream has not acknowledged yet are awaited up to [`FLUSH_TIMEOUT`]), so
-/// that the loader counts as `publisher_lost` only what this publisher never accounted for.
-async fn settle(flushed: bool, sock: &OwnedFd, acks: &Acks) {
-    let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
-    while flushed && acks.lock().waiting() && tokio::time::Instant::now() < deadline {
-        let _ = tokio::time::timeout_at(deadline, acks.changed.notified()).await;
-    }
-    // The loader reads acknowledgements as it goes; a full socket empties within moments.
-    while !acks.send(sock) && tokio::time::Instant::now() < deadline + FLUSH_TIMEOUT {
-        tokio::time::sleep(ACK_RETRY).await;
-    }
 }
 
 /// Reads the loader's datagrams until it disconnects: checks their sequence, puts fragments
@@ -627,29 +394,6 @@ fn counted_loss(loss: Loss, counters: &Counters) {
     }
 }
 
-/// A record's name for the whole life of the loader (docs/ipc.md, "Record identity").
-#[derive(Clone, Copy)]
-struct RecordId {
-    run_id: u128,
-    index: u64,
-}
-
-impl RecordId {
-    /// As JetStream's `Nats-Msg-Id`: the run id in 32 hex digits, `-`, the record's number.
-    fn msg_id(self) -> String {
-        format!("{:032x}-{}", self.run_id, self.index)
-    }
-}
-
-/// A record decoded into its event, with its subject and wall-clock time.
-struct DecodedRecord {
-    id: RecordId,
-    tracepoint: Tracepoint,
-    timestamp_ms: u64,
-    decoded: Decoded,
-    done: Done,
-}
-
 /// Decodes a record for events of at most `max_event_len` bytes ([`Sink::max_event_len`]) and
 /// counts its anomalies; `None` (counted, and so done) if it is invalid.
 fn decoded(
@@ -675,140 +419,4 @@ fn decoded(
         counters.anomaly(tp, label);
     }
     Some(DecodedRecord { id, tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded, done })
-}
-
-/// Whether an event of `size` bytes exceeds the NATS server's `max_payload`; counted if so. Such
-/// an event is never encoded: a decoded payload can be many times its record's size, and the
-/// encoding would be one more copy of it. The limit is the one async-nats applies in `publish`
-/// (the server's, or NATS's default of 1 MB before the server said): one atomic load, where
-/// `server_info()` would clone the server's whole INFO for every event.
-fn exceeds_max_payload(nats: &Client, tp: Tracepoint, size: usize, counters: &Counters) -> bool {
-    let exceeds = size > nats.max_payload();
-    if exceeds {
-        count_over_max_payload(tp, size, counters);
-    }
-    exceeds
-}
-
-fn count_over_max_payload(tp: Tracepoint, size: usize, counters: &Counters) {
-    tracing::trace!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
-    counters.over_max_payload(tp);
-}
-
-/// Encodes and publishes one event, `unflushed` bytes being in the client's buffer already;
-/// returns the bytes it added there and the record's [`Done`], or `None` if it was counted
-/// instead.
-async fn publish(
-    event: DecodedRecord,
-    nats: &Client,
-    prefix: &SubjectPrefix,
-    counters: &Counters,
-    unflushed: usize,
-) -> Option<(usize, Done)> {
-    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, done, .. } = event;
-    let subject = prefix.apply(decoded.subject);
-    let event = decoded.into_envelope(timestamp_ms);
-    let size = event.encoded_len();
-    if exceeds_max_payload(nats, tp, size, counters) {
-        return None;
-    }
-    if unflushed + size > NATS_BUFFER_BYTES {
-        tracing::trace!(tracepoint = %tp, "NATS has not taken the last {unflushed} bytes: event dropped");
-        counters.nats_unavailable(tp);
-        return None;
-    }
-    let payload = event.into_encoding(size);
-    // While NATS is down, async-nats' `publish` waits for room in its bounded buffer, which
-    // would stall the socket and, behind it, the loader. So while disconnected the buffer is
-    // used only where it has room; an event that does not fit is counted.
-    let published = if nats.connection_state() == State::Connected {
-        nats.publish(subject, payload.into()).await
-    } else {
-        match tokio::time::timeout(Duration::ZERO, nats.publish(subject, payload.into())).await {
-            Ok(published) => published,
-            Err(_) => {
-                tracing::trace!(tracepoint = %tp, "NATS unreachable and its client buffer full: event dropped");
-                counters.nats_unavailable(tp);
-                return None;
-            }
-        }
-    };
-    match published {
-        Ok(()) => {
-            counters.published(tp, size);
-            return Some((size, done));
-        }
-        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => count_over_max_payload(tp, size, counters),
-        Err(e) => {
-            tracing::trace!(tracepoint = %tp, "publishing to NATS failed: {e}");
-            counters.publish_failed(tp);
-        }
-    }
-    None
-}
-
-/// Publishes one event into JetStream (publisher/src/jetstream.rs), under the `Nats-Msg-Id`
-/// its record's identity gives it; counted as published once sent, and again when
-/// acknowledged or given up.
-async fn publish_durably(
-    event: DecodedRecord,
-    nats: &Client,
-    jetstream: &JetStream,
-    prefix: &SubjectPrefix,
-    counters: &Counters,
-) {
-    let DecodedRecord { id, tracepoint: tp, timestamp_ms, decoded, done } = event;
-    let subject = prefix.apply(decoded.subject);
-    let event = decoded.into_envelope(timestamp_ms);
-    let size = event.encoded_len();
-    // Sending it again would not help: counted at once, as in core mode.
-    if exceeds_max_payload(nats, tp, size, counters) {
-        return;
-    }
-    let payload = event.into_encoding(size);
-    jetstream.publish(tp, subject, payload, id.msg_id(), done).await;
-    counters.published(tp, size);
-}
-
-/// Writes one event to standard output as a line of `format`, counted as published (with its
-/// protobuf size, as NATS would have had it) once written whole, or as `publish_failed`; the
-/// record is done as the function returns.
-async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix, counters: &Counters) {
-    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, .. } = event;
-    let subject = prefix.apply(decoded.subject);
-    let envelope = decoded.into_envelope(timestamp_ms);
-    let line = match format {
-        Format::Json => render::json(&subject, &envelope),
-        Format::Readable => Ok(render::readable(&subject, &envelope)),
-    };
-    // Only an inventory from elsewhere fails to render; the decoder builds every one whole.
-    let mut line = match line {
-        Ok(line) => line,
-        Err(e) => {
-            tracing::error!(tracepoint = %tp, "an event does not render as JSON: {e}");
-            counters.publish_failed(tp);
-            return;
-        }
-    };
-    line.push('\n');
-    // On a blocking thread: a reader that stalls (a paused pager) must hold up this
-    // connection only, never the runtime that handles SIGTERM and the metrics. Under the
-    // standard output's lock a line is written whole, whichever connection wrote it; each
-    // connection awaits its lines one by one, so they keep their order.
-    let written = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        std::io::stdout().lock().write_all(line.as_bytes())
-    })
-    .await;
-    match written {
-        Ok(Ok(())) => counters.published(tp, envelope.encoded_len()),
-        Ok(Err(e)) => {
-            tracing::trace!(tracepoint = %tp, "writing to standard output failed: {e}");
-            counters.publish_failed(tp);
-        }
-        Err(e) => {
-            tracing::trace!(tracepoint = %tp, "the thread writing to standard output failed: {e}");
-            counters.publish_failed(tp);
-        }
-    }
 }

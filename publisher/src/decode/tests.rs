@@ -584,7 +584,7 @@ fn a_payload_whose_encoding_would_pass_the_largest_event_is_published_as_unknown
 /// than not at all; for a server that takes it, it is decoded.
 #[test]
 fn a_payload_whose_event_would_pass_the_servers_max_payload_is_published_as_unknown() {
-    use crate::server::RECOMMENDED_MAX_PAYLOAD;
+    use crate::sink::RECOMMENDED_MAX_PAYLOAD;
     let payload = filled(4 * MB, &[], &[&[0x20; 80][..], &[0]].concat());
     let data = message(3, "1.2.3.4:8333", "inbound", "headers", &payload);
     let record = Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data };
@@ -609,7 +609,7 @@ fn a_payload_whose_event_would_pass_the_servers_max_payload_is_published_as_unkn
 /// its event (ids and raw bytes per transaction) fits the recommended `max_payload` decoded.
 #[test]
 fn a_block_of_one_inscription_fits_the_recommended_max_payload_decoded() {
-    use crate::server::RECOMMENDED_MAX_PAYLOAD;
+    use crate::sink::RECOMMENDED_MAX_PAYLOAD;
     let witness_len = 3_999_700;
     let input = [[7; 36].as_slice(), &[0], &[0xff; 4]].concat();
     let mut tx = [&2u32.to_le_bytes()[..], &[0, 1], &repeated(1, &input)].concat();

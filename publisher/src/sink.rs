@@ -1,0 +1,310 @@
+//! Where events go: published to NATS (core, or JetStream with acknowledgements), or written to
+//! standard output (`--stdout`). Everything before (reading, validating, decoding, counting,
+//! publisher/src/server.rs) is the same for each; only handing an event on differs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::{Client, PublishErrorKind};
+use ipc_protocol::Tracepoint;
+
+use crate::acks::Done;
+use crate::counters::Counters;
+use crate::decode::Decoded;
+use crate::jetstream::JetStream;
+use crate::nats::SubjectPrefix;
+use crate::render;
+
+/// NATS `max_payload` that fits any event: a 4,000,000-byte block plus its envelope.
+pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
+
+/// Where events go: NATS, or standard output.
+#[derive(Clone)]
+pub enum Sink {
+    /// Published to NATS: the publisher's job; with JetStream's acknowledgements in
+    /// JetStream mode.
+    Nats { client: Client, address: String, jetstream: Option<Arc<JetStream>> },
+    /// Written to standard output, one line each, instead (`--stdout`): what the loader sees,
+    /// without a NATS server.
+    Stdout(Format),
+}
+
+/// How `--stdout` writes an event: as event-tail prints it, [`render::json`] or
+/// [`render::readable`]. (Doc comments on the variants would switch --help to its long layout.)
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Readable,
+}
+
+impl std::fmt::Display for Sink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sink::Nats { address, .. } => write!(f, "NATS at {address}"),
+            Sink::Stdout(Format::Json) => f.write_str("standard output as JSON"),
+            Sink::Stdout(Format::Readable) => f.write_str("standard output as readable lines"),
+        }
+    }
+}
+
+/// How long a stopping publisher waits for the sink to take what it was handed.
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Sink {
+    /// The largest event it takes: the NATS server's `max_payload` (which the loss log names),
+    /// any on standard output.
+    pub fn max_event_len(&self) -> usize {
+        match self {
+            Sink::Nats { client, .. } => client.max_payload(),
+            Sink::Stdout(_) => usize::MAX,
+        }
+    }
+
+    /// Hands one event on, adding to what waits in the NATS client's buffer: the bytes, and
+    /// the record's [`Done`], held until a flush went through. Elsewhere the record is done
+    /// once written (standard output) or once JetStream acknowledged it.
+    pub(crate) async fn send(
+        &self,
+        event: DecodedRecord,
+        prefix: &SubjectPrefix,
+        counters: &Counters,
+        unflushed: &mut Unflushed,
+    ) {
+        match self {
+            Sink::Nats { client, jetstream: None, .. } => {
+                if let Some((size, done)) = publish(event, client, prefix, counters, unflushed.bytes).await {
+                    unflushed.bytes += size;
+                    unflushed.records.push(done);
+                }
+            }
+            Sink::Nats { client, jetstream: Some(jetstream), .. } => {
+                publish_durably(event, client, jetstream, prefix, counters).await
+            }
+            Sink::Stdout(format) => write_line(event, *format, prefix, counters).await,
+        }
+    }
+
+    /// Waits for the NATS server to have taken what was published: once it is a few MiB
+    /// (that slows reading instead of growing the client's buffer), and whenever the loader
+    /// has sent nothing more, so that the records are acknowledged. Only a flush that went
+    /// through shows the buffer written to the server. Standard output and JetStream keep
+    /// nothing here.
+    pub(crate) async fn pace(&self, unflushed: &mut Unflushed, idle: bool) {
+        if unflushed.bytes >= UNFLUSHED_BYTES || (idle && !unflushed.records.is_empty()) {
+            self.flush_published(unflushed, Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Waits up to `within` for the NATS server to take what waits in the client's buffer;
+    /// once it has, those records are done. Bounded: a connection lost meanwhile would hold the
+    /// flush until it is back, so none is tried while disconnected.
+    pub(crate) async fn flush_published(&self, unflushed: &mut Unflushed, within: Duration) {
+        let Sink::Nats { client, jetstream: None, .. } = self else { return };
+        if client.connection_state() != State::Connected {
+            return;
+        }
+        match tokio::time::timeout(within, client.flush()).await {
+            Ok(Ok(())) => *unflushed = Unflushed::default(),
+            Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
+            Err(_) => {}
+        }
+    }
+
+    /// At shutdown: waits, at most [`FLUSH_TIMEOUT`], for NATS to take the buffered events
+    /// (with NATS down, a flush would wait for the reconnection forever). Each line to
+    /// standard output was written whole before it counted, so nothing waits there.
+    pub async fn flush(&self) {
+        let Sink::Nats { client, jetstream, .. } = self else { return };
+        if let Some(jetstream) = jetstream {
+            jetstream.stop().await;
+        }
+        match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("flushing NATS at shutdown failed: {e}"),
+            Err(_) => {
+                tracing::warn!("NATS did not take the buffered events within {} s of shutdown", FLUSH_TIMEOUT.as_secs())
+            }
+        }
+    }
+}
+
+/// Bytes published between waits for the NATS server to have taken them.
+const UNFLUSHED_BYTES: usize = 2 << 20;
+
+/// Events handed to the NATS client since the last flush that went through.
+#[derive(Default)]
+pub(crate) struct Unflushed {
+    bytes: usize,
+    pub(crate) records: Vec<Done>,
+}
+
+/// Bytes handed to the NATS client that it has not yet confirmed written (a flush): what may
+/// wait in its buffer while NATS is down or slow. The client itself bounds its buffer only in
+/// events ([`NATS_BUFFER_EVENTS`], of up to 5 MiB each); an event that would go past this is
+/// counted as `nats_unavailable` instead.
+pub const NATS_BUFFER_BYTES: usize = 16 << 20;
+/// Events the NATS client holds while it reconnects (its `client_capacity`; async-nats' own
+/// default, 2,048, is seconds of a busy node). The two bounds meet at events of 1 KiB; a node's
+/// take a few hundred bytes, so this one is reached first. Each slot costs an estimated 150
+/// bytes besides the event.
+pub const NATS_BUFFER_EVENTS: usize = 16_384;
+
+/// A record's name for the whole life of the loader (docs/ipc.md, "Record identity").
+#[derive(Clone, Copy)]
+pub(crate) struct RecordId {
+    pub(crate) run_id: u128,
+    pub(crate) index: u64,
+}
+
+impl RecordId {
+    /// As JetStream's `Nats-Msg-Id`: the run id in 32 hex digits, `-`, the record's number.
+    fn msg_id(self) -> String {
+        format!("{:032x}-{}", self.run_id, self.index)
+    }
+}
+
+/// A record decoded into its event, with its subject and wall-clock time.
+pub(crate) struct DecodedRecord {
+    pub(crate) id: RecordId,
+    pub(crate) tracepoint: Tracepoint,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) decoded: Decoded,
+    pub(crate) done: Done,
+}
+
+/// Whether an event of `size` bytes exceeds the NATS server's `max_payload`; counted if so. Such
+/// an event is never encoded: a decoded payload can be many times its record's size, and the
+/// encoding would be one more copy of it. The limit is the one async-nats applies in `publish`
+/// (the server's, or NATS's default of 1 MB before the server said): one atomic load, where
+/// `server_info()` would clone the server's whole INFO for every event.
+fn exceeds_max_payload(nats: &Client, tp: Tracepoint, size: usize, counters: &Counters) -> bool {
+    let exceeds = size > nats.max_payload();
+    if exceeds {
+        count_over_max_payload(tp, size, counters);
+    }
+    exceeds
+}
+
+fn count_over_max_payload(tp: Tracepoint, size: usize, counters: &Counters) {
+    tracing::trace!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
+    counters.over_max_payload(tp);
+}
+
+/// Encodes and publishes one event, `unflushed` bytes being in the client's buffer already;
+/// returns the bytes it added there and the record's [`Done`], or `None` if it was counted
+/// instead.
+async fn publish(
+    event: DecodedRecord,
+    nats: &Client,
+    prefix: &SubjectPrefix,
+    counters: &Counters,
+    unflushed: usize,
+) -> Option<(usize, Done)> {
+    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, done, .. } = event;
+    let subject = prefix.apply(decoded.subject);
+    let event = decoded.into_envelope(timestamp_ms);
+    let size = event.encoded_len();
+    if exceeds_max_payload(nats, tp, size, counters) {
+        return None;
+    }
+    if unflushed + size > NATS_BUFFER_BYTES {
+        tracing::trace!(tracepoint = %tp, "NATS has not taken the last {unflushed} bytes: event dropped");
+        counters.nats_unavailable(tp);
+        return None;
+    }
+    let payload = event.into_encoding(size);
+    // While NATS is down, async-nats' `publish` waits for room in its bounded buffer, which
+    // would stall the socket and, behind it, the loader. So while disconnected the buffer is
+    // used only where it has room; an event that does not fit is counted.
+    let published = if nats.connection_state() == State::Connected {
+        nats.publish(subject, payload.into()).await
+    } else {
+        match tokio::time::timeout(Duration::ZERO, nats.publish(subject, payload.into())).await {
+            Ok(published) => published,
+            Err(_) => {
+                tracing::trace!(tracepoint = %tp, "NATS unreachable and its client buffer full: event dropped");
+                counters.nats_unavailable(tp);
+                return None;
+            }
+        }
+    };
+    match published {
+        Ok(()) => {
+            counters.published(tp, size);
+            return Some((size, done));
+        }
+        Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => count_over_max_payload(tp, size, counters),
+        Err(e) => {
+            tracing::trace!(tracepoint = %tp, "publishing to NATS failed: {e}");
+            counters.publish_failed(tp);
+        }
+    }
+    None
+}
+
+/// Publishes one event into JetStream (publisher/src/jetstream.rs), under the `Nats-Msg-Id`
+/// its record's identity gives it; counted as published once sent, and again when
+/// acknowledged or given up.
+async fn publish_durably(
+    event: DecodedRecord,
+    nats: &Client,
+    jetstream: &JetStream,
+    prefix: &SubjectPrefix,
+    counters: &Counters,
+) {
+    let DecodedRecord { id, tracepoint: tp, timestamp_ms, decoded, done } = event;
+    let subject = prefix.apply(decoded.subject);
+    let event = decoded.into_envelope(timestamp_ms);
+    let size = event.encoded_len();
+    // Sending it again would not help: counted at once, as in core mode.
+    if exceeds_max_payload(nats, tp, size, counters) {
+        return;
+    }
+    let payload = event.into_encoding(size);
+    jetstream.publish(tp, subject, payload, id.msg_id(), done).await;
+    counters.published(tp, size);
+}
+
+/// Writes one event to standard output as a line of `format`, counted as published (with its
+/// protobuf size, as NATS would have had it) once written whole, or as `publish_failed`; the
+/// record is done as the function returns.
+async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix, counters: &Counters) {
+    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, .. } = event;
+    let subject = prefix.apply(decoded.subject);
+    let envelope = decoded.into_envelope(timestamp_ms);
+    let line = match format {
+        Format::Json => render::json(&subject, &envelope),
+        Format::Readable => Ok(render::readable(&subject, &envelope)),
+    };
+    // Only an inventory from elsewhere fails to render; the decoder builds every one whole.
+    let mut line = match line {
+        Ok(line) => line,
+        Err(e) => {
+            tracing::error!(tracepoint = %tp, "an event does not render as JSON: {e}");
+            counters.publish_failed(tp);
+            return;
+        }
+    };
+    line.push('\n');
+    // On a blocking thread: a reader that stalls (a paused pager) must hold up this
+    // connection only, never the runtime that handles SIGTERM and the metrics. Under the
+    // standard output's lock a line is written whole, whichever connection wrote it; each
+    // connection awaits its lines one by one, so they keep their order.
+    let written = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        std::io::stdout().lock().write_all(line.as_bytes())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => counters.published(tp, envelope.encoded_len()),
+        Ok(Err(e)) => {
+            tracing::trace!(tracepoint = %tp, "writing to standard output failed: {e}");
+            counters.publish_failed(tp);
+        }
+        Err(e) => {
+            tracing::trace!(tracepoint = %tp, "the thread writing to standard output failed: {e}");
+            counters.publish_failed(tp);
+        }
+    }
+}
