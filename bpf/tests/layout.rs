@@ -48,8 +48,10 @@ fn c_type(btf: &Btf<'_>, id: TypeId) -> Option<CType> {
 }
 
 fn c_int(ty: BtfType<'_>) -> Option<CInt> {
-    let int = Int::try_from(ty.skip_mods_and_typedefs()).ok()?;
-    let signed = matches!(int.encoding, IntEncoding::Signed) && ty.name().is_none_or(|n| n != "char");
+    let base = ty.skip_mods_and_typedefs();
+    let int = Int::try_from(base).ok()?;
+    // Plain `char` (text) is signed on x86 and carried as bytes: `signed char` is not text.
+    let signed = matches!(int.encoding, IntEncoding::Signed) && base.name().is_none_or(|n| n != "char");
     Some(CInt { bytes: usize::from(int.bits) / 8, signed })
 }
 

@@ -75,7 +75,18 @@ pub struct Bins {
     pub loader: PathBuf,
     pub publisher: PathBuf,
     pub simulator: PathBuf,
-    pub event_tail: PathBuf,
+}
+
+/// Where cargo put the workspace's binaries: target/<profile>, above target/<profile>/deps/<test>
+/// or beside target/<profile>/<bin>.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn bins() -> &'static Bins {
@@ -86,12 +97,7 @@ pub fn bins() -> &'static Bins {
             "the end-to-end tests load BPF programs and run each process as a user of its own: \
              run them as root (scripts/test.sh, as CI does)"
         );
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>
-        let mut profile_dir = exe.parent().expect("target dir");
-        if profile_dir.ends_with("deps") {
-            profile_dir = profile_dir.parent().expect("target dir");
-        }
+        let profile_dir = profile_dir();
         remove_bins_of_exited_processes();
         let dir = TempDir::new("bins");
         let copy = |name: &str| {
@@ -107,7 +113,6 @@ pub fn bins() -> &'static Bins {
             loader: copy("ebpf-loader"),
             publisher: copy("ebpf-publisher"),
             simulator: copy("tracepoint-simulator"),
-            event_tail: copy("event-tail"),
             _dir: dir,
         }
     })

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     let client = publisher::nats::connect(&cli.nats, &Arc::new(Counters::default())).await?;
     // `*` matches one token only: this project's own subjects have two (docs/wire-format.md).
-    let prefix = SubjectPrefix::new(&cli.nats.subject_prefix);
+    let prefix = SubjectPrefix::of(&cli.nats);
     let mut messages = futures_util::stream::select(
         client.subscribe(prefix.subscription("*")).await?,
         client.subscribe(prefix.subscription("peer-observer-ebpf.>")).await?,

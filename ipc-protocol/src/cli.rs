@@ -1,5 +1,5 @@
-//! The command-line flags that two binaries share (feature `cli`), so that the launcher takes
-//! the same flags as the binary it starts and hands on exactly what it was given: the
+//! The command-line flags that several binaries share (feature `cli`), so that the launcher
+//! takes the same flags as the binary it starts and hands on exactly what it was given: the
 //! table's switch per category and size per ring (the loader's), the NATS connection and
 //! JetStream mode (the publisher's; event-tail subscribes with the same connection flags).
 
@@ -138,8 +138,9 @@ pub const DEFAULT_NATS_CLIENT_NAME: &str = "ebpf-publisher";
 
 /// Where and how to reach NATS (publisher/src/nats.rs reads the files and connects; the
 /// launcher hands every secret on as a file, launcher/src/nats.rs). Secrets come from files, or
-/// the password from the environment: a value given on the command line shows in `ps`.
-#[derive(Debug, Clone, Args)]
+/// the password from the environment: a value given on the command line shows in `ps`. (No
+/// `Debug`: it would print the password.)
+#[derive(Args)]
 pub struct NatsFlags {
     /// Address of the NATS server: host:port, or a nats:// or tls:// URL (tls:// requires TLS)
     #[arg(short = 'n', visible_short_alias = 'a', long = "nats-address", default_value = "127.0.0.1:4222")]
@@ -178,10 +179,10 @@ pub struct NatsFlags {
     /// Refuse to talk to NATS without TLS (a tls:// address does the same)
     #[arg(long = "nats-tls-required")]
     pub tls_required: bool,
-    /// Name of the publisher's connection in the server's monitoring (connz)
+    /// Name of the connection in the server's monitoring (connz)
     #[arg(long = "nats-client-name", default_value = DEFAULT_NATS_CLIENT_NAME)]
     pub client_name: String,
-    /// Publish on `PREFIX.<subject>` instead of `<subject>`; PREFIX is given without its
+    /// Events go on `PREFIX.<subject>` instead of `<subject>`; PREFIX is given without its
     /// trailing dot, e.g. peer-observer.mainnet.node1. Subscribers then subscribe `PREFIX.*`
     #[arg(long = "nats-subject-prefix", default_value = "", value_parser = subject_prefix)]
     pub subject_prefix: String,

@@ -182,4 +182,12 @@ mod tests {
         );
         assert!(handed.args.iter().any(|a| a == "--nats-tls-required"));
     }
+
+    #[test]
+    fn a_client_name_is_handed_on_unless_it_is_the_default() {
+        let named = hand_on(&["--nats-client-name", "node1"]).unwrap();
+        assert_eq!(after(&named, "--nats-client-name"), "node1");
+        assert!(hand_on(&["--nats-client-name", DEFAULT_NATS_CLIENT_NAME]).unwrap().args.is_empty());
+        assert!(hand_on(&[]).unwrap().args.is_empty());
+    }
 }

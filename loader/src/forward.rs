@@ -68,7 +68,8 @@ const RECONNECT_INTERVAL: Duration = Duration::from_secs(1);
 /// [`RECONNECT_INTERVAL`].
 const RECONNECT_MAX: Duration = Duration::from_secs(32);
 /// How long a publisher that stopped reading may take to publish what it read, acknowledge it
-/// and close: its own drain takes at most 5 s (publisher/src/server.rs).
+/// and close: its own drain takes at most 5 s (FLUSH_TIMEOUT in publisher/src/sink.rs, awaited
+/// by `settle` in publisher/src/acks.rs).
 const CLOSING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The wait before reconnecting, after a connection that `lasted` so long was lost and the wait

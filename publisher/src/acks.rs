@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 
 use crate::sink::FLUSH_TIMEOUT;
 
-/// The records of one connection the loader has not been told are done (docs/ipc.md,
-/// "Acknowledgements"). Each is tracked from its arrival by a [`Done`].
+/// The records of one connection the loader has not been told are done. Each is tracked from
+/// its arrival by a [`Done`].
 pub(crate) struct Acks {
     state: Mutex<Acknowledger>,
     changed: Notify,
@@ -79,6 +79,7 @@ async fn acknowledge(sock: Arc<OwnedFd>, acks: Arc<Acks>) {
         }
     }
 }
+
 /// The task acknowledging a connection's records as they are done. Dropped, it abandons the
 /// connection's acknowledgements: the records still held, unpublished, then free their
 /// [`Done`]s unacknowledged, and the loader counts them as `publisher_lost`.

@@ -149,7 +149,7 @@ fn nats_options_given(matches: &ArgMatches) -> Vec<String> {
 
 async fn run(cli: Cli) -> Result<(), PublisherError> {
     let counters = Arc::new(Counters::default());
-    let prefix = SubjectPrefix::new(&cli.nats.subject_prefix);
+    let prefix = SubjectPrefix::of(&cli.nats);
     let sink = match cli.stdout {
         Some(format) => Sink::Stdout(format),
         // Reads every NATS file now, before the seccomp filter: only the TLS files are opened

@@ -58,10 +58,11 @@ pub enum NatsError {
 pub struct SubjectPrefix(Option<String>);
 
 impl SubjectPrefix {
-    /// The prefix `--nats-subject-prefix` gives, checked as clap parsed it
-    /// (`ipc_protocol::cli::subject_prefix`); empty for none.
-    pub fn new(prefix: &str) -> SubjectPrefix {
-        SubjectPrefix((!prefix.is_empty()).then(|| prefix.to_owned()))
+    /// The prefix of `--nats-subject-prefix`, which clap checked as it parsed the flags
+    /// (`ipc_protocol::cli::subject_prefix`); none if empty.
+    pub fn of(flags: &NatsFlags) -> SubjectPrefix {
+        let prefix = &flags.subject_prefix;
+        SubjectPrefix((!prefix.is_empty()).then(|| prefix.clone()))
     }
 
     /// The subject a subscriber to events of `subject` subscribes to (wildcards allowed).
@@ -496,10 +497,15 @@ mod tests {
         assert_eq!(server(&info("", "nats-1"), "nats.example:4222"), "nats.example:4222 (server nats-1)");
     }
 
+    fn prefix(given: &str) -> SubjectPrefix {
+        SubjectPrefix::of(&parse(&["--nats-subject-prefix", given]).unwrap())
+    }
+
     #[test]
     fn a_prefix_goes_before_the_subject_with_its_dot() {
-        assert_eq!(SubjectPrefix::new("").apply("netmsg").as_str(), "netmsg");
-        let prefix = SubjectPrefix::new("peer-observer.mainnet.node1");
+        assert_eq!(SubjectPrefix::of(&parse(&[]).unwrap()).apply("netmsg").as_str(), "netmsg");
+        assert_eq!(prefix("").apply("netmsg").as_str(), "netmsg");
+        let prefix = prefix("peer-observer.mainnet.node1");
         assert_eq!(prefix.apply("netmsg").as_str(), "peer-observer.mainnet.node1.netmsg");
         assert_eq!(
             prefix.apply("peer-observer-ebpf.utxocache").as_str(),
@@ -510,7 +516,7 @@ mod tests {
     #[test]
     fn a_subscriber_subscribes_behind_the_prefix() {
         assert_eq!(SubjectPrefix::default().subscription("*"), "*");
-        let prefix = SubjectPrefix::new("p.q");
+        let prefix = prefix("p.q");
         assert_eq!(prefix.subscription("peer-observer-ebpf.>"), "p.q.peer-observer-ebpf.>");
     }
 

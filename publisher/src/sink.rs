@@ -19,7 +19,7 @@ use crate::render;
 /// NATS `max_payload` that fits any event: a 4,000,000-byte block plus its envelope.
 pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
 
-/// Where events go: NATS, or standard output.
+/// NATS (core or JetStream), or standard output.
 #[derive(Clone)]
 pub enum Sink {
     /// Published to NATS: the publisher's job; with JetStream's acknowledgements in
