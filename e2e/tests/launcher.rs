@@ -131,7 +131,7 @@ async fn seed_command_follows_a_private_pid_file_across_a_restart_under_uids_of_
         // README's allowlist: nothing else of root's environment (which holds a secret here).
         assert!(names.contains(&"NOTIFY_SOCKET".to_string()), "{who}'s environment: {names:?}");
         assert!(
-            names.iter().all(|n| ["NOTIFY_SOCKET", "TZ", "RUST_BACKTRACE"].contains(&n.as_str())),
+            names.iter().all(|n| ["NOTIFY_SOCKET", "TZ", "RUST_BACKTRACE", "SSL_CERT_FILE"].contains(&n.as_str())),
             "{who}'s environment: {names:?}"
         );
         assert_eq!(std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap(), Path::new("/"));

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::ConnectOptions;
 use e2e::{
-    assert_fired_exactly, bins, free_address, gauge_becomes, notify_socket, receive, start_loader, wait_ready, wall_ms,
-    NatsServer, NodeDir, Simulator, TempDir, LOADER_UID,
+    assert_fired_exactly, bins, free_address, gauge_becomes, notify_socket, receive, scrape_metrics, start_loader,
+    wait_ready, wall_ms, NatsServer, NodeDir, Simulator, TempDir, LOADER_UID,
 };
 use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
@@ -759,6 +759,51 @@ async fn the_launcher_hands_secrets_on_as_files_never_as_values() {
     let log = e2e::read_stderr(&mut running).await;
     assert!(status.success(), "{status}: {log}");
     absent("the launcher's and its children's log", log.as_bytes(), &secrets);
+}
+
+/// `ebpf-extractor` hands the publisher the CA bundle that SSL_CERT_FILE names, which it
+/// trusts without --nats-tls-ca-file as when started alone (publisher/src/nats.rs), and
+/// --metrics-address: a TLS server whose certificate that CA signed takes the events, and the
+/// publisher's counters, served there, count them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_launcher_hands_on_the_ca_bundle_and_the_metrics_address() {
+    const SEED: u64 = 83;
+    let pki = Pki::new();
+    let ca = pki.ca("test-ca");
+    let server = pki.leaf("server", &ca, &["127.0.0.1"], false, false);
+    let nats = NatsServer::with_config(&tls_block(&server, None)).await;
+    let node = std::sync::Arc::new(NodeDir::new());
+    let simulator = Simulator::start_in(&node, &bins().simulator, TRACEPOINTS, ROUNDS, SEED, &[]);
+    let dir = TempDir::new("nats-launcher-ca");
+    let metrics = free_address();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = notify_socket(&notify_path);
+    let mut running = Command::new(&bins().launcher)
+        .args(["--nats-address", &nats.address, "--nats-tls-required", "--metrics-address", &metrics])
+        .args(["--bitcoind-path", path(&bins().simulator), "--bitcoind-pid-file", path(&node.pid_file())])
+        .env("SSL_CERT_FILE", &ca.file)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ebpf-extractor");
+    wait_ready(&notify, &mut running, "ebpf-extractor").await;
+    let tls = ConnectOptions::new().require_tls(true).add_root_certificates(ca.file.clone());
+    let mut subscriber = subscribe(&nats, tls, "*").await;
+
+    let before = wall_ms();
+    simulator.fire().await;
+    let events = receive(&mut subscriber, FIRED.len() * ROUNDS as usize).await;
+    assert_fired_exactly(&events, &FIRED, SEED, 0..ROUNDS, before..=wall_ms());
+    let scraped = scrape_metrics(&metrics);
+    for (tp, subject) in [("mempool:added", "mempool"), ("validation:block_connected", "validation")] {
+        let line = format!("peer_observer_ebpf_published_total{{tracepoint=\"{tp}\",subject=\"{subject}\"}} {ROUNDS}");
+        assert!(scraped.lines().any(|l| l == line), "{line} missing from {scraped}");
+    }
+
+    e2e::signal(running.id().expect("running"), "TERM");
+    let status = running.wait().await.expect("status");
+    assert!(status.success(), "{status}: {}", e2e::read_stderr(&mut running).await);
 }
 
 fn absent_from_loader(loader: u32) -> bool {

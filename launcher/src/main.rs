@@ -31,6 +31,8 @@ use users::{become_user, User};
 /// events into a NATS pub-sub queue
 #[derive(Parser)]
 #[command(name = "ebpf-extractor", version)]
+#[command(mut_arg("password", |arg| arg.help("Password for --nats-username. A value given here shows in `ps`: use --nats-password-file or the environment variable instead. The publisher gets it as a file, never as a value")))]
+#[command(mut_arg("password_file", |arg| arg.help("File holding the password for --nats-username (read by the launcher, as root; a trailing newline is ignored)")))]
 #[command(group(ArgGroup::new("bitcoind_process").required(true).args(["bitcoind_pid", "bitcoind_pid_file"])))]
 struct Cli {
     #[command(flatten)]
@@ -64,6 +66,9 @@ struct Cli {
     /// The extractor will exit if it doesn't detect activity in the ebpf buffers for 180 seconds. This flag disables this and only emits warnings about inactivity
     #[arg(short = 'i', long)]
     no_idle_exit: bool,
+    /// Have the publisher serve its counters for Prometheus on this address, e.g. 127.0.0.1:9842
+    #[arg(long, value_name = "ADDRESS")]
+    metrics_address: Option<std::net::SocketAddr>,
     /// User (name or uid) the publisher runs as, without any capability [default: a uid of its own, like systemd's DynamicUser=]
     #[arg(long)]
     publisher_user: Option<String>,
@@ -182,8 +187,9 @@ fn notify_socket(dir: &Path, name: &str, child: &User) -> Result<(UnixDatagram, 
 }
 
 /// The only variables of the launcher's environment a child gets (root's environment may hold
-/// secrets, and neither child reads configuration from it).
-const CHILD_ENV: [&str; 2] = ["TZ", "RUST_BACKTRACE"];
+/// secrets): the time zone, backtraces, and the CA bundle the publisher trusts without
+/// --nats-tls-ca-file (publisher/src/nats.rs).
+const CHILD_ENV: [&str; 3] = ["TZ", "RUST_BACKTRACE", "SSL_CERT_FILE"];
 
 /// Starts `cmd` as `user` keeping only `keep`, in a session of its own (no controlling
 /// terminal of root's, and no signal sent to the launcher's process group: the launcher stops
@@ -274,6 +280,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
             .args(["--socket-mode", "660", "--log-level", &log_level])
             .args(&nats.args)
             .args(cli.jetstream.to_args())
+            .args(cli.metrics_address.iter().flat_map(|address| ["--metrics-address".to_string(), address.to_string()]))
             .arg("--socket")
             .arg(&socket)
             .arg("--loader-uid")

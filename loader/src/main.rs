@@ -129,9 +129,7 @@ fn monotonic_ns() -> u64 {
 /// there does the loader need CAP_SYS_RESOURCE as well.
 fn warn_if_memlock_charged() {
     let release = rustix::system::uname().release().to_string_lossy().into_owned();
-    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
-    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
-    if version < (5, 11) {
+    if probes::kernel_before(&release, (5, 11)) {
         tracing::warn!(
             kernel = %release,
             "this kernel charges BPF memory to RLIMIT_MEMLOCK: the loader also needs CAP_SYS_RESOURCE here"

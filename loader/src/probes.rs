@@ -19,10 +19,16 @@ use crate::target::Target;
 pub enum ProbeError {
     #[error("cannot open the BPF object: {0}")]
     Open(#[source] libbpf_rs::Error),
-    #[error("the kernel refused the BPF programs (needs CAP_BPF and CAP_PERFMON, Linux >= 5.11 with BTF): {0}")]
+    #[error("the kernel refused the BPF programs (needs CAP_BPF and CAP_PERFMON, Linux >= 6.6 with BTF): {0}")]
     Load(#[source] libbpf_rs::Error),
-    #[error("cannot attach to tracepoint {tracepoint} in {binary}: {source}; is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?")]
-    Attach { tracepoint: Tracepoint, binary: String, source: libbpf_rs::Error, hint: &'static str },
+    #[error("cannot attach to tracepoint {tracepoint} in {binary}: {source}; is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?{}", old_kernel.as_deref().map(kernel_too_old).unwrap_or_default())]
+    Attach {
+        tracepoint: Tracepoint,
+        binary: String,
+        source: libbpf_rs::Error,
+        hint: &'static str,
+        old_kernel: Option<String>,
+    },
     #[error("cannot read the BPF drop counters: {0}")]
     Counters(#[source] libbpf_rs::Error),
     #[error("cannot freeze the BPF maps once attached: {0}")]
@@ -31,6 +37,32 @@ pub enum ProbeError {
     NoRing(&'static str),
     #[error("cannot map the BPF ring buffer {ring}: {source}")]
     MapRing { ring: &'static str, source: std::io::Error },
+}
+
+/// The first kernel with uprobe_multi links (6.6). On an older one libbpf attaches each probe
+/// with `perf_event_open`, which the loader's unit forbids (`~@debug`, SECURITY.md), so an
+/// attach failure there is the kernel's, whatever the binary.
+const UPROBE_MULTI_SINCE: (u32, u32) = (6, 6);
+
+/// Whether the kernel `release` (uname -r) is older than `version`; `false` if it does not start
+/// with `major.minor`.
+pub fn kernel_before(release: &str, version: (u32, u32)) -> bool {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
+    match (numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) < version,
+        _ => false,
+    }
+}
+
+/// The running kernel's release if it is older than [`UPROBE_MULTI_SINCE`].
+fn older_than_uprobe_multi() -> Option<String> {
+    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    kernel_before(&release, UPROBE_MULTI_SINCE).then_some(release)
+}
+
+fn kernel_too_old(release: &str) -> String {
+    let (major, minor) = UPROBE_MULTI_SINCE;
+    format!(" This kernel, {release}, is older than {major}.{minor}, which the loader needs for uprobe_multi links (Debian 12: take bookworm-backports' kernel)")
 }
 
 pub struct Probes<'obj> {
@@ -98,6 +130,7 @@ impl<'obj> Probes<'obj> {
                     } else {
                         ""
                     },
+                    old_kernel: older_than_uprobe_multi(),
                 }
             })?;
             links.push(link);
@@ -169,4 +202,21 @@ pub fn rings<'s>(skel: &'s ExtractorSkel<'_>, bytes: &[u32]) -> Result<Vec<ring:
                 .map_err(|source| ProbeError::MapRing { ring: ring.map_name(), source })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_before_6_6_are_named_in_an_attach_failure() {
+        for older in ["6.1.0-28-amd64", "5.14.0-427.el9.x86_64", "5.10.0"] {
+            assert!(kernel_before(older, UPROBE_MULTI_SINCE), "{older}");
+        }
+        for newer in ["6.6.0", "6.12.12+bpo-amd64", "6.18.44-fc-v1272", "7.0"] {
+            assert!(!kernel_before(newer, UPROBE_MULTI_SINCE), "{newer}");
+        }
+        assert!(!kernel_before("unknown", UPROBE_MULTI_SINCE));
+        assert!(kernel_too_old("6.1.0-28-amd64").contains("6.1.0-28-amd64, is older than 6.6"));
+    }
 }
