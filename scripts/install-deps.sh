@@ -3,6 +3,7 @@
 set -euo pipefail
 
 packages=(
+  build-essential      # cc, make and the linker that cargo and libbpf-sys's build use
   clang                # compiles the BPF programs
   libelf-dev zlib1g-dev pkg-config  # libbpf (built from source by libbpf-sys)
   systemtap-sdt-dev    # sys/sdt.h for the tracepoint simulator
