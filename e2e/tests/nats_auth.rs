@@ -761,17 +761,22 @@ async fn the_launcher_hands_secrets_on_as_files_never_as_values() {
     absent("the launcher's and its children's log", log.as_bytes(), &secrets);
 }
 
-/// `ebpf-extractor` hands the publisher the CA bundle that SSL_CERT_FILE names, which it
-/// trusts without --nats-tls-ca-file as when started alone (publisher/src/nats.rs), and
-/// --metrics-address: a TLS server whose certificate that CA signed takes the events, and the
-/// publisher's counters, served there, count them.
+/// `ebpf-extractor` reads the CA bundle that SSL_CERT_FILE names, as root, and hands it on as
+/// --nats-tls-ca-file (the bundle the publisher started alone trusts, publisher/src/nats.rs),
+/// and --metrics-address: a TLS server whose certificate that CA signed takes the events, and
+/// the publisher's counters, served there, count them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_launcher_hands_on_the_ca_bundle_and_the_metrics_address() {
+    use std::os::unix::fs::PermissionsExt;
     const SEED: u64 = 83;
     let pki = Pki::new();
     let ca = pki.ca("test-ca");
     let server = pki.leaf("server", &ca, &["127.0.0.1"], false, false);
     let nats = NatsServer::with_config(&tls_block(&server, None)).await;
+    // Root's alone, as the system's bundle need not be.
+    let private = TempDir::new("nats-private-ca");
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let bundle = secret_file(private.path(), "bundle.pem", &std::fs::read_to_string(&ca.file).expect("CA"));
     let node = std::sync::Arc::new(NodeDir::new());
     let simulator = Simulator::start_in(&node, &bins().simulator, TRACEPOINTS, ROUNDS, SEED, &[]);
     let dir = TempDir::new("nats-launcher-ca");
@@ -781,13 +786,19 @@ async fn the_launcher_hands_on_the_ca_bundle_and_the_metrics_address() {
     let mut running = Command::new(&bins().launcher)
         .args(["--nats-address", &nats.address, "--nats-tls-required", "--metrics-address", &metrics])
         .args(["--bitcoind-path", path(&bins().simulator), "--bitcoind-pid-file", path(&node.pid_file())])
-        .env("SSL_CERT_FILE", &ca.file)
+        .env("SSL_CERT_FILE", &bundle)
         .env("NOTIFY_SOCKET", &notify_path)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start ebpf-extractor");
     wait_ready(&notify, &mut running, "ebpf-extractor").await;
+    let publisher = e2e::children(running.id().expect("running"))["ebpf-publisher"];
+    let args: Vec<String> =
+        cmdline(publisher).split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let at = args.iter().position(|a| a == "--nats-tls-ca-file").unwrap_or_else(|| panic!("{args:?}"));
+    assert!(args[at + 1].starts_with("/proc/self/fd/"), "{args:?}");
+    absent("the publisher's environment", &environ(publisher), &["SSL_CERT_FILE"]);
     let tls = ConnectOptions::new().require_tls(true).add_root_certificates(ca.file.clone());
     let mut subscriber = subscribe(&nats, tls, "*").await;
 

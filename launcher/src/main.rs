@@ -187,9 +187,9 @@ fn notify_socket(dir: &Path, name: &str, child: &User) -> Result<(UnixDatagram, 
 }
 
 /// The only variables of the launcher's environment a child gets (root's environment may hold
-/// secrets): the time zone, backtraces, and the CA bundle the publisher trusts without
-/// --nats-tls-ca-file (publisher/src/nats.rs).
-const CHILD_ENV: [&str; 3] = ["TZ", "RUST_BACKTRACE", "SSL_CERT_FILE"];
+/// secrets, and neither child reads configuration from it: SSL_CERT_FILE's bundle goes on as
+/// a file, launcher/src/nats.rs).
+const CHILD_ENV: [&str; 2] = ["TZ", "RUST_BACKTRACE"];
 
 /// Starts `cmd` as `user` keeping only `keep`, in a session of its own (no controlling
 /// terminal of root's, and no signal sent to the launcher's process group: the launcher stops
@@ -258,7 +258,10 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     // Read as root, now: a missing secret file is named before anything starts.
     let nats = match cli.stdout {
         Some(_) => nats::subject_prefix_only(&cli.nats),
-        None => nats::hand_on(&cli.nats)?,
+        None => {
+            let system_ca = std::env::var_os("SSL_CERT_FILE").filter(|path| !path.is_empty()).map(PathBuf::from);
+            nats::hand_on(&cli.nats, system_ca.as_deref())?
+        }
     };
     let dir = runtime_dir(&publisher_user, &loader_user)?;
     let socket = dir.0.join("publisher.sock");

@@ -91,7 +91,9 @@ fn prefix_arg(flags: &NatsFlags) -> Option<[std::ffi::OsString; 2]> {
 
 /// The publisher's NATS arguments but the address: values that are no secret as they are,
 /// every file and the password as a memfd. Reads the files now, before anything starts.
-pub fn hand_on(flags: &NatsFlags) -> Result<HandedOn, NatsFileError> {
+/// `system_ca` is the CA bundle that SSL_CERT_FILE names, which the publisher trusts when not
+/// given --nats-tls-ca-file: it goes on as that flag, so that it too may be root's alone.
+pub fn hand_on(flags: &NatsFlags, system_ca: Option<&Path>) -> Result<HandedOn, NatsFileError> {
     let mut handed = HandedOn { args: Vec::new(), files: Vec::new() };
     let mut file_arg = |flag: &'static str, bytes: &[u8]| -> Result<(), NatsFileError> {
         let fd = memfd(flag, bytes)?;
@@ -106,11 +108,15 @@ pub fn hand_on(flags: &NatsFlags) -> Result<HandedOn, NatsFileError> {
         (None, Some(path)) => file_arg("--nats-password-file", &read_file("--nats-password-file", path)?)?,
         (None, None) => {}
     }
+    match (&flags.tls_ca_file, system_ca) {
+        (Some(path), _) => file_arg("--nats-tls-ca-file", &read_file("--nats-tls-ca-file", path)?)?,
+        (None, Some(path)) => file_arg("--nats-tls-ca-file", &read_file("SSL_CERT_FILE", path)?)?,
+        (None, None) => {}
+    }
     for (flag, path) in [
         ("--nats-token-file", &flags.token_file),
         ("--nats-nkey-seed-file", &flags.nkey_seed_file),
         ("--nats-credentials-file", &flags.credentials_file),
-        ("--nats-tls-ca-file", &flags.tls_ca_file),
         ("--nats-tls-cert-file", &flags.tls_cert_file),
         ("--nats-tls-key-file", &flags.tls_key_file),
     ] {
@@ -142,10 +148,12 @@ mod tests {
         nats: NatsFlags,
     }
 
+    fn parse(args: &[&str]) -> NatsFlags {
+        Cli::try_parse_from(std::iter::once("ebpf-extractor").chain(args.iter().copied())).unwrap().nats
+    }
+
     fn hand_on(args: &[&str]) -> Result<HandedOn, NatsFileError> {
-        super::hand_on(
-            &Cli::try_parse_from(std::iter::once("ebpf-extractor").chain(args.iter().copied())).unwrap().nats,
-        )
+        super::hand_on(&parse(args), None)
     }
 
     /// The argument after `flag`.
@@ -189,5 +197,25 @@ mod tests {
         assert_eq!(after(&named, "--nats-client-name"), "node1");
         assert!(hand_on(&["--nats-client-name", DEFAULT_NATS_CLIENT_NAME]).unwrap().args.is_empty());
         assert!(hand_on(&[]).unwrap().args.is_empty());
+    }
+
+    #[test]
+    fn the_bundle_of_ssl_cert_file_goes_on_as_the_ca_file_unless_one_is_given() {
+        let hostname = std::fs::read("/etc/hostname").unwrap();
+        let bundle = super::hand_on(&parse(&[]), Some(Path::new("/etc/hostname"))).unwrap();
+        assert_eq!(std::fs::read(after(&bundle, "--nats-tls-ca-file")).unwrap(), hostname);
+        let given =
+            super::hand_on(&parse(&["--nats-tls-ca-file", "/etc/os-release"]), Some(Path::new("/etc/hostname")));
+        let given = given.unwrap();
+        assert_eq!(
+            std::fs::read(after(&given, "--nats-tls-ca-file")).unwrap(),
+            std::fs::read("/etc/os-release").unwrap()
+        );
+        assert_eq!(given.fds().len(), 1);
+        let missing = super::hand_on(&parse(&[]), Some(Path::new("/nonexistent/ca.pem"))).err().unwrap();
+        assert_eq!(
+            missing.to_string(),
+            "cannot read SSL_CERT_FILE /nonexistent/ca.pem: No such file or directory (os error 2)"
+        );
     }
 }

@@ -125,15 +125,11 @@ fn monotonic_ns() -> u64 {
     (t.tv_sec * 1_000_000_000 + t.tv_nsec) as u64
 }
 
-/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK, which libbpf then raises; only
-/// there does the loader need CAP_SYS_RESOURCE as well.
-fn warn_if_memlock_charged() {
-    let release = rustix::system::uname().release().to_string_lossy().into_owned();
-    if probes::kernel_before(&release, (5, 11)) {
-        tracing::warn!(
-            kernel = %release,
-            "this kernel charges BPF memory to RLIMIT_MEMLOCK: the loader also needs CAP_SYS_RESOURCE here"
-        );
+/// A kernel too old for the loader is named at start, before an attach failure or a refused
+/// counter read would leave the operator to guess (probes.rs, UPROBE_MULTI_SINCE).
+fn warn_if_kernel_too_old() {
+    if let Some(release) = probes::older_than_uprobe_multi() {
+        tracing::warn!("{}: expect attaching or reading the drop counters to fail", probes::kernel_too_old(&release));
     }
 }
 
@@ -143,7 +139,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     // dumpable flag, so nothing sets it back.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| LoaderError::Undumpable(e.into()))?;
-    warn_if_memlock_charged();
+    warn_if_kernel_too_old();
     let enabled = cli.categories.tracepoints();
     if enabled.is_empty() {
         return Err(LoaderError::NothingEnabled);

@@ -21,7 +21,7 @@ pub enum ProbeError {
     Open(#[source] libbpf_rs::Error),
     #[error("the kernel refused the BPF programs (needs CAP_BPF and CAP_PERFMON, Linux >= 6.6 with BTF): {0}")]
     Load(#[source] libbpf_rs::Error),
-    #[error("cannot attach to tracepoint {tracepoint} in {binary}: {source}; is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?{}", old_kernel.as_deref().map(kernel_too_old).unwrap_or_default())]
+    #[error("cannot attach to tracepoint {tracepoint} in {binary}: {source}; {}is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?", old_kernel.as_deref().map(|k| kernel_too_old(k) + "; or ").unwrap_or_default())]
     Attach {
         tracepoint: Tracepoint,
         binary: String,
@@ -39,10 +39,12 @@ pub enum ProbeError {
     MapRing { ring: &'static str, source: std::io::Error },
 }
 
-/// The first kernel with uprobe_multi links (6.6). On an older one libbpf attaches each probe
-/// with `perf_event_open`, which the loader's unit forbids (`~@debug`, SECURITY.md), so an
-/// attach failure there is the kernel's, whatever the binary.
-const UPROBE_MULTI_SINCE: (u32, u32) = (6, 6);
+/// The first kernel with uprobe_multi links (6.6), and with map reads through a descriptor
+/// that need no capability (6.5), which the loader does after dropping its own. On an older
+/// one libbpf attaches each probe with `perf_event_open`, which the loader's unit forbids
+/// (`~@debug`, SECURITY.md). Distributions backport such features, so an older version only
+/// warns.
+pub const UPROBE_MULTI_SINCE: (u32, u32) = (6, 6);
 
 /// Whether the kernel `release` (uname -r) is older than `version`; `false` if it does not start
 /// with `major.minor`.
@@ -55,14 +57,15 @@ pub fn kernel_before(release: &str, version: (u32, u32)) -> bool {
 }
 
 /// The running kernel's release if it is older than [`UPROBE_MULTI_SINCE`].
-fn older_than_uprobe_multi() -> Option<String> {
+pub fn older_than_uprobe_multi() -> Option<String> {
     let release = rustix::system::uname().release().to_string_lossy().into_owned();
     kernel_before(&release, UPROBE_MULTI_SINCE).then_some(release)
 }
 
-fn kernel_too_old(release: &str) -> String {
+/// Why a kernel older than [`UPROBE_MULTI_SINCE`] may be the cause.
+pub fn kernel_too_old(release: &str) -> String {
     let (major, minor) = UPROBE_MULTI_SINCE;
-    format!(" This kernel, {release}, is older than {major}.{minor}, which the loader needs for uprobe_multi links (Debian 12: take bookworm-backports' kernel)")
+    format!("this kernel, {release}, is older than {major}.{minor} and may lack the uprobe_multi links the loader attaches with (e.g. Debian 12: take bookworm-backports' kernel)")
 }
 
 pub struct Probes<'obj> {
@@ -217,6 +220,19 @@ mod tests {
             assert!(!kernel_before(newer, UPROBE_MULTI_SINCE), "{newer}");
         }
         assert!(!kernel_before("unknown", UPROBE_MULTI_SINCE));
-        assert!(kernel_too_old("6.1.0-28-amd64").contains("6.1.0-28-amd64, is older than 6.6"));
+        let attach = ProbeError::Attach {
+            tracepoint: Tracepoint::NetInboundMessage,
+            binary: "/usr/bin/bitcoind".into(),
+            source: libbpf_rs::Error::from(std::io::Error::from_raw_os_error(1)),
+            hint: "",
+            old_kernel: Some("6.1.0-28-amd64".into()),
+        };
+        assert_eq!(
+            attach.to_string(),
+            "cannot attach to tracepoint net:inbound_message in /usr/bin/bitcoind: Operation not permitted (os error 1); \
+             this kernel, 6.1.0-28-amd64, is older than 6.6 and may lack the uprobe_multi links the loader attaches \
+             with (e.g. Debian 12: take bookworm-backports' kernel); or is it Bitcoin Core v29.0+ built with \
+             -DWITH_USDT=ON?"
+        );
     }
 }

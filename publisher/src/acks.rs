@@ -1,6 +1,5 @@
-//! Acknowledging to the loader the records this publisher is done with (docs/ipc.md,
-//! "Acknowledgements"), so that the loader counts what a publisher that died never handled as
-//! `publisher_lost`.
+//! Acknowledging to the loader the records this publisher is done with, so that the loader
+//! counts what a publisher that died never handled as `publisher_lost`.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -13,8 +12,8 @@ use tokio::sync::Notify;
 
 use crate::sink::FLUSH_TIMEOUT;
 
-/// The records of one connection the loader has not been told are done. Each is tracked from
-/// its arrival by a [`Done`].
+/// The records of one connection the loader has not been told are done (docs/ipc.md,
+/// "Acknowledgements"). Each is tracked from its arrival by a [`Done`].
 pub(crate) struct Acks {
     state: Mutex<Acknowledger>,
     changed: Notify,

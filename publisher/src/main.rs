@@ -165,6 +165,15 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
             Sink::Nats { client, address: cli.nats.address.clone(), jetstream }
         }
     };
+    // Before the loader's socket and readiness: an address in use is a start-up error, with no
+    // socket file left behind and no READY=1 sent.
+    if let Some(address) = cli.metrics_address {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| PublisherError::Metrics { address, source })?;
+        tracing::info!("metrics on http://{address}/metrics");
+        tokio::spawn(publisher::metrics::serve(listener, Arc::clone(&counters)));
+    }
     let (listener, bound_here) = match activated_socket()? {
         Some(listener) => {
             tracing::info!(to = %sink, "listening on the socket passed by systemd");
@@ -191,13 +200,6 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
             _ = sigint.recv() => {},
         }
     };
-    if let Some(address) = cli.metrics_address {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| PublisherError::Metrics { address, source })?;
-        tracing::info!("metrics on http://{address}/metrics");
-        tokio::spawn(publisher::metrics::serve(listener, Arc::clone(&counters)));
-    }
     // Everything is open that the publisher will ever open itself: from here on it makes only
     // the calls of its steady state (publisher/src/seccomp.rs).
     rustix::thread::set_no_new_privs(true).map_err(|e| PublisherError::NoNewPrivs(e.into()))?;
