@@ -48,7 +48,7 @@ pub const UPROBE_MULTI_SINCE: (u32, u32) = (6, 6);
 
 /// Whether the kernel `release` (uname -r) is older than `version`; `false` if it does not start
 /// with `major.minor`.
-pub fn kernel_before(release: &str, version: (u32, u32)) -> bool {
+fn kernel_before(release: &str, version: (u32, u32)) -> bool {
     let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
     match (numbers.next(), numbers.next()) {
         (Some(Ok(major)), Some(Ok(minor))) => (major, minor) < version,

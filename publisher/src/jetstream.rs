@@ -28,8 +28,8 @@ use tokio::time::Instant;
 
 use crate::acks::Done;
 use crate::counters::Counters;
+use crate::log_limit::{RateLimited, LOG_INTERVAL};
 use crate::nats::SubjectPrefix;
-use crate::server::{RateLimited, LOG_INTERVAL};
 use crate::sink::NATS_BUFFER_BYTES;
 
 /// How long an event is published again while it is not acknowledged.

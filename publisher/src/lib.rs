@@ -7,6 +7,7 @@ pub mod counters;
 pub mod decode;
 pub mod inventory;
 pub mod jetstream;
+pub mod log_limit;
 pub mod loss_log;
 pub mod metrics;
 pub mod nats;

@@ -22,7 +22,7 @@ use async_nats::{Client, ClientError, ConnectError, ConnectErrorKind, ConnectOpt
 use ipc_protocol::cli::NatsFlags;
 
 use crate::counters::Counters;
-use crate::server::{RateLimited, LOG_INTERVAL};
+use crate::log_limit::{RateLimited, LOG_INTERVAL};
 
 /// Secret and TLS files are small; anything larger was named by mistake.
 const MAX_FILE_BYTES: u64 = 1 << 20;

@@ -18,26 +18,9 @@ use crate::acks::{settle, Acknowledging, Acks, Done};
 use crate::clock::ClockSample;
 use crate::counters::Counters;
 use crate::decode::decode_to_at_most;
+use crate::log_limit::{RateLimited, LOG_INTERVAL};
 use crate::nats::SubjectPrefix;
 use crate::sink::{DecodedRecord, RecordId, Sink, Unflushed, FLUSH_TIMEOUT};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_are_logged_once_per_interval_with_the_count_left_out() {
-        let mut limit = RateLimited::new(Duration::from_secs(3600));
-        let mut logged = Vec::new();
-        for _ in 0..5 {
-            limit.log(|suppressed| logged.push(suppressed));
-        }
-        assert_eq!(logged, [0]);
-        limit.last = Some(std::time::Instant::now() - Duration::from_secs(3601));
-        limit.log(|suppressed| logged.push(suppressed));
-        assert_eq!(logged, [0, 4]);
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -55,30 +38,6 @@ pub enum ConnectionError {
     BlockingMode(#[source] std::io::Error),
     #[error("cannot start the thread reading from the loader: {0}")]
     ReaderThread(#[source] std::io::Error),
-}
-
-/// At most one warning per interval about refused connections or failed accepts, saying how
-/// many were not logged: a peer connecting in a loop must not flood the journal.
-pub(crate) struct RateLimited {
-    interval: Duration,
-    last: Option<std::time::Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    pub(crate) const fn new(interval: Duration) -> Self {
-        RateLimited { interval, last: None, suppressed: 0 }
-    }
-
-    /// Calls `log` with the number of events not logged since the last call, if one is due.
-    pub(crate) fn log(&mut self, log: impl FnOnce(u64)) {
-        if self.last.is_some_and(|last| last.elapsed() < self.interval) {
-            self.suppressed += 1;
-            return;
-        }
-        self.last = Some(std::time::Instant::now());
-        log(std::mem::take(&mut self.suppressed));
-    }
 }
 
 /// Whether a connecting peer may feed events: only the loader's uid, when one is configured.
@@ -104,8 +63,6 @@ fn admitted(conn: &UnixSeqpacket, loader_uid: Option<u32>, refusals: &mut RateLi
     }
 }
 
-/// How often a refusal or failed accept (or a failed NATS reconnection) is logged at most.
-pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// After a failed accept (out of descriptors or memory), the pause before the next: the
 /// pending connection stays queued, so accepting again at once would spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
