@@ -32,7 +32,6 @@ pub const MAX_PAYLOAD_CAPTURE: usize = 4_194_304;
 pub struct Field {
     pub name: &'static str,
     pub offset: usize,
-    pub size: usize,
     pub ty: CType,
 }
 
@@ -42,6 +41,16 @@ pub struct Field {
 pub enum CType {
     Int(CInt),
     Array(CInt, usize),
+}
+
+impl CType {
+    /// Bytes the field takes.
+    pub const fn size(self) -> usize {
+        match self {
+            CType::Int(int) => int.bytes,
+            CType::Array(int, len) => int.bytes * len,
+        }
+    }
 }
 
 /// An integer of `bytes` bytes; a C `char` is text, which records carry as unsigned bytes.
@@ -107,7 +116,6 @@ macro_rules! record {
                 fields: &[ $( Field {
                     name: stringify!($field),
                     offset: std::mem::offset_of!($name, $field),
-                    size: std::mem::size_of::<$ty>(),
                     ty: <$ty as HasCType>::C_TYPE,
                 }, )+ ],
             };
@@ -395,7 +403,7 @@ mod tests {
             let mut end = 0;
             for f in layout.fields {
                 assert_eq!(f.offset, end, "{}.{}", layout.c_name, f.name);
-                end = f.offset + f.size;
+                end = f.offset + f.ty.size();
             }
             assert_eq!(end, layout.size, "{}", layout.c_name);
         }
