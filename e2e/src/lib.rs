@@ -654,6 +654,22 @@ pub fn notify_socket(path: &Path) -> std::os::unix::net::UnixDatagram {
     notify
 }
 
+/// Starts `cmd` (killed when dropped) with a notify socket of its own in `dir` as
+/// `NOTIFY_SOCKET`, and waits for its `READY=1`: how the tests start every binary that reports
+/// readiness.
+pub async fn spawn_ready(cmd: &mut Command, dir: &Path, what: &str) -> Child {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let notify_path = dir.join(format!("notify-{}.sock", NEXT.fetch_add(1, Ordering::Relaxed)));
+    let notify = notify_socket(&notify_path);
+    let mut child = cmd
+        .env("NOTIFY_SOCKET", &notify_path)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    wait_ready(&notify, &mut child, what).await;
+    child
+}
+
 /// Waits for `READY=1` on `notify`, failing early if `child` exits.
 pub async fn wait_ready(notify: &std::os::unix::net::UnixDatagram, child: &mut Child, what: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -788,9 +804,7 @@ pub async fn start_loader_via(
     pid: u32,
     flags: &[&str],
 ) -> Child {
-    let notify_path = dir.join(format!("loader-notify-{pid}.sock"));
-    let notify = notify_socket(&notify_path);
-    let mut loader = launch
+    launch
         .arg(&bins().loader)
         .arg("--bitcoind-path")
         .arg(binary)
@@ -799,13 +813,8 @@ pub async fn start_loader_via(
         .arg("--socket")
         .arg(socket)
         .args(flags)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ebpf-loader");
-    wait_ready(&notify, &mut loader, "loader").await;
-    loader
+        .stderr(Stdio::piped());
+    spawn_ready(&mut launch, dir, "loader").await
 }
 
 pub async fn read_stderr(child: &mut Child) -> String {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::{
-    assert_fired_exactly, bins, chown, notify_socket, proc_status, receive, wait_ready, wall_ms, NatsServer, NodeDir,
-    Simulator, TempDir, BITCOIND_UID,
+    assert_fired_exactly, bins, chown, proc_status, receive, spawn_ready, wall_ms, NatsServer, NodeDir, Simulator,
+    TempDir, BITCOIND_UID,
 };
 use ipc_protocol::Tracepoint;
 use tokio::process::Command;
@@ -36,24 +36,18 @@ async fn start_launcher(
     binary: &Path,
     args: &[&std::ffi::OsStr],
 ) -> tokio::process::Child {
-    let notify_path = dir.join("notify.sock");
-    let notify = notify_socket(&notify_path);
-    let mut launcher = Command::new(&bins().launcher)
+    let mut launcher = Command::new(&bins().launcher);
+    launcher
         .args(["--nats-address", &nats.address])
         .arg("--bitcoind-path")
         .arg(binary)
         .args(args)
-        .env("NOTIFY_SOCKET", &notify_path)
         .env("EXTRACTOR_TEST_SECRET", "hunter2")
         // Its bundle would go on as one more file (launcher/src/nats.rs), which the tests here
         // do not expect among the publisher's descriptors; nats_auth.rs tests it.
         .env_remove("SSL_CERT_FILE")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ebpf-extractor");
-    wait_ready(&notify, &mut launcher, "ebpf-extractor").await;
-    launcher
+        .stderr(Stdio::piped());
+    spawn_ready(&mut launcher, dir, "ebpf-extractor").await
 }
 
 async fn stop(launcher: &mut tokio::process::Child) -> String {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::ConnectOptions;
 use e2e::{
-    assert_fired_exactly, bins, free_address, gauge_becomes, notify_socket, receive, scrape_metrics, start_loader,
-    wait_ready, wall_ms, NatsServer, NodeDir, Simulator, TempDir, LOADER_UID,
+    assert_fired_exactly, bins, free_address, gauge_becomes, receive, scrape_metrics, spawn_ready, start_loader,
+    wall_ms, NatsServer, NodeDir, Simulator, TempDir, LOADER_UID,
 };
 use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
@@ -111,6 +111,14 @@ fn absent(what: &str, text: &[u8], secrets: &[&str]) {
 
 fn cmdline(pid: u32) -> Vec<u8> {
     std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline")
+}
+
+/// Asserts that process `pid` was given `flag` naming a descriptor it inherited (a sealed copy
+/// the launcher made, launcher/src/nats.rs), not a path.
+fn assert_handed_as_file(pid: u32, flag: &str) {
+    let args: Vec<String> = cmdline(pid).split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let at = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} in {args:?}"));
+    assert!(args[at + 1].starts_with("/proc/self/fd/"), "{flag} {}", args[at + 1]);
 }
 
 fn environ(pid: u32) -> Vec<u8> {
@@ -717,12 +725,7 @@ async fn the_launcher_hands_secrets_on_as_files_never_as_values() {
 
     let mut subscriber =
         subscribe(&nats, tls_options(&ca, &client).user_and_password(READER.into(), READER.into()), "*").await;
-    let notify_path = dir.path().join("notify.sock");
-    let notify = notify_socket(&notify_path);
-    let mut cmd = launcher(&[]);
-    cmd.env("NOTIFY_SOCKET", &notify_path);
-    let mut running = cmd.spawn().expect("start ebpf-extractor");
-    wait_ready(&notify, &mut running, "ebpf-extractor").await;
+    let mut running = spawn_ready(&mut launcher(&[]), dir.path(), "ebpf-extractor").await;
 
     let kids = e2e::children(running.id().expect("running"));
     let (publisher_pid, loader_pid) = (kids["ebpf-publisher"], kids["ebpf-loader"]);
@@ -730,11 +733,8 @@ async fn the_launcher_hands_secrets_on_as_files_never_as_values() {
         absent(&format!("the {who}'s command line"), &cmdline(pid), &secrets);
         absent(&format!("the {who}'s environment"), &environ(pid), &[PASSWORD, "NATS_PASSWORD"]);
     }
-    let args: Vec<String> =
-        cmdline(publisher_pid).split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     for flag in ["--nats-password-file", "--nats-tls-ca-file", "--nats-tls-cert-file", "--nats-tls-key-file"] {
-        let at = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{flag} in {args:?}"));
-        assert!(args[at + 1].starts_with("/proc/self/fd/"), "{flag} {}", args[at + 1]);
+        assert_handed_as_file(publisher_pid, flag);
     }
     // What the publisher holds open beyond its standard streams: the memfds, nothing of root's.
     let held: Vec<String> = std::fs::read_dir(format!("/proc/{publisher_pid}/fd"))
@@ -781,23 +781,15 @@ async fn the_launcher_hands_on_the_ca_bundle_and_the_metrics_address() {
     let simulator = Simulator::start_in(&node, &bins().simulator, TRACEPOINTS, ROUNDS, SEED, &[]);
     let dir = TempDir::new("nats-launcher-ca");
     let metrics = free_address();
-    let notify_path = dir.path().join("notify.sock");
-    let notify = notify_socket(&notify_path);
-    let mut running = Command::new(&bins().launcher)
+    let mut launcher = Command::new(&bins().launcher);
+    launcher
         .args(["--nats-address", &nats.address, "--nats-tls-required", "--metrics-address", &metrics])
         .args(["--bitcoind-path", path(&bins().simulator), "--bitcoind-pid-file", path(&node.pid_file())])
         .env("SSL_CERT_FILE", &bundle)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ebpf-extractor");
-    wait_ready(&notify, &mut running, "ebpf-extractor").await;
+        .stderr(Stdio::piped());
+    let mut running = spawn_ready(&mut launcher, dir.path(), "ebpf-extractor").await;
     let publisher = e2e::children(running.id().expect("running"))["ebpf-publisher"];
-    let args: Vec<String> =
-        cmdline(publisher).split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-    let at = args.iter().position(|a| a == "--nats-tls-ca-file").unwrap_or_else(|| panic!("{args:?}"));
-    assert!(args[at + 1].starts_with("/proc/self/fd/"), "{args:?}");
+    assert_handed_as_file(publisher, "--nats-tls-ca-file");
     absent("the publisher's environment", &environ(publisher), &["SSL_CERT_FILE"]);
     let tls = ConnectOptions::new().require_tls(true).add_root_certificates(ca.file.clone());
     let mut subscriber = subscribe(&nats, tls, "*").await;

@@ -6,8 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::{
-    assert_fired_exactly, bins, closing_counts, notify_socket, read_stderr, start_loader, start_stdout_publisher,
-    terminate, wait_ready, wall_ms, NodeDir, Simulator, TempDir, LOADER_UID,
+    assert_fired_exactly, bins, closing_counts, read_stderr, spawn_ready, start_loader, start_stdout_publisher,
+    terminate, wall_ms, NodeDir, Simulator, TempDir, LOADER_UID,
 };
 use ipc_protocol::Tracepoint;
 use publisher::decode::Envelope;
@@ -143,22 +143,17 @@ async fn the_launcher_hands_stdout_on() {
     let dir = TempDir::new("stdout-launcher");
     let node = std::sync::Arc::new(NodeDir::new());
     let simulator = Simulator::start_in(&node, &bins().simulator, "mempool:added", ROUNDS, 9, &[]);
-    let notify_path = dir.path().join("notify.sock");
-    let notify = notify_socket(&notify_path);
-    let mut launcher = Command::new(&bins().launcher)
+    let mut command = Command::new(&bins().launcher);
+    command
         .args(["--stdout", "json", "--bitcoind-path"])
         .arg(&bins().simulator)
         .arg("--bitcoind-pid-file")
         .arg(node.pid_file())
-        .env("NOTIFY_SOCKET", &notify_path)
         // Left in the environment, it is no option given: not handed on, not refused.
         .env("NATS_PASSWORD", "hunter2")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ebpf-extractor");
-    wait_ready(&notify, &mut launcher, "ebpf-extractor").await;
+        .stderr(Stdio::piped());
+    let mut launcher = spawn_ready(&mut command, dir.path(), "ebpf-extractor").await;
     let mut lines = BufReader::new(launcher.stdout.take().expect("piped")).lines();
     let before = wall_ms();
     simulator.fire().await;
