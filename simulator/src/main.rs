@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ipc_protocol::Tracepoint;
 use tracepoint_simulator::{args, monotonic_ns, Args, Message, Workload};
 
@@ -122,7 +122,7 @@ extern "C" {
 
 /// Fires Bitcoin Core's USDT tracepoints with deterministic values.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, args_override_self = true)]
 struct Cli {
     /// Tracepoints to fire: `default` (those hooked by default), `all`, or a comma-separated
     /// list of tracepoints and providers such as `net:inbound_message,mempool:added,utxocache`.
@@ -182,6 +182,20 @@ struct Cli {
     /// Bitcoin Core's `-regtest`: the network's directory is `<datadir>/regtest`.
     #[arg(long)]
     regtest: bool,
+    /// Bitcoin Core's `-conf`: a file of `name=value` lines, each one of these options (such as
+    /// `count=0`, `rate=10`; a flag as `regtest=1`), which the command line overrides; `#`
+    /// starts a comment (also `-conf=FILE`).
+    #[arg(long, value_name = "FILE")]
+    conf: Option<PathBuf>,
+    /// Bitcoin Core's `-startupnotify`: a command run through `/bin/sh -c` once started (the pid
+    /// file written), not waited for; Bitcoin Core's systemd unit reports readiness with it
+    /// (also `-startupnotify=CMD`).
+    #[arg(long, value_name = "CMD")]
+    startupnotify: Option<String>,
+    /// Bitcoin Core's `-shutdownnotify`: a command run through `/bin/sh -c` when shutdown
+    /// begins, waited for (also `-shutdownnotify=CMD`).
+    #[arg(long, value_name = "CMD")]
+    shutdownnotify: Option<String>,
     /// Fire from this many threads at once, as Bitcoin Core does; the tracepoints are dealt
     /// out among them, each firing from one thread (so each keeps its order), every thread
     /// firing its share --count rounds at --rate
@@ -193,6 +207,24 @@ struct Cli {
     /// --ping-clock and --unreadable-every (which would change hits from round to round).
     #[arg(long)]
     lean: bool,
+}
+
+/// The command line over the options of its `-conf` file, as bitcoind reads them.
+fn parse_cli() -> Result<Cli, String> {
+    let args = node::core_spelling(std::env::args());
+    let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| e.exit());
+    let Some(conf) = &cli.conf else { return Ok(cli) };
+    let command = Cli::command();
+    let is_flag = |name: &str| {
+        let arg = command.get_arguments().find(|arg| arg.get_long() == Some(name))?;
+        Some(!arg.get_action().takes_values())
+    };
+    let from_file = node::conf_args(conf, is_flag)?;
+    // After the program's name, before the command line's own options, which win.
+    let mut merged = args.clone();
+    let at = merged.len().min(1);
+    merged.splice(at..at, from_file);
+    Ok(Cli::try_parse_from(merged).unwrap_or_else(|e| e.exit()))
 }
 
 fn parse_tracepoints(spec: &str) -> Result<Vec<Tracepoint>, String> {
@@ -412,7 +444,13 @@ fn main() -> ExitCode {
     node::private_umask();
     #[cfg(target_env = "gnu")]
     keep_heap_pages();
-    let cli = Cli::parse_from(node::core_spelling(std::env::args()));
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("tracepoint-simulator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let tracepoints = match parse_tracepoints(&cli.tracepoints) {
         Ok(tps) => tps,
         Err(e) => {
@@ -446,6 +484,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(command) = cli.startupnotify.clone() {
+        // bitcoind runs it on a thread of its own, detached (`StartupNotify` in src/init.cpp).
+        std::thread::spawn(move || node::run_command(&command));
+    }
     if cli.start_on_stdin {
         let mut line = String::new();
         if std::io::stdin().lock().read_line(&mut line).is_err() {
@@ -489,13 +531,20 @@ fn main() -> ExitCode {
     // Time spent at the probe sites, arguments' preparation included, by all threads.
     let fire_ns: u128 = results.iter().map(|r| r.fire_ns).sum();
     std::thread::sleep(Duration::from_secs_f64(cli.linger));
+    if let Some(command) = &cli.shutdownnotify {
+        node::run_command(command);
+    }
     for tp in &tracepoints {
         let (t, i) = shares
             .iter()
             .enumerate()
             .find_map(|(t, share)| Some((t, share.iter().position(|s| s == tp)?)))
             .expect("every tracepoint has its thread");
-        println!("{tp} fired={} untraced={} fire_ns={fire_ns}", results[t].fired[i], results[t].untraced[i]);
+        let traced = match results[t].traced_rounds[i] {
+            Some((first, last)) => format!(" first_traced={first} last_traced={last}"),
+            None => String::new(),
+        };
+        println!("{tp} fired={} untraced={} fire_ns={fire_ns}{traced}", results[t].fired[i], results[t].untraced[i]);
     }
     ExitCode::SUCCESS
 }
@@ -528,6 +577,9 @@ impl Rounds<'_> {
 struct Fired {
     fired: Vec<u64>,
     untraced: Vec<u64>,
+    /// The first and last round a tracer saw: a tracer attached to a node that is already
+    /// firing, and detached from one that fires on, sees the rounds between.
+    traced_rounds: Vec<Option<(u64, u64)>>,
     fire_ns: u128,
 }
 
@@ -535,7 +587,7 @@ struct Fired {
 /// `sim_net_inbound_message_loop` (usdt.c), for `rounds`.
 fn fire_lean(rounds: &Rounds<'_>) -> Fired {
     const BATCH: u64 = 1024;
-    let mut out = Fired { fired: vec![0], untraced: vec![0], fire_ns: 0 };
+    let mut out = Fired { fired: vec![0], untraced: vec![0], traced_rounds: vec![None], fire_ns: 0 };
     let Args::Message { peer_id, addr, conn_type, message } =
         args(Tracepoint::NetInboundMessage, rounds.seed, 0, rounds.workload)
     else {
@@ -572,7 +624,12 @@ fn fire_lean(rounds: &Rounds<'_>) -> Fired {
 
 /// Fires `tracepoints` once per round, in order, for `rounds`.
 fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
-    let mut out = Fired { fired: vec![0; tracepoints.len()], untraced: vec![0; tracepoints.len()], fire_ns: 0 };
+    let mut out = Fired {
+        fired: vec![0; tracepoints.len()],
+        untraced: vec![0; tracepoints.len()],
+        traced_rounds: vec![None; tracepoints.len()],
+        fire_ns: 0,
+    };
     let start = Instant::now();
     let mut seq = 0u64;
     let mut buffers = MessageBuffers { payload: Vec::new(), message_type: MessageType::new() };
@@ -590,6 +647,8 @@ fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
             out.fire_ns += hit.elapsed().as_nanos();
             if traced {
                 out.fired[i] += 1;
+                let first = out.traced_rounds[i].map_or(seq, |(first, _)| first);
+                out.traced_rounds[i] = Some((first, seq));
             } else {
                 out.untraced[i] += 1;
             }

@@ -2,7 +2,10 @@
 //! (`SetupEnvironment` in its `src/common/system.cpp`, `CreatePidFile` in `src/init.cpp`):
 //! `umask(077)` before anything is created, a network directory inside `-datadir`, and a pid
 //! file holding the pid and a newline, removed again at a clean exit. So the pid file is
-//! 0600 and its directory 0700, readable by the node's own user only.
+//! 0600 and its directory 0700, readable by the node's own user only. Also the parts of its
+//! start and shutdown that a service manager sees: the `-conf` file's `name=value` lines
+//! (`src/common/config.cpp`) and the `-startupnotify`/`-shutdownnotify` commands (`src/init.cpp`),
+//! which Bitcoin Core's systemd unit uses to report readiness.
 
 use std::fs;
 use std::io::Write;
@@ -10,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::Mode;
 
-/// Bitcoin Core's arguments that decide where its files go, in its own spelling too
-/// (`-datadir=DIR`, `-pid=FILE`, `-regtest`).
-pub const CORE_ARGS: [&str; 3] = ["datadir", "pid", "regtest"];
+/// Bitcoin Core's arguments that the simulator takes, in Core's own spelling too
+/// (`-datadir=DIR`, `-pid=FILE`, `-regtest`, `-conf=FILE`, `-startupnotify=CMD`, ...).
+pub const CORE_ARGS: [&str; 6] = ["datadir", "pid", "regtest", "conf", "startupnotify", "shutdownnotify"];
 
 /// Rewrites Core's single-dash spelling of [`CORE_ARGS`] into clap's `--name[=value]`.
 pub fn core_spelling(args: impl Iterator<Item = String>) -> Vec<String> {
@@ -63,6 +66,55 @@ impl Drop for PidFile {
     }
 }
 
+/// The options of a `-conf` file as command-line arguments (`--name=value`), to go before the
+/// command line's, which override them as in bitcoind. Lines are `name=value`, `#` starts a
+/// comment, blank lines are skipped. `is_flag(name)` tells an option that takes no value
+/// (`regtest=1` sets it, `regtest=0` leaves it unset) from one that does; `None` if there is no
+/// such option.
+pub fn conf_args(path: &Path, is_flag: impl Fn(&str) -> Option<bool>) -> Result<Vec<String>, String> {
+    let text = fs::read_to_string(path).map_err(|e| {
+        format!(
+            "Error reading configuration file: specified config file \"{}\" could not be opened: {e}",
+            path.display()
+        )
+    })?;
+    let mut args = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let parse_error =
+            |why: &str| format!("Error reading configuration file: parse error on line {}: {line}: {why}", number + 1);
+        if line.starts_with('[') {
+            return Err(parse_error("sections are not supported"));
+        }
+        let (name, value) = line.split_once('=').ok_or_else(|| parse_error("expected name=value"))?;
+        let (name, value) = (name.trim(), value.trim());
+        if name == "conf" {
+            return Err(parse_error("conf cannot be set in the configuration file"));
+        }
+        match (is_flag(name), value) {
+            (None, _) => return Err(parse_error("unknown option")),
+            (Some(true), "1") => args.push(format!("--{name}")),
+            (Some(true), "0") => {}
+            (Some(true), _) => return Err(parse_error("a flag takes 0 or 1")),
+            (Some(false), _) => args.push(format!("--{name}={value}")),
+        }
+    }
+    Ok(args)
+}
+
+/// Runs a notification command as bitcoind's `runCommand` does: through `system()`, that is
+/// `/bin/sh -c`, logging a failure and going on.
+pub fn run_command(command: &str) {
+    match std::process::Command::new("/bin/sh").arg("-c").arg(command).status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("runCommand error: system({command}) returned {status}"),
+        Err(e) => eprintln!("runCommand error: system({command}): {e}"),
+    }
+}
+
 /// Bitcoin Core's first act (`SetupEnvironment`): everything it creates is private to its user.
 pub fn private_umask() {
     rustix::process::umask(Mode::from_raw_mode(0o077));
@@ -82,6 +134,7 @@ mod tests {
             "--count",
             "3",
             "-datadirx=1",
+            "-startupnotify=systemd-notify --ready",
         ];
         assert_eq!(
             core_spelling(args.iter().map(|s| s.to_string())),
@@ -92,8 +145,42 @@ mod tests {
                 "--regtest",
                 "--count",
                 "3",
-                "-datadirx=1"
+                "-datadirx=1",
+                "--startupnotify=systemd-notify --ready",
             ]
         );
+    }
+
+    #[test]
+    fn a_conf_file_becomes_arguments_and_bad_lines_are_named() {
+        let dir = std::env::temp_dir().join(format!("sim-conf-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("bitcoin.conf");
+        let is_flag = |name: &str| match name {
+            "regtest" => Some(true),
+            "count" | "rate" => Some(false),
+            _ => None,
+        };
+        fs::write(&conf, "# firing\ncount=0\n\n rate = 10 # per second\nregtest=1\n").unwrap();
+        assert_eq!(conf_args(&conf, is_flag).unwrap(), ["--count=0", "--rate=10", "--regtest"]);
+        fs::write(&conf, "regtest=0\n").unwrap();
+        assert_eq!(conf_args(&conf, is_flag).unwrap(), Vec::<String>::new());
+        for (text, why) in [
+            ("count=1\nrpcuser=x\n", "line 2: rpcuser=x: unknown option"),
+            ("count\n", "line 1: count: expected name=value"),
+            ("regtest=yes\n", "line 1: regtest=yes: a flag takes 0 or 1"),
+            ("[regtest]\nrate=1\n", "line 1: [regtest]: sections are not supported"),
+            ("conf=/etc/other.conf\n", "line 1: conf=/etc/other.conf: conf cannot be set in the configuration file"),
+        ] {
+            fs::write(&conf, text).unwrap();
+            let error = conf_args(&conf, is_flag).unwrap_err();
+            assert_eq!(error, format!("Error reading configuration file: parse error on {why}"));
+        }
+        let missing = dir.join("missing.conf");
+        assert!(conf_args(&missing, is_flag).unwrap_err().starts_with(&format!(
+            "Error reading configuration file: specified config file \"{}\" could not be opened: ",
+            missing.display()
+        )));
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
