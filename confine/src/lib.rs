@@ -27,6 +27,8 @@ pub enum Arg {
     Eq(u8, u64),
     /// The argument has none of the mask's bits set.
     Clear(u8, u64),
+    /// The argument's bits under the mask (second) are those of the value (third).
+    Masked(u8, u64, u64),
 }
 
 /// One allowed system call: allowed with any of `only`'s conditions, or with any arguments
@@ -53,6 +55,7 @@ pub fn program(table: &[Allowed]) -> Result<BpfProgram, ConfineError> {
             .map(|arg| match *arg {
                 Arg::Eq(index, value) => Cond::new(index, Len::Dword, Op::Eq, value),
                 Arg::Clear(index, mask) => Cond::new(index, Len::Dword, Op::MaskedEq(mask), 0),
+                Arg::Masked(index, mask, value) => Cond::new(index, Len::Dword, Op::MaskedEq(mask), value),
             })
             .map(|cond| cond.and_then(|cond| SeccompRule::new(vec![cond])))
             .collect::<Result<Vec<_>, _>>()?;

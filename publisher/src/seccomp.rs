@@ -6,8 +6,9 @@
 //! executable memory.
 
 use confine::libc::{
-    self, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, FIONBIO, FIONREAD, O_APPEND, O_CREAT, O_RDWR, O_TRUNC, O_WRONLY,
-    PROT_EXEC,
+    self, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
+    CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, CLONE_THREAD, FIONBIO, FIONREAD, O_APPEND, O_CREAT, O_RDWR, O_TRUNC,
+    O_WRONLY, PROT_EXEC,
 };
 use confine::{allow, Allowed, Arg};
 
@@ -15,6 +16,10 @@ use confine::{allow, Allowed, Arg};
 const PR_SET_NAME: u64 = 15;
 /// `PR_GET_AUXV`, with which rustix finds the vDSO the first time it reads a clock.
 const PR_GET_AUXV: u64 = 0x4155_5856;
+
+/// `clone`'s flags that would make something other than a thread of this process.
+const CLONE_NEW_NAMESPACES: u64 =
+    (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET) as u64;
 
 /// Every system call the publisher may make after start-up.
 pub const STEADY_STATE: &[Allowed] = &[
@@ -69,6 +74,12 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_uname, "uname", &[], "resolving a NATS host name: rereading /etc/resolv.conf"),
     allow(libc::SYS_unlink, "unlink", &[], "remove its socket file at exit"),
     allow(libc::SYS_clone3, "clone3", &[], "a reading thread per loader connection; the runtime's blocking threads (one writes to standard output under --stdout)"),
+    allow(
+        libc::SYS_clone,
+        "clone",
+        &[Arg::Masked(0, CLONE_THREAD as u64 | CLONE_NEW_NAMESPACES, CLONE_THREAD as u64)],
+        "the same where clone3 fails with ENOSYS, as under systemd's RestrictNamespaces=: glibc then falls back to clone (a thread in no new namespace only)",
+    ),
     allow(libc::SYS_set_robust_list, "set_robust_list", &[], "a new thread"),
     allow(libc::SYS_rseq, "rseq", &[], "a new thread"),
     allow(libc::SYS_sched_getaffinity, "sched_getaffinity", &[], "a new thread"),
@@ -111,6 +122,63 @@ pub const STEADY_STATE: &[Allowed] = &[
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::os::unix::process::ExitStatusExt;
+
+    use seccompiler::{SeccompAction, SeccompFilter};
+
+    use super::libc;
+
+    /// Set in the child process that [`threads_start_where_systemd_refuses_clone3`] starts.
+    const CHILD: &str = "PUBLISHER_SECCOMP_TEST_CHILD";
+
+    /// The child: systemd's filter for RestrictNamespaces=, which makes clone3 fail with ENOSYS
+    /// because it cannot inspect clone3's flags (glibc then falls back to clone), then the
+    /// publisher's own; then a thread (`thread`), or a process (`fork`).
+    fn confined_child(what: &str) {
+        let systemd: BTreeMap<_, _> = [(libc::SYS_clone3, vec![])].into();
+        let arch = std::env::consts::ARCH.try_into().expect("a known architecture");
+        let systemd =
+            SeccompFilter::new(systemd, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
+                .and_then(seccompiler::BpfProgram::try_from)
+                .expect("systemd's filter");
+        rustix::thread::set_no_new_privs(true).expect("no_new_privs");
+        seccompiler::apply_filter_all_threads(&systemd).expect("install systemd's filter");
+        confine::confine(super::STEADY_STATE).expect("install the publisher's filter");
+        match what {
+            "thread" => std::thread::spawn(|| ()).join().expect("the thread ran"),
+            // SAFETY: the child of fork only exits.
+            _ => unsafe {
+                if libc::fork() == 0 {
+                    libc::_exit(0);
+                }
+            },
+        }
+    }
+
+    /// Under systemd's RestrictNamespaces= (both units), the publisher starts a thread per
+    /// loader connection with clone: the test under systemd (e2e/tests/under_systemd.rs) found
+    /// it killed on the first connection while only clone3 was allowed. A process it may still
+    /// not start.
+    #[test]
+    fn threads_start_where_systemd_refuses_clone3() {
+        if let Ok(what) = std::env::var(CHILD) {
+            confined_child(&what);
+            return;
+        }
+        let run = |what: &str| {
+            std::process::Command::new(std::env::current_exe().expect("the test binary"))
+                .args(["--exact", "seccomp::tests::threads_start_where_systemd_refuses_clone3", "--test-threads=1"])
+                .env(CHILD, what)
+                .output()
+                .expect("run the child")
+        };
+        let thread = run("thread");
+        assert!(thread.status.success(), "{thread:?}");
+        let fork = run("fork");
+        assert_eq!(fork.status.signal(), Some(libc::SIGSYS), "{fork:?}");
+    }
+
     /// SECURITY.md's table of the publisher's system calls is this list, reason for reason,
     /// and holds none of the calls an attacker wants.
     #[test]
