@@ -1,7 +1,7 @@
 //! The systemd units pass `systemd-analyze verify` without a warning and score within the
 //! hardening targets of `systemd-analyze security`; the socket only admits the loader's user;
 //! the loader unit, started as systemd starts it, reaches a node deployed as Bitcoin Core's
-//! own unit deploys it.
+//! own unit deploys it. (e2e/tests/under_systemd.rs runs the units under systemd itself.)
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -188,8 +188,9 @@ const EMULATED: [&str; 15] = [
     "SystemCallFilter",
     "SystemCallErrorNumber",
 ];
-/// Sandboxing that only takes away (checked by `systemd-analyze` above): without systemd as
-/// pid 1 here, it is not set up.
+/// Sandboxing (checked by `systemd-analyze` above) that this emulation does not set up; it can
+/// change what a process meets (RestrictNamespaces= makes clone3 fail with ENOSYS, and glibc
+/// then starts threads with clone), so e2e/tests/under_systemd.rs runs the units under systemd.
 const SANDBOXING: [&str; 31] = [
     "PrivateDevices",
     "PrivateMounts",

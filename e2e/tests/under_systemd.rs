@@ -1,0 +1,444 @@
+//! The units under systemd itself, as pid 1 of a Debian 12 system (systemd 252) booted in a
+//! container (`systemd-nspawn --boot`, sharing this machine's kernel and network): Bitcoin
+//! Core's own unit runs the simulator as `/usr/bin/bitcoind`, reporting readiness as that unit
+//! has bitcoind do (`-startupnotify`); the extractor is installed as README's "Build and
+//! install" and "Install with systemd" say, with its publisher pointed at a nats-server on this
+//! machine by a drop-in. Every event of every bitcoind the loader followed (at boot, across
+//! `systemctl restart`, a crash that `Restart=on-failure` answers, a stop and a start) reaches
+//! NATS, exactly and in order, and the publisher counts no loss.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use e2e::{bins, ebpf_of, expect, free_address, scrape_metrics, subscribe_in_place, NatsServer, TempDir};
+use ipc_protocol::Tracepoint;
+use prost::Message;
+use tokio::process::{Child, Command};
+
+/// Bitcoin Core's unit as `contrib/init/bitcoind.service` ships it (../shared/spec/deployment.md).
+const BITCOIND_UNIT: &str = "[Unit]
+Description=Bitcoin daemon
+Documentation=https://github.com/bitcoin/bitcoin/blob/master/doc/init.md
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=/usr/bin/bitcoind -pid=/run/bitcoind/bitcoind.pid \\
+                            -conf=/etc/bitcoin/bitcoin.conf \\
+                            -datadir=/var/lib/bitcoind \\
+                            -startupnotify='systemd-notify --ready' \\
+                            -shutdownnotify='systemd-notify --stopping'
+ExecStartPre=!/bin/chgrp bitcoin /etc/bitcoin
+Type=notify
+NotifyAccess=all
+PIDFile=/run/bitcoind/bitcoind.pid
+Restart=on-failure
+TimeoutStartSec=infinity
+TimeoutStopSec=600
+User=bitcoin
+Group=bitcoin
+RuntimeDirectory=bitcoind
+RuntimeDirectoryMode=0710
+ConfigurationDirectory=bitcoin
+ConfigurationDirectoryMode=0710
+StateDirectory=bitcoind
+StateDirectoryMode=0710
+PrivateTmp=true
+ProtectSystem=full
+ProtectHome=true
+NoNewPrivileges=true
+PrivateDevices=true
+MemoryDenyWriteExecute=true
+
+[Install]
+WantedBy=multi-user.target
+";
+
+/// Rounds per second each bitcoind fires (every default tracepoint once per round).
+const RATE: u32 = 20;
+/// The seed of each bitcoind the test starts, one after the other (in bitcoin.conf): an
+/// event's values tell which of them fired it.
+const SEEDS: std::ops::RangeInclusive<u64> = 1..=4;
+/// Rounds any of them fires at most: 100 s at RATE, well above the test's waits.
+const MAX_ROUNDS: u64 = 2_000;
+
+/// A Debian 12 root with systemd, built once per target directory by debootstrap from
+/// Debian's mirror (a minute) and copied for each boot.
+fn debian_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-bookworm-systemd");
+    if root.join("etc/debian_version").exists() && root.join(".complete").exists() {
+        return root;
+    }
+    let building = root.with_extension("building");
+    let _ = std::fs::remove_dir_all(&building);
+    let _ = std::fs::remove_dir_all(&root);
+    let status = std::process::Command::new("debootstrap")
+        .args(["--variant=minbase", "--include=systemd,systemd-sysv,dbus,libelf1", "bookworm"])
+        .arg(&building)
+        .arg("http://deb.debian.org/debian")
+        .stdout(Stdio::null())
+        .status()
+        .expect("run debootstrap (package debootstrap)");
+    assert!(status.success(), "debootstrap: {status}");
+    std::fs::write(building.join(".complete"), "").expect("mark the root complete");
+    std::fs::rename(&building, &root).expect("move the root in place");
+    root
+}
+
+/// Runs `args` in the root (before boot) with chroot, or in the booted system with nsenter.
+fn run(prefix: &[&str], args: &[&str]) -> String {
+    let out = std::process::Command::new(prefix[0])
+        .args(&prefix[1..])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{args:?}: {}\n{text}", out.status);
+    text
+}
+
+/// A booted container: its systemd, reached through nsenter. Dropped, the container is killed:
+/// systemd-nspawn's own end would leave it running.
+struct Booted {
+    nspawn: Child,
+    systemd: u32,
+}
+
+impl Booted {
+    async fn boot(root: &Path) -> Booted {
+        let mut nspawn = Command::new("systemd-nspawn")
+            .arg("--directory")
+            .arg(root)
+            .args([
+                "--boot",
+                // No systemd on this machine to register with or to run the container's scope.
+                "--register=no",
+                "--keep-unit",
+                // The loader unit's own bounding set, CAP_BPF and CAP_PERFMON, must be
+                // available to systemd in the container, and attaching needs bpf.
+                "--capability=all",
+                "--system-call-filter=bpf perf_event_open",
+                "--console=pipe",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start systemd-nspawn (package systemd-container)");
+        let nspawn_pid = nspawn.id().expect("nspawn running");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let systemd = loop {
+            if let Some(pid) = e2e::children(nspawn_pid).get("systemd") {
+                break *pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "no systemd in the container");
+            assert!(nspawn.try_wait().expect("nspawn status").is_none(), "systemd-nspawn exited");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let booted = Booted { nspawn, systemd };
+        // Until systemd has its socket, systemctl cannot reach it.
+        loop {
+            let state = booted.try_in(&["systemctl", "is-system-running", "--wait"]);
+            if !state.contains("Failed to connect to bus") {
+                assert_eq!(state.trim(), "running", "{}", booted.journal(&[]));
+                return booted;
+            }
+            assert!(std::time::Instant::now() < deadline, "systemd never answered: {state}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn nsenter(&self) -> [String; 4] {
+        ["nsenter".into(), "-t".into(), self.systemd.to_string(), "-a".into()]
+    }
+
+    /// Runs a command in the container; its output, whatever its status.
+    fn try_in(&self, args: &[&str]) -> String {
+        let nsenter = self.nsenter();
+        let out = std::process::Command::new(&nsenter[0])
+            .args(&nsenter[1..])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    }
+
+    fn systemctl(&self, args: &[&str]) -> String {
+        let nsenter = self.nsenter();
+        let prefix: Vec<&str> = nsenter.iter().map(String::as_str).chain(["systemctl"]).collect();
+        run(&prefix, args)
+    }
+
+    /// The journal of `units` (all of it if none), message text only.
+    fn journal(&self, units: &[&str]) -> String {
+        let mut args = vec!["journalctl", "--no-pager", "-o", "cat"];
+        for unit in units {
+            args.extend(["-u", unit]);
+        }
+        self.try_in(&args)
+    }
+
+    /// Waits until `systemctl is-active unit` says `want` (within 30 s).
+    async fn becomes(&self, unit: &str, want: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = self.try_in(&["systemctl", "is-active", unit]);
+            if state.trim() == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{unit} is {state}, not {want}:\n{}",
+                self.journal(&[unit])
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn power_off(mut self) {
+        self.try_in(&["systemctl", "poweroff"]);
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.nspawn.wait()).await;
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        // Killing a pid namespace's first process ends every process in it. While nspawn runs,
+        // it waits for that process, whose pid therefore names no other.
+        if let Ok(None) = self.nspawn.try_wait() {
+            e2e::signal(self.systemd, "KILL");
+        }
+    }
+}
+
+/// Which firing each possible event is: (seed, tracepoint, round) by subject and encoding.
+fn firings() -> BTreeMap<(String, Vec<u8>), (u64, Tracepoint, u64)> {
+    let mut all = BTreeMap::new();
+    for seed in SEEDS {
+        for tp in Tracepoint::defaults() {
+            for seq in 0..MAX_ROUNDS {
+                let (subject, ebpf) = expect::event(tp, seed, seq);
+                all.insert((subject.to_string(), ebpf.encode_to_vec()), (seed, tp, seq));
+            }
+        }
+    }
+    all
+}
+
+/// The events received so far, as firings, in arrival order.
+type Received = Arc<Mutex<Vec<(u64, Tracepoint, u64)>>>;
+
+async fn wait_for_seed(received: &Received, seed: u64, booted: &Booted) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = received.lock().expect("received").iter().filter(|(s, ..)| *s == seed).count();
+        if seen >= 3 * Tracepoint::defaults().len() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no events of the bitcoind with seed {seed}:\n{}",
+            booted.journal(&["bitcoind", "peer-observer-ebpf-loader", "peer-observer-ebpf-publisher"])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The rounds a tracer saw of each tracepoint (`first_traced=A last_traced=B` in the
+/// simulator's closing lines), per cleanly stopped bitcoind, run by run.
+fn traced_per_run(journal: &str) -> Vec<BTreeMap<Tracepoint, std::ops::RangeInclusive<u64>>> {
+    let mut runs: Vec<BTreeMap<Tracepoint, std::ops::RangeInclusive<u64>>> = Vec::new();
+    for line in journal.lines().filter(|line| line.contains(" fired=")) {
+        let (name, rest) = line.split_once(' ').expect("`<tracepoint> fired=N ...`");
+        let tp = Tracepoint::from_full_name(name).unwrap_or_else(|| panic!("a tracepoint in {line:?}"));
+        let counts = e2e::counts(rest);
+        let traced = counts["first_traced"]..=counts["last_traced"];
+        assert_eq!(counts["fired"], traced.clone().count() as u64, "traced without a break: {line}");
+        if runs.last().is_none_or(|run| run.contains_key(&tp)) {
+            runs.push(BTreeMap::new());
+        }
+        runs.last_mut().expect("a run").insert(tp, traced);
+    }
+    runs
+}
+
+/// The publisher's `published_total` once the subscriber has received as many events (within
+/// 30 s), or then.
+async fn published_by_then(metrics: &str, received: &Received) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let published: u64 = scrape_metrics(metrics)
+            .lines()
+            .filter(|l| l.starts_with("peer_observer_ebpf_published_total"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+            .sum();
+        if published == received.lock().expect("received").len() as u64 || tokio::time::Instant::now() > deadline {
+            return published;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
+    let nats = NatsServer::start().await;
+    let metrics = free_address();
+    let known = firings();
+
+    // The machine: a copy of the Debian root, with a node installed as Bitcoin Core's unit
+    // runs one, enabled at boot.
+    let dir = TempDir::new("systemd-root");
+    let root = dir.path().join("root");
+    run(&["cp", "-a"], &[debian_root().to_str().expect("utf-8 path"), root.to_str().expect("utf-8 path")]);
+    let chroot = ["chroot", root.to_str().expect("utf-8 path")];
+    std::fs::write(root.join("etc/hostname"), "node\n").expect("hostname");
+    std::fs::copy(&bins().simulator, root.join("usr/bin/bitcoind")).expect("install bitcoind");
+    std::fs::write(root.join("etc/systemd/system/bitcoind.service"), BITCOIND_UNIT).expect("bitcoind's unit");
+    std::fs::create_dir_all(root.join("etc/bitcoin")).expect("/etc/bitcoin");
+    // As the unit's ConfigurationDirectoryMode= makes it.
+    std::fs::set_permissions(root.join("etc/bitcoin"), std::fs::Permissions::from_mode(0o710)).expect("chmod");
+    let conf = root.join("etc/bitcoin/bitcoin.conf");
+    let firing = |seed: u64| {
+        // The simulator's own options: fire until stopped, at RATE, values of `seed`.
+        std::fs::write(&conf, format!("count=0\nrate={RATE}\nseed={seed}\n")).expect("bitcoin.conf");
+    };
+    firing(1);
+    run(&chroot, &["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "bitcoin"]);
+    run(&chroot, &["chgrp", "bitcoin", "/etc/bitcoin/bitcoin.conf"]);
+    run(&chroot, &["chmod", "0640", "/etc/bitcoin/bitcoin.conf"]);
+    run(&chroot, &["systemctl", "enable", "bitcoind.service"]);
+
+    // README's "Build and install" and "Install with systemd", as root on that machine; the
+    // publisher's drop-in names the NATS server (README: `systemctl edit`).
+    for bin in [&bins().loader, &bins().publisher, &bins().launcher] {
+        let name = bin.file_name().expect("a binary's name");
+        std::fs::copy(bin, root.join("usr/local/bin").join(name)).expect("install a binary");
+    }
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = root.join("usr/share/doc/peer-observer-ebpf");
+    std::fs::create_dir_all(&doc).expect("doc dir");
+    std::fs::copy(checkout.join("SECURITY.md"), doc.join("SECURITY.md")).expect("SECURITY.md");
+    for unit in std::fs::read_dir(checkout.join("systemd")).expect("systemd/") {
+        let unit = unit.expect("a unit").path();
+        std::fs::copy(&unit, root.join("etc/systemd/system").join(unit.file_name().expect("name"))).expect("unit");
+    }
+    run(
+        &chroot,
+        &[
+            "sh",
+            "-c",
+            "for user in peer-observer-ebpf-loader peer-observer-ebpf-publisher; do
+               id -u \"$user\" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin \"$user\"
+             done",
+        ],
+    );
+    let drop_in = root.join("etc/systemd/system/peer-observer-ebpf-publisher.service.d");
+    std::fs::create_dir_all(&drop_in).expect("drop-in dir");
+    std::fs::write(
+        drop_in.join("override.conf"),
+        format!(
+            "[Service]\nExecStart=\nExecStart=/usr/local/bin/ebpf-publisher --loader-uid peer-observer-ebpf-loader \
+             --nats-address {} --metrics-address {metrics}\n",
+            nats.address
+        ),
+    )
+    .expect("drop-in");
+    run(&chroot, &["systemctl", "enable", "peer-observer-ebpf-publisher.socket", "peer-observer-ebpf-loader.service"]);
+
+    let client = async_nats::connect(&nats.address).await.expect("connect to NATS");
+    // peer-observer's subjects, each one token.
+    let mut subscriber = subscribe_in_place(&client, "*").await;
+    let received: Received = Arc::default();
+    let collecting = {
+        let received = Arc::clone(&received);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(msg) = subscriber.next().await {
+                let event = publisher::proto::event::Event::decode(msg.payload).expect("an event.Event");
+                let key = (msg.subject.to_string(), ebpf_of(event).encode_to_vec());
+                let firing = known.get(&key).unwrap_or_else(|| panic!("an event of no firing on {}", key.0));
+                received.lock().expect("received").push(*firing);
+            }
+        })
+    };
+
+    // At boot: bitcoind, then the loader it pulls in.
+    let booted = Booted::boot(&root).await;
+    wait_for_seed(&received, 1, &booted).await;
+
+    // `systemctl restart bitcoind`: PartOf= restarts the loader with it.
+    firing(2);
+    booted.systemctl(&["restart", "bitcoind"]);
+    wait_for_seed(&received, 2, &booted).await;
+
+    // A crash: Restart=on-failure starts bitcoind again, and systemd the loader with it.
+    firing(3);
+    booted.systemctl(&["kill", "--kill-who=main", "--signal=KILL", "bitcoind"]);
+    wait_for_seed(&received, 3, &booted).await;
+
+    // A stop for an upgrade stops the loader; the start after it starts the loader again.
+    booted.systemctl(&["stop", "bitcoind"]);
+    booted.becomes("peer-observer-ebpf-loader", "inactive").await;
+    firing(4);
+    booted.systemctl(&["start", "bitcoind"]);
+    booted.becomes("peer-observer-ebpf-loader", "active").await;
+    wait_for_seed(&received, 4, &booted).await;
+    booted.systemctl(&["stop", "bitcoind"]);
+
+    // Each bitcoind's firings, per tracepoint: one unbroken run of rounds, in order, from the
+    // first the tracer saw (before the loader attached, and after it detached, bitcoind fires
+    // untraced) to its last, as the bitcoinds that stopped cleanly report them (the killed one
+    // reported nothing). At the last, the simulator can count one hit more than the tracer
+    // saw: it counts a hit as traced when the probe's semaphore is set, and the semaphore can
+    // still be set as the loader's programs go (measured: in runs detached from while
+    // firing, the programs' own count of their hits equalled the events published, while the
+    // simulator counted one more for a few tracepoints).
+    let journal = booted.journal(&["bitcoind"]);
+    let traced: BTreeMap<u64, _> = [1, 3, 4].into_iter().zip(traced_per_run(&journal)).collect();
+    assert_eq!(traced.len(), 3, "the rounds of three clean stops in\n{journal}");
+    let published = published_by_then(&metrics, &received).await;
+    let events = received.lock().expect("received").clone();
+    assert_eq!(published, events.len() as u64, "published against received");
+    let mut wrong = Vec::new();
+    let mut rounds = BTreeMap::<(u64, Tracepoint), Vec<u64>>::new();
+    for (seed, tp, seq) in &events {
+        rounds.entry((*seed, *tp)).or_default().push(*seq);
+    }
+    for seed in SEEDS {
+        for tp in Tracepoint::defaults() {
+            let seqs = rounds.get(&(seed, tp)).map(Vec::as_slice).unwrap_or_default();
+            let (first, last) = (seqs.first().copied().unwrap_or_default(), seqs.last().copied().unwrap_or_default());
+            let unbroken = !seqs.is_empty() && *seqs == (first..=last).collect::<Vec<_>>();
+            let as_traced = traced.get(&seed).is_none_or(|run| {
+                let range = &run[&tp];
+                first == *range.start() && (last == *range.end() || last + 1 == *range.end())
+            });
+            if !unbroken || !as_traced {
+                let run = traced.get(&seed).map(|run| run[&tp].clone());
+                wrong.push(format!("{tp} of seed {seed}: rounds {seqs:?}, traced {run:?}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{}\n{}",
+        wrong.join("\n"),
+        booted.journal(&["bitcoind", "peer-observer-ebpf-loader", "peer-observer-ebpf-publisher"])
+    );
+
+    // The publisher lost nothing.
+    let text = scrape_metrics(&metrics);
+    for family in e2e::LOSS_FAMILIES {
+        let line = format!("peer_observer_ebpf_{family}");
+        for sample in text.lines().filter(|l| l.starts_with(&line)) {
+            assert!(sample.ends_with(" 0"), "{sample}");
+        }
+    }
+    collecting.abort();
+    booted.power_off().await;
+}
