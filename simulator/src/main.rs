@@ -182,9 +182,11 @@ struct Cli {
     /// Bitcoin Core's `-regtest`: the network's directory is `<datadir>/regtest`.
     #[arg(long)]
     regtest: bool,
-    /// Bitcoin Core's `-conf`: a file of `name=value` lines, each one of these options (such as
-    /// `count=0`, `rate=10`; a flag as `regtest=1`), which the command line overrides; `#`
-    /// starts a comment (also `-conf=FILE`).
+    /// Bitcoin Core's `-conf` (relative to the datadir; default `<datadir>/bitcoin.conf` if it
+    /// exists): `name=value` lines, each one of these options (such as `count=0`, `rate=10`; a
+    /// flag as `regtest=1`), which the command line overrides; other names are ignored with a
+    /// warning, as bitcoind ignores names it does not know; `#` starts a comment (also
+    /// `-conf=FILE`).
     #[arg(long, value_name = "FILE")]
     conf: Option<PathBuf>,
     /// Bitcoin Core's `-startupnotify`: a command run through `/bin/sh -c` once started (the pid
@@ -193,9 +195,9 @@ struct Cli {
     #[arg(long, value_name = "CMD")]
     startupnotify: Option<String>,
     /// Bitcoin Core's `-shutdownnotify`: a command run through `/bin/sh -c` when shutdown
-    /// begins, waited for (also `-shutdownnotify=CMD`).
+    /// begins, waited for; several run at once (also `-shutdownnotify=CMD`).
     #[arg(long, value_name = "CMD")]
-    shutdownnotify: Option<String>,
+    shutdownnotify: Vec<String>,
     /// Fire from this many threads at once, as Bitcoin Core does; the tracepoints are dealt
     /// out among them, each firing from one thread (so each keeps its order), every thread
     /// firing its share --count rounds at --rate
@@ -209,21 +211,24 @@ struct Cli {
     lean: bool,
 }
 
-/// The command line over the options of its `-conf` file, as bitcoind reads them.
+/// The command line over the options of its configuration file, as bitcoind reads them.
 fn parse_cli() -> Result<Cli, String> {
     let args = node::core_spelling(std::env::args());
     let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| e.exit());
-    let Some(conf) = &cli.conf else { return Ok(cli) };
+    let Some(path) = node::conf_path(cli.conf.as_deref(), cli.datadir.as_deref()) else { return Ok(cli) };
     let command = Cli::command();
     let is_flag = |name: &str| {
         let arg = command.get_arguments().find(|arg| arg.get_long() == Some(name))?;
         Some(!arg.get_action().takes_values())
     };
-    let from_file = node::conf_args(conf, is_flag)?;
+    let conf = node::conf_args(&path, is_flag)?;
+    for name in &conf.ignored {
+        eprintln!("Warning: Ignoring unknown configuration value {name}");
+    }
     // After the program's name, before the command line's own options, which win.
     let mut merged = args.clone();
     let at = merged.len().min(1);
-    merged.splice(at..at, from_file);
+    merged.splice(at..at, conf.args);
     Ok(Cli::try_parse_from(merged).unwrap_or_else(|e| e.exit()))
 }
 
@@ -531,9 +536,12 @@ fn main() -> ExitCode {
     // Time spent at the probe sites, arguments' preparation included, by all threads.
     let fire_ns: u128 = results.iter().map(|r| r.fire_ns).sum();
     std::thread::sleep(Duration::from_secs_f64(cli.linger));
-    if let Some(command) = &cli.shutdownnotify {
-        node::run_command(command);
-    }
+    // Each on a thread of its own, all waited for (`ShutdownNotify` in src/init.cpp).
+    std::thread::scope(|scope| {
+        for command in &cli.shutdownnotify {
+            scope.spawn(|| node::run_command(command));
+        }
+    });
     for tp in &tracepoints {
         let (t, i) = shares
             .iter()

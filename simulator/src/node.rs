@@ -66,19 +66,40 @@ impl Drop for PidFile {
     }
 }
 
-/// The options of a `-conf` file as command-line arguments (`--name=value`), to go before the
-/// command line's, which override them as in bitcoind. Lines are `name=value`, `#` starts a
-/// comment, blank lines are skipped. `is_flag(name)` tells an option that takes no value
-/// (`regtest=1` sets it, `regtest=0` leaves it unset) from one that does; `None` if there is no
-/// such option.
-pub fn conf_args(path: &Path, is_flag: impl Fn(&str) -> Option<bool>) -> Result<Vec<String>, String> {
+/// Where bitcoind reads its configuration: `-conf` (relative to the datadir if relative and a
+/// datadir is given), else `<datadir>/bitcoin.conf` if it exists; `None` for no file.
+pub fn conf_path(conf: Option<&Path>, datadir: Option<&Path>) -> Option<PathBuf> {
+    match (conf, datadir) {
+        (Some(conf), Some(datadir)) if conf.is_relative() => Some(datadir.join(conf)),
+        (Some(conf), _) => Some(conf.to_owned()),
+        (None, Some(datadir)) => Some(datadir.join("bitcoin.conf")).filter(|path| path.exists()),
+        (None, None) => None,
+    }
+}
+
+/// A configuration file's options, as command-line arguments.
+#[derive(Debug, PartialEq)]
+pub struct Conf {
+    /// `--name=value` or `--name`, to go before the command line's, which override them as
+    /// in bitcoind.
+    pub args: Vec<String>,
+    /// Names the simulator does not know (bitcoind's own, such as `server`), ignored with a
+    /// warning as bitcoind ignores unknown names in its configuration file.
+    pub ignored: Vec<String>,
+}
+
+/// The options of the configuration file at `path`. Lines are `name=value`, `#` starts a
+/// comment, blank lines are skipped. `is_flag(name)` tells an option that takes no value from
+/// one that does (`None`: no such option); a flag is set as bitcoind reads a boolean: by an
+/// empty value or one whose leading integer is not 0 (`regtest=1`).
+pub fn conf_args(path: &Path, is_flag: impl Fn(&str) -> Option<bool>) -> Result<Conf, String> {
     let text = fs::read_to_string(path).map_err(|e| {
         format!(
             "Error reading configuration file: specified config file \"{}\" could not be opened: {e}",
             path.display()
         )
     })?;
-    let mut args = Vec::new();
+    let mut conf = Conf { args: Vec::new(), ignored: Vec::new() };
     for (number, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or_default().trim();
         if line.is_empty() {
@@ -94,15 +115,26 @@ pub fn conf_args(path: &Path, is_flag: impl Fn(&str) -> Option<bool>) -> Result<
         if name == "conf" {
             return Err(parse_error("conf cannot be set in the configuration file"));
         }
-        match (is_flag(name), value) {
-            (None, _) => return Err(parse_error("unknown option")),
-            (Some(true), "1") => args.push(format!("--{name}")),
-            (Some(true), "0") => {}
-            (Some(true), _) => return Err(parse_error("a flag takes 0 or 1")),
-            (Some(false), _) => args.push(format!("--{name}={value}")),
+        match is_flag(name) {
+            None => conf.ignored.push(name.to_string()),
+            Some(true) if value.is_empty() || leading_integer(value) != 0 => conf.args.push(format!("--{name}")),
+            Some(true) => {}
+            Some(false) => conf.args.push(format!("--{name}={value}")),
         }
     }
-    Ok(args)
+    Ok(conf)
+}
+
+/// The integer a string starts with, 0 if none, as C's `atoi` reads it.
+fn leading_integer(value: &str) -> i64 {
+    let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    let magnitude: i64 = digits[..end].parse().unwrap_or(0);
+    if value.starts_with('-') {
+        -magnitude
+    } else {
+        magnitude
+    }
 }
 
 /// Runs a notification command as bitcoind's `runCommand` does: through `system()`, that is
@@ -161,14 +193,18 @@ mod tests {
             "count" | "rate" => Some(false),
             _ => None,
         };
-        fs::write(&conf, "# firing\ncount=0\n\n rate = 10 # per second\nregtest=1\n").unwrap();
-        assert_eq!(conf_args(&conf, is_flag).unwrap(), ["--count=0", "--rate=10", "--regtest"]);
-        fs::write(&conf, "regtest=0\n").unwrap();
-        assert_eq!(conf_args(&conf, is_flag).unwrap(), Vec::<String>::new());
+        fs::write(&conf, "# firing\ncount=0\n\n rate = 10 # per second\nregtest=1\nserver=1\nrpcauth=u:s$h\n").unwrap();
+        let want = Conf {
+            args: vec!["--count=0".into(), "--rate=10".into(), "--regtest".into()],
+            ignored: vec!["server".into(), "rpcauth".into()],
+        };
+        assert_eq!(conf_args(&conf, is_flag).unwrap(), want);
+        for (value, set) in [("0", false), ("", true), ("2", true), ("-1", true), ("yes", false), ("1x", true)] {
+            fs::write(&conf, format!("regtest={value}\n")).unwrap();
+            assert_eq!(conf_args(&conf, is_flag).unwrap().args.len(), usize::from(set), "regtest={value}");
+        }
         for (text, why) in [
-            ("count=1\nrpcuser=x\n", "line 2: rpcuser=x: unknown option"),
             ("count\n", "line 1: count: expected name=value"),
-            ("regtest=yes\n", "line 1: regtest=yes: a flag takes 0 or 1"),
             ("[regtest]\nrate=1\n", "line 1: [regtest]: sections are not supported"),
             ("conf=/etc/other.conf\n", "line 1: conf=/etc/other.conf: conf cannot be set in the configuration file"),
         ] {
@@ -182,5 +218,16 @@ mod tests {
             missing.display()
         )));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_conf_file_is_found_where_bitcoind_looks() {
+        let datadir = Path::new("/var/lib/bitcoind");
+        let absolute = Path::new("/etc/bitcoin/bitcoin.conf");
+        assert_eq!(conf_path(Some(absolute), Some(datadir)).as_deref(), Some(absolute));
+        assert_eq!(conf_path(Some(Path::new("my.conf")), Some(datadir)), Some(datadir.join("my.conf")));
+        assert_eq!(conf_path(Some(Path::new("my.conf")), None), Some(PathBuf::from("my.conf")));
+        assert_eq!(conf_path(None, Some(Path::new("/nonexistent-datadir"))), None);
+        assert_eq!(conf_path(None, None), None);
     }
 }
