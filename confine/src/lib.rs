@@ -18,9 +18,12 @@ pub enum ConfineError {
     Build(#[from] seccompiler::BackendError),
     #[error("cannot install the seccomp filter: {0}")]
     Install(#[from] seccompiler::Error),
+    #[error("the condition {arg:?} on {name} compares bits beyond the argument's low 32 or outside its mask")]
+    Condition { name: &'static str, arg: Arg },
 }
 
-/// A condition on one argument (by index), each a C `int` whose low 32 bits are compared.
+/// A condition on one argument (by index), whose low 32 bits are compared: the kernel reads a
+/// C `int`, or for `clone`'s flags only the low 32 bits.
 #[derive(Debug, Clone, Copy)]
 pub enum Arg {
     /// The argument equals the value.
@@ -31,33 +34,58 @@ pub enum Arg {
     Masked(u8, u64, u64),
 }
 
-/// One allowed system call: allowed with any of `only`'s conditions, or with any arguments
-/// when `only` is empty.
+impl Arg {
+    /// Whether the filter compares exactly what the condition says: seccompiler masks the value
+    /// without a word, and 32-bit comparisons drop higher bits.
+    fn is_exact(self) -> bool {
+        match self {
+            Arg::Eq(_, value) | Arg::Clear(_, value) => value <= u64::from(u32::MAX),
+            Arg::Masked(_, mask, value) => mask <= u64::from(u32::MAX) && value & !mask == 0,
+        }
+    }
+}
+
+/// One system call of the steady state: allowed with any of `only`'s conditions, or with any
+/// arguments when `only` is empty; or, with `fails_with`, always failing with that errno.
 #[derive(Debug)]
 pub struct Allowed {
     pub nr: libc::c_long,
     pub name: &'static str,
     pub only: &'static [Arg],
+    pub fails_with: Option<i32>,
     pub why: &'static str,
 }
 
 pub const fn allow(nr: libc::c_long, name: &'static str, only: &'static [Arg], why: &'static str) -> Allowed {
-    Allowed { nr, name, only, why }
+    Allowed { nr, name, only, fails_with: None, why }
 }
 
-/// The filter of `table`: any call not in it kills the process.
+/// A call made to fail with `errno` rather than kill the process: one whose arguments a filter
+/// cannot check, where the C library then falls back to one whose arguments it can (clone3's
+/// flags lie in memory, clone's in a register).
+pub const fn refuse(nr: libc::c_long, name: &'static str, errno: i32, why: &'static str) -> Allowed {
+    Allowed { nr, name, only: &[], fails_with: Some(errno), why }
+}
+
+/// The filter of `table`: any call not in it kills the process. A refused call passes this
+/// filter; [`refusals`] fails it.
 pub fn program(table: &[Allowed]) -> Result<BpfProgram, ConfineError> {
     let mut rules = BTreeMap::new();
     for allowed in table {
         let conditions = allowed
             .only
             .iter()
-            .map(|arg| match *arg {
-                Arg::Eq(index, value) => Cond::new(index, Len::Dword, Op::Eq, value),
-                Arg::Clear(index, mask) => Cond::new(index, Len::Dword, Op::MaskedEq(mask), 0),
-                Arg::Masked(index, mask, value) => Cond::new(index, Len::Dword, Op::MaskedEq(mask), value),
+            .map(|&arg| {
+                if !arg.is_exact() {
+                    return Err(ConfineError::Condition { name: allowed.name, arg });
+                }
+                let cond = match arg {
+                    Arg::Eq(index, value) => Cond::new(index, Len::Dword, Op::Eq, value),
+                    Arg::Clear(index, mask) => Cond::new(index, Len::Dword, Op::MaskedEq(mask), 0),
+                    Arg::Masked(index, mask, value) => Cond::new(index, Len::Dword, Op::MaskedEq(mask), value),
+                };
+                Ok(cond.and_then(|cond| SeccompRule::new(vec![cond]))?)
             })
-            .map(|cond| cond.and_then(|cond| SeccompRule::new(vec![cond])))
             .collect::<Result<Vec<_>, _>>()?;
         rules.insert(allowed.nr, conditions);
     }
@@ -66,10 +94,35 @@ pub fn program(table: &[Allowed]) -> Result<BpfProgram, ConfineError> {
     Ok(filter.try_into()?)
 }
 
-/// Installs the filter of `table` on every thread of the process (needs no_new_privs, or
-/// CAP_SYS_ADMIN); threads started later inherit it.
+/// One filter per errno of `table`'s refused calls, failing them with it; stacked on
+/// [`program`]'s, whose kill takes precedence over an errno, and an errno over its allow.
+pub fn refusals(table: &[Allowed]) -> Result<Vec<BpfProgram>, ConfineError> {
+    let mut by_errno = BTreeMap::<i32, BTreeMap<libc::c_long, Vec<SeccompRule>>>::new();
+    for refused in table {
+        if let Some(errno) = refused.fails_with {
+            by_errno.entry(errno).or_default().insert(refused.nr, Vec::new());
+        }
+    }
+    let arch = TargetArch::try_from(std::env::consts::ARCH)?;
+    by_errno
+        .into_iter()
+        .map(|(errno, rules)| {
+            let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(errno as u32), arch)?;
+            Ok(filter.try_into()?)
+        })
+        .collect()
+}
+
+/// Installs the filters of `table` on every thread of the process (needs no_new_privs, or
+/// CAP_SYS_ADMIN); threads started later inherit them.
 pub fn confine(table: &[Allowed]) -> Result<(), ConfineError> {
-    seccompiler::apply_filter_all_threads(&program(table)?)?;
+    let main = program(table)?;
+    // The refusals first: installing a filter takes prctl(PR_SET_NO_NEW_PRIVS) and seccomp,
+    // which the main filter allows no more once installed.
+    for refusal in &refusals(table)? {
+        seccompiler::apply_filter_all_threads(refusal)?;
+    }
+    seccompiler::apply_filter_all_threads(&main)?;
     Ok(())
 }
 
@@ -97,6 +150,7 @@ pub fn rows(table: &[Allowed]) -> Vec<(&'static str, &'static str)> {
 /// under `heading` in `doc` row for row, and leaves out every call in `forbidden`.
 pub fn check(table: &[Allowed], doc: &str, heading: &str, forbidden: &[&str]) {
     assert!(!program(table).expect("the filter builds").is_empty());
+    refusals(table).expect("the refusals build");
     assert_eq!(documented(doc, heading), rows(table), "the table under {heading:?}");
     for name in forbidden {
         assert!(table.iter().all(|a| a.name != *name), "{name} is allowed");
@@ -115,6 +169,27 @@ mod tests {
     #[test]
     fn a_table_becomes_a_filter() {
         assert!(!program(TABLE).unwrap().is_empty());
+        assert!(refusals(TABLE).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refused_calls_get_a_filter_of_their_own() {
+        const REFUSING: &[Allowed] = &[
+            allow(libc::SYS_write, "write", &[], "log"),
+            refuse(libc::SYS_clone3, "clone3", libc::ENOSYS, "threads through clone"),
+        ];
+        assert!(!program(REFUSING).unwrap().is_empty());
+        assert_eq!(refusals(REFUSING).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_condition_the_filter_would_not_compare_exactly_is_refused() {
+        for arg in [Arg::Masked(0, 0x10, 0x11), Arg::Masked(0, 1 << 32, 0), Arg::Eq(0, 1 << 32), Arg::Clear(0, 1 << 33)]
+        {
+            let only: &'static [Arg] = Box::leak(Box::new([arg]));
+            let table = [allow(libc::SYS_clone, "clone", only, "threads")];
+            assert!(matches!(program(&table), Err(ConfineError::Condition { name: "clone", .. })), "{arg:?} was taken");
+        }
     }
 
     #[test]

@@ -1,23 +1,26 @@
 //! The publisher's steady state, enforced: once it listens, has its NATS connection and its
 //! metrics listener, it allows itself exactly the system calls of [`STEADY_STATE`]
-//! (SECURITY.md's table is this list) and is killed on any other. The publisher parses what
-//! internet peers sent; a parser bug turned into code execution finds no `execve`, `ptrace`,
-//! `process_vm_*`, `bpf`, `perf_event_open`, `pidfd_getfd`, no file opened for writing and no
-//! executable memory.
+//! (SECURITY.md's table is this list; clone3 fails with ENOSYS) and is killed on any other.
+//! The publisher parses what internet peers sent; a parser bug turned into code execution
+//! finds no `execve`, `ptrace`, `process_vm_*`, `bpf`, `perf_event_open`, `pidfd_getfd`, no new
+//! process or namespace, no file opened for writing and no executable memory.
 
 use confine::libc::{
     self, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
     CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, CLONE_THREAD, FIONBIO, FIONREAD, O_APPEND, O_CREAT, O_RDWR, O_TRUNC,
     O_WRONLY, PROT_EXEC,
 };
-use confine::{allow, Allowed, Arg};
+use confine::{allow, refuse, Allowed, Arg};
 
 /// `PR_SET_NAME`, with which the standard library names the threads it starts.
 const PR_SET_NAME: u64 = 15;
 /// `PR_GET_AUXV`, with which rustix finds the vDSO the first time it reads a clock.
 const PR_GET_AUXV: u64 = 0x4155_5856;
 
-/// `clone`'s flags that would make something other than a thread of this process.
+/// `clone`'s flags for new namespaces. With CLONE_THREAD (which the kernel accepts only with
+/// CLONE_VM and CLONE_SIGHAND), `clone` makes a thread of this process; refusing these as well
+/// costs nothing, although the kernel also rejects some with CLONE_THREAD and the rest need
+/// CAP_SYS_ADMIN.
 const CLONE_NEW_NAMESPACES: u64 =
     (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET) as u64;
 
@@ -73,12 +76,17 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_poll, "poll", &[], "resolving a NATS host name"),
     allow(libc::SYS_uname, "uname", &[], "resolving a NATS host name: rereading /etc/resolv.conf"),
     allow(libc::SYS_unlink, "unlink", &[], "remove its socket file at exit"),
-    allow(libc::SYS_clone3, "clone3", &[], "a reading thread per loader connection; the runtime's blocking threads (one writes to standard output under --stdout)"),
+    refuse(
+        libc::SYS_clone3,
+        "clone3",
+        libc::ENOSYS,
+        "fails with ENOSYS, as under systemd's RestrictNamespaces=: its flags lie in memory, which a filter cannot read, so glibc falls back to clone",
+    ),
     allow(
         libc::SYS_clone,
         "clone",
         &[Arg::Masked(0, CLONE_THREAD as u64 | CLONE_NEW_NAMESPACES, CLONE_THREAD as u64)],
-        "the same where clone3 fails with ENOSYS, as under systemd's RestrictNamespaces=: glibc then falls back to clone (a thread in no new namespace only)",
+        "a reading thread per loader connection; the runtime's blocking threads (one writes to standard output under --stdout): a thread in no new namespace only",
     ),
     allow(libc::SYS_set_robust_list, "set_robust_list", &[], "a new thread"),
     allow(libc::SYS_rseq, "rseq", &[], "a new thread"),
@@ -122,31 +130,30 @@ pub const STEADY_STATE: &[Allowed] = &[
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::os::unix::process::ExitStatusExt;
-
-    use seccompiler::{SeccompAction, SeccompFilter};
 
     use super::libc;
 
-    /// Set in the child process that [`threads_start_where_systemd_refuses_clone3`] starts.
+    /// Set in the child process that [`threads_start_and_nothing_else_does`] starts.
     const CHILD: &str = "PUBLISHER_SECCOMP_TEST_CHILD";
 
-    /// The child: systemd's filter for RestrictNamespaces=, which makes clone3 fail with ENOSYS
-    /// because it cannot inspect clone3's flags (glibc then falls back to clone), then the
-    /// publisher's own; then a thread (`thread`), or a process (`fork`).
+    /// The child: the publisher's filter, then a thread (`thread`), clone3 (`clone3`: exits 0
+    /// if it failed with ENOSYS) or a process (`fork`). It dumps no core when killed.
     fn confined_child(what: &str) {
-        let systemd: BTreeMap<_, _> = [(libc::SYS_clone3, vec![])].into();
-        let arch = std::env::consts::ARCH.try_into().expect("a known architecture");
-        let systemd =
-            SeccompFilter::new(systemd, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32), arch)
-                .and_then(seccompiler::BpfProgram::try_from)
-                .expect("systemd's filter");
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: setrlimit reads the struct it is given.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) }, 0);
         rustix::thread::set_no_new_privs(true).expect("no_new_privs");
-        seccompiler::apply_filter_all_threads(&systemd).expect("install systemd's filter");
         confine::confine(super::STEADY_STATE).expect("install the publisher's filter");
         match what {
             "thread" => std::thread::spawn(|| ()).join().expect("the thread ran"),
+            "clone3" => {
+                let args = [0u64; 11];
+                // SAFETY: clone3 with zeroed arguments of their size; the filter answers it.
+                let ret = unsafe { libc::syscall(libc::SYS_clone3, args.as_ptr(), std::mem::size_of_val(&args)) };
+                let errno = std::io::Error::last_os_error().raw_os_error();
+                assert_eq!((ret, errno), (-1, Some(libc::ENOSYS)));
+            }
             // SAFETY: the child of fork only exits.
             _ => unsafe {
                 if libc::fork() == 0 {
@@ -156,25 +163,27 @@ mod tests {
         }
     }
 
-    /// Under systemd's RestrictNamespaces= (both units), the publisher starts a thread per
-    /// loader connection with clone: the test under systemd (e2e/tests/under_systemd.rs) found
-    /// it killed on the first connection while only clone3 was allowed. A process it may still
-    /// not start.
+    /// The publisher starts threads after it confined itself: with clone, since clone3 fails
+    /// with ENOSYS (its own filter's answer, and under the units' RestrictNamespaces= systemd's;
+    /// the test under systemd, e2e/tests/under_systemd.rs, found the publisher killed on its
+    /// first loader connection while only clone3 was allowed). A process it may not start.
     #[test]
-    fn threads_start_where_systemd_refuses_clone3() {
+    fn threads_start_and_nothing_else_does() {
         if let Ok(what) = std::env::var(CHILD) {
             confined_child(&what);
             return;
         }
         let run = |what: &str| {
             std::process::Command::new(std::env::current_exe().expect("the test binary"))
-                .args(["--exact", "seccomp::tests::threads_start_where_systemd_refuses_clone3", "--test-threads=1"])
+                .args(["--exact", "seccomp::tests::threads_start_and_nothing_else_does", "--test-threads=1"])
                 .env(CHILD, what)
                 .output()
                 .expect("run the child")
         };
-        let thread = run("thread");
-        assert!(thread.status.success(), "{thread:?}");
+        for what in ["thread", "clone3"] {
+            let out = run(what);
+            assert!(out.status.success(), "{what}: {out:?}");
+        }
         let fork = run("fork");
         assert_eq!(fork.status.signal(), Some(libc::SIGSYS), "{fork:?}");
     }
