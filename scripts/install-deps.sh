@@ -12,7 +12,7 @@ packages=(
   binutils             # readelf, to check the simulator's probes
   util-linux           # setpriv, to run the loader unprivileged
   systemd              # systemd-analyze and systemd-socket-activate, for the unit tests
-  debootstrap systemd-container  # a Debian system booted with systemd as pid 1, for the units' test under systemd
+  debootstrap systemd-container debian-archive-keyring gpgv  # a Debian system booted with systemd as pid 1, for the units' test under systemd
 )
 missing=()
 for p in "${packages[@]}"; do
