@@ -3,9 +3,10 @@
 //! Core's own unit runs the simulator as `/usr/bin/bitcoind`, reporting readiness as that unit
 //! has bitcoind do (`-startupnotify`); the extractor is installed as README's "Build and
 //! install" and "Install with systemd" say, with its publisher pointed at a nats-server on this
-//! machine by a drop-in. Every event of every bitcoind the loader followed (at boot, across
-//! `systemctl restart`, a crash that `Restart=on-failure` answers, a stop and a start) reaches
-//! NATS, exactly and in order, and the publisher counts no loss.
+//! machine by a drop-in. Every event of every bitcoind the loader followed (at boot with NATS
+//! down, across `systemctl restart`, a crash that `Restart=on-failure` answers, a stop and a
+//! start, and the publisher's restart) reaches NATS, exactly and in order, and the publishers
+//! count no loss.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -230,6 +231,19 @@ impl Booted {
         }
     }
 
+    /// Waits until `unit` has failed to start `n` times (within 30 s).
+    async fn failed_starts(&self, unit: &str, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let journal = self.journal(&[unit]);
+            if journal.lines().filter(|line| line.ends_with("Failed with result 'exit-code'.")).count() >= n {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{unit} never failed {n} times:\n{journal}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn power_off(mut self) {
         self.try_in(&["systemctl", "poweroff"]);
         let _ = tokio::time::timeout(Duration::from_secs(30), self.nspawn.wait()).await;
@@ -305,16 +319,25 @@ fn traced_per_run(journal: &str) -> Vec<BTreeMap<Tracepoint, std::ops::RangeIncl
     runs
 }
 
-/// The publisher's `published_total` once the subscriber has received as many events (within
-/// 30 s), or then.
-async fn published_by_then(metrics: &str, received: &Received) -> u64 {
+/// The events the publishers published, once the subscriber has received as many (within
+/// 30 s), or then: those of the running one (its `published_total`) and those of any that
+/// stopped (their closing `stopped: published=N ...` lines in the journal, each of which must
+/// count no loss).
+async fn published_by_then(booted: &Booted, metrics: &str, received: &Received) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let published: u64 = scrape_metrics(metrics)
+        let mut published: u64 = scrape_metrics(metrics)
             .lines()
             .filter(|l| l.starts_with("peer_observer_ebpf_published_total"))
             .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
             .sum();
+        for stopped in
+            booted.journal(&["peer-observer-ebpf-publisher"]).lines().filter_map(|l| l.split_once("stopped: "))
+        {
+            let counts = e2e::counts(stopped.1);
+            assert!(counts.iter().all(|(name, n)| name == "published" || *n == 0), "a publisher lost: {}", stopped.1);
+            published += counts["published"];
+        }
         if published == received.lock().expect("received").len() as u64 || tokio::time::Instant::now() > deadline {
             return published;
         }
@@ -324,7 +347,7 @@ async fn published_by_then(metrics: &str, received: &Received) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
-    let nats = NatsServer::start().await;
+    let mut nats = NatsServer::start().await;
     let metrics = free_address();
     let known = firings();
 
@@ -390,6 +413,13 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     .expect("drop-in");
     run(&chroot, &["systemctl", "enable", "peer-observer-ebpf-publisher.socket", "peer-observer-ebpf-loader.service"]);
 
+    // At boot, with NATS down: the loader attaches to bitcoind and its records wait, while
+    // the publisher's starts fail and are retried (Restart=, without a start limit).
+    nats.kill().await;
+    let booted = Booted::boot(&root).await;
+    booted.failed_starts("peer-observer-ebpf-publisher", 2).await;
+    nats.restart().await;
+
     let client = async_nats::connect(&nats.address).await.expect("connect to NATS");
     // peer-observer's subjects, each one token.
     let mut subscriber = subscribe_in_place(&client, "*").await;
@@ -408,9 +438,7 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
             }
         })
     };
-
-    // At boot: bitcoind, then the loader it pulls in.
-    let booted = Booted::boot(&root).await;
+    // Once NATS is back, the publisher starts and takes what waited.
     wait_for_seed(&received, 1, &booted).await;
 
     // `systemctl restart bitcoind`: PartOf= restarts the loader with it.
@@ -430,6 +458,16 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     booted.systemctl(&["start", "bitcoind"]);
     booted.becomes("peer-observer-ebpf-loader", "active").await;
     wait_for_seed(&received, 4, &booted).await;
+
+    // The publisher restarted (an upgrade): systemd keeps its socket, the loader keeps its
+    // records and reconnects, and the new publisher goes on where the old one stopped.
+    let before = received.lock().expect("received").len();
+    booted.systemctl(&["restart", "peer-observer-ebpf-publisher"]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while received.lock().expect("received").len() < before + 3 * Tracepoint::defaults().len() {
+        assert!(tokio::time::Instant::now() < deadline, "no events after the publisher's restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     booted.systemctl(&["stop", "bitcoind"]);
 
     // Each bitcoind's firings, per tracepoint: one unbroken run of rounds, in order, from the
@@ -442,7 +480,7 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     // simulator counted one more for a few tracepoints).
     let runs = booted.traced_runs(3).await;
     let traced: BTreeMap<u64, _> = [1, 3, 4].into_iter().zip(runs).collect();
-    let published = published_by_then(&metrics, &received).await;
+    let published = published_by_then(&booted, &metrics, &received).await;
     let (events, strays): (Vec<_>, Vec<_>) =
         received.lock().expect("received").iter().cloned().partition(Result::is_ok);
     assert!(strays.is_empty(), "events of no firing: {strays:?}");
