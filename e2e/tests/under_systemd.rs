@@ -5,8 +5,9 @@
 //! install" and "Install with systemd" say, with its publisher pointed at a nats-server on this
 //! machine by a drop-in. Every event of every bitcoind the loader followed (at boot with NATS
 //! down, across `systemctl restart`, a crash that `Restart=on-failure` answers, a stop and a
-//! start, and the publisher's restart) reaches NATS, exactly and in order, and the publishers
-//! count no loss.
+//! start, and the publisher's restart) reaches NATS, exactly and in order (each run's first
+//! and last round within one of the simulator's count, for the kernel's reasons given below;
+//! the crashed run without its count), and the publishers count no loss.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -64,7 +65,8 @@ const RATE: u32 = 20;
 /// The seed of each bitcoind the test starts, one after the other (in bitcoin.conf): an
 /// event's values tell which of them fired it.
 const SEEDS: std::ops::RangeInclusive<u64> = 1..=4;
-/// Rounds any of them fires at most: 100 s at RATE, well above the test's waits.
+/// Rounds each of them fires at most (then it exits): 100 s at RATE, well above the test's
+/// waits.
 const MAX_ROUNDS: u64 = 2_000;
 
 /// A Debian 12 root with systemd, built once per target directory by debootstrap from
@@ -366,9 +368,9 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     let conf = root.join("etc/bitcoin/bitcoin.conf");
     let firing = |seed: u64| {
         // A node's options, which the simulator ignores as bitcoind ignores what it does not
-        // know, and its own: fire until stopped, at RATE, values of `seed`.
+        // know, and its own: fire MAX_ROUNDS at most, at RATE, values of `seed`.
         let node = "server=1\nrpcauth=observer:5f1e9cbe1b0f3cbd$7b5a0c1e2d3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b\n";
-        std::fs::write(&conf, format!("{node}count=0\nrate={RATE}\nseed={seed}\n")).expect("bitcoin.conf");
+        std::fs::write(&conf, format!("{node}count={MAX_ROUNDS}\nrate={RATE}\nseed={seed}\n")).expect("bitcoin.conf");
     };
     firing(1);
     run(&chroot, &["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "bitcoin"]);
@@ -478,7 +480,8 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     // the semaphore before it places the breakpoint, and takes back a hit that races with
     // the breakpoint's removal while the semaphore is still set (measured at the end: in runs
     // detached from while firing, the programs' own count of their hits equalled the events
-    // published, while the simulator counted one more for a few tracepoints).
+    // published, while the simulator counted one more for a few tracepoints; on Linux 6.18,
+    // whose uprobe_multi links attach and detach each probe in one step).
     let runs = booted.traced_runs(3).await;
     let traced: BTreeMap<u64, _> = [1, 3, 4].into_iter().zip(runs).collect();
     let published = published_by_then(&booted, &metrics, &received).await;
@@ -515,7 +518,10 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
         booted.journal(&["bitcoind", "peer-observer-ebpf-loader", "peer-observer-ebpf-publisher"])
     );
 
-    // The publisher lost nothing.
+    // No unit's process was killed by a signal (a seccomp filter's SIGSYS, say), and the
+    // publisher lost nothing.
+    let journal = booted.journal(&["peer-observer-ebpf-loader", "peer-observer-ebpf-publisher"]);
+    assert!(!journal.contains("code=killed"), "{journal}");
     let text = scrape_metrics(&metrics);
     for family in e2e::LOSS_FAMILIES {
         let line = format!("peer_observer_ebpf_{family}");

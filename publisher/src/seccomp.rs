@@ -203,6 +203,10 @@ mod tests {
             "perf_event_open",
             "pidfd_getfd",
             "mount",
+            "fork",
+            "vfork",
+            "unshare",
+            "setns",
         ];
         confine::check(super::STEADY_STATE, &doc, "### The publisher's system calls after start-up", &forbidden);
     }
