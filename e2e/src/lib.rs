@@ -881,6 +881,22 @@ pub const LOSS_FAMILIES: [&str; 7] = [
     "jetstream_gave_up_total",
 ];
 
+/// `peer_observer_ebpf_<family>{tracepoint="..."...} N` summed per tracepoint.
+pub fn per_tracepoint(metrics: &str, family: &str) -> BTreeMap<String, u64> {
+    let mut sums = BTreeMap::new();
+    let prefix = format!("peer_observer_ebpf_{family}{{tracepoint=\"");
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else { continue };
+        let (tp, rest) = rest.split_once('"').expect("closing quote");
+        let value: u64 = rest.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("a value");
+        // Every series is served from the start, at 0 (publisher/src/metrics.rs): only counts are sums.
+        if value > 0 {
+            *sums.entry(tp.to_string()).or_default() += value;
+        }
+    }
+    sums
+}
+
 /// The children of process `parent`, by command name.
 pub fn children(parent: u32) -> BTreeMap<String, u32> {
     let mut found = BTreeMap::new();

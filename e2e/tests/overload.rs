@@ -4,25 +4,10 @@
 use std::collections::BTreeMap;
 
 use e2e::{
-    free_address, scrape_metrics, start_loader, start_publisher, NatsServer, Pipeline, Simulator, TempDir, LOADER_UID,
+    free_address, per_tracepoint, scrape_metrics, start_loader, start_publisher, NatsServer, Pipeline, Simulator,
+    TempDir, LOADER_UID,
 };
 use ipc_protocol::Tracepoint;
-
-/// `peer_observer_ebpf_<family>{tracepoint="..."...} N` summed per tracepoint.
-fn per_tracepoint(metrics: &str, family: &str) -> BTreeMap<String, u64> {
-    let mut sums = BTreeMap::new();
-    let prefix = format!("peer_observer_ebpf_{family}{{tracepoint=\"");
-    for line in metrics.lines() {
-        let Some(rest) = line.strip_prefix(&prefix) else { continue };
-        let (tp, rest) = rest.split_once('"').expect("closing quote");
-        let value: u64 = rest.rsplit(' ').next().and_then(|n| n.parse().ok()).expect("a value");
-        // Every series is served from the start, at 0 (src/metrics.rs): only counts are sums.
-        if value > 0 {
-            *sums.entry(tp.to_string()).or_default() += value;
-        }
-    }
-    sums
-}
 
 /// Bitcoin Core's twelve tracepoints fired as fast as the simulator can, into rings far
 /// smaller than the defaults: fired = published + dropped, per tracepoint, with drops. Twice,

@@ -16,7 +16,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e::{bins, ebpf_of, expect, free_address, scrape_metrics, subscribe_in_place, NatsServer, TempDir};
+use e2e::{
+    bins, ebpf_of, expect, free_address, per_tracepoint, scrape_metrics, subscribe_in_place, NatsServer, TempDir,
+};
 use ipc_protocol::Tracepoint;
 use prost::Message;
 use tokio::process::{Child, Command};
@@ -202,19 +204,9 @@ impl Booted {
 
     /// Waits until `systemctl is-active unit` says `want` (within 30 s).
     async fn becomes(&self, unit: &str, want: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let state = self.try_in(&["systemctl", "is-active", unit]);
-            if state.trim() == want {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{unit} is {state}, not {want}:\n{}",
-                self.journal(&[unit])
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let state = || self.try_in(&["systemctl", "is-active", unit]);
+        let why = || format!("{unit} is {}, not {want}:\n{}", state(), self.journal(&[unit]));
+        until(Duration::from_secs(30), || state().trim() == want, why).await;
     }
 
     /// The rounds traced in each cleanly stopped bitcoind, once `runs` of them have reached
@@ -235,15 +227,10 @@ impl Booted {
 
     /// Waits until `unit` has failed to start `n` times (within 30 s).
     async fn failed_starts(&self, unit: &str, n: usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let journal = self.journal(&[unit]);
-            if journal.lines().filter(|line| line.ends_with("Failed with result 'exit-code'.")).count() >= n {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{unit} never failed {n} times:\n{journal}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let failures =
+            || self.journal(&[unit]).lines().filter(|line| line.ends_with("Failed with result 'exit-code'.")).count();
+        let why = || format!("{unit} never failed {n} times:\n{}", self.journal(&[unit]));
+        until(Duration::from_secs(30), || failures() >= n, why).await;
     }
 
     async fn power_off(mut self) {
@@ -287,20 +274,27 @@ fn firings() -> BTreeMap<(String, Vec<u8>), (u64, Tracepoint, u64)> {
 /// that is none.
 type Received = Arc<Mutex<Vec<Result<(u64, Tracepoint, u64), String>>>>;
 
-async fn wait_for_seed(received: &Received, seed: u64, booted: &Booted) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let seen = received.lock().expect("received").iter().filter(|e| matches!(e, Ok((s, ..)) if *s == seed)).count();
-        if seen >= 3 * Tracepoint::defaults().len() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no events of the bitcoind with seed {seed}:\n{}",
-            booted.journal(&["bitcoind", "peer-observer-ebpf-loader", "peer-observer-ebpf-publisher"])
-        );
+/// Polls `done` every 100 ms until it holds; past `within`, fails with `why()`.
+async fn until(within: Duration, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{}", why());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until three rounds' events of the bitcoind with `seed` have arrived (within 60 s).
+async fn wait_for_seed(received: &Received, seed: u64, booted: &Booted) {
+    let seen = || received.lock().expect("received").iter().filter(|e| matches!(e, Ok((s, ..)) if *s == seed)).count();
+    until(
+        Duration::from_secs(60),
+        || seen() >= 3 * Tracepoint::defaults().len(),
+        || {
+            let journal = booted.journal(&["bitcoind", "peer-observer-ebpf-loader", "peer-observer-ebpf-publisher"]);
+            format!("no events of the bitcoind with seed {seed}:\n{journal}")
+        },
+    )
+    .await;
 }
 
 /// The rounds a tracer saw of each tracepoint (`first_traced=A last_traced=B` in the
@@ -328,11 +322,7 @@ fn traced_per_run(journal: &str) -> Vec<BTreeMap<Tracepoint, std::ops::RangeIncl
 async fn published_by_then(booted: &Booted, metrics: &str, received: &Received) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let mut published: u64 = scrape_metrics(metrics)
-            .lines()
-            .filter(|l| l.starts_with("peer_observer_ebpf_published_total"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
-            .sum();
+        let mut published: u64 = per_tracepoint(&scrape_metrics(metrics), "published_total").values().sum();
         for stopped in
             booted.journal(&["peer-observer-ebpf-publisher"]).lines().filter_map(|l| l.split_once("stopped: "))
         {
@@ -465,11 +455,9 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     // records and reconnects, and the new publisher goes on where the old one stopped.
     let before = received.lock().expect("received").len();
     booted.systemctl(&["restart", "peer-observer-ebpf-publisher"]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while received.lock().expect("received").len() < before + 3 * Tracepoint::defaults().len() {
-        assert!(tokio::time::Instant::now() < deadline, "no events after the publisher's restart");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let after = || received.lock().expect("received").len();
+    let why = || "no events after the publisher's restart".to_string();
+    until(Duration::from_secs(30), || after() >= before + 3 * Tracepoint::defaults().len(), why).await;
     booted.systemctl(&["stop", "bitcoind"]);
 
     // Each bitcoind's firings, per tracepoint: one unbroken run of rounds, in order, from the
@@ -524,10 +512,7 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     assert!(!journal.contains("code=killed"), "{journal}");
     let text = scrape_metrics(&metrics);
     for family in e2e::LOSS_FAMILIES {
-        let line = format!("peer_observer_ebpf_{family}");
-        for sample in text.lines().filter(|l| l.starts_with(&line)) {
-            assert!(sample.ends_with(" 0"), "{sample}");
-        }
+        assert_eq!(per_tracepoint(&text, family), BTreeMap::new(), "{family}");
     }
     collecting.abort();
     booted.power_off().await;
