@@ -696,6 +696,8 @@ pub struct PipelineFlags<'a> {
     pub simulator: &'a [&'a str],
     pub loader: &'a [&'a str],
     pub publisher: &'a [&'a str],
+    /// The publisher's NATS address, where it is not the subscriber's (a proxy in between).
+    pub publisher_nats: Option<&'a str>,
 }
 
 /// A loader attached to a simulator, publisher and subscriber around it.
@@ -729,7 +731,7 @@ impl Pipeline {
         sim_flags: &[&str],
         loader_flags: &[&str],
     ) -> Pipeline {
-        let flags = PipelineFlags { simulator: sim_flags, loader: loader_flags, publisher: &[] };
+        let flags = PipelineFlags { simulator: sim_flags, loader: loader_flags, ..Default::default() };
         Self::start_configured(launch, &nats.address, sim_tracepoints, count, seed, flags).await
     }
 
@@ -747,13 +749,14 @@ impl Pipeline {
         let client = async_nats::connect(nats_address).await.expect("connect subscriber");
         let subscriber = subscribe_in_place(&client, "*").await;
         let loader_uid = LOADER_UID.to_string();
+        let publisher_nats = flags.publisher_nats.unwrap_or(nats_address);
         let publisher_notify = (launch == Launch::SocketActivated).then(|| {
             let path = dir.path().join("publisher-notify.sock");
             (notify_socket(&path), path)
         });
         let mut publisher = match &publisher_notify {
             None => {
-                start_publisher(nats_address, &socket, &[&["--loader-uid", &loader_uid], flags.publisher].concat())
+                start_publisher(publisher_nats, &socket, &[&["--loader-uid", &loader_uid], flags.publisher].concat())
                     .await
             }
             Some((_, notify)) => {
@@ -765,7 +768,7 @@ impl Pipeline {
                     .arg(&socket)
                     .arg(format!("--setenv=NOTIFY_SOCKET={}", notify.display()))
                     .arg(&bins().publisher)
-                    .args(["--nats-address", nats_address, "--loader-uid", loader_uid])
+                    .args(["--nats-address", publisher_nats, "--loader-uid", loader_uid])
                     .args(flags.publisher)
                     .stderr(Stdio::piped())
                     .kill_on_drop(true)

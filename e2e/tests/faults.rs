@@ -277,6 +277,43 @@ async fn a_publisher_stopped_while_nats_stalls_leaves_what_it_never_wrote_counte
     );
 }
 
+/// NATS stalls after the publisher has written megabytes to it, and the publisher is stopped
+/// (SIGTERM): its flush goes through, since the kernel took the bytes, but the server's host
+/// acknowledges only what fits its receive buffer. The publisher keeps its connection open
+/// for 5 s, then says how many bytes the socket still holds, which the server's next PING
+/// would reset away (publisher/src/sink.rs, `acknowledged_by_peers`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_stopped_while_nats_stalls_names_the_bytes_nats_never_acknowledged() {
+    const MESSAGES: u64 = 3;
+    let nats = NatsServer::start().await;
+    let burst = ["--message-size", "1000000"];
+    let Pipeline { subscriber: _subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
+        Pipeline::start_with(Launch::Direct, &nats, "net:inbound_message", MESSAGES, SEED, &burst, &[]).await;
+    nats.stall();
+    assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], MESSAGES);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stopping = std::time::Instant::now();
+    let (status, _) = terminate(&mut publisher).await;
+    let waited = stopping.elapsed();
+    let log = e2e::read_stderr(&mut publisher).await;
+    nats.resume();
+    assert!(status.success(), "publisher stops cleanly: {status}\n{log}");
+    let unacknowledged: u64 = log
+        .split("NATS's host had not acknowledged the last ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no warning naming the bytes\n{log}"));
+    assert!(
+        unacknowledged > 0 && unacknowledged < MESSAGES * 1_000_000,
+        "{unacknowledged} bytes named, of {MESSAGES} messages of 1 MB\n{log}"
+    );
+    assert!(
+        (Duration::from_secs(5)..Duration::from_secs(10)).contains(&waited),
+        "the publisher held its connection 5 s, not {waited:?}\n{log}"
+    );
+    assert_eq!(e2e::closing_counts(&log)["published"], MESSAGES, "{log}");
+}
+
 /// The loader is killed: the publisher stays up and takes the next loader's stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_accepts_the_next_loader() {

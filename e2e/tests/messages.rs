@@ -27,7 +27,7 @@ async fn fire_and_check(
     workload: &Workload,
 ) -> (Arrived, String) {
     // At debug, the launcher's default (the seed's).
-    let flags = PipelineFlags { simulator: sim_flags, loader: &[], publisher: &["--log-level", "debug"] };
+    let flags = PipelineFlags { simulator: sim_flags, publisher: &["--log-level", "debug"], ..Default::default() };
     let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
         Pipeline::start_configured(Launch::Direct, &nats.address, BOTH, rounds, seed, flags).await;
     let fired = simulator.fire().await;

@@ -8,7 +8,7 @@
 use confine::libc::{
     self, AF_INET, AF_INET6, AF_NETLINK, AF_UNIX, CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
     CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, CLONE_THREAD, FIONBIO, FIONREAD, O_APPEND, O_CREAT, O_RDWR, O_TRUNC,
-    O_WRONLY, PROT_EXEC,
+    O_WRONLY, PROT_EXEC, TIOCOUTQ,
 };
 use confine::{allow, refuse, Allowed, Arg};
 
@@ -52,14 +52,19 @@ pub const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_connect, "connect", &[], "reconnect to NATS; resolve its host name"),
     allow(libc::SYS_bind, "bind", &[], "resolving a NATS host name (netlink)"),
     allow(libc::SYS_getsockname, "getsockname", &[], "resolving a NATS host name (netlink)"),
-    allow(libc::SYS_getsockopt, "getsockopt", &[], "SO_PEERCRED of a connecting loader; SO_ERROR of a NATS connection"),
+    allow(
+        libc::SYS_getsockopt,
+        "getsockopt",
+        &[],
+        "SO_PEERCRED of a connecting loader; SO_ERROR of a NATS connection; at shutdown, SO_PROTOCOL: which descriptors are TCP connections",
+    ),
     allow(libc::SYS_setsockopt, "setsockopt", &[], "TCP_NODELAY on a NATS connection"),
     allow(libc::SYS_shutdown, "shutdown", &[], "stop reading the loader at SIGTERM"),
     allow(
         libc::SYS_ioctl,
         "ioctl",
-        &[Arg::Eq(1, FIONBIO), Arg::Eq(1, FIONREAD)],
-        "a loader connection to blocking mode for its reading thread; the size of a DNS answer (FIONBIO, FIONREAD only)",
+        &[Arg::Eq(1, FIONBIO), Arg::Eq(1, FIONREAD), Arg::Eq(1, TIOCOUTQ)],
+        "a loader connection to blocking mode for its reading thread; the size of a DNS answer; at shutdown, what NATS has not acknowledged (FIONBIO, FIONREAD, SIOCOUTQ only)",
     ),
     allow(libc::SYS_fcntl, "fcntl", &[], "the standard library's descriptor checks"),
     allow(libc::SYS_close, "close", &[], "connections that end"),

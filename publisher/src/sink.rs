@@ -2,12 +2,14 @@
 //! standard output (`--stdout`). Everything before (reading, validating, decoding, counting,
 //! publisher/src/server.rs) is the same for each; only handing an event on differs.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::{Client, PublishErrorKind};
 use ipc_protocol::Tracepoint;
+use tokio::time::Instant;
 
 use crate::acks::Done;
 use crate::counters::Counters;
@@ -111,15 +113,41 @@ impl Sink {
         }
     }
 
+    /// At a loader connection's end: waits, at most [`FLUSH_TIMEOUT`], for the NATS server to
+    /// take what waits in the client's buffer and for its host to acknowledge those bytes
+    /// ([`acknowledged_by_peers`]); only then are those records done. Those it could not
+    /// confirm stay in `unflushed`, unacknowledged to the loader, which counts them.
+    pub(crate) async fn deliver_published(&self, unflushed: &mut Unflushed) {
+        let Sink::Nats { client, jetstream: None, .. } = self else { return };
+        if client.connection_state() != State::Connected {
+            return;
+        }
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        match tokio::time::timeout_at(deadline, client.flush()).await {
+            Ok(Ok(())) if acknowledged_by_peers(deadline).await => *unflushed = Unflushed::default(),
+            Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
+            _ => {}
+        }
+    }
+
     /// At shutdown: waits, at most [`FLUSH_TIMEOUT`], for NATS to take the buffered events
-    /// (with NATS down, a flush would wait for the reconnection forever). Each line to
-    /// standard output was written whole before it counted, so nothing waits there.
+    /// (with NATS down, a flush would wait for the reconnection forever) and for its host to
+    /// acknowledge every byte, so that closing the connection loses none
+    /// ([`acknowledged_by_peers`]). Each line to standard output was written whole before it
+    /// counted, so nothing waits there.
     pub async fn flush(&self) {
         let Sink::Nats { client, jetstream, .. } = self else { return };
         if let Some(jetstream) = jetstream {
             jetstream.stop().await;
         }
-        match tokio::time::timeout(FLUSH_TIMEOUT, client.flush()).await {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        match tokio::time::timeout_at(deadline, client.flush()).await {
+            Ok(Ok(())) if !acknowledged_by_peers(deadline).await => tracing::warn!(
+                "NATS's host had not acknowledged the last {} bytes of events {} s after shutdown: \
+                 they are lost if the server sends anything before it reads them",
+                unacknowledged_tcp_bytes(),
+                FLUSH_TIMEOUT.as_secs()
+            ),
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("flushing NATS at shutdown failed: {e}"),
             Err(_) => {
@@ -127,6 +155,54 @@ impl Sink {
             }
         }
     }
+}
+
+/// Waits, at most until `deadline`, for the peers of this process' TCP connections (the NATS
+/// server, and any metrics scraper) to acknowledge every byte written to them; whether they
+/// did. A flush of the NATS client only hands its buffer to the kernel. A socket closed while
+/// the kernel still holds some of its output is reset as soon as anything arrives from the
+/// server (nats-server's next PING, say), and what it held is lost (RFC 1122, 4.2.2.13); a
+/// publisher that exited right after its flush lost that way the last megabytes a slow server
+/// had not yet read (`e2e/tests/large.rs`). async-nats offers no round trip to the server
+/// (its flush sends no PING) and keeps its socket to itself, hence this look at every TCP
+/// socket of the process.
+async fn acknowledged_by_peers(deadline: Instant) -> bool {
+    while unacknowledged_tcp_bytes() > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(ACKNOWLEDGED_POLL).await;
+    }
+    true
+}
+
+/// How often [`acknowledged_by_peers`] looks again.
+const ACKNOWLEDGED_POLL: Duration = Duration::from_millis(5);
+
+/// Descriptors [`unacknowledged_tcp_bytes`] looks at: the kernel hands out the lowest free
+/// descriptor, and the publisher never holds more than a few dozen (its metrics endpoint at
+/// most [`crate::metrics::MAX_CONNECTIONS`]), far below this default soft limit of open files.
+const DESCRIPTORS: RawFd = 1024;
+
+/// Bytes that this process' TCP connections hold and their peers have not acknowledged, sent or
+/// not yet (`SIOCOUTQ`).
+fn unacknowledged_tcp_bytes() -> usize {
+    (0..DESCRIPTORS).filter_map(tcp_send_queue).sum()
+}
+
+/// What `fd`'s peer has not acknowledged, if it is a connected TCP socket; `None` for any other
+/// descriptor, a listening socket, or a number not open.
+fn tcp_send_queue(fd: RawFd) -> Option<usize> {
+    let mut protocol: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: both calls only write into the local of the size given; on a number that is not
+    // an open descriptor they fail with EBADF.
+    let tcp =
+        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL, (&raw mut protocol).cast(), &mut len) } == 0
+            && protocol == libc::IPPROTO_TCP;
+    let mut queued: libc::c_int = 0;
+    // SIOCOUTQ, which <linux/sockios.h> defines as TIOCOUTQ; EINVAL on a listening socket.
+    (tcp && unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut queued) } == 0).then_some(queued as usize)
 }
 
 /// Bytes published between waits for the NATS server to have taken them.
