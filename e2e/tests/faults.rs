@@ -277,16 +277,17 @@ async fn a_publisher_stopped_while_nats_stalls_leaves_what_it_never_wrote_counte
     );
 }
 
-/// NATS stalls after the publisher has written megabytes to it, and the publisher is stopped
-/// (SIGTERM): its flush goes through, since the kernel took the bytes, but the server's host
-/// acknowledges only what fits its receive buffer. The publisher keeps its connection open
-/// for 5 s, then says how many bytes the socket still holds, which the server's next PING
-/// would reset away (publisher/src/sink.rs, `acknowledged_by_peers`).
+/// NATS stalls after the publisher has written a megabyte to it, and the publisher is stopped
+/// (SIGTERM): its flush goes through, since the kernel took the bytes, but the stalled server's
+/// host acknowledges only what fits its receive window. The publisher keeps its connection
+/// open for 5 s, then says how many bytes the socket still holds, which the server's next PING
+/// would reset away (publisher/src/sink.rs, `unacknowledged_nats_bytes`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_stopped_while_nats_stalls_names_the_bytes_nats_never_acknowledged() {
-    const MESSAGES: u64 = 3;
+    const MESSAGES: u64 = 4;
+    const SIZE: u64 = 250_000;
     let nats = NatsServer::start().await;
-    let burst = ["--message-size", "1000000"];
+    let burst = ["--message-size", &SIZE.to_string()];
     let Pipeline { subscriber: _subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
         Pipeline::start_with(Launch::Direct, &nats, "net:inbound_message", MESSAGES, SEED, &burst, &[]).await;
     nats.stall();
@@ -304,8 +305,8 @@ async fn a_publisher_stopped_while_nats_stalls_names_the_bytes_nats_never_acknow
         .and_then(|rest| rest.split(' ').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no warning naming the bytes\n{log}"));
     assert!(
-        unacknowledged > 0 && unacknowledged < MESSAGES * 1_000_000,
-        "{unacknowledged} bytes named, of {MESSAGES} messages of 1 MB\n{log}"
+        unacknowledged > 0 && unacknowledged < MESSAGES * SIZE,
+        "{unacknowledged} bytes named, of {MESSAGES} messages of {SIZE} bytes\n{log}"
     );
     assert!(
         (Duration::from_secs(5)..Duration::from_secs(10)).contains(&waited),

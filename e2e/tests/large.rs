@@ -120,8 +120,9 @@ async fn a_publisher_stopped_mid_burst_hands_on_what_it_read_and_the_next_one_ge
     let nats = NatsServer::start().await;
     let workload = Workload { message_size: Some(1_000_000), ..Workload::default() };
     // The simulator stays up after firing, as bitcoind would, so the loader waits for the next
-    // publisher instead of exiting with its bitcoind.
-    let sim_flags = ["--message-size", "1000000", "--linger", "5"];
+    // publisher instead of exiting with its bitcoind: long enough for the first publisher's
+    // stop through the slow server and the loader's reconnection (5 s were not, once in 14).
+    let sim_flags = ["--message-size", "1000000", "--linger", "15"];
     let slow = SlowNats::start(&nats.address);
     let flags = PipelineFlags { simulator: &sim_flags, publisher_nats: Some(&slow.address), ..Default::default() };
     let Pipeline { mut subscriber, simulator, mut publisher, dir, mut loader } =
@@ -203,7 +204,8 @@ fn read_slowly(mut from: TcpStream, mut to: TcpStream) {
 fn forward_and_ping(mut from: TcpStream, mut to: TcpStream) {
     from.set_read_timeout(Some(PING_EVERY)).expect("set a read timeout");
     let mut buf = vec![0; 64 << 10];
-    let (mut at_line_end, mut pinged) = (true, Instant::now());
+    // Nothing before the server's INFO, which a client waits for first.
+    let (mut at_line_end, mut pinged) = (false, Instant::now());
     loop {
         match from.read(&mut buf) {
             Ok(0) => break,

@@ -20,7 +20,7 @@ use crate::counters::Counters;
 use crate::decode::decode_to_at_most;
 use crate::log_limit::{RateLimited, LOG_INTERVAL};
 use crate::nats::SubjectPrefix;
-use crate::sink::{DecodedRecord, RecordId, Sink, Unflushed};
+use crate::sink::{DecodedRecord, RecordId, Sink, Unflushed, FLUSH_TIMEOUT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -234,7 +234,7 @@ async fn serve_loader(
     let read = reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked));
     acknowledging.task.abort();
     if !unflushed.records.is_empty() {
-        sink.deliver_published(&mut unflushed).await;
+        sink.flush_published(&mut unflushed, FLUSH_TIMEOUT).await;
     }
     settle(unflushed.records.is_empty(), &sock, &acks).await;
     // What NATS did not take stays unacknowledged: the loader counts it as publisher_lost.

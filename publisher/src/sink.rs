@@ -113,96 +113,118 @@ impl Sink {
         }
     }
 
-    /// At a loader connection's end: waits, at most [`FLUSH_TIMEOUT`], for the NATS server to
-    /// take what waits in the client's buffer and for its host to acknowledge those bytes
-    /// ([`acknowledged_by_peers`]); only then are those records done. Those it could not
-    /// confirm stay in `unflushed`, unacknowledged to the loader, which counts them.
-    pub(crate) async fn deliver_published(&self, unflushed: &mut Unflushed) {
-        let Sink::Nats { client, jetstream: None, .. } = self else { return };
-        if client.connection_state() != State::Connected {
-            return;
-        }
-        let deadline = Instant::now() + FLUSH_TIMEOUT;
-        match tokio::time::timeout_at(deadline, client.flush()).await {
-            Ok(Ok(())) if acknowledged_by_peers(deadline).await => *unflushed = Unflushed::default(),
-            Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
-            _ => {}
-        }
-    }
-
     /// At shutdown: waits, at most [`FLUSH_TIMEOUT`], for NATS to take the buffered events
     /// (with NATS down, a flush would wait for the reconnection forever) and for its host to
     /// acknowledge every byte, so that closing the connection loses none
-    /// ([`acknowledged_by_peers`]). Each line to standard output was written whole before it
-    /// counted, so nothing waits there.
+    /// ([`unacknowledged_nats_bytes`]). Each line to standard output was written whole before
+    /// it counted, so nothing waits there.
     pub async fn flush(&self) {
         let Sink::Nats { client, jetstream, .. } = self else { return };
         if let Some(jetstream) = jetstream {
             jetstream.stop().await;
         }
         let deadline = Instant::now() + FLUSH_TIMEOUT;
-        match tokio::time::timeout_at(deadline, client.flush()).await {
-            Ok(Ok(())) if !acknowledged_by_peers(deadline).await => tracing::warn!(
-                "NATS's host had not acknowledged the last {} bytes of events {} s after shutdown: \
-                 they are lost if the server sends anything before it reads them",
-                unacknowledged_tcp_bytes(),
-                FLUSH_TIMEOUT.as_secs()
-            ),
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("flushing NATS at shutdown failed: {e}"),
-            Err(_) => {
-                tracing::warn!("NATS did not take the buffered events within {} s of shutdown", FLUSH_TIMEOUT.as_secs())
+        // What NATS's host had not acknowledged after the last flush that went through.
+        let mut unacknowledged = None;
+        loop {
+            match tokio::time::timeout_at(deadline, client.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return tracing::warn!("flushing NATS at shutdown failed: {e}"),
+                Err(_) => {
+                    let secs = FLUSH_TIMEOUT.as_secs();
+                    return match unacknowledged {
+                        Some(bytes) => tracing::warn!(
+                            "NATS's host had not acknowledged the last {bytes} bytes of events {secs} s after \
+                             shutdown: they are lost if the server sends anything before it reads them"
+                        ),
+                        None => tracing::warn!("NATS did not take the buffered events within {secs} s of shutdown"),
+                    };
+                }
             }
+            // Read only right after a flush went through: async-nats may report one while its
+            // buffer still holds bytes the kernel had no room for (its `ShouldFlush::No` arm),
+            // and then the kernel's queue is not empty either.
+            let bytes = unacknowledged_nats_bytes();
+            let connected = client.connection_state() == State::Connected;
+            if bytes == 0 && connected {
+                return;
+            }
+            // Disconnected, the socket and what it held are gone: then the flush waits.
+            unacknowledged = connected.then_some(bytes);
+            tokio::time::sleep(ACKNOWLEDGED_POLL).await;
         }
     }
 }
 
-/// Waits, at most until `deadline`, for the peers of this process' TCP connections (the NATS
-/// server, and any metrics scraper) to acknowledge every byte written to them; whether they
-/// did. A flush of the NATS client only hands its buffer to the kernel. A socket closed while
-/// the kernel still holds some of its output is reset as soon as anything arrives from the
-/// server (nats-server's next PING, say), and what it held is lost (RFC 1122, 4.2.2.13); a
-/// publisher that exited right after its flush lost that way the last megabytes a slow server
-/// had not yet read (`e2e/tests/large.rs`). async-nats offers no round trip to the server
-/// (its flush sends no PING) and keeps its socket to itself, hence this look at every TCP
-/// socket of the process.
-async fn acknowledged_by_peers(deadline: Instant) -> bool {
-    while unacknowledged_tcp_bytes() > 0 {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(ACKNOWLEDGED_POLL).await;
-    }
-    true
+/// How often a stopping publisher looks again whether NATS's host has acknowledged everything.
+const ACKNOWLEDGED_POLL: Duration = Duration::from_millis(10);
+
+/// What the kernel still holds of the NATS connection's output: bytes the server's host has not
+/// acknowledged, sent or not yet (`SIOCOUTQ`). A flush of the NATS client only hands its buffer
+/// to the kernel, and a socket closed while the kernel still holds some of its output is reset
+/// as soon as anything arrives from the server (nats-server's next PING, say): what it held is
+/// lost (RFC 1122, 4.2.2.13). A publisher that exited right after its flush lost that way the
+/// last megabytes a slow server had not yet read (`e2e/tests/large.rs`). async-nats offers no
+/// round trip to the server (its flush sends no PING) and keeps its socket to itself, so the
+/// connection is found among the process' descriptors: a connected TCP socket on a local port
+/// that none of its TCP listeners has (a metrics scrape's is the metrics port).
+fn unacknowledged_nats_bytes() -> usize {
+    let sockets: Vec<TcpSocket> = (0..DESCRIPTORS).filter_map(TcpSocket::probe).collect();
+    let listening: Vec<u16> = sockets.iter().filter(|s| s.listening).map(|s| s.port).collect();
+    sockets.iter().filter(|s| !s.listening && !listening.contains(&s.port)).filter_map(TcpSocket::unacknowledged).sum()
 }
 
-/// How often [`acknowledged_by_peers`] looks again.
-const ACKNOWLEDGED_POLL: Duration = Duration::from_millis(5);
-
-/// Descriptors [`unacknowledged_tcp_bytes`] looks at: the kernel hands out the lowest free
+/// Descriptors [`unacknowledged_nats_bytes`] looks at: the kernel hands out the lowest free
 /// descriptor, and the publisher never holds more than a few dozen (its metrics endpoint at
 /// most [`crate::metrics::MAX_CONNECTIONS`]), far below this default soft limit of open files.
 const DESCRIPTORS: RawFd = 1024;
 
-/// Bytes that this process' TCP connections hold and their peers have not acknowledged, sent or
-/// not yet (`SIOCOUTQ`).
-fn unacknowledged_tcp_bytes() -> usize {
-    (0..DESCRIPTORS).filter_map(tcp_send_queue).sum()
+/// A TCP socket among the process' descriptors.
+struct TcpSocket {
+    fd: RawFd,
+    port: u16,
+    listening: bool,
 }
 
-/// What `fd`'s peer has not acknowledged, if it is a connected TCP socket; `None` for any other
-/// descriptor, a listening socket, or a number not open.
-fn tcp_send_queue(fd: RawFd) -> Option<usize> {
-    let mut protocol: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: both calls only write into the local of the size given; on a number that is not
-    // an open descriptor they fail with EBADF.
-    let tcp =
-        unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL, (&raw mut protocol).cast(), &mut len) } == 0
-            && protocol == libc::IPPROTO_TCP;
-    let mut queued: libc::c_int = 0;
-    // SIOCOUTQ, which <linux/sockios.h> defines as TIOCOUTQ; EINVAL on a listening socket.
-    (tcp && unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &raw mut queued) } == 0).then_some(queued as usize)
+impl TcpSocket {
+    /// `fd`, if it is a TCP socket over IPv4 or IPv6; `None` for any other descriptor or a
+    /// number not open. Raw calls on the number: it is not this code's to own or borrow, and
+    /// another thread may close it meanwhile, which only fails a call with EBADF.
+    fn probe(fd: RawFd) -> Option<TcpSocket> {
+        let option = |name| {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: writes at most `len` bytes into `value`.
+            let got = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, name, (&raw mut value).cast(), &mut len) };
+            (got == 0).then_some(value)
+        };
+        let domain = option(libc::SO_DOMAIN)?;
+        if !matches!(domain, libc::AF_INET | libc::AF_INET6) || option(libc::SO_PROTOCOL)? != libc::IPPROTO_TCP {
+            return None;
+        }
+        // SAFETY: all zeros is a valid sockaddr_storage.
+        let mut address: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: writes at most `len` bytes into `address`.
+        if unsafe { libc::getsockname(fd, (&raw mut address).cast(), &mut len) } != 0 {
+            return None;
+        }
+        // SAFETY: sockaddr_storage is aligned and sized for either; `ss_family` says which it holds.
+        let port = match libc::c_int::from(address.ss_family) {
+            libc::AF_INET => unsafe { (*(&raw const address).cast::<libc::sockaddr_in>()).sin_port },
+            libc::AF_INET6 => unsafe { (*(&raw const address).cast::<libc::sockaddr_in6>()).sin6_port },
+            _ => return None,
+        };
+        Some(TcpSocket { fd, port: u16::from_be(port), listening: option(libc::SO_ACCEPTCONN)? != 0 })
+    }
+
+    /// What its peer has not acknowledged; `None` if the descriptor is gone.
+    fn unacknowledged(&self) -> Option<usize> {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: writes one int into `queued`. SIOCOUTQ, which <linux/sockios.h> defines as
+        // TIOCOUTQ.
+        (unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &raw mut queued) } == 0).then_some(queued as usize)
+    }
 }
 
 /// Bytes published between waits for the NATS server to have taken them.
