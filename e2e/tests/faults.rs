@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use e2e::{
     expect, free_address, gauge_becomes, scrape_metrics, start_loader, start_publisher, terminate, Launch, NatsServer,
-    Pipeline, Simulator, TempDir, LOADER_UID,
+    Pipeline, PipelineFlags, Simulator, TempDir, LOADER_UID,
 };
 use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
@@ -277,22 +277,32 @@ async fn a_publisher_stopped_while_nats_stalls_leaves_what_it_never_wrote_counte
     );
 }
 
-/// NATS stalls after the publisher has written a megabyte to it, and the publisher is stopped
-/// (SIGTERM): its flush goes through, since the kernel took the bytes, but the stalled server's
-/// host acknowledges only what fits its receive window. The publisher keeps its connection
-/// open for 5 s, then says how many bytes the socket still holds, which the server's next PING
-/// would reset away (publisher/src/sink.rs, `unacknowledged_nats_bytes`).
+/// NATS stalls, the publisher writes 400 KB to it and is stopped (SIGTERM): its flush goes
+/// through, since the kernel took the bytes (the send buffer a loopback connection starts
+/// with holds over a megabyte), but the stalled server's host acknowledges only what its
+/// receive window of 128 KiB takes. The publisher keeps its connection open for 5 s, then says
+/// how many bytes the socket still holds, which the server's next PING would reset away
+/// (publisher/src/sink.rs, `unacknowledged_nats_bytes`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_stopped_while_nats_stalls_names_the_bytes_nats_never_acknowledged() {
     const MESSAGES: u64 = 4;
-    const SIZE: u64 = 250_000;
+    const SIZE: u64 = 100_000;
     let nats = NatsServer::start().await;
-    let burst = ["--message-size", &SIZE.to_string()];
+    let metrics = free_address();
+    let flags = PipelineFlags {
+        simulator: &["--message-size", &SIZE.to_string()],
+        publisher: &["--metrics-address", &metrics],
+        ..Default::default()
+    };
     let Pipeline { subscriber: _subscriber, simulator, mut publisher, dir: _dir, loader: _loader } =
-        Pipeline::start_with(Launch::Direct, &nats, "net:inbound_message", MESSAGES, SEED, &burst, &[]).await;
+        Pipeline::start_configured(Launch::Direct, &nats.address, "net:inbound_message", MESSAGES, SEED, flags).await;
     nats.stall();
     assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], MESSAGES);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while e2e::per_tracepoint(&scrape_metrics(&metrics), "published_total").values().sum::<u64>() < MESSAGES {
+        assert!(std::time::Instant::now() < deadline, "the publisher did not publish all {MESSAGES}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let stopping = std::time::Instant::now();
     let (status, _) = terminate(&mut publisher).await;
     let waited = stopping.elapsed();

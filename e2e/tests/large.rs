@@ -154,6 +154,7 @@ async fn a_publisher_stopped_mid_burst_hands_on_what_it_read_and_the_next_one_ge
     let published = [&stopped_log, &next_log].map(|log| e2e::closing_counts(log)["published"]);
     assert_eq!(published.iter().sum::<u64>(), ROUNDS, "published by each: {published:?}\n{logs}");
     assert!(!loader_log.contains("publisher_lost"), "{logs}");
+    assert!(!stopped_log.contains("had not acknowledged"), "the server's host had every byte\n{logs}");
     for (seq, (_, event)) in events.into_iter().enumerate() {
         let ebpf = e2e::ebpf_of(event);
         assert_eq!(ebpf, expect::event_with(Tracepoint::NetInboundMessage, SEED, seq as u64, &workload).1, "#{seq}");

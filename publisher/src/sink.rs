@@ -126,6 +126,8 @@ impl Sink {
         let deadline = Instant::now() + FLUSH_TIMEOUT;
         // What NATS's host had not acknowledged after the last flush that went through.
         let mut unacknowledged = None;
+        // Readings of 0 in a row, each right after a flush that went through.
+        let mut empty = 0;
         loop {
             match tokio::time::timeout_at(deadline, client.flush()).await {
                 Ok(Ok(())) => {}
@@ -133,20 +135,23 @@ impl Sink {
                 Err(_) => {
                     let secs = FLUSH_TIMEOUT.as_secs();
                     return match unacknowledged {
-                        Some(bytes) => tracing::warn!(
-                            "NATS's host had not acknowledged the last {bytes} bytes of events {secs} s after \
-                             shutdown: they are lost if the server sends anything before it reads them"
+                        Some(bytes) if client.connection_state() == State::Connected => tracing::warn!(
+                            "NATS's host had not acknowledged the last {bytes} bytes of events after {secs} s of \
+                             waiting at shutdown: they are lost if the server sends anything before it reads them"
                         ),
-                        None => tracing::warn!("NATS did not take the buffered events within {secs} s of shutdown"),
+                        _ => tracing::warn!("NATS did not take the buffered events within {secs} s of shutdown"),
                     };
                 }
             }
-            // Read only right after a flush went through: async-nats may report one while its
-            // buffer still holds bytes the kernel had no room for (its `ShouldFlush::No` arm),
-            // and then the kernel's queue is not empty either.
+            // async-nats may report a flush while its buffer still holds bytes the kernel had no
+            // room for (its `ShouldFlush::No` arm); the kernel's queue is then full, but the
+            // server may empty it before the client writes the rest. The next flush finds room
+            // and writes them: two readings of 0 in a row, each after a flush, leave nothing
+            // behind.
             let bytes = unacknowledged_nats_bytes();
             let connected = client.connection_state() == State::Connected;
-            if bytes == 0 && connected {
+            empty = if bytes == 0 && connected { empty + 1 } else { 0 };
+            if empty == 2 {
                 return;
             }
             // Disconnected, the socket and what it held are gone: then the flush waits.
@@ -169,7 +174,9 @@ const ACKNOWLEDGED_POLL: Duration = Duration::from_millis(10);
 /// connection is found among the process' descriptors: a connected TCP socket on a local port
 /// that none of its TCP listeners has (a metrics scrape's is the metrics port).
 fn unacknowledged_nats_bytes() -> usize {
-    let sockets: Vec<TcpSocket> = (0..DESCRIPTORS).filter_map(TcpSocket::probe).collect();
+    // Past the standard streams, which are no NATS connection even where they are TCP (a log
+    // forwarder's).
+    let sockets: Vec<TcpSocket> = (3..DESCRIPTORS).filter_map(TcpSocket::probe).collect();
     let listening: Vec<u16> = sockets.iter().filter(|s| s.listening).map(|s| s.port).collect();
     sockets.iter().filter(|s| !s.listening && !listening.contains(&s.port)).filter_map(TcpSocket::unacknowledged).sum()
 }
