@@ -129,7 +129,7 @@ async fn a_publisher_stopped_mid_burst_hands_on_what_it_read_and_the_next_one_ge
         Pipeline::start_configured(Launch::Direct, &nats.address, "net:inbound_message", ROUNDS, SEED, flags).await;
     let firing = tokio::spawn(simulator.fire());
     // The first message is out: the publisher is in the middle of the burst.
-    let first = tokio::time::timeout(std::time::Duration::from_secs(30), subscriber.next())
+    let first = tokio::time::timeout(Duration::from_secs(30), subscriber.next())
         .await
         .expect("a first message")
         .expect("subscribed");
