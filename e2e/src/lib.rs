@@ -433,6 +433,15 @@ pub async fn stream_messages(address: &str, stream: &str) -> Vec<(String, String
         .await
 }
 
+/// Polls `done` every 100 ms until it holds; past `within`, fails with `why()`.
+pub async fn until(within: Duration, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{}", why());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = tokio::time::Instant::now() + WAIT;
     while tokio::time::Instant::now() < deadline {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use e2e::{
-    expect, free_address, gauge_becomes, scrape_metrics, start_loader, start_publisher, terminate, Launch, NatsServer,
-    Pipeline, PipelineFlags, Simulator, TempDir, LOADER_UID,
+    expect, free_address, gauge_becomes, scrape_metrics, start_loader, start_publisher, terminate, until, Launch,
+    NatsServer, Pipeline, PipelineFlags, Simulator, TempDir, LOADER_UID,
 };
 use futures_util::StreamExt;
 use ipc_protocol::Tracepoint;
@@ -93,11 +93,12 @@ async fn an_outage_of_nats_is_bridged_by_the_client_buffer() {
     assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], OUTAGE);
     let handed_on =
         format!("peer_observer_ebpf_published_total{{tracepoint=\"mempool:added\",subject=\"mempool\"}} {OUTAGE}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !scrape_metrics(&metrics).lines().any(|l| l == handed_on) {
-        assert!(std::time::Instant::now() < deadline, "{handed_on:?} not in\n{}", scrape_metrics(&metrics));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(
+        Duration::from_secs(20),
+        || scrape_metrics(&metrics).lines().any(|l| l == handed_on),
+        || format!("{handed_on:?} not in\n{}", scrape_metrics(&metrics)),
+    )
+    .await;
     nats.restart().await;
 
     let held = e2e::wait_for_stream_messages(&nats.address, "OUTAGE", OUTAGE, Duration::from_secs(30)).await;
@@ -298,11 +299,12 @@ async fn a_publisher_stopped_while_nats_stalls_names_the_bytes_nats_never_acknow
         Pipeline::start_configured(Launch::Direct, &nats.address, "net:inbound_message", MESSAGES, SEED, flags).await;
     nats.stall();
     assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], MESSAGES);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while e2e::per_tracepoint(&scrape_metrics(&metrics), "published_total").values().sum::<u64>() < MESSAGES {
-        assert!(std::time::Instant::now() < deadline, "the publisher did not publish all {MESSAGES}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        Duration::from_secs(20),
+        || e2e::per_tracepoint(&scrape_metrics(&metrics), "published_total").values().sum::<u64>() >= MESSAGES,
+        || format!("the publisher did not publish all {MESSAGES}"),
+    )
+    .await;
     let stopping = std::time::Instant::now();
     let (status, _) = terminate(&mut publisher).await;
     let waited = stopping.elapsed();

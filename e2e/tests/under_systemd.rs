@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e::{
-    bins, ebpf_of, expect, free_address, per_tracepoint, scrape_metrics, subscribe_in_place, NatsServer, TempDir,
+    bins, ebpf_of, expect, free_address, per_tracepoint, scrape_metrics, subscribe_in_place, until, NatsServer, TempDir,
 };
 use ipc_protocol::Tracepoint;
 use prost::Message;
@@ -273,15 +273,6 @@ fn firings() -> BTreeMap<(String, Vec<u8>), (u64, Tracepoint, u64)> {
 /// The events received so far, in arrival order: each a firing, or the subject of an event
 /// that is none.
 type Received = Arc<Mutex<Vec<Result<(u64, Tracepoint, u64), String>>>>;
-
-/// Polls `done` every 100 ms until it holds; past `within`, fails with `why()`.
-async fn until(within: Duration, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "{}", why());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Waits until three rounds' events of the bitcoind with `seed` have arrived (within 60 s).
 async fn wait_for_seed(received: &Received, seed: u64, booted: &Booted) {
