@@ -39,9 +39,14 @@ pub fn undecoded_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) 
 
 /// Subject and event (without the envelope's timestamp) for firing `seq` of `tp`.
 pub fn event_with(tp: Tracepoint, seed: u64, seq: u64, workload: &Workload) -> (&'static str, Ebpf) {
+    event_of(tp, sim::args(tp, seed, seq, workload))
+}
+
+/// Subject and event (without the envelope's timestamp) for a firing of `tp` with `args`.
+pub fn event_of(tp: Tracepoint, args: Args) -> (&'static str, Ebpf) {
     use connection::connection_event::Event as C;
     use mempool::mempool_event::Event as M;
-    let (subject, event) = match sim::args(tp, seed, seq, workload) {
+    let (subject, event) = match args {
         Args::Message { peer_id, addr, conn_type, message: msg } => (
             "netmsg",
             EbpfEvent::Message(m::MessageEvent {

@@ -99,6 +99,55 @@ async fn pid_file_missing_garbage_a_symlink_or_a_fifo() {
     assert!(line.contains(&format!("pid file {} is not a regular file", fifo.display())), "{line}");
 }
 
+/// A pid file a crash left behind, whose pid now names another process (after a reboot):
+/// one of another user, or one its owner started after the file was written. Handed over as
+/// systemd's `StandardInput=file:` does, it is refused, where attaching would follow a process
+/// that never fires a tracepoint, and never the next bitcoind.
+#[tokio::test]
+async fn a_stale_pid_file_whose_pid_names_another_process() {
+    let dir = TempDir::new("stale");
+    let stale = |pid: u32, written: std::time::SystemTime| {
+        let path = dir.path().join(format!("{pid}.pid"));
+        std::fs::write(&path, format!("{pid}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        e2e::chown(&path, e2e::BITCOIND_UID);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(written).unwrap();
+        std::fs::File::open(&path).unwrap()
+    };
+    let refused = |file: std::fs::File| async {
+        fails_reading(&mut loader(&["-b", sim_path(), "--bitcoind-pid-file", "-", "-s", "/x.sock"]), file.into()).await
+    };
+
+    // The pid runs as root, not as the node's user who owns the file.
+    let mut roots = Command::new("sleep").arg("30").kill_on_drop(true).spawn().unwrap();
+    let pid = roots.id().unwrap();
+    let line = refused(stale(pid, std::time::SystemTime::now())).await;
+    assert!(
+        line.contains(&format!(
+            "pid file - is stale: it names pid {pid}, which uid 0 runs, not its owner uid {}",
+            e2e::BITCOIND_UID
+        )),
+        "{line}"
+    );
+    roots.kill().await.unwrap();
+
+    // The node's user runs the pid, but started it an hour after the file was last written.
+    let uid = e2e::BITCOIND_UID.to_string();
+    let mut nodes = Command::new("setpriv")
+        .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "sleep", "30"])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = nodes.id().unwrap();
+    // Once it runs `sleep`, setpriv has switched users.
+    let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    e2e::until(Duration::from_secs(10), || comm().trim() == "sleep", || format!("pid {pid} runs {}", comm())).await;
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let line = refused(stale(pid, an_hour_ago)).await;
+    assert!(line.contains(&format!("pid file - is stale: it was last written before pid {pid} started")), "{line}");
+    nodes.kill().await.unwrap();
+}
+
 fn sim_path() -> &'static str {
     bins().simulator.to_str().expect("UTF-8 path")
 }

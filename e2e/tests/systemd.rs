@@ -16,10 +16,11 @@ use e2e::{
 use ipc_protocol::Tracepoint;
 use tokio::process::Command;
 
-const UNITS: [&str; 3] = [
+const UNITS: [&str; 4] = [
     "peer-observer-ebpf-publisher.socket",
     "peer-observer-ebpf-publisher.service",
     "peer-observer-ebpf-loader.service",
+    "peer-observer-ebpf-loader.path",
 ];
 
 /// The units, with ExecStart pointing at this build's binaries (verify checks they exist).
@@ -70,11 +71,11 @@ WantedBy=multi-user.target
 ";
 
 /// README's `systemctl enable`, carried out by systemctl itself on a root of files (`--root`,
-/// which needs no running systemd): the loader joins what bitcoind's unit pulls in, so every
-/// start of bitcoind starts it, at boot and after a stop for an upgrade (PartOf= passes on
-/// only stops and restarts); the publisher's socket listens from boot.
+/// which needs no running systemd): the loader's .path unit and the publisher's socket are
+/// active from boot, and the loader is no part of bitcoind's unit (the .path unit starts it
+/// whenever bitcoind's pid file is there; e2e/tests/under_systemd.rs).
 #[test]
-fn enabling_the_units_makes_every_start_of_bitcoind_start_the_loader() {
+fn enabling_the_units_watches_for_bitcoind_from_boot_on() {
     let root = TempDir::new("root");
     let units = root.path().join("etc/systemd/system");
     std::fs::create_dir_all(&units).expect("unit directory");
@@ -85,12 +86,7 @@ fn enabling_the_units_makes_every_start_of_bitcoind_start_the_loader() {
     std::fs::write(units.join("bitcoind.service"), BITCOIND_UNIT).expect("write bitcoind.service");
     let out = std::process::Command::new("systemctl")
         .arg(format!("--root={}", root.path().display()))
-        .args([
-            "enable",
-            "bitcoind.service",
-            "peer-observer-ebpf-publisher.socket",
-            "peer-observer-ebpf-loader.service",
-        ])
+        .args(["enable", "bitcoind.service", "peer-observer-ebpf-publisher.socket", "peer-observer-ebpf-loader.path"])
         .output()
         .expect("run systemctl (package systemd)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -104,7 +100,8 @@ fn enabling_the_units_makes_every_start_of_bitcoind_start_the_loader() {
         targets
     };
     assert_eq!(wanted_by("bitcoind.service"), ["multi-user.target"]);
-    assert_eq!(wanted_by("peer-observer-ebpf-loader.service"), ["bitcoind.service"]);
+    assert_eq!(wanted_by("peer-observer-ebpf-loader.path"), ["paths.target"]);
+    assert_eq!(wanted_by("peer-observer-ebpf-loader.service"), Vec::<String>::new());
     assert_eq!(wanted_by("peer-observer-ebpf-publisher.socket"), ["sockets.target"]);
 }
 
@@ -171,11 +168,12 @@ fn service_directives(unit: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 /// Directives the emulation below carries out as systemd does.
-const EMULATED: [&str; 15] = [
+const EMULATED: [&str; 16] = [
     "Type",
     "ExecStart",
     "Restart",
     "RestartSec",
+    "SuccessExitStatus",
     "User",
     "Group",
     "CapabilityBoundingSet",
@@ -230,10 +228,13 @@ const SANDBOXING: [&str; 31] = [
 /// capabilities of the unit, no_new_privs, the unit's umask, `NOTIFY_SOCKET` for
 /// `Type=notify`, and under the unit's `SystemCallFilter=` (systemd's own lists of its groups,
 /// from `systemd-analyze syscall-filter`; a call outside it fails with
-/// `SystemCallErrorNumber=`); `Restart=` starts it again after `RestartSec=`, opening the file
-/// anew, and a start whose file cannot be opened fails and is retried the same way.
+/// `SystemCallErrorNumber=`). Its .path unit starts it once `PathExists=` exists, and
+/// `Restart=on-failure` again after `RestartSec=` if it fails, opening the file anew (a start
+/// whose file cannot be opened fails the same way); its exit with `SuccessExitStatus=` ends it.
 struct LoaderUnit {
     directives: BTreeMap<String, Vec<String>>,
+    /// The .path unit's `PathExists=`.
+    path_exists: std::path::PathBuf,
     syscall_filter: Arc<seccompiler::BpfProgram>,
     uid: u32,
     notify_path: std::path::PathBuf,
@@ -244,13 +245,25 @@ impl LoaderUnit {
     /// The shipped unit, with the paths an operator's drop-in points at their node and the
     /// unit's user, which does not exist here, as `uid`.
     fn new(dir: &Path, paths: &[(&str, &Path)], uid: u32) -> LoaderUnit {
-        let mut text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/peer-observer-ebpf-loader.service"),
-        )
-        .unwrap();
-        for (from, to) in paths {
-            text = text.replace(from, to.to_str().unwrap());
-        }
+        let read = |unit: &str| {
+            let mut text =
+                std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd").join(unit)).unwrap();
+            for (from, to) in paths {
+                text = text.replace(from, to.to_str().unwrap());
+            }
+            text
+        };
+        let path_unit = read("peer-observer-ebpf-loader.path");
+        let path_directive = |key: &str| {
+            let values: Vec<&str> = path_unit.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix('=')).collect();
+            match values[..] {
+                [value] => value.to_string(),
+                _ => panic!("the .path unit's {key}= is {values:?}"),
+            }
+        };
+        assert_eq!(path_directive("Unit"), "peer-observer-ebpf-loader.service");
+        let path_exists = path_directive("PathExists").into();
+        let text = read("peer-observer-ebpf-loader.service");
         let directives = service_directives(&text);
         for key in directives.keys() {
             assert!(
@@ -260,11 +273,12 @@ impl LoaderUnit {
         }
         assert_eq!(directives["User"], ["peer-observer-ebpf-loader"]);
         assert_eq!(directives["Type"], ["notify"]);
+        assert_eq!(directives["SuccessExitStatus"], ["3"]);
         let notify_path = dir.join("unit-notify.sock");
         let notify = notify_socket(&notify_path);
         let syscall_filter =
             Arc::new(syscall_filter(&directives["SystemCallFilter"], &directives["SystemCallErrorNumber"]));
-        LoaderUnit { directives, syscall_filter, uid, notify_path, notify }
+        LoaderUnit { directives, path_exists, syscall_filter, uid, notify_path, notify }
     }
 
     fn one(&self, key: &str) -> &str {
@@ -327,12 +341,17 @@ impl LoaderUnit {
             .expect("start the unit's ExecStart"))
     }
 
-    /// Starts it until it reports `READY=1`, as `Restart=always` does; returns the running
-    /// loader and the status of each failed start.
+    /// Starts it once the .path unit's file exists, and again after each failure, as
+    /// `Restart=on-failure` does, until it reports `READY=1`; returns the running loader and
+    /// the status of each failed start.
     async fn start(&self) -> (tokio::process::Child, Vec<String>) {
-        assert_eq!(self.one("Restart"), "always");
+        assert_eq!(self.one("Restart"), "on-failure");
         let mut failures = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.path_exists.exists() {
+            assert!(std::time::Instant::now() < deadline, "{} never appeared", self.path_exists.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         loop {
             assert!(std::time::Instant::now() < deadline, "the unit never became ready: {failures:?}");
             match self.spawn() {
@@ -460,11 +479,11 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
     assert_eq!(failures, Vec::<String>::new());
     delivers_then_exits_with_bitcoind(first, loader, &mut subscriber, 51, 3).await;
 
-    // Starts fail until the restarted node has written its pid file.
+    // The next loader starts once the restarted node has written its pid file.
     let restarting = tokio::spawn(async move { unit.start().await });
     tokio::time::sleep(Duration::from_secs(3)).await;
     let second = Simulator::start_in(&node, &bins().simulator, "mempool:added", 4, 52, &[]);
     let (loader, failures) = restarting.await.unwrap();
-    assert!(!failures.is_empty() && failures.iter().all(|f| f.starts_with("208/STDIN")), "{failures:?}");
+    assert_eq!(failures, Vec::<String>::new());
     delivers_then_exits_with_bitcoind(second, loader, &mut subscriber, 52, 4).await;
 }

@@ -7,7 +7,8 @@
 //! down, across `systemctl restart`, a crash that `Restart=on-failure` answers, a stop and a
 //! start, and the publisher's restart) reaches NATS, exactly and in order (each run's first
 //! and last round within one of the simulator's count, for the kernel's reasons given below;
-//! the crashed run without its count), and the publishers count no loss.
+//! the crashed run without its count), the connections each bitcoind closes as it stops
+//! among them, and the publishers count no loss.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -256,7 +257,9 @@ impl Drop for Booted {
     }
 }
 
-/// Which firing each possible event is: (seed, tracepoint, round) by subject and encoding.
+/// Which firing each possible event is: (seed, tracepoint, round) by subject and encoding;
+/// the connection to peer N that a bitcoind closes as it stops is round `MAX_ROUNDS + N` of
+/// net:closed_connection.
 fn firings() -> BTreeMap<(String, Vec<u8>), (u64, Tracepoint, u64)> {
     let mut all = BTreeMap::new();
     for seed in SEEDS {
@@ -265,6 +268,11 @@ fn firings() -> BTreeMap<(String, Vec<u8>), (u64, Tracepoint, u64)> {
                 let (subject, ebpf) = expect::event(tp, seed, seq);
                 all.insert((subject.to_string(), ebpf.encode_to_vec()), (seed, tp, seq));
             }
+        }
+        for peer in 0..tracepoint_simulator::CONNECTED_PEERS {
+            let tp = Tracepoint::NetClosedConnection;
+            let (subject, ebpf) = expect::event_of(tp, tracepoint_simulator::disconnection(seed, peer));
+            all.insert((subject.to_string(), ebpf.encode_to_vec()), (seed, tp, MAX_ROUNDS + peer));
         }
     }
     all
@@ -304,6 +312,16 @@ fn traced_per_run(journal: &str) -> Vec<BTreeMap<Tracepoint, std::ops::RangeIncl
         runs.last_mut().expect("a run").insert(tp, traced);
     }
     runs
+}
+
+/// How many of the connections it closed as it stopped a tracer saw, per bitcoind stopped by
+/// a signal (`traced_at_shutdown=N` in the simulator's closing lines), run by run.
+fn traced_at_shutdown(journal: &str) -> Vec<u64> {
+    journal
+        .lines()
+        .filter(|line| line.contains(" at_shutdown="))
+        .map(|line| e2e::counts(line)["traced_at_shutdown"])
+        .collect()
 }
 
 /// The events the publishers published, once the subscriber has received as many (within
@@ -394,7 +412,7 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
         ),
     )
     .expect("drop-in");
-    run(&chroot, &["systemctl", "enable", "peer-observer-ebpf-publisher.socket", "peer-observer-ebpf-loader.service"]);
+    run(&chroot, &["systemctl", "enable", "peer-observer-ebpf-publisher.socket", "peer-observer-ebpf-loader.path"]);
 
     // At boot, with NATS down: the loader attaches to bitcoind and its records wait, while
     // the publisher's starts fail and are retried (Restart=, without a start limit).
@@ -424,17 +442,18 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     // Once NATS is back, the publisher starts and takes what waited.
     wait_for_seed(&received, 1, &booted).await;
 
-    // `systemctl restart bitcoind`: PartOf= restarts the loader with it.
+    // `systemctl restart bitcoind`: the loader follows the old bitcoind until it exits, and the
+    // .path unit starts the next loader once the new one has written its pid file.
     firing(2);
     booted.systemctl(&["restart", "bitcoind"]);
     wait_for_seed(&received, 2, &booted).await;
 
-    // A crash: Restart=on-failure starts bitcoind again, and systemd the loader with it.
+    // A crash: Restart=on-failure starts bitcoind again, and the .path unit the loader.
     firing(3);
     booted.systemctl(&["kill", "--kill-who=main", "--signal=KILL", "bitcoind"]);
     wait_for_seed(&received, 3, &booted).await;
 
-    // A stop for an upgrade stops the loader; the start after it starts the loader again.
+    // A stop for an upgrade ends the loader with bitcoind; the start after it starts one again.
     booted.systemctl(&["stop", "bitcoind"]);
     booted.becomes("peer-observer-ebpf-loader", "inactive").await;
     firing(4);
@@ -463,6 +482,10 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     // whose uprobe_multi links attach and detach each probe in one step).
     let runs = booted.traced_runs(3).await;
     let traced: BTreeMap<u64, _> = [1, 3, 4].into_iter().zip(runs).collect();
+    // The loader is ordered before bitcoind and follows it until it exits: it saw every
+    // connection that each bitcoind it followed to the end closed as it stopped.
+    let journal = booted.journal(&["bitcoind"]);
+    assert_eq!(traced_at_shutdown(&journal), [tracepoint_simulator::CONNECTED_PEERS; 3], "{journal}");
     let published = published_by_then(&booted, &metrics, &received).await;
     let (events, strays): (Vec<_>, Vec<_>) =
         received.lock().expect("received").iter().cloned().partition(Result::is_ok);
@@ -471,9 +494,15 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     assert_eq!(published, events.len() as u64, "published against received");
     let mut wrong = Vec::new();
     let mut rounds = BTreeMap::<(u64, Tracepoint), Vec<u64>>::new();
+    let mut closed_at_shutdown = BTreeMap::<u64, Vec<u64>>::new();
     for (seed, tp, seq) in &events {
-        rounds.entry((*seed, *tp)).or_default().push(*seq);
+        match seq.checked_sub(MAX_ROUNDS) {
+            None => rounds.entry((*seed, *tp)).or_default().push(*seq),
+            Some(peer) => closed_at_shutdown.entry(*seed).or_default().push(peer),
+        }
     }
+    let every_peer: Vec<u64> = (0..tracepoint_simulator::CONNECTED_PEERS).collect();
+    assert_eq!(closed_at_shutdown, [1, 3, 4].map(|seed| (seed, every_peer.clone())).into(), "closed at shutdown");
     for seed in SEEDS {
         for tp in Tracepoint::defaults() {
             let seqs = rounds.get(&(seed, tp)).map(Vec::as_slice).unwrap_or_default();

@@ -31,6 +31,8 @@ pub enum TargetError {
     PidFileGarbage { path: PathBuf, len: usize },
     #[error("no process with pid {0} is running: start bitcoind first, or pass its current pid")]
     NotRunning(i32),
+    #[error("pid file {path} is stale: {why}; bitcoind rewrites it when it starts")]
+    StalePidFile { path: PathBuf, why: String },
     #[error("cannot watch bitcoind (pid {pid}) for its exit: {source}")]
     Watch { pid: i32, source: std::io::Error },
 }
@@ -67,9 +69,9 @@ impl Target {
             hint: if source.kind() == std::io::ErrorKind::PermissionDenied { PRIVATE_FILE_HINT } else { "" },
             source,
         })?;
-        let (pid, file_owner) = match pid {
+        let (pid, file) = match pid {
             PidSource::Pid(pid) => (pid, None),
-            PidSource::File(path) => read_pid_file(path).map(|(pid, owner)| (pid, Some(owner)))?,
+            PidSource::File(path) => read_pid_file(path).map(|(pid, written)| (pid, Some((path, written))))?,
         };
         // A pidfd, not /proc/<pid>: a /proc mounted with hidepid hides other users' processes
         // (../shared/spec/deployment.md), and pidfd_open asks for no access to the process.
@@ -78,20 +80,8 @@ impl Target {
             Some(Err(e)) => return Err(TargetError::Watch { pid, source: e.into() }),
             Some(Ok(fd)) => fd,
         };
-        // bitcoind writes its own pid file, so its owner runs the pid; /proc/<pid>/exe is out
-        // of the loader's reach, but /proc/<pid>/status is not, unless /proc hides it.
-        let runner = fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
-            status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok()
-        });
-        if let (Some(owner), Some(runner)) = (file_owner, runner) {
-            if owner != runner {
-                tracing::warn!(
-                    pid,
-                    file_owner = owner,
-                    process_uid = runner,
-                    "the pid file's owner does not run this pid: a stale pid file whose pid was reused?"
-                );
-            }
+        if let Some((path, written)) = file {
+            refuse_stale(pid, &written).map_err(|why| TargetError::StalePidFile { path: path.to_owned(), why })?;
         }
         if let Ok(given) = opened.metadata() {
             warn_if_started_from_another_binary(pid, binary, &given);
@@ -106,6 +96,25 @@ impl Target {
             .to_string();
         Ok(Target { pid, binary: binary.to_owned(), binary_name, exit })
     }
+}
+
+/// A crash leaves bitcoind's pid file behind, and after a reboot its pid may name another
+/// process (../shared/spec/deployment.md); probes attached to that process never fire, and its
+/// pidfd never tells of the next bitcoind. bitcoind writes its own pid file once it runs, so
+/// the file's owner runs the pid and the file is younger than the process. /proc/<pid>/exe is
+/// out of the loader's reach, but /proc/<pid>/status and stat are not, unless /proc hides them.
+fn refuse_stale(pid: i32, written: &PidFileWritten) -> Result<(), String> {
+    let runner = fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
+        status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok()
+    });
+    if let Some(runner) = runner.filter(|runner| *runner != written.owner) {
+        return Err(format!("it names pid {pid}, which uid {runner} runs, not its owner uid {}", written.owner));
+    }
+    // The start is known to a clock tick, and the two clocks are read apart: a second's slack.
+    if process_start(pid).is_some_and(|started| written.at + std::time::Duration::from_secs(1) < started) {
+        return Err(format!("it was last written before pid {pid} started"));
+    }
+    Ok(())
 }
 
 /// Probes on a binary the process does not run never fire, and `/proc/<pid>/exe` is out of
@@ -166,10 +175,16 @@ fn process_start(pid: i32) -> Option<std::time::SystemTime> {
 /// bitcoind writes `<pid>\n`; anything longer than this is not its pid file.
 const PID_FILE_MAX: usize = 32;
 
+/// Who wrote a pid file, and when it was last written.
+struct PidFileWritten {
+    owner: u32,
+    at: std::time::SystemTime,
+}
+
 /// Reads a pid file without following a symlink or blocking on a FIFO, and at most
 /// [`PID_FILE_MAX`] bytes of it; `-` is standard input, which is then replaced by /dev/null.
-/// Returns the pid and the file's owner.
-fn read_pid_file(path: &Path) -> Result<(i32, u32), TargetError> {
+/// Returns the pid and who wrote the file when.
+fn read_pid_file(path: &Path) -> Result<(i32, PidFileWritten), TargetError> {
     let unreadable = |source: std::io::Error| TargetError::PidFileUnreadable {
         path: path.to_owned(),
         hint: if source.kind() == std::io::ErrorKind::PermissionDenied {
@@ -200,7 +215,12 @@ fn read_pid_file(path: &Path) -> Result<(i32, u32), TargetError> {
     let mut content = Vec::with_capacity(PID_FILE_MAX + 1);
     file.take(PID_FILE_MAX as u64 + 1).read_to_end(&mut content).map_err(unreadable)?;
     let pid = parse_pid(&content).ok_or(TargetError::PidFileGarbage { path: path.to_owned(), len: content.len() })?;
-    Ok((pid, stat.st_uid))
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::new(
+            u64::try_from(stat.st_mtime).unwrap_or(0),
+            u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
+        );
+    Ok((pid, PidFileWritten { owner: stat.st_uid, at }))
 }
 
 /// The pid in a pid file's content: decimal digits, surrounding white space allowed.

@@ -156,13 +156,28 @@ fn peer_addr(rng: &mut Rng, seq: u64) -> String {
 /// id, address and connection type for the connection's life (the BPF programs keep the two
 /// strings per peer id). 126 of them, so that every address form (`seq % 6`) meets every
 /// connection type (`seq % 7`).
-const CONNECTED_PEERS: u64 = 126;
+pub const CONNECTED_PEERS: u64 = 126;
 
 /// Id, address and connection type of the connected peer that message firing `seq` is from or to.
 fn connected_peer(seed: u64, seq: u64) -> (i64, String, &'static str) {
     let peer = seq % CONNECTED_PEERS;
     let rng = &mut Rng::new(seed, Tracepoint::NetInboundMessage, u64::MAX - peer);
     (rng.below(1 << 40) as i64, peer_addr(rng, peer), CONN_TYPES[(peer % 7) as usize])
+}
+
+/// The `net:closed_connection` of connected peer number `peer` (below [`CONNECTED_PEERS`]) when
+/// Bitcoin Core shuts down: `CConnman::StopNodes` closes every connection it holds, firing the
+/// tracepoint for each (docs/tracepoints.md), after `-shutdownnotify` and before the pid file
+/// is deleted. Its id, address and connection type are the peer's messages' own.
+pub fn disconnection(seed: u64, peer: u64) -> Args {
+    let (peer_id, addr, conn_type) = connected_peer(seed, peer);
+    Args::ClosedConnection {
+        peer_id,
+        network: network_of(&addr, peer),
+        addr,
+        conn_type,
+        time_established: 1_700_000_000 + peer as i64,
+    }
 }
 
 /// The `enum Network` Bitcoin Core passes with a peer's address (`CNode::ConnectedThroughNetwork`:

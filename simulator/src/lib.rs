@@ -14,7 +14,7 @@ mod message;
 mod rng;
 mod workload;
 
-pub use args::{args, Args, CONN_TYPES};
+pub use args::{args, disconnection, Args, CONNECTED_PEERS, CONN_TYPES};
 pub use clock::monotonic_ns;
 pub use garbage::{Flaw, GARBAGE};
 pub use message::{

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
 use ipc_protocol::Tracepoint;
-use tracepoint_simulator::{args, monotonic_ns, Args, Message, Workload};
+use tracepoint_simulator::{args, disconnection, monotonic_ns, Args, Message, Workload, CONNECTED_PEERS};
 
 extern "C" {
     fn sim_net_inbound_message_loop(
@@ -542,6 +542,18 @@ fn main() -> ExitCode {
             scope.spawn(|| node::run_command(command));
         }
     });
+    // Stopped as bitcoind is (SIGTERM, SIGINT), it closes every connection it holds, from its
+    // main thread, before it deletes its pid file: a tracer that detaches before bitcoind has
+    // exited misses these.
+    let at_shutdown =
+        (stop.load(Ordering::Relaxed) && tracepoints.contains(&Tracepoint::NetClosedConnection)).then(|| {
+            let mut buffers = MessageBuffers { payload: Vec::new(), message_type: MessageType::new() };
+            (0..CONNECTED_PEERS)
+                .filter(|&peer| {
+                    fire(Tracepoint::NetClosedConnection, &disconnection(cli.seed, peer), false, &mut buffers)
+                })
+                .count()
+        });
     for tp in &tracepoints {
         let (t, i) = shares
             .iter()
@@ -553,6 +565,9 @@ fn main() -> ExitCode {
             None => String::new(),
         };
         println!("{tp} fired={} untraced={} fire_ns={fire_ns}{traced}", results[t].fired[i], results[t].untraced[i]);
+    }
+    if let Some(traced) = at_shutdown {
+        println!("{} at_shutdown={CONNECTED_PEERS} traced_at_shutdown={traced}", Tracepoint::NetClosedConnection);
     }
     ExitCode::SUCCESS
 }
