@@ -207,8 +207,13 @@ impl NatsServer {
     /// own directory, which [`Self::kill`] and [`Self::restart`] keep: a restarted server has
     /// its streams and their messages back.
     pub async fn with_jetstream() -> NatsServer {
+        Self::with_jetstream_and_max_payload(5_242_880).await
+    }
+
+    /// [`Self::with_jetstream`] with another `max_payload`.
+    pub async fn with_jetstream_and_max_payload(max_payload: usize) -> NatsServer {
         let dir = TempDir::new("nats");
-        let config = format!("max_payload: 5242880\n{}\n", jetstream_config(dir.path()));
+        let config = format!("max_payload: {max_payload}\n{}\n", jetstream_config(dir.path()));
         Self::configured_in(dir, &config).await
     }
 

@@ -48,6 +48,11 @@ struct FakeLoader {
 
 impl FakeLoader {
     async fn start(label: &str, run_id: u128) -> FakeLoader {
+        Self::start_as(label, run_id, "/usr/bin/bitcoind").await
+    }
+
+    /// With `binary` as the hello's path of bitcoind's binary.
+    async fn start_as(label: &str, run_id: u128, binary: &str) -> FakeLoader {
         let nats = NatsServer::start().await;
         let dir = TempDir::new(label);
         let socket = dir.path().join("publisher.sock");
@@ -59,7 +64,7 @@ impl FakeLoader {
             run_id,
             loader_version: "test".into(),
             pid: 1,
-            binary: "/usr/bin/bitcoind".into(),
+            binary: binary.into(),
             tracepoints: vec![Tracepoint::MempoolRejected.id()],
         };
         FakeLoader { _nats: nats, _dir: dir, publisher, sub, conn, sender: Sender::new(&hello) }
@@ -149,4 +154,19 @@ async fn a_loader_gone_with_acknowledgements_unread_loses_none_of_its_last_recor
     assert_eq!(reasons, ["r0", "r1", "r2", "r3"]);
     let log = e2e::stopped_log(&mut publisher).await;
     assert!(!log.contains("Connection reset"), "{log}");
+}
+
+/// What a peer says in its hello is logged quoted and escaped: a line break in it cannot
+/// forge a line of the publisher's log.
+#[tokio::test]
+async fn a_hello_cannot_forge_a_log_line() {
+    let forged = "ERROR ebpf_publisher: forged";
+    let mut loader = FakeLoader::start_as("forged-hello", 3, &format!("/usr/bin/bitcoind\n{forged}")).await;
+    let base = tracepoint_simulator::monotonic_ns();
+    send_all(&loader.conn, &mut loader.sender, &[(base, bytemuck::bytes_of(&rejected("one")))], None).await;
+    assert_eq!(next_rejected(&mut loader.sub).await.map(|(_, reason)| reason).as_deref(), Some("one"));
+    let log = e2e::stopped_log(&mut loader.publisher).await;
+    let connected = log.lines().find(|l| l.contains("loader connected")).unwrap_or_else(|| panic!("{log}"));
+    assert!(connected.contains(&format!(r#"binary="/usr/bin/bitcoind\n{forged}""#)), "{connected}");
+    assert!(!log.lines().any(|l| l.starts_with(forged)), "{log}");
 }

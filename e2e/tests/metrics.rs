@@ -50,3 +50,33 @@ async fn metrics_count_what_was_published() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// Connections held open without a request (a local user locking the endpoint) cannot keep
+/// Prometheus out: past 8, each new connection closes the oldest, and a scrape is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_lock_the_metrics_endpoint() {
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("metrics-idle");
+    let address = free_address();
+    let _publisher = start_publisher(
+        &nats.address,
+        &dir.path().join("publisher.sock"),
+        &["--loader-uid", &LOADER_UID.to_string(), "--metrics-address", &address],
+    )
+    .await;
+    let idle: Vec<std::net::TcpStream> =
+        (0..16).map(|_| std::net::TcpStream::connect(&address).expect("connect to the metrics endpoint")).collect();
+    let scraped = {
+        let address = address.clone();
+        tokio::task::spawn_blocking(move || scrape_metrics(&address))
+    };
+    let metrics = tokio::time::timeout(std::time::Duration::from_secs(2), scraped)
+        .await
+        .expect("a scrape answered within 2 s")
+        .expect("the scrape");
+    assert!(metrics.contains("peer_observer_ebpf_nats_connected 1"), "{metrics}");
+    // The oldest idle connection was closed by the publisher.
+    let mut oldest = &idle[0];
+    oldest.set_read_timeout(Some(std::time::Duration::from_secs(2))).expect("read timeout");
+    assert_eq!(std::io::Read::read(&mut oldest, &mut [0u8; 16]).expect("closed, not timed out"), 0);
+}

@@ -47,7 +47,8 @@ impl Acknowledger {
             return;
         }
         self.waiting.push_back((record, false));
-        self.next = record + 1;
+        // The loader numbers records from 0; a peer's u64::MAX must not overflow.
+        self.next = record.saturating_add(1);
     }
 
     /// Record `record` is published, acknowledged or counted.

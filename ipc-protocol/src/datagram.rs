@@ -172,6 +172,8 @@ pub enum DecodeError {
     BadFragment { total_len: u32, offset: u32, len: usize },
     #[error("malformed {what}: {source}")]
     Malformed { what: &'static str, source: postcard::Error },
+    #[error("{records} records numbered from {first_record} run past the last record number")]
+    RecordNumbersOverflow { first_record: u64, records: usize },
 }
 
 pub(crate) fn malformed(what: &'static str) -> impl FnOnce(postcard::Error) -> DecodeError {
@@ -229,6 +231,10 @@ pub fn decode_datagram(buf: &[u8]) -> Result<Datagram<'_>, DecodeError> {
                 });
                 rest = tail;
             }
+            // Numbered from 0 by the loader, one by one: never near the end of u64.
+            if first_record.checked_add(records.len() as u64).is_none() {
+                return Err(DecodeError::RecordNumbersOverflow { first_record, records: records.len() });
+            }
             Ok(Datagram::Records(Batch { seq, first_record, bytes: buf, records }))
         }
         Head::Fragment { seq, record, tracepoint: id, ktime_ns, total_len, offset } => {
@@ -280,6 +286,21 @@ mod tests {
         assert_eq!((batch.seq, batch.first_record, batch.records().collect::<Vec<_>>()), (3, 40, expected.to_vec()));
         let owned = batch.to_owned();
         assert_eq!((owned.seq, owned.first_record, owned.records().collect::<Vec<_>>()), (3, 40, expected.to_vec()));
+    }
+
+    #[test]
+    fn records_numbered_past_the_last_record_number_are_refused() {
+        let batch = |first_record: u64| {
+            let head = encode(&Head::Records { seq: 0, first_record }, Vec::new());
+            let mut out = encode(&record_prefix(Tracepoint::MempoolAdded, 7, 3), head);
+            out.extend_from_slice(b"abc");
+            out
+        };
+        assert!(matches!(decode_datagram(&batch(u64::MAX - 1)), Ok(Datagram::Records(_))));
+        assert_eq!(
+            decode_datagram(&batch(u64::MAX)),
+            Err(DecodeError::RecordNumbersOverflow { first_record: u64::MAX, records: 1 })
+        );
     }
 
     #[test]

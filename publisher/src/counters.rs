@@ -115,7 +115,8 @@ impl Counters {
     }
 
     pub fn lost_datagrams(&self, n: u64) {
-        self.with(|c| c.lost_datagrams += n);
+        // `n` is a gap in the loader's numbering, which a broken one could make near u64::MAX.
+        self.with(|c| c.lost_datagrams = c.lost_datagrams.saturating_add(n));
     }
 
     pub fn fragment_lost(&self, tp: Tracepoint) {
@@ -271,6 +272,15 @@ mod tests {
         counters.loader_connected(1, &[ring_full(tp, 50)]);
         assert_eq!(grown(counters.dropped_before(1, &[ring_full(tp, 58)])), Vec::<u64>::new());
         assert_eq!(counters.snapshot().dropped_before[&(tp, "ring_full")], 8);
+    }
+
+    /// A gap in a broken loader's datagram numbering can be near u64::MAX: the count stays there.
+    #[test]
+    fn lost_datagrams_saturate() {
+        let counters = Counters::default();
+        counters.lost_datagrams(u64::MAX - 1);
+        counters.lost_datagrams(5);
+        assert_eq!(counters.snapshot().lost_datagrams, u64::MAX);
     }
 
     #[test]

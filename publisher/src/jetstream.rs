@@ -61,8 +61,10 @@ pub enum GaveUp {
     /// No acknowledgement within [`GIVE_UP_AFTER`].
     Timeout,
     /// The server kept answering with an error (no stream for the subject, a full stream
-    /// that refuses more). An event over `max_payload` is never sent: it is counted as
-    /// `over_max_payload`, as in core mode.
+    /// that refuses more), or the client refused the event for good: it no longer fits the
+    /// `max_payload` of a server reconnected to since it was checked (given up at once). An
+    /// event over `max_payload` is never sent: it is counted as `over_max_payload`, as in core
+    /// mode.
     Refused,
     /// The publisher stopped before the acknowledgement came.
     Stopped,
@@ -89,6 +91,8 @@ struct Pending {
     /// `None` when the last attempt failed before it went out.
     ack: Option<PublishAckFuture>,
     last_error: GaveUp,
+    /// The last attempt can never succeed: sending it again would not help.
+    refused_for_good: bool,
     first_sent: Instant,
     /// Its place in the window, in events and in bytes.
     _window: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -178,13 +182,23 @@ impl JetStream {
         let bytes = Arc::clone(&self.window_bytes).acquire_many_owned(bytes).await.expect("the window is never closed");
         let permit = (event, bytes);
         let payload = Bytes::from(payload);
-        let (ack, last_error) = match send(&self.context, &subject, &payload, &msg_id).await {
-            Ok(ack) => (Some(ack), GaveUp::Timeout),
-            Err(cause) => (None, cause),
+        let (ack, last_error, refused_for_good) = match send(&self.context, &subject, &payload, &msg_id).await {
+            Ok(ack) => (Some(ack), GaveUp::Timeout, false),
+            Err(kind) => (None, cause(kind), refused_for_good(kind)),
         };
         let first_sent = Instant::now();
-        let pending =
-            Pending { tracepoint, subject, payload, msg_id, ack, last_error, first_sent, _window: permit, _done: done };
+        let pending = Pending {
+            tracepoint,
+            subject,
+            payload,
+            msg_id,
+            ack,
+            last_error,
+            refused_for_good,
+            first_sent,
+            _window: permit,
+            _done: done,
+        };
         let queue = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let queued = match &*queue {
             Some(queue) => queue.send(pending).map_err(|refused| refused.0),
@@ -211,12 +225,24 @@ impl JetStream {
 }
 
 /// Sends one event; the future resolves with the server's acknowledgement.
-async fn send(context: &Context, subject: &Subject, payload: &Bytes, msg_id: &str) -> Result<PublishAckFuture, GaveUp> {
+async fn send(
+    context: &Context,
+    subject: &Subject,
+    payload: &Bytes,
+    msg_id: &str,
+) -> Result<PublishAckFuture, PublishErrorKind> {
     let message = PublishMessage::build().payload(payload.clone()).message_id(msg_id);
     context.send_publish(subject.clone(), message).await.map_err(|e| {
         tracing::trace!("publishing to JetStream failed: {e}");
-        cause(e.kind())
+        e.kind()
     })
+}
+
+/// async-nats refuses, before sending, a message over the server's `max_payload`
+/// (`sink::max_durable_event_len` leaves room for the header, so only a server with a smaller
+/// one, reconnected to meanwhile, does that): every later attempt would be refused too.
+fn refused_for_good(kind: PublishErrorKind) -> bool {
+    kind == PublishErrorKind::MaxPayloadExceeded
 }
 
 fn cause(kind: PublishErrorKind) -> GaveUp {
@@ -263,7 +289,7 @@ async fn resend(context: Context, mut event: Pending, stop_by: Arc<Mutex<Option<
     tokio::time::sleep(RETRY_PAUSE).await;
     match send(&context, &event.subject, &event.payload, &event.msg_id).await {
         Ok(ack) => event.ack = Some(ack),
-        Err(cause) => event.last_error = cause,
+        Err(kind) => (event.last_error, event.refused_for_good) = (cause(kind), refused_for_good(kind)),
     }
     attempt(event, stop_by).await
 }
@@ -299,7 +325,7 @@ async fn acknowledge(
                 continue;
             }
             Err(_) if stopping => GaveUp::Stopped,
-            Err(cause) if event.first_sent.elapsed() >= GIVE_UP_AFTER => cause,
+            Err(cause) if event.refused_for_good || event.first_sent.elapsed() >= GIVE_UP_AFTER => cause,
             Err(cause) => {
                 let mut event = event;
                 event.last_error = cause;

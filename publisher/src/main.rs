@@ -212,14 +212,14 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
     loop {
         tokio::select! {
             () = &mut serving => break,
-            _ = report.tick() => loss_log.report(&counters.snapshot(), sink.max_event_len()),
+            _ = report.tick() => loss_log.report(&counters.snapshot(), sink.max_payload()),
         }
     }
     sink.flush().await;
     if bound_here {
         let _ = std::fs::remove_file(&cli.socket);
     }
-    loss_log.report(&counters.snapshot(), sink.max_event_len());
+    loss_log.report(&counters.snapshot(), sink.max_payload());
     tracing::info!("stopped: {}", counters.snapshot());
     Ok(())
 }

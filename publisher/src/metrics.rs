@@ -151,28 +151,33 @@ pub fn render(s: &Snapshot) -> String {
     out
 }
 
-/// Scrapes answered at once; a connection beyond them is closed unanswered, so that clients
-/// that open many and send nothing hold at most this many tasks and descriptors.
+/// Scrapes answered at once: clients that open many connections and send nothing hold at most
+/// this many tasks and descriptors.
 pub const MAX_CONNECTIONS: usize = 8;
 
-/// Answers scrapes until the process ends.
+/// Answers scrapes until the process ends. A connection beyond [`MAX_CONNECTIONS`] closes the
+/// oldest still open, not itself: a scrape is answered within a millisecond of connecting, so
+/// the oldest is the one waiting for a request that may never come, and idle connections held
+/// open cannot lock Prometheus out.
 pub async fn serve(listener: TcpListener, counters: Arc<Counters>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut open: std::collections::VecDeque<tokio::task::JoinHandle<()>> = std::collections::VecDeque::new();
     loop {
         match listener.accept().await {
             Ok((conn, _)) => {
-                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                    tracing::debug!("metrics endpoint: {MAX_CONNECTIONS} connections open, closing another");
-                    continue;
-                };
+                open.retain(|task| !task.is_finished());
+                if open.len() >= MAX_CONNECTIONS {
+                    tracing::debug!("metrics endpoint: {MAX_CONNECTIONS} connections open, closing the oldest");
+                    if let Some(oldest) = open.pop_front() {
+                        oldest.abort();
+                    }
+                }
                 let counters = Arc::clone(&counters);
-                tokio::spawn(async move {
+                open.push_back(tokio::spawn(async move {
                     // Bounded: a client that never finishes its request cannot hold a task.
                     if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), answer(conn, &counters)).await {
                         tracing::debug!("metrics request failed: {e}");
                     }
-                    drop(slot);
-                });
+                }));
             }
             Err(e) => {
                 tracing::warn!("metrics endpoint: accept failed: {e}");

@@ -161,10 +161,11 @@ async fn serve_loader(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let greeting = decode_hello(recv(&conn, &mut buf).await?.ok_or(ConnectionError::NoHello)?)?;
     let (hello, first_seq, run_id) = (&greeting.hello, greeting.first_seq, greeting.hello.run_id);
+    // Quoted and escaped: a line break in what the peer sent would forge a log line.
     tracing::info!(
-        loader_version = %hello.loader_version,
+        loader_version = ?hello.loader_version,
         pid = hello.pid,
-        binary = %hello.binary,
+        binary = ?hello.binary,
         tracepoints = hello.tracepoints.len(),
         "loader connected"
     );

@@ -54,11 +54,20 @@ impl std::fmt::Display for Sink {
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Sink {
-    /// The largest event it takes: the NATS server's `max_payload` (which the loss log names),
-    /// any on standard output.
-    pub fn max_event_len(&self) -> usize {
+    /// The NATS server's `max_payload`, which the loss log names; none on standard output.
+    pub fn max_payload(&self) -> usize {
         match self {
             Sink::Nats { client, .. } => client.max_payload(),
+            Sink::Stdout(_) => usize::MAX,
+        }
+    }
+
+    /// The largest event it takes: the NATS server's `max_payload`, less a JetStream event's
+    /// `Nats-Msg-Id` header; any on standard output.
+    pub fn max_event_len(&self) -> usize {
+        match self {
+            Sink::Nats { client, jetstream: None, .. } => client.max_payload(),
+            Sink::Nats { client, jetstream: Some(_), .. } => max_durable_event_len(client),
             Sink::Stdout(_) => usize::MAX,
         }
     }
@@ -278,13 +287,26 @@ pub(crate) struct DecodedRecord {
     pub(crate) done: Done,
 }
 
-/// Whether an event of `size` bytes exceeds the NATS server's `max_payload`; counted if so. Such
-/// an event is never encoded: a decoded payload can be many times its record's size, and the
-/// encoding would be one more copy of it. The limit is the one async-nats applies in `publish`
-/// (the server's, or NATS's default of 1 MB before the server said): one atomic load, where
-/// `server_info()` would clone the server's whole INFO for every event.
-fn exceeds_max_payload(nats: &Client, tp: Tracepoint, size: usize, counters: &Counters) -> bool {
-    let exceeds = size > nats.max_payload();
+/// The longest header block async-nats writes for a JetStream event: `NATS/1.0`, then
+/// `Nats-Msg-Id: ` and [`RecordId::msg_id`] (32 hex digits, `-`, a record number of up to 20
+/// digits), each line ended by CRLF, then an empty line. async-nats refuses a message whose
+/// headers and payload together exceed `max_payload`.
+const MSG_ID_HEADER_MAX: usize =
+    "NATS/1.0\r\n".len() + "Nats-Msg-Id: ".len() + 32 + "-".len() + 20 + "\r\n".len() + "\r\n".len();
+
+/// The largest event JetStream mode sends: `max_payload` less its header.
+fn max_durable_event_len(nats: &Client) -> usize {
+    nats.max_payload().saturating_sub(MSG_ID_HEADER_MAX)
+}
+
+/// Whether an event of `size` bytes exceeds `max_event_len`, the NATS server's `max_payload`
+/// (less JetStream's header); counted if so. Such an event is never encoded: a decoded payload
+/// can be many times its record's size, and the encoding would be one more copy of it. The
+/// limit is the one async-nats applies in `publish` (the server's, or NATS's default of 1 MB
+/// before the server said): one atomic load, where `server_info()` would clone the server's
+/// whole INFO for every event.
+fn exceeds_max_payload(max_event_len: usize, tp: Tracepoint, size: usize, counters: &Counters) -> bool {
+    let exceeds = size > max_event_len;
     if exceeds {
         count_over_max_payload(tp, size, counters);
     }
@@ -310,7 +332,7 @@ async fn publish(
     let subject = prefix.apply(decoded.subject);
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
-    if exceeds_max_payload(nats, tp, size, counters) {
+    if exceeds_max_payload(nats.max_payload(), tp, size, counters) {
         return None;
     }
     if unflushed + size > NATS_BUFFER_BYTES {
@@ -363,7 +385,7 @@ async fn publish_durably(
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
     // Sending it again would not help: counted at once, as in core mode.
-    if exceeds_max_payload(nats, tp, size, counters) {
+    if exceeds_max_payload(max_durable_event_len(nats), tp, size, counters) {
         return;
     }
     let payload = event.into_encoding(size);
@@ -411,5 +433,16 @@ async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix
             tracing::trace!(tracepoint = %tp, "the thread writing to standard output failed: {e}");
             counters.publish_failed(tp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_msg_id_header_allowed_for_holds_the_longest_msg_id() {
+        let longest = RecordId { run_id: u128::MAX, index: u64::MAX }.msg_id();
+        assert_eq!(MSG_ID_HEADER_MAX, format!("NATS/1.0\r\nNats-Msg-Id: {longest}\r\n\r\n").len());
     }
 }
