@@ -32,6 +32,8 @@ pub enum Arg {
     Clear(u8, u64),
     /// The argument's bits under the mask (second) are those of the value (third).
     Masked(u8, u64, u64),
+    /// Every one of these conditions holds (each of them one of the above).
+    All(&'static [Arg]),
 }
 
 impl Arg {
@@ -41,12 +43,23 @@ impl Arg {
         match self {
             Arg::Eq(_, value) | Arg::Clear(_, value) => value <= u64::from(u32::MAX),
             Arg::Masked(_, mask, value) => mask <= u64::from(u32::MAX) && value & !mask == 0,
+            Arg::All(all) => all.iter().all(|arg| !matches!(arg, Arg::All(_)) && arg.is_exact()),
         }
+    }
+
+    /// The filter's comparisons of the condition, all of which must hold.
+    fn conditions(self) -> Result<Vec<Cond>, seccompiler::BackendError> {
+        Ok(match self {
+            Arg::Eq(index, value) => vec![Cond::new(index, Len::Dword, Op::Eq, value)?],
+            Arg::Clear(index, mask) => vec![Cond::new(index, Len::Dword, Op::MaskedEq(mask), 0)?],
+            Arg::Masked(index, mask, value) => vec![Cond::new(index, Len::Dword, Op::MaskedEq(mask), value)?],
+            Arg::All(all) => all.iter().map(|arg| arg.conditions()).collect::<Result<Vec<_>, _>>()?.concat(),
+        })
     }
 }
 
-/// One system call of the steady state: allowed with any of `only`'s conditions, or with any
-/// arguments when `only` is empty; or, with `fails_with`, always failing with that errno.
+/// One system call of the steady state: allowed with any of `only`'s conditions (a condition
+/// on several arguments is an [`Arg::All`]), or with any arguments when `only` is empty; or, with `fails_with`, always failing with that errno.
 #[derive(Debug)]
 pub struct Allowed {
     pub nr: libc::c_long,
@@ -79,12 +92,7 @@ pub fn program(table: &[Allowed]) -> Result<BpfProgram, ConfineError> {
                 if !arg.is_exact() {
                     return Err(ConfineError::Condition { name: allowed.name, arg });
                 }
-                let cond = match arg {
-                    Arg::Eq(index, value) => Cond::new(index, Len::Dword, Op::Eq, value),
-                    Arg::Clear(index, mask) => Cond::new(index, Len::Dword, Op::MaskedEq(mask), 0),
-                    Arg::Masked(index, mask, value) => Cond::new(index, Len::Dword, Op::MaskedEq(mask), value),
-                };
-                Ok(cond.and_then(|cond| SeccompRule::new(vec![cond]))?)
+                Ok(SeccompRule::new(arg.conditions()?)?)
             })
             .collect::<Result<Vec<_>, _>>()?;
         rules.insert(allowed.nr, conditions);
@@ -184,8 +192,14 @@ mod tests {
 
     #[test]
     fn a_condition_the_filter_would_not_compare_exactly_is_refused() {
-        for arg in [Arg::Masked(0, 0x10, 0x11), Arg::Masked(0, 1 << 32, 0), Arg::Eq(0, 1 << 32), Arg::Clear(0, 1 << 33)]
-        {
+        for arg in [
+            Arg::Masked(0, 0x10, 0x11),
+            Arg::Masked(0, 1 << 32, 0),
+            Arg::Eq(0, 1 << 32),
+            Arg::Clear(0, 1 << 33),
+            Arg::All(&[Arg::Eq(0, 1), Arg::Eq(1, 1 << 32)]),
+            Arg::All(&[Arg::All(&[Arg::Eq(0, 1)])]),
+        ] {
             let only: &'static [Arg] = Box::leak(Box::new([arg]));
             let table = [allow(libc::SYS_clone, "clone", only, "threads")];
             assert!(matches!(program(&table), Err(ConfineError::Condition { name: "clone", .. })), "{arg:?} was taken");

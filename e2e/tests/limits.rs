@@ -7,6 +7,7 @@ use ipc_protocol::Tracepoint;
 use prost::Message;
 use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
 use publisher::proto::event::{event::PeerObserverEvent, Event};
+use publisher::sink::MSG_ID_HEADER_MAX;
 use tracepoint_simulator::Workload;
 
 /// Twice through the message types: addr, addrv2, headers and getheaders arrive undecoded
@@ -92,7 +93,6 @@ async fn events_over_max_payload_arrive_undecoded_or_are_counted_and_named() {
 /// window, which such events could fill, stalling every tracepoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_jetstream_mode_the_msg_id_header_counts_against_max_payload() {
-    const MSG_ID_HEADER_MAX: usize = "NATS/1.0\r\nNats-Msg-Id: \r\n\r\n".len() + 32 + 1 + 20;
     let nats = NatsServer::with_jetstream_and_max_payload(MAX_EVENT + MSG_ID_HEADER_MAX).await;
     let flags = PipelineFlags {
         publisher: &["--nats-jetstream-stream", "LIMITS", "--nats-jetstream-max-bytes", "1073741824"],

@@ -146,17 +146,17 @@ fn loader_unit_grants_exactly_cap_bpf_and_cap_perfmon_and_only_unix_sockets() {
     assert!(lines.contains(&"SocketMode=0600"));
 }
 
-/// The `[Service]` directives of a unit, each with its values in order (an empty assignment
-/// resets the list, as in systemd).
-fn service_directives(unit: &str) -> BTreeMap<String, Vec<String>> {
+/// The directives of a unit's `section` (`[Service]`, `[Path]`), each with its values in order
+/// (an empty assignment resets the list, as in systemd).
+fn directives(unit: &str, section: &str) -> BTreeMap<String, Vec<String>> {
     let mut directives = BTreeMap::<String, Vec<String>>::new();
-    let mut in_service = false;
+    let mut in_section = false;
     for line in unit.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         if line.starts_with('[') {
-            in_service = line == "[Service]";
+            in_section = line == section;
             continue;
         }
-        let Some((key, value)) = line.split_once('=').filter(|_| in_service) else { continue };
+        let Some((key, value)) = line.split_once('=').filter(|_| in_section) else { continue };
         let values = directives.entry(key.to_string()).or_default();
         if value.is_empty() {
             values.clear();
@@ -253,18 +253,12 @@ impl LoaderUnit {
             }
             text
         };
-        let path_unit = read("peer-observer-ebpf-loader.path");
-        let path_directive = |key: &str| {
-            let values: Vec<&str> = path_unit.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix('=')).collect();
-            match values[..] {
-                [value] => value.to_string(),
-                _ => panic!("the .path unit's {key}= is {values:?}"),
-            }
-        };
-        assert_eq!(path_directive("Unit"), "peer-observer-ebpf-loader.service");
-        let path_exists = path_directive("PathExists").into();
-        let text = read("peer-observer-ebpf-loader.service");
-        let directives = service_directives(&text);
+        let path = directives(&read("peer-observer-ebpf-loader.path"), "[Path]");
+        assert_eq!(path.keys().collect::<Vec<_>>(), ["PathExists", "Unit"], "the .path unit's directives");
+        assert_eq!(path["Unit"], ["peer-observer-ebpf-loader.service"]);
+        let [path_exists] = &path["PathExists"][..] else { panic!("PathExists= is {:?}", path["PathExists"]) };
+        let path_exists = path_exists.into();
+        let directives = directives(&read("peer-observer-ebpf-loader.service"), "[Service]");
         for key in directives.keys() {
             assert!(
                 EMULATED.contains(&key.as_str()) || SANDBOXING.contains(&key.as_str()),

@@ -32,7 +32,7 @@ use rustix::time::{clock_gettime, ClockId, Timespec};
 use forward::{ForwardError, Forwarder, Pump};
 use idle::Idle;
 use probes::{ProbeError, Probes};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use target::{PidSource, Target, TargetError};
 
 /// Hooks Bitcoin Core's tracepoints and forwards raw records to ebpf-publisher.
@@ -94,7 +94,7 @@ enum LoaderError {
     Seccomp(#[from] confine::ConfineError),
     #[error("no event from bitcoind (pid {pid}) for {secs} s: is it still running and busy? Exiting so that a supervisor starts a fresh loader; --no-idle-exit only warns")]
     Idle { pid: i32, secs: u64 },
-    #[error("bitcoind (pid {0}) exited: start the loader again for its successor (ebpf-extractor does when given --bitcoind-pid-file; systemd does, through Restart=)")]
+    #[error("bitcoind (pid {0}) exited: start the loader again for its successor (ebpf-extractor does when given --bitcoind-pid-file; under systemd, the loader's .path unit does)")]
     TargetExited(i32),
     #[error("every tracepoint category is switched off: nothing to hook")]
     NothingEnabled,
@@ -125,11 +125,11 @@ fn monotonic_ns() -> u64 {
     (t.tv_sec * 1_000_000_000 + t.tv_nsec) as u64
 }
 
-/// A kernel too old for the loader is named at start, before an attach failure or a refused
-/// counter read would leave the operator to guess (probes.rs, UPROBE_MULTI_SINCE).
-fn warn_if_kernel_too_old() {
-    if let Some(release) = probes::older_than_uprobe_multi() {
-        tracing::warn!("{}: expect attaching or reading the drop counters to fail", probes::kernel_too_old(&release));
+/// A kernel that may not suit the loader is named at start, before an attach failure or a
+/// refused counter read would leave the operator to guess (probes.rs, UPROBE_MULTI_SINCE).
+fn warn_about_the_kernel() {
+    if let Some(doubt) = probes::running_kernel_doubt() {
+        tracing::warn!("{doubt}: expect attaching or reading the drop counters to fail");
     }
 }
 
@@ -139,7 +139,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     // dumpable flag, so nothing sets it back.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .map_err(|e| LoaderError::Undumpable(e.into()))?;
-    warn_if_kernel_too_old();
+    warn_about_the_kernel();
     let enabled = cli.categories.tracepoints();
     if enabled.is_empty() {
         return Err(LoaderError::NothingEnabled);
@@ -180,9 +180,12 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     // libbpf reads the number of possible CPUs from /sys on the first lookup and caches it:
     // after confine() no file can be opened.
     probes.drop_counts()?;
+    let notify = Notify::open();
     seccomp::confine()?;
     tracing::info!("confined to the steady state's system calls (seccomp)");
-    notify_ready();
+    if let Some(notify) = notify {
+        notify.ready();
+    }
     if cli.test_forbidden_syscall {
         // pidfd_getfd is not in the filter's list: the kernel kills the process here.
         let _ = rustix::process::pidfd_getfd(target_exit, 0, rustix::process::PidfdGetfdFlags::empty());
@@ -232,13 +235,26 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         // one), room in the socket, or, with no publisher, the next reconnection attempt.
         let mut fds = vec![PollFd::from_borrowed_fd(target_exit.as_fd(), PollFlags::IN)];
         let socket = |flags| forwarder.socket().map(|s| PollFd::from_borrowed_fd(s, flags));
+        // A ring whose head record is still being written reads as ready with nothing to take:
+        // waited on, it would make this loop spin while a large message is copied in; it is
+        // looked at again after the short timeout instead.
+        let mut head_being_written = false;
         match pump {
-            Pump::Drained => fds.extend(rings.iter().map(|r| PollFd::from_borrowed_fd(r.fd(), PollFlags::IN))),
+            Pump::Drained => {
+                for ring in &rings {
+                    if ring.head_being_written() {
+                        head_being_written = true;
+                    } else {
+                        fds.push(PollFd::from_borrowed_fd(ring.fd(), PollFlags::IN));
+                    }
+                }
+            }
             Pump::SocketFull => fds.extend(socket(PollFlags::OUT)),
             // Acknowledgements; while a lost connection closes, its last ones and the close.
             Pump::AwaitingAcks | Pump::Disconnected => fds.extend(socket(PollFlags::IN)),
         }
-        let timeout = if monotonic_ns() < polling_until_ns { &ACTIVE_POLL_TIMEOUT } else { &POLL_TIMEOUT };
+        let timeout =
+            if head_being_written || monotonic_ns() < polling_until_ns { &ACTIVE_POLL_TIMEOUT } else { &POLL_TIMEOUT };
         match poll(&mut fds, Some(timeout)) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(LoaderError::Poll(e.into())),
@@ -278,23 +294,41 @@ fn drop_privileges() -> Result<(), LoaderError> {
     Ok(())
 }
 
-/// Tells a supervisor (systemd `Type=notify`, or a test) that the probes are attached: one
-/// `sendto` of `READY=1` to `$NOTIFY_SOCKET` (a path, or `@` and an abstract name), the calls
-/// the seccomp filter allows (a connected socket's `write`, as libraries send it, it does not).
-fn notify_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let send = || -> std::io::Result<()> {
-        let name = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-        let addr = match name.strip_prefix(b"@") {
-            Some(abstract_name) => SocketAddrUnix::new_abstract_name(abstract_name)?,
-            None => SocketAddrUnix::new(name)?,
+/// A supervisor to tell that the probes are attached (systemd `Type=notify`, or a test):
+/// `$NOTIFY_SOCKET`, a path, or `@` and an abstract name. Its socket is made before the seccomp
+/// filter, which lets the loader make only the publisher's kind of socket; `READY=1` then goes
+/// out with one `sendto` (a connected socket's `write`, as libraries send it, the filter does
+/// not allow), and the socket is closed.
+struct Notify {
+    sock: OwnedFd,
+    addr: SocketAddrUnix,
+    path: std::ffi::OsString,
+}
+
+impl Notify {
+    fn open() -> Option<Notify> {
+        let path = std::env::var_os("NOTIFY_SOCKET")?;
+        let open = || -> std::io::Result<(OwnedFd, SocketAddrUnix)> {
+            let name = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+            let addr = match name.strip_prefix(b"@") {
+                Some(abstract_name) => SocketAddrUnix::new_abstract_name(abstract_name)?,
+                None => SocketAddrUnix::new(name)?,
+            };
+            Ok((rustix::net::socket_with(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?, addr))
         };
-        let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
-        rustix::net::sendto(&sock, b"READY=1\n", SendFlags::NOSIGNAL, &addr)?;
-        Ok(())
-    };
-    if let Err(e) = send() {
-        tracing::warn!(socket = ?path, "cannot notify readiness: {e}");
+        match open() {
+            Ok((sock, addr)) => Some(Notify { sock, addr, path }),
+            Err(e) => {
+                tracing::warn!(socket = ?path, "cannot notify readiness: {e}");
+                None
+            }
+        }
+    }
+
+    fn ready(self) {
+        if let Err(e) = rustix::net::sendto(&self.sock, b"READY=1\n", SendFlags::NOSIGNAL, &self.addr) {
+            tracing::warn!(socket = ?self.path, "cannot notify readiness: {e}");
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
 use extractor_bpf::{ExtractorSkel, ExtractorSkelBuilder};
@@ -21,14 +22,18 @@ pub enum ProbeError {
     Open(#[source] libbpf_rs::Error),
     #[error("the kernel refused the BPF programs (needs CAP_BPF and CAP_PERFMON, Linux >= 6.6 with BTF): {0}")]
     Load(#[source] libbpf_rs::Error),
-    #[error("cannot attach to tracepoint {tracepoint} in {binary}: {source}; {}is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?", old_kernel.as_deref().map(|k| kernel_too_old(k) + "; or ").unwrap_or_default())]
+    #[error("cannot attach to tracepoint {tracepoint} in {binary}: {source}; {}is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?", kernel_doubt.as_deref().map(|k| k.to_owned() + "; or ").unwrap_or_default())]
     Attach {
         tracepoint: Tracepoint,
         binary: String,
         source: libbpf_rs::Error,
         hint: &'static str,
-        old_kernel: Option<String>,
+        kernel_doubt: Option<String>,
     },
+    #[error(
+        "libbpf attached {probes} probes through perf_event_open, not uprobe_multi links: {}; the loader would be killed by its own filter detaching them, so it stops here", running_kernel_doubt().unwrap_or_else(|| "this kernel offers no working uprobe_multi links".into())
+    )]
+    PerfEventFallback { probes: usize },
     #[error("cannot read the BPF drop counters: {0}")]
     Counters(#[source] libbpf_rs::Error),
     #[error("cannot freeze the BPF maps once attached: {0}")]
@@ -44,28 +49,50 @@ pub enum ProbeError {
 /// one libbpf attaches each probe with `perf_event_open`, which the loader's unit forbids
 /// (`~@debug`, SECURITY.md). Distributions backport such features, so an older version only
 /// warns.
-pub const UPROBE_MULTI_SINCE: (u32, u32) = (6, 6);
+pub const UPROBE_MULTI_SINCE: (u32, u32, u32) = (6, 6, 0);
+/// Before this release, uprobe_multi links filtered by thread, not by process (the kernel's
+/// 46ba0e49b642, "bpf: fix multi-uprobe PID filtering logic"): libbpf then detects the flaw
+/// and falls back to `perf_event_open` too.
+const UPROBE_MULTI_PID_FILTER_FIXED: (u32, u32, u32) = (6, 10, 0);
+/// The stable releases the fix went back to; 6.7 and 6.8 had none.
+const UPROBE_MULTI_PID_FILTER_BACKPORTS: [(u32, u32, u32); 2] = [(6, 6, 35), (6, 9, 9)];
 
-/// Whether the kernel `release` (uname -r) is older than `version`; `false` if it does not start
-/// with `major.minor`.
-fn kernel_before(release: &str, version: (u32, u32)) -> bool {
+/// The kernel `release` (uname -r) as (major, minor, patch); a missing patch is 0. `None` if it
+/// does not start with `major.minor`.
+fn kernel_version(release: &str) -> Option<(u32, u32, u32)> {
     let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(str::parse::<u32>);
-    match (numbers.next(), numbers.next()) {
-        (Some(Ok(major)), Some(Ok(minor))) => (major, minor) < version,
-        _ => false,
+    match (numbers.next(), numbers.next(), numbers.next()) {
+        (Some(Ok(major)), Some(Ok(minor)), patch) => Some((major, minor, patch.and_then(Result::ok).unwrap_or(0))),
+        _ => None,
     }
 }
 
-/// The running kernel's release if it is older than [`UPROBE_MULTI_SINCE`].
-pub fn older_than_uprobe_multi() -> Option<String> {
-    let release = rustix::system::uname().release().to_string_lossy().into_owned();
-    kernel_before(&release, UPROBE_MULTI_SINCE).then_some(release)
+/// Why kernel `release` may give libbpf no uprobe_multi links, or `None` if it does (or its
+/// version cannot be read).
+fn uprobe_multi_doubt(release: &str) -> Option<String> {
+    let version = kernel_version(release)?;
+    if version < UPROBE_MULTI_SINCE {
+        let (major, minor, _) = UPROBE_MULTI_SINCE;
+        return Some(format!(
+            "this kernel, {release}, is older than {major}.{minor} and may lack the uprobe_multi links the loader \
+             attaches with (e.g. Debian 12: take bookworm-backports' kernel)"
+        ));
+    }
+    let fixed = version >= UPROBE_MULTI_PID_FILTER_FIXED
+        || UPROBE_MULTI_PID_FILTER_BACKPORTS
+            .iter()
+            .any(|&(major, minor, patch)| (version.0, version.1) == (major, minor) && version.2 >= patch);
+    (!fixed).then(|| {
+        format!(
+            "this kernel, {release}, may have the uprobe_multi links that filter by thread, which libbpf replaces with \
+             perf_event_open (fixed in 6.6.35, 6.9.9 and 6.10)"
+        )
+    })
 }
 
-/// Why a kernel older than [`UPROBE_MULTI_SINCE`] may be the cause.
-pub fn kernel_too_old(release: &str) -> String {
-    let (major, minor) = UPROBE_MULTI_SINCE;
-    format!("this kernel, {release}, is older than {major}.{minor} and may lack the uprobe_multi links the loader attaches with (e.g. Debian 12: take bookworm-backports' kernel)")
+/// Why the running kernel may give libbpf no uprobe_multi links.
+pub fn running_kernel_doubt() -> Option<String> {
+    uprobe_multi_doubt(&rustix::system::uname().release().to_string_lossy())
 }
 
 pub struct Probes<'obj> {
@@ -133,12 +160,17 @@ impl<'obj> Probes<'obj> {
                     } else {
                         ""
                     },
-                    old_kernel: older_than_uprobe_multi(),
+                    kernel_doubt: running_kernel_doubt(),
                 }
             })?;
             links.push(link);
         }
-        Ok(Probes { polling_until_ns, links, skel, ring_bytes })
+        // libbpf falls back silently; only the descriptors it made tell (SECURITY.md, "The
+        // loader's system calls after start-up": detaching such a probe takes an ioctl).
+        match perf_events(Path::new("/proc/self/fd")) {
+            0 => Ok(Probes { polling_until_ns, links, skel, ring_bytes }),
+            probes => Err(ProbeError::PerfEventFallback { probes }),
+        }
     }
 
     /// Once every probe is attached: freezes the maps that user space no longer writes
@@ -207,25 +239,37 @@ pub fn rings<'s>(skel: &'s ExtractorSkel<'_>, bytes: &[u32]) -> Result<Vec<ring:
         .collect()
 }
 
+/// How many of the descriptors listed in `fd_dir` (`/proc/self/fd`) are perf events.
+fn perf_events(fd_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(fd_dir) else { return 0 };
+    entries
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.as_os_str() == "anon_inode:[perf_event]")
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn kernels_before_6_6_are_named_in_an_attach_failure() {
+    fn kernels_without_working_uprobe_multi_links_are_named_in_an_attach_failure() {
         for older in ["6.1.0-28-amd64", "5.14.0-427.el9.x86_64", "5.10.0"] {
-            assert!(kernel_before(older, UPROBE_MULTI_SINCE), "{older}");
+            assert!(uprobe_multi_doubt(older).is_some_and(|d| d.contains("is older than 6.6")), "{older}");
         }
-        for newer in ["6.6.0", "6.12.12+bpo-amd64", "6.18.44-fc-v1272", "7.0"] {
-            assert!(!kernel_before(newer, UPROBE_MULTI_SINCE), "{newer}");
+        for unfixed in ["6.6.0", "6.6.34-1-lts", "6.7.12", "6.8.0-45-generic", "6.9.8"] {
+            assert!(uprobe_multi_doubt(unfixed).is_some_and(|d| d.contains("filter by thread")), "{unfixed}");
         }
-        assert!(!kernel_before("unknown", UPROBE_MULTI_SINCE));
+        for fixed in ["6.6.35", "6.6.58-1-lts", "6.9.9", "6.10", "6.12.12+bpo-amd64", "6.18.44-fc-v1272", "7.0"] {
+            assert_eq!(uprobe_multi_doubt(fixed), None, "{fixed}");
+        }
+        assert_eq!(uprobe_multi_doubt("unknown"), None);
         let attach = ProbeError::Attach {
             tracepoint: Tracepoint::NetInboundMessage,
             binary: "/usr/bin/bitcoind".into(),
             source: libbpf_rs::Error::from(std::io::Error::from_raw_os_error(1)),
             hint: "",
-            old_kernel: Some("6.1.0-28-amd64".into()),
+            kernel_doubt: uprobe_multi_doubt("6.1.0-28-amd64"),
         };
         assert_eq!(
             attach.to_string(),
@@ -234,5 +278,20 @@ mod tests {
              with (e.g. Debian 12: take bookworm-backports' kernel); or is it Bitcoin Core v29.0+ built with \
              -DWITH_USDT=ON?"
         );
+    }
+
+    /// libbpf's fallback shows as descriptors of perf events among the process's own.
+    #[test]
+    fn perf_event_descriptors_are_counted() {
+        let dir = std::env::temp_dir().join(format!("loader-fds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, target) in
+            [("3", "anon_inode:[perf_event]"), ("4", "anon_inode:bpf-link"), ("5", "anon_inode:[perf_event]")]
+        {
+            std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
+        }
+        assert_eq!(perf_events(&dir), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(perf_events(Path::new("/proc/self/fd")), 0);
     }
 }

@@ -99,6 +99,14 @@ impl<'fd> Ring<'fd> {
         position
     }
 
+    /// Whether, once [`Self::peek`] found nothing to take, a record is still being written at
+    /// the ring's head (reserved, not yet submitted): its descriptor then reads as ready,
+    /// since the kernel moves the producer position at the reservation, while nothing can be
+    /// taken, for as long as a BPF program copies a message of up to 4 MB in.
+    pub fn head_being_written(&self) -> bool {
+        self.position < self.producer_position()
+    }
+
     /// The oldest record not released yet, or `None` if the ring is empty or that record is
     /// still being written. Discarded records are skipped (and their space freed).
     pub fn peek(&mut self) -> Option<&[u8]> {
@@ -247,9 +255,14 @@ mod tests {
     #[test]
     fn a_record_still_being_written_holds_back_the_ones_after_it() {
         let mut memory = Memory::new(4096);
+        assert!(!memory.ring().head_being_written(), "an empty ring");
         let busy = memory.write(b"busy", BUSY_BIT);
         memory.write(b"after", 0);
-        assert_eq!(memory.ring().peek(), None);
+        {
+            let mut ring = memory.ring();
+            assert_eq!(ring.peek(), None);
+            assert!(ring.head_being_written());
+        }
         memory.set_flags(busy, 0);
         let mut ring = memory.ring();
         assert_eq!(ring.peek(), Some(&b"busy"[..]));

@@ -1,11 +1,11 @@
 //! The loader's steady state, enforced: once its probes are attached and its capabilities
 //! dropped, the loader allows itself exactly the system calls of [`STEADY_STATE`]
 //! (SECURITY.md's table is this list) and is killed on any other. `bpf` is allowed for map
-//! lookups only, `socket` for AF_UNIX only; `perf_event_open`, `ptrace`, `process_vm_*`,
+//! lookups only, `socket` for the publisher's kind only (AF_UNIX, SOCK_SEQPACKET); `perf_event_open`, `ptrace`, `process_vm_*`,
 //! `pidfd_getfd`, `open` and `execve` not at all, so a loader turned by an attacker can neither
 //! attach a program nor read another process's memory.
 
-use confine::libc::{self, AF_UNIX, F_GETFD, PROT_EXEC};
+use confine::libc::{self, AF_UNIX, F_GETFD, PROT_EXEC, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_SEQPACKET};
 use confine::{allow, Allowed, Arg};
 
 /// `enum bpf_cmd` in the kernel's `include/uapi/linux/bpf.h`.
@@ -15,13 +15,13 @@ const BPF_MAP_LOOKUP_ELEM: u64 = 1;
 const STEADY_STATE: &[Allowed] = &[
     allow(libc::SYS_ppoll, "ppoll", &[], "wait for records, room in the socket, or bitcoind's exit"),
     allow(libc::SYS_sendmsg, "sendmsg", &[], "forward a datagram to the publisher"),
-    allow(libc::SYS_sendto, "sendto", &[], "READY=1 to systemd"),
+    allow(libc::SYS_sendto, "sendto", &[], "READY=1 to systemd, on a socket made before the filter"),
     allow(libc::SYS_recvfrom, "recvfrom", &[], "read the publisher's acknowledgements (8 bytes each)"),
     allow(
         libc::SYS_socket,
         "socket",
-        &[Arg::Eq(0, AF_UNIX as u64)],
-        "reach a restarted publisher; notify systemd (AF_UNIX only)",
+        &[Arg::All(&[Arg::Eq(0, AF_UNIX as u64), Arg::Eq(1, (SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK) as u64)])],
+        "reach a restarted publisher (AF_UNIX, SOCK_SEQPACKET only)",
     ),
     allow(libc::SYS_connect, "connect", &[], "reach a restarted publisher"),
     allow(libc::SYS_close, "close", &[], "a lost connection; detaching the probes; exit"),
@@ -61,6 +61,68 @@ pub fn confine() -> Result<(), confine::ConfineError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::libc;
+
+    /// Set in the child process that [`only_the_listed_calls_and_arguments_pass`] starts.
+    const CHILD: &str = "LOADER_SECCOMP_TEST_CHILD";
+
+    /// The child: the loader's filter, then one call (by name), then `_exit(0)`, the only way
+    /// out the filter leaves (the test harness's own output would be killed). It dumps no
+    /// core when killed.
+    fn confined_child(what: &str) {
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: setrlimit reads the struct it is given.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) }, 0);
+        rustix::thread::set_no_new_privs(true).expect("no_new_privs");
+        super::confine().expect("install the loader's filter");
+        let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        let exec = libc::PROT_READ | libc::PROT_EXEC;
+        let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        // SAFETY: each call only makes a descriptor or a mapping, or fails; the process then exits.
+        unsafe {
+            match what {
+                "socket publisher" => libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | flags, 0),
+                "socket stream" => libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | flags, 0),
+                "socket datagram" => libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0),
+                "socket inet" => libc::socket(libc::AF_INET, libc::SOCK_SEQPACKET | flags, 0),
+                "bpf prog_load" => libc::syscall(libc::SYS_bpf, 5, std::ptr::null::<u8>(), 0) as i32,
+                "write stdout" => libc::write(1, b"x".as_ptr().cast(), 1) as i32,
+                "mmap exec" => (libc::mmap(std::ptr::null_mut(), 4096, exec, anon, -1, 0) == libc::MAP_FAILED) as i32,
+                "openat" => libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY),
+                _ => unreachable!("no call {what}"),
+            };
+            libc::_exit(0);
+        }
+    }
+
+    /// A confined loader makes the publisher's kind of socket, and is killed on any other
+    /// socket, a `bpf` call other than a map lookup, a write elsewhere than standard error,
+    /// executable memory, or opening a file.
+    #[test]
+    fn only_the_listed_calls_and_arguments_pass() {
+        if let Ok(what) = std::env::var(CHILD) {
+            confined_child(&what);
+            return;
+        }
+        let run = |what: &str| {
+            std::process::Command::new(std::env::current_exe().expect("the test binary"))
+                .args(["--exact", "seccomp::tests::only_the_listed_calls_and_arguments_pass", "--test-threads=1"])
+                .env(CHILD, what)
+                .output()
+                .expect("run the child")
+        };
+        let allowed = run("socket publisher");
+        assert!(allowed.status.success(), "{allowed:?}");
+        for what in
+            ["socket stream", "socket datagram", "socket inet", "bpf prog_load", "write stdout", "mmap exec", "openat"]
+        {
+            let out = run(what);
+            assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{what}: {out:?}");
+        }
+    }
+
     /// SECURITY.md's table of the loader's system calls is this list, reason for reason, and
     /// holds none of the calls an attacker wants.
     #[test]

@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::fs::{fstat, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -81,7 +82,8 @@ impl Target {
             Some(Ok(fd)) => fd,
         };
         if let Some((path, written)) = file {
-            refuse_stale(pid, &written).map_err(|why| TargetError::StalePidFile { path: path.to_owned(), why })?;
+            refuse_stale(pid, written.owner).map_err(|why| TargetError::StalePidFile { path: path.to_owned(), why })?;
+            warn_if_written_before_start(pid, written.at);
         }
         if let Ok(given) = opened.metadata() {
             warn_if_started_from_another_binary(pid, binary, &given);
@@ -100,21 +102,32 @@ impl Target {
 
 /// A crash leaves bitcoind's pid file behind, and after a reboot its pid may name another
 /// process (../shared/spec/deployment.md); probes attached to that process never fire, and its
-/// pidfd never tells of the next bitcoind. bitcoind writes its own pid file once it runs, so
-/// the file's owner runs the pid and the file is younger than the process. /proc/<pid>/exe is
-/// out of the loader's reach, but /proc/<pid>/status and stat are not, unless /proc hides them.
-fn refuse_stale(pid: i32, written: &PidFileWritten) -> Result<(), String> {
+/// pidfd never tells of the next bitcoind. bitcoind writes its own pid file, so the file's
+/// owner runs the pid. /proc/<pid>/exe is out of the loader's reach, but /proc/<pid>/status is
+/// not, unless /proc hides it.
+fn refuse_stale(pid: i32, owner: u32) -> Result<(), String> {
     let runner = fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
         status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok()
     });
-    if let Some(runner) = runner.filter(|runner| *runner != written.owner) {
-        return Err(format!("it names pid {pid}, which uid {runner} runs, not its owner uid {}", written.owner));
+    match runner.filter(|runner| *runner != owner) {
+        Some(runner) => Err(format!("it names pid {pid}, which uid {runner} runs, not its owner uid {owner}")),
+        None => Ok(()),
     }
-    // The start is known to a clock tick, and the two clocks are read apart: a second's slack.
-    if process_start(pid).is_some_and(|started| written.at + std::time::Duration::from_secs(1) < started) {
-        return Err(format!("it was last written before pid {pid} started"));
+}
+
+/// bitcoind writes its pid file once it runs, so a file written before its pid started is a
+/// stale one whose pid the node's own user reuses. A warning only: the file's time is the
+/// wall clock's when it was written, the start is reckoned on today's, and a clock stepped in
+/// between (an NTP step at boot, a board without a real-time clock) moves one against the other.
+fn warn_if_written_before_start(pid: i32, written: Option<SystemTime>) {
+    let (Some(written), Some(started)) = (written, process_start(pid)) else { return };
+    if written + START_SLACK < started {
+        tracing::warn!(
+            pid,
+            "the pid file was last written before this pid started: a stale pid file whose pid was reused, or a \
+             clock stepped since"
+        );
     }
-    Ok(())
 }
 
 /// Probes on a binary the process does not run never fire, and `/proc/<pid>/exe` is out of
@@ -147,11 +160,10 @@ fn warn_if_started_from_another_binary(pid: i32, binary: &Path, given: &fs::Meta
 /// restarts. The file's ctime tells, against the process' start (`/proc/<pid>/stat`,
 /// world-readable unless /proc hides it). A chmod moves ctime too, so a warning only.
 fn warn_if_replaced_since_start(pid: i32, binary: &Path, given: &fs::Metadata) {
-    let Some(started) = process_start(pid) else { return };
-    let (Ok(secs), Ok(nanos)) = (u64::try_from(given.ctime()), u32::try_from(given.ctime_nsec())) else { return };
-    let changed = std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos);
-    // The start is known to a clock tick, and the two clocks are read apart: a second's slack.
-    if changed > started + std::time::Duration::from_secs(1) {
+    let (Some(started), Some(changed)) = (process_start(pid), file_time(given.ctime(), given.ctime_nsec())) else {
+        return;
+    };
+    if changed > started + START_SLACK {
         tracing::warn!(
             pid,
             "--bitcoind-path {} changed after bitcoind started (replaced by an upgrade?): bitcoind runs the file \
@@ -161,15 +173,24 @@ fn warn_if_replaced_since_start(pid: i32, binary: &Path, given: &fs::Metadata) {
     }
 }
 
+/// How far a file's time may lie from a process's start without telling: the start is known to
+/// a clock tick, and the two clocks are read apart.
+const START_SLACK: Duration = Duration::from_secs(1);
+
+/// A file's time from its `stat` seconds and nanoseconds; `None` if they are out of range.
+fn file_time(secs: i64, nanos: impl TryInto<u32>) -> Option<SystemTime> {
+    Some(UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, nanos.try_into().ok()?))
+}
+
 /// When `pid` started, on the wall clock: its start in clock ticks after boot (`/proc/<pid>/stat`)
 /// against the time since boot now (`/proc/uptime`), both on the boot-time clock.
-fn process_start(pid: i32) -> Option<std::time::SystemTime> {
+fn process_start(pid: i32) -> Option<SystemTime> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command in parentheses may hold anything; `starttime`, field 22, is the 20th after it.
     let ticks: u64 = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()?;
     let uptime: f64 = fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
     let since_start = uptime - ticks as f64 / rustix::param::clock_ticks_per_second() as f64;
-    std::time::SystemTime::now().checked_sub(std::time::Duration::try_from_secs_f64(since_start.max(0.0)).ok()?)
+    SystemTime::now().checked_sub(Duration::try_from_secs_f64(since_start.max(0.0)).ok()?)
 }
 
 /// bitcoind writes `<pid>\n`; anything longer than this is not its pid file.
@@ -178,7 +199,7 @@ const PID_FILE_MAX: usize = 32;
 /// Who wrote a pid file, and when it was last written.
 struct PidFileWritten {
     owner: u32,
-    at: std::time::SystemTime,
+    at: Option<SystemTime>,
 }
 
 /// Reads a pid file without following a symlink or blocking on a FIFO, and at most
@@ -215,11 +236,7 @@ fn read_pid_file(path: &Path) -> Result<(i32, PidFileWritten), TargetError> {
     let mut content = Vec::with_capacity(PID_FILE_MAX + 1);
     file.take(PID_FILE_MAX as u64 + 1).read_to_end(&mut content).map_err(unreadable)?;
     let pid = parse_pid(&content).ok_or(TargetError::PidFileGarbage { path: path.to_owned(), len: content.len() })?;
-    let at = std::time::UNIX_EPOCH
-        + std::time::Duration::new(
-            u64::try_from(stat.st_mtime).unwrap_or(0),
-            u32::try_from(stat.st_mtime_nsec).unwrap_or(0),
-        );
+    let at = file_time(stat.st_mtime, stat.st_mtime_nsec);
     Ok((pid, PidFileWritten { owner: stat.st_uid, at }))
 }
 

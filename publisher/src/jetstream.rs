@@ -184,7 +184,10 @@ impl JetStream {
         let payload = Bytes::from(payload);
         let (ack, last_error, refused_for_good) = match send(&self.context, &subject, &payload, &msg_id).await {
             Ok(ack) => (Some(ack), GaveUp::Timeout, false),
-            Err(kind) => (None, cause(kind), refused_for_good(kind)),
+            Err(kind) => {
+                let (cause, for_good) = failure(kind);
+                (None, cause, for_good)
+            }
         };
         let first_sent = Instant::now();
         let pending = Pending {
@@ -238,11 +241,12 @@ async fn send(
     })
 }
 
-/// async-nats refuses, before sending, a message over the server's `max_payload`
-/// (`sink::max_durable_event_len` leaves room for the header, so only a server with a smaller
-/// one, reconnected to meanwhile, does that): every later attempt would be refused too.
-fn refused_for_good(kind: PublishErrorKind) -> bool {
-    kind == PublishErrorKind::MaxPayloadExceeded
+/// Why a send failed, and whether every later attempt would fail too: async-nats refuses,
+/// before sending, a message over the server's `max_payload` (`sink::max_durable_event_len`
+/// leaves room for the header, so only a server with a smaller one, reconnected to
+/// meanwhile, does that).
+fn failure(kind: PublishErrorKind) -> (GaveUp, bool) {
+    (cause(kind), kind == PublishErrorKind::MaxPayloadExceeded)
 }
 
 fn cause(kind: PublishErrorKind) -> GaveUp {
@@ -289,7 +293,7 @@ async fn resend(context: Context, mut event: Pending, stop_by: Arc<Mutex<Option<
     tokio::time::sleep(RETRY_PAUSE).await;
     match send(&context, &event.subject, &event.payload, &event.msg_id).await {
         Ok(ack) => event.ack = Some(ack),
-        Err(kind) => (event.last_error, event.refused_for_good) = (cause(kind), refused_for_good(kind)),
+        Err(kind) => (event.last_error, event.refused_for_good) = failure(kind),
     }
     attempt(event, stop_by).await
 }

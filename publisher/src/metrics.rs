@@ -158,7 +158,7 @@ pub const MAX_CONNECTIONS: usize = 8;
 /// Answers scrapes until the process ends. A connection beyond [`MAX_CONNECTIONS`] closes the
 /// oldest still open, not itself: a scrape is answered within a millisecond of connecting, so
 /// the oldest is the one waiting for a request that may never come, and idle connections held
-/// open cannot lock Prometheus out.
+/// open cannot lock Prometheus out (more than 8 opened within one scrape's span still can).
 pub async fn serve(listener: TcpListener, counters: Arc<Counters>) {
     let mut open: std::collections::VecDeque<tokio::task::JoinHandle<()>> = std::collections::VecDeque::new();
     loop {

@@ -291,7 +291,7 @@ pub(crate) struct DecodedRecord {
 /// `Nats-Msg-Id: ` and [`RecordId::msg_id`] (32 hex digits, `-`, a record number of up to 20
 /// digits), each line ended by CRLF, then an empty line. async-nats refuses a message whose
 /// headers and payload together exceed `max_payload`.
-const MSG_ID_HEADER_MAX: usize =
+pub const MSG_ID_HEADER_MAX: usize =
     "NATS/1.0\r\n".len() + "Nats-Msg-Id: ".len() + 32 + "-".len() + 20 + "\r\n".len() + "\r\n".len();
 
 /// The largest event JetStream mode sends: `max_payload` less its header.
