@@ -18,7 +18,7 @@ pub enum ConfineError {
     Build(#[from] seccompiler::BackendError),
     #[error("cannot install the seccomp filter: {0}")]
     Install(#[from] seccompiler::Error),
-    #[error("the condition {arg:?} on {name} compares bits beyond the argument's low 32 or outside its mask")]
+    #[error("the condition {arg:?} on {name} compares bits beyond the argument's low 32 or outside its mask, or is an empty or nested Arg::All")]
     Condition { name: &'static str, arg: Arg },
 }
 
@@ -43,7 +43,7 @@ impl Arg {
         match self {
             Arg::Eq(_, value) | Arg::Clear(_, value) => value <= u64::from(u32::MAX),
             Arg::Masked(_, mask, value) => mask <= u64::from(u32::MAX) && value & !mask == 0,
-            Arg::All(all) => all.iter().all(|arg| !matches!(arg, Arg::All(_)) && arg.is_exact()),
+            Arg::All(all) => !all.is_empty() && all.iter().all(|arg| !matches!(arg, Arg::All(_)) && arg.is_exact()),
         }
     }
 
@@ -165,6 +165,37 @@ pub fn check(table: &[Allowed], doc: &str, heading: &str, forbidden: &[&str]) {
     }
 }
 
+/// Set in a test's child process: the call it is to try under a filter.
+const CALL_TO_TRY: &str = "CONFINE_TEST_CALL_TO_TRY";
+
+/// For a test that tries calls under a filter, which kills its process: runs test `test` of
+/// this test binary again in a child process that is to try `call` ([`call_to_try`]), and
+/// returns how the child ended.
+pub fn try_in_child(test: &str, call: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", test, "--test-threads=1"])
+        .env(CALL_TO_TRY, call)
+        .output()
+        .expect("run the child")
+}
+
+/// In the child of [`try_in_child`]: the call to try; `None` in the test itself.
+pub fn call_to_try() -> Option<String> {
+    std::env::var(CALL_TO_TRY).ok()
+}
+
+/// In the child of [`try_in_child`]: no core dump when the filter kills it, no_new_privs, then
+/// the filters of `table`.
+pub fn confine_child(table: &[Allowed]) {
+    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit reads the struct it is given; prctl takes plain integers.
+    unsafe {
+        assert_eq!(libc::setrlimit(libc::RLIMIT_CORE, &no_core), 0);
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    }
+    confine(table).expect("install the filter");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +230,7 @@ mod tests {
             Arg::Clear(0, 1 << 33),
             Arg::All(&[Arg::Eq(0, 1), Arg::Eq(1, 1 << 32)]),
             Arg::All(&[Arg::All(&[Arg::Eq(0, 1)])]),
+            Arg::All(&[]),
         ] {
             let only: &'static [Arg] = Box::leak(Box::new([arg]));
             let table = [allow(libc::SYS_clone, "clone", only, "threads")];

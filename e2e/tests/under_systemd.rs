@@ -10,7 +10,7 @@
 //! the crashed run without its count), the connections each bitcoind closes as it stops
 //! among them, and the publishers count no loss.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -65,9 +65,11 @@ WantedBy=multi-user.target
 
 /// Rounds per second each bitcoind fires (every default tracepoint once per round).
 const RATE: u32 = 20;
-/// The seed of each bitcoind the test starts, one after the other (in bitcoin.conf): an
-/// event's values tell which of them fired it.
+/// The seed of each bitcoind the test starts, one after the other (in bitcoin.conf), whose
+/// rounds it checks: an event's values tell which of them fired it.
 const SEEDS: std::ops::RangeInclusive<u64> = 1..=4;
+/// The seed of the bitcoind still running when the machine powers off.
+const AT_POWEROFF: u64 = 5;
 /// Rounds each of them fires at most (then it exits): 100 s at RATE, well above the test's
 /// waits.
 const MAX_ROUNDS: u64 = 2_000;
@@ -262,7 +264,7 @@ impl Drop for Booted {
 /// net:closed_connection.
 fn firings() -> BTreeMap<(String, Vec<u8>), (u64, Tracepoint, u64)> {
     let mut all = BTreeMap::new();
-    for seed in SEEDS {
+    for seed in *SEEDS.start()..=AT_POWEROFF {
         for tp in Tracepoint::defaults() {
             for seq in 0..MAX_ROUNDS {
                 let (subject, ebpf) = expect::event(tp, seed, seq);
@@ -534,6 +536,27 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     for family in e2e::LOSS_FAMILIES {
         assert_eq!(per_tracepoint(&text, family), BTreeMap::new(), "{family}");
     }
-    collecting.abort();
+
+    // At the machine's shutdown, systemd stops bitcoind before the loader (ordered
+    // Before=bitcoind.service), which so sees every connection bitcoind closes as it stops,
+    // and the publisher last.
+    firing(AT_POWEROFF);
+    booted.systemctl(&["start", "bitcoind"]);
+    wait_for_seed(&received, AT_POWEROFF, &booted).await;
     booted.power_off().await;
+    let closed = || {
+        let received = received.lock().expect("received");
+        let peers: BTreeSet<u64> = received
+            .iter()
+            .filter_map(|e| match e {
+                Ok((AT_POWEROFF, Tracepoint::NetClosedConnection, seq)) => seq.checked_sub(MAX_ROUNDS),
+                _ => None,
+            })
+            .collect();
+        peers.len() as u64
+    };
+    let why =
+        || format!("{} of {} connections closed at power-off arrived", closed(), tracepoint_simulator::CONNECTED_PEERS);
+    until(Duration::from_secs(30), || closed() == tracepoint_simulator::CONNECTED_PEERS, why).await;
+    collecting.abort();
 }

@@ -124,6 +124,8 @@ fn read_acks(sock: &OwnedFd, sender: &mut Sender) -> Result<(), AcksEnd> {
 /// loader, which must keep serving SIGTERM, bitcoind's exit and the idle rule; the next
 /// attempt comes a second later.
 fn connect(path: &Path) -> std::io::Result<OwnedFd> {
+    // The loader's seccomp filter allows this socket, family, type and flags, and no other
+    // (loader/src/seccomp.rs): a change here is one there.
     let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
     let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, flags, None)?;
     rustix::net::connect(&sock, &SocketAddrUnix::new(path)?)?;

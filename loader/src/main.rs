@@ -129,7 +129,7 @@ fn monotonic_ns() -> u64 {
 /// refused counter read would leave the operator to guess (probes.rs, UPROBE_MULTI_SINCE).
 fn warn_about_the_kernel() {
     if let Some(doubt) = probes::running_kernel_doubt() {
-        tracing::warn!("{doubt}: expect attaching or reading the drop counters to fail");
+        tracing::warn!("{}: {}", doubt.why, doubt.expect);
     }
 }
 
@@ -180,11 +180,13 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     // libbpf reads the number of possible CPUs from /sys on the first lookup and caches it:
     // after confine() no file can be opened.
     probes.drop_counts()?;
-    let notify = Notify::open();
+    let notify = std::env::var_os("NOTIFY_SOCKET").map(|path| (Notify::open(&path), path));
     seccomp::confine()?;
     tracing::info!("confined to the steady state's system calls (seccomp)");
-    if let Some(notify) = notify {
-        notify.ready();
+    if let Some((notify, path)) = notify {
+        if let Err(e) = notify.and_then(Notify::ready) {
+            tracing::warn!(socket = ?path, "cannot notify readiness: {e}");
+        }
     }
     if cli.test_forbidden_syscall {
         // pidfd_getfd is not in the filter's list: the kernel kills the process here.
@@ -302,33 +304,22 @@ fn drop_privileges() -> Result<(), LoaderError> {
 struct Notify {
     sock: OwnedFd,
     addr: SocketAddrUnix,
-    path: std::ffi::OsString,
 }
 
 impl Notify {
-    fn open() -> Option<Notify> {
-        let path = std::env::var_os("NOTIFY_SOCKET")?;
-        let open = || -> std::io::Result<(OwnedFd, SocketAddrUnix)> {
-            let name = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
-            let addr = match name.strip_prefix(b"@") {
-                Some(abstract_name) => SocketAddrUnix::new_abstract_name(abstract_name)?,
-                None => SocketAddrUnix::new(name)?,
-            };
-            Ok((rustix::net::socket_with(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?, addr))
+    fn open(path: &std::ffi::OsStr) -> std::io::Result<Notify> {
+        let name = std::os::unix::ffi::OsStrExt::as_bytes(path);
+        let addr = match name.strip_prefix(b"@") {
+            Some(abstract_name) => SocketAddrUnix::new_abstract_name(abstract_name)?,
+            None => SocketAddrUnix::new(name)?,
         };
-        match open() {
-            Ok((sock, addr)) => Some(Notify { sock, addr, path }),
-            Err(e) => {
-                tracing::warn!(socket = ?path, "cannot notify readiness: {e}");
-                None
-            }
-        }
+        let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::DGRAM, SocketFlags::CLOEXEC, None)?;
+        Ok(Notify { sock, addr })
     }
 
-    fn ready(self) {
-        if let Err(e) = rustix::net::sendto(&self.sock, b"READY=1\n", SendFlags::NOSIGNAL, &self.addr) {
-            tracing::warn!(socket = ?self.path, "cannot notify readiness: {e}");
-        }
+    fn ready(self) -> std::io::Result<()> {
+        rustix::net::sendto(&self.sock, b"READY=1\n", SendFlags::NOSIGNAL, &self.addr)?;
+        Ok(())
     }
 }
 

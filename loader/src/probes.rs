@@ -31,9 +31,11 @@ pub enum ProbeError {
         kernel_doubt: Option<String>,
     },
     #[error(
-        "libbpf attached {probes} probes through perf_event_open, not uprobe_multi links: {}; the loader would be killed by its own filter detaching them, so it stops here", running_kernel_doubt().unwrap_or_else(|| "this kernel offers no working uprobe_multi links".into())
+        "libbpf attached {probes} probes through perf_event_open, not uprobe_multi links: {}; the loader would be killed by its own filter detaching them, so it stops here", running_kernel_doubt().map_or_else(|| "this kernel offers no working uprobe_multi links".into(), |doubt| doubt.why)
     )]
     PerfEventFallback { probes: usize },
+    #[error("cannot list the loader's own descriptors (did libbpf fall back to perf events?): {0}")]
+    OwnDescriptors(#[source] std::io::Error),
     #[error("cannot read the BPF drop counters: {0}")]
     Counters(#[source] libbpf_rs::Error),
     #[error("cannot freeze the BPF maps once attached: {0}")]
@@ -67,31 +69,53 @@ fn kernel_version(release: &str) -> Option<(u32, u32, u32)> {
     }
 }
 
+/// Why a kernel may give libbpf no uprobe_multi links, and what the loader then meets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelDoubt {
+    pub why: String,
+    pub expect: &'static str,
+}
+
+/// A kernel version as releases name it: `6.10`, `6.6.35`.
+fn version_name((major, minor, patch): (u32, u32, u32)) -> String {
+    if patch == 0 {
+        format!("{major}.{minor}")
+    } else {
+        format!("{major}.{minor}.{patch}")
+    }
+}
+
 /// Why kernel `release` may give libbpf no uprobe_multi links, or `None` if it does (or its
-/// version cannot be read).
-fn uprobe_multi_doubt(release: &str) -> Option<String> {
+/// version cannot be read). Distributions backport, so only "may".
+fn uprobe_multi_doubt(release: &str) -> Option<KernelDoubt> {
     let version = kernel_version(release)?;
     if version < UPROBE_MULTI_SINCE {
-        let (major, minor, _) = UPROBE_MULTI_SINCE;
-        return Some(format!(
-            "this kernel, {release}, is older than {major}.{minor} and may lack the uprobe_multi links the loader \
-             attaches with (e.g. Debian 12: take bookworm-backports' kernel)"
-        ));
+        return Some(KernelDoubt {
+            why: format!(
+                "this kernel, {release}, is older than {} and may lack the uprobe_multi links the loader attaches \
+                 with (e.g. Debian 12: take bookworm-backports' kernel)",
+                version_name(UPROBE_MULTI_SINCE)
+            ),
+            expect: "expect attaching or reading the drop counters to fail",
+        });
     }
     let fixed = version >= UPROBE_MULTI_PID_FILTER_FIXED
         || UPROBE_MULTI_PID_FILTER_BACKPORTS
             .iter()
             .any(|&(major, minor, patch)| (version.0, version.1) == (major, minor) && version.2 >= patch);
-    (!fixed).then(|| {
-        format!(
+    let [first, second] = UPROBE_MULTI_PID_FILTER_BACKPORTS.map(version_name);
+    (!fixed).then(|| KernelDoubt {
+        why: format!(
             "this kernel, {release}, may have the uprobe_multi links that filter by thread, which libbpf replaces with \
-             perf_event_open (fixed in 6.6.35, 6.9.9 and 6.10)"
-        )
+             perf_event_open (fixed upstream in {first}, {second} and {})",
+            version_name(UPROBE_MULTI_PID_FILTER_FIXED)
+        ),
+        expect: "expect attaching to fail under the loader's unit, and the loader to stop once attached elsewhere",
     })
 }
 
 /// Why the running kernel may give libbpf no uprobe_multi links.
-pub fn running_kernel_doubt() -> Option<String> {
+pub fn running_kernel_doubt() -> Option<KernelDoubt> {
     uprobe_multi_doubt(&rustix::system::uname().release().to_string_lossy())
 }
 
@@ -143,6 +167,8 @@ impl<'obj> Probes<'obj> {
         // SAFETY: the mapping of the object's .bss lives as long as the object ('obj); the BPF
         // programs only read this word, and the loader writes it only through this atomic.
         let polling_until_ns = unsafe { AtomicU64::from_ptr(&mut bss.loader_polling_until_ns) };
+        let own_fds = Path::new("/proc/self/fd");
+        let perf_events_before = perf_events(own_fds)?;
         let mut links = Vec::with_capacity(enabled.len());
         for tp in enabled {
             let prog = skel
@@ -160,16 +186,16 @@ impl<'obj> Probes<'obj> {
                     } else {
                         ""
                     },
-                    kernel_doubt: running_kernel_doubt(),
+                    kernel_doubt: running_kernel_doubt().map(|doubt| doubt.why),
                 }
             })?;
             links.push(link);
         }
-        // libbpf falls back silently; only the descriptors it made tell (SECURITY.md, "The
-        // loader's system calls after start-up": detaching such a probe takes an ioctl).
-        match perf_events(Path::new("/proc/self/fd")) {
-            0 => Ok(Probes { polling_until_ns, links, skel, ring_bytes }),
-            probes => Err(ProbeError::PerfEventFallback { probes }),
+        // libbpf falls back silently; only the descriptors it made tell. Detaching such a probe
+        // takes an ioctl (libbpf's bpf_link_perf_detach), which the seccomp filter kills.
+        match perf_events(own_fds)?.checked_sub(perf_events_before) {
+            Some(0) => Ok(Probes { polling_until_ns, links, skel, ring_bytes }),
+            probes => Err(ProbeError::PerfEventFallback { probes: probes.unwrap_or_default() }),
         }
     }
 
@@ -239,13 +265,17 @@ pub fn rings<'s>(skel: &'s ExtractorSkel<'_>, bytes: &[u32]) -> Result<Vec<ring:
         .collect()
 }
 
-/// How many of the descriptors listed in `fd_dir` (`/proc/self/fd`) are perf events.
-fn perf_events(fd_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(fd_dir) else { return 0 };
-    entries
-        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter(|target| target.as_os_str() == "anon_inode:[perf_event]")
-        .count()
+/// How many of the descriptors listed in `fd_dir` (`/proc/self/fd`) are perf events. A
+/// descriptor closed while the list is read is none.
+fn perf_events(fd_dir: &Path) -> Result<usize, ProbeError> {
+    let mut count = 0;
+    for entry in std::fs::read_dir(fd_dir).map_err(ProbeError::OwnDescriptors)? {
+        let entry = entry.map_err(ProbeError::OwnDescriptors)?;
+        if std::fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == "anon_inode:[perf_event]") {
+            count += 1;
+        }
+    }
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -255,10 +285,14 @@ mod tests {
     #[test]
     fn kernels_without_working_uprobe_multi_links_are_named_in_an_attach_failure() {
         for older in ["6.1.0-28-amd64", "5.14.0-427.el9.x86_64", "5.10.0"] {
-            assert!(uprobe_multi_doubt(older).is_some_and(|d| d.contains("is older than 6.6")), "{older}");
+            assert!(uprobe_multi_doubt(older).is_some_and(|d| d.why.contains("is older than 6.6")), "{older}");
         }
         for unfixed in ["6.6.0", "6.6.34-1-lts", "6.7.12", "6.8.0-45-generic", "6.9.8"] {
-            assert!(uprobe_multi_doubt(unfixed).is_some_and(|d| d.contains("filter by thread")), "{unfixed}");
+            let doubt = uprobe_multi_doubt(unfixed).unwrap_or_else(|| panic!("{unfixed}"));
+            assert!(
+                doubt.why.contains("filter by thread") && doubt.why.contains("6.6.35, 6.9.9 and 6.10"),
+                "{doubt:?}"
+            );
         }
         for fixed in ["6.6.35", "6.6.58-1-lts", "6.9.9", "6.10", "6.12.12+bpo-amd64", "6.18.44-fc-v1272", "7.0"] {
             assert_eq!(uprobe_multi_doubt(fixed), None, "{fixed}");
@@ -269,7 +303,7 @@ mod tests {
             binary: "/usr/bin/bitcoind".into(),
             source: libbpf_rs::Error::from(std::io::Error::from_raw_os_error(1)),
             hint: "",
-            kernel_doubt: uprobe_multi_doubt("6.1.0-28-amd64"),
+            kernel_doubt: uprobe_multi_doubt("6.1.0-28-amd64").map(|doubt| doubt.why),
         };
         assert_eq!(
             attach.to_string(),
@@ -284,14 +318,16 @@ mod tests {
     #[test]
     fn perf_event_descriptors_are_counted() {
         let dir = std::env::temp_dir().join(format!("loader-fds-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
         for (name, target) in
             [("3", "anon_inode:[perf_event]"), ("4", "anon_inode:bpf-link"), ("5", "anon_inode:[perf_event]")]
         {
             std::os::unix::fs::symlink(target, dir.join(name)).unwrap();
         }
-        assert_eq!(perf_events(&dir), 2);
+        assert_eq!(perf_events(&dir).unwrap(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(perf_events(Path::new("/proc/self/fd")), 0);
+        assert_eq!(perf_events(Path::new("/proc/self/fd")).unwrap(), 0);
+        assert!(matches!(perf_events(&dir), Err(ProbeError::OwnDescriptors(_))));
     }
 }

@@ -81,13 +81,14 @@ impl Target {
             Some(Err(e)) => return Err(TargetError::Watch { pid, source: e.into() }),
             Some(Ok(fd)) => fd,
         };
+        let started = process_start(pid);
         if let Some((path, written)) = file {
             refuse_stale(pid, written.owner).map_err(|why| TargetError::StalePidFile { path: path.to_owned(), why })?;
-            warn_if_written_before_start(pid, written.at);
+            warn_if_written_before_start(pid, written.at, started);
         }
         if let Ok(given) = opened.metadata() {
             warn_if_started_from_another_binary(pid, binary, &given);
-            warn_if_replaced_since_start(pid, binary, &given);
+            warn_if_replaced_since_start(pid, binary, &given, started);
         }
         // The loader's own descriptor links are always readable: name what it was handed.
         let binary_name = fs::read_link(binary)
@@ -119,8 +120,8 @@ fn refuse_stale(pid: i32, owner: u32) -> Result<(), String> {
 /// stale one whose pid the node's own user reuses. A warning only: the file's time is the
 /// wall clock's when it was written, the start is reckoned on today's, and a clock stepped in
 /// between (an NTP step at boot, a board without a real-time clock) moves one against the other.
-fn warn_if_written_before_start(pid: i32, written: Option<SystemTime>) {
-    let (Some(written), Some(started)) = (written, process_start(pid)) else { return };
+fn warn_if_written_before_start(pid: i32, written: Option<SystemTime>, started: Option<SystemTime>) {
+    let (Some(written), Some(started)) = (written, started) else { return };
     if written + START_SLACK < started {
         tracing::warn!(
             pid,
@@ -159,10 +160,8 @@ fn warn_if_started_from_another_binary(pid: i32, binary: &Path, given: &fs::Meta
 /// new file over the old one) is not the file it runs: probes on it fire only once bitcoind
 /// restarts. The file's ctime tells, against the process' start (`/proc/<pid>/stat`,
 /// world-readable unless /proc hides it). A chmod moves ctime too, so a warning only.
-fn warn_if_replaced_since_start(pid: i32, binary: &Path, given: &fs::Metadata) {
-    let (Some(started), Some(changed)) = (process_start(pid), file_time(given.ctime(), given.ctime_nsec())) else {
-        return;
-    };
+fn warn_if_replaced_since_start(pid: i32, binary: &Path, given: &fs::Metadata, started: Option<SystemTime>) {
+    let (Some(started), Some(changed)) = (started, file_time(given.ctime(), given.ctime_nsec())) else { return };
     if changed > started + START_SLACK {
         tracing::warn!(
             pid,

@@ -139,17 +139,12 @@ mod tests {
 
     use super::libc;
 
-    /// Set in the child process that [`threads_start_and_nothing_else_does`] starts.
-    const CHILD: &str = "PUBLISHER_SECCOMP_TEST_CHILD";
+    const TEST: &str = "seccomp::tests::threads_start_and_nothing_else_does";
 
     /// The child: the publisher's filter, then a thread (`thread`), clone3 (`clone3`: exits 0
-    /// if it failed with ENOSYS) or a process (`fork`). It dumps no core when killed.
+    /// if it failed with ENOSYS) or a process (`fork`).
     fn confined_child(what: &str) {
-        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: setrlimit reads the struct it is given.
-        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) }, 0);
-        rustix::thread::set_no_new_privs(true).expect("no_new_privs");
-        confine::confine(super::STEADY_STATE).expect("install the publisher's filter");
+        confine::confine_child(super::STEADY_STATE);
         match what {
             "thread" => std::thread::spawn(|| ()).join().expect("the thread ran"),
             "clone3" => {
@@ -174,22 +169,15 @@ mod tests {
     /// first loader connection while only clone3 was allowed). A process it may not start.
     #[test]
     fn threads_start_and_nothing_else_does() {
-        if let Ok(what) = std::env::var(CHILD) {
+        if let Some(what) = confine::call_to_try() {
             confined_child(&what);
             return;
         }
-        let run = |what: &str| {
-            std::process::Command::new(std::env::current_exe().expect("the test binary"))
-                .args(["--exact", "seccomp::tests::threads_start_and_nothing_else_does", "--test-threads=1"])
-                .env(CHILD, what)
-                .output()
-                .expect("run the child")
-        };
         for what in ["thread", "clone3"] {
-            let out = run(what);
+            let out = confine::try_in_child(TEST, what);
             assert!(out.status.success(), "{what}: {out:?}");
         }
-        let fork = run("fork");
+        let fork = confine::try_in_child(TEST, "fork");
         assert_eq!(fork.status.signal(), Some(libc::SIGSYS), "{fork:?}");
     }
 
