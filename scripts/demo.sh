@@ -21,8 +21,11 @@ chmod 755 "$work"
 # extractor first, whose loader hands on what its rings hold and whose publisher then flushes to
 # NATS; then the node; NATS last. Stopped together, or NATS first, the publisher would be left
 # retrying a server that is gone ("client error: nats: IO error", "NATS did not take the
-# buffered events within 5 s") and the loader would see its node exit. Each runs in a session
-# of its own (setsid) so that a Ctrl-C at the terminal reaches only this script and event-tail.
+# buffered events within 5 s") and the loader would see its node exit. So the connections the
+# node closes as it stops go untraced here (`traced_at_shutdown=0`), where the systemd units
+# order the loader before bitcoind to see them (README, "Install with systemd"). Each runs in a
+# session of its own (setsid) so that a Ctrl-C at the terminal reaches only this script and
+# event-tail.
 extractor='' sim='' nats_server=''
 stop() {
   local pid

@@ -18,7 +18,10 @@ pub enum ConfineError {
     Build(#[from] seccompiler::BackendError),
     #[error("cannot install the seccomp filter: {0}")]
     Install(#[from] seccompiler::Error),
-    #[error("the condition {arg:?} on {name} compares bits beyond the argument's low 32 or outside its mask, or is an empty or nested Arg::All")]
+    #[error(
+        "the condition {arg:?} on {name} compares bits beyond the argument's low 32 or outside its mask, \
+         or is an empty or nested Arg::All"
+    )]
     Condition { name: &'static str, arg: Arg },
 }
 
@@ -59,7 +62,8 @@ impl Arg {
 }
 
 /// One system call of the steady state: allowed with any of `only`'s conditions (a condition
-/// on several arguments is an [`Arg::All`]), or with any arguments when `only` is empty; or, with `fails_with`, always failing with that errno.
+/// on several arguments is an [`Arg::All`]), or with any arguments when `only` is empty; or,
+/// with `fails_with`, always failing with that errno.
 #[derive(Debug)]
 pub struct Allowed {
     pub nr: libc::c_long,
@@ -165,35 +169,41 @@ pub fn check(table: &[Allowed], doc: &str, heading: &str, forbidden: &[&str]) {
     }
 }
 
-/// Set in a test's child process: the call it is to try under a filter.
-const CALL_TO_TRY: &str = "CONFINE_TEST_CALL_TO_TRY";
+/// For the binaries' tests, which try calls under their filters (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing {
+    use super::{confine, libc, Allowed};
 
-/// For a test that tries calls under a filter, which kills its process: runs test `test` of
-/// this test binary again in a child process that is to try `call` ([`call_to_try`]), and
-/// returns how the child ended.
-pub fn try_in_child(test: &str, call: &str) -> std::process::Output {
-    std::process::Command::new(std::env::current_exe().expect("the test binary"))
-        .args(["--exact", test, "--test-threads=1"])
-        .env(CALL_TO_TRY, call)
-        .output()
-        .expect("run the child")
-}
+    /// Set in a test's child process: the call it is to try under a filter.
+    const CALL_TO_TRY: &str = "CONFINE_TEST_CALL_TO_TRY";
 
-/// In the child of [`try_in_child`]: the call to try; `None` in the test itself.
-pub fn call_to_try() -> Option<String> {
-    std::env::var(CALL_TO_TRY).ok()
-}
-
-/// In the child of [`try_in_child`]: no core dump when the filter kills it, no_new_privs, then
-/// the filters of `table`.
-pub fn confine_child(table: &[Allowed]) {
-    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: setrlimit reads the struct it is given; prctl takes plain integers.
-    unsafe {
-        assert_eq!(libc::setrlimit(libc::RLIMIT_CORE, &no_core), 0);
-        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+    /// For a test that tries calls under a filter, which kills its process: runs test `test` of
+    /// this test binary again in a child process that is to try `call` ([`call_to_try`]), and
+    /// returns how the child ended.
+    pub fn try_in_child(test: &str, call: &str) -> std::process::Output {
+        std::process::Command::new(std::env::current_exe().expect("the test binary"))
+            .args(["--exact", test, "--test-threads=1"])
+            .env(CALL_TO_TRY, call)
+            .output()
+            .expect("run the child")
     }
-    confine(table).expect("install the filter");
+
+    /// In the child of [`try_in_child`]: the call to try; `None` in the test itself.
+    pub fn call_to_try() -> Option<String> {
+        std::env::var(CALL_TO_TRY).ok()
+    }
+
+    /// In the child of [`try_in_child`]: no core dump when the filter kills it, no_new_privs, then
+    /// the filters of `table`.
+    pub fn confine_child(table: &[Allowed]) {
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: setrlimit reads the struct it is given; prctl takes plain integers.
+        unsafe {
+            assert_eq!(libc::setrlimit(libc::RLIMIT_CORE, &no_core), 0);
+            assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        }
+        confine(table).expect("install the filter");
+    }
 }
 
 #[cfg(test)]

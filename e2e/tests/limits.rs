@@ -68,12 +68,13 @@ async fn events_over_max_payload_arrive_undecoded_or_are_counted_and_named() {
 
     let log = e2e::stopped_log(&mut publisher).await;
     assert!(
-        log.contains(&format!("{too_big} events each exceeds the NATS server's max_payload of {MAX_EVENT} bytes"))
-            && log.contains(&format!(
-                "{} P2P messages were published undecoded, as `unknown`: decoded, each would exceed the NATS \
+        log.contains(&format!(
+            "{too_big} events each exceeds what the NATS server's max_payload of {MAX_EVENT} bytes allows"
+        )) && log.contains(&format!(
+            "{} P2P messages were published undecoded, as `unknown`: decoded, each would exceed the NATS \
                  server's max_payload of {MAX_EVENT} bytes: set `max_payload: 5242880`",
-                undecoded_commands.len()
-            )),
+            undecoded_commands.len()
+        )),
         "{log}"
     );
     let counts = e2e::closing_counts(&log);

@@ -8,7 +8,7 @@
 //! start, and the publisher's restart) reaches NATS, exactly and in order (each run's first
 //! and last round within one of the simulator's count, for the kernel's reasons given below;
 //! the crashed run without its count), the connections each bitcoind closes as it stops
-//! among them, and the publishers count no loss.
+//! among them, at a power-off with bitcoind running too, and the publishers count no loss.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;

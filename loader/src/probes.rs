@@ -193,9 +193,9 @@ impl<'obj> Probes<'obj> {
         }
         // libbpf falls back silently; only the descriptors it made tell. Detaching such a probe
         // takes an ioctl (libbpf's bpf_link_perf_detach), which the seccomp filter kills.
-        match perf_events(own_fds)?.checked_sub(perf_events_before) {
-            Some(0) => Ok(Probes { polling_until_ns, links, skel, ring_bytes }),
-            probes => Err(ProbeError::PerfEventFallback { probes: probes.unwrap_or_default() }),
+        match perf_events(own_fds)?.saturating_sub(perf_events_before) {
+            0 => Ok(Probes { polling_until_ns, links, skel, ring_bytes }),
+            probes => Err(ProbeError::PerfEventFallback { probes }),
         }
     }
 

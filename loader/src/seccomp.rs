@@ -1,9 +1,10 @@
 //! The loader's steady state, enforced: once its probes are attached and its capabilities
 //! dropped, the loader allows itself exactly the system calls of [`STEADY_STATE`]
 //! (SECURITY.md's table is this list) and is killed on any other. `bpf` is allowed for map
-//! lookups only, `socket` for the publisher's kind only (AF_UNIX, SOCK_SEQPACKET); `perf_event_open`, `ptrace`, `process_vm_*`,
-//! `pidfd_getfd`, `open` and `execve` not at all, so a loader turned by an attacker can neither
-//! attach a program nor read another process's memory.
+//! lookups only, `socket` for the publisher's kind only (AF_UNIX, SOCK_SEQPACKET);
+//! `perf_event_open`, `ptrace`, `process_vm_*`, `pidfd_getfd`, `open` and `execve` not at all,
+//! so a loader turned by an attacker can neither attach a program nor read another process's
+//! memory.
 
 use confine::libc::{self, AF_UNIX, F_GETFD, PROT_EXEC, SOCK_CLOEXEC, SOCK_NONBLOCK, SOCK_SEQPACKET};
 use confine::{allow, Allowed, Arg};
@@ -70,7 +71,7 @@ mod tests {
     /// The child: the loader's filter, then one call (by name), then `_exit(0)`, the only way
     /// out the filter leaves (the test harness's own output would be killed).
     fn confined_child(what: &str) {
-        confine::confine_child(super::STEADY_STATE);
+        confine::testing::confine_child(super::STEADY_STATE);
         let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
         let exec = libc::PROT_READ | libc::PROT_EXEC;
         let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
@@ -100,16 +101,16 @@ mod tests {
     /// executable memory, or opening a file.
     #[test]
     fn only_the_listed_calls_and_arguments_pass() {
-        if let Some(what) = confine::call_to_try() {
+        if let Some(what) = confine::testing::call_to_try() {
             confined_child(&what);
             return;
         }
-        let allowed = confine::try_in_child(TEST, "socket publisher");
+        let allowed = confine::testing::try_in_child(TEST, "socket publisher");
         assert!(allowed.status.success(), "{allowed:?}");
         for what in
             ["socket stream", "socket datagram", "socket inet", "bpf prog_load", "write stdout", "mmap exec", "openat"]
         {
-            let out = confine::try_in_child(TEST, what);
+            let out = confine::testing::try_in_child(TEST, what);
             assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{what}: {out:?}");
         }
     }

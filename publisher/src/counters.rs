@@ -26,7 +26,8 @@ pub struct Snapshot {
     pub publish_failed: BTreeMap<Tracepoint, u64>,
     /// Events dropped because NATS was unreachable and the client's buffer was full.
     pub nats_unavailable: BTreeMap<Tracepoint, u64>,
-    /// Events larger than the NATS server's `max_payload`.
+    /// Events larger than the NATS server's `max_payload` (less the `Nats-Msg-Id` header in
+    /// JetStream mode).
     pub over_max_payload: BTreeMap<Tracepoint, u64>,
     /// Events the loaders reported dropped before they reached the publisher, by
     /// `tracepoint/cause`, summed over loader runs.

@@ -49,8 +49,8 @@ pub enum Anomaly {
     /// A known P2P message whose decoded form would pass its budget (`p2p::BUDGET_PER_BYTE`,
     /// `p2p::MAX_ENCODED_LEN`); published as `unknown`.
     OverBudget(String),
-    /// A P2P message whose decoded event would pass the NATS server's `max_payload` where its
-    /// payload as `unknown` fits; published so.
+    /// A P2P message whose decoded event would pass the NATS server's `max_payload` (less the
+    /// `Nats-Msg-Id` header in JetStream mode) where its payload as `unknown` fits; published so.
     OverMaxPayload(String),
 }
 
@@ -154,7 +154,8 @@ pub fn decode(record: &Record<'_>) -> Result<Decoded, RecordError> {
     decode_to_at_most(record, usize::MAX)
 }
 
-/// Decodes a record for a NATS server whose `max_payload` is `max_event_len`: a P2P message
+/// Decodes a record for a sink that takes events of at most `max_event_len` bytes (the NATS
+/// server's `max_payload`, less the `Nats-Msg-Id` header in JetStream mode): a P2P message
 /// whose decoded event would pass it is published as `unknown`, its payload whole
 /// ([`Anomaly::OverMaxPayload`]), rather than not at all.
 pub fn decode_to_at_most(record: &Record<'_>, max_event_len: usize) -> Result<Decoded, RecordError> {

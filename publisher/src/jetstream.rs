@@ -185,8 +185,8 @@ impl JetStream {
         let (ack, last_error, refused_for_good) = match send(&self.context, &subject, &payload, &msg_id).await {
             Ok(ack) => (Some(ack), GaveUp::Timeout, false),
             Err(kind) => {
-                let (cause, for_good) = failure(kind);
-                (None, cause, for_good)
+                let failure = Failure::of(kind);
+                (None, failure.cause, failure.for_good)
             }
         };
         let first_sent = Instant::now();
@@ -241,12 +241,19 @@ async fn send(
     })
 }
 
-/// Why a send failed, and whether every later attempt would fail too: async-nats refuses,
-/// before sending, a message over the server's `max_payload` (`sink::max_durable_event_len`
-/// leaves room for the header, so only a server with a smaller one, reconnected to
-/// meanwhile, does that).
-fn failure(kind: PublishErrorKind) -> (GaveUp, bool) {
-    (cause(kind), kind == PublishErrorKind::MaxPayloadExceeded)
+/// Why a send failed, and whether every later attempt would fail too.
+struct Failure {
+    cause: GaveUp,
+    for_good: bool,
+}
+
+impl Failure {
+    /// async-nats refuses, before sending, a message over the server's `max_payload`
+    /// (`sink::max_durable_event_len` leaves room for the header, so only a server with a
+    /// smaller one, reconnected to meanwhile, does that): that is for good.
+    fn of(kind: PublishErrorKind) -> Failure {
+        Failure { cause: cause(kind), for_good: kind == PublishErrorKind::MaxPayloadExceeded }
+    }
 }
 
 fn cause(kind: PublishErrorKind) -> GaveUp {
@@ -293,7 +300,10 @@ async fn resend(context: Context, mut event: Pending, stop_by: Arc<Mutex<Option<
     tokio::time::sleep(RETRY_PAUSE).await;
     match send(&context, &event.subject, &event.payload, &event.msg_id).await {
         Ok(ack) => event.ack = Some(ack),
-        Err(kind) => (event.last_error, event.refused_for_good) = failure(kind),
+        Err(kind) => {
+            let failure = Failure::of(kind);
+            (event.last_error, event.refused_for_good) = (failure.cause, failure.for_good);
+        }
     }
     attempt(event, stop_by).await
 }

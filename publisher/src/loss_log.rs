@@ -56,7 +56,7 @@ impl LossLog {
         let too_big: u64 = grown.iter().filter(|(name, _)| name.ends_with(" over_max_payload")).map(|(_, n)| n).sum();
         if too_big > 0 {
             warnings.push(format!(
-                "{too_big} events each exceeds the NATS server's max_payload of {max_payload} bytes: \
+                "{too_big} events each exceeds what the NATS server's max_payload of {max_payload} bytes allows: \
                  set `max_payload: {RECOMMENDED_MAX_PAYLOAD}` (5 MiB) in nats-server's configuration"
             ));
         }
@@ -125,7 +125,9 @@ mod tests {
         let mut log = LossLog::default();
         let warnings = advice(log.warnings(&snapshot, 1 << 20));
         assert_eq!(warnings.len(), 2, "{warnings:?}");
-        assert!(warnings[0].starts_with("2 events each exceeds the NATS server's max_payload of 1048576"));
+        assert!(
+            warnings[0].starts_with("2 events each exceeds what the NATS server's max_payload of 1048576 bytes allows")
+        );
         assert!(warnings[1].starts_with("3 P2P messages were published undecoded"));
         assert_eq!(log.warnings(&snapshot, 1 << 20), Vec::<String>::new(), "nothing grew");
 

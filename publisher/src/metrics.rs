@@ -97,7 +97,7 @@ pub fn render(s: &Snapshot) -> String {
     family(
         &mut out,
         "over_max_payload_total",
-        "Events over the NATS server's max_payload, dropped.",
+        "Events over the NATS server's max_payload (less the Nats-Msg-Id header in JetStream mode), dropped.",
         per_tp(&s.over_max_payload),
     );
     family(

@@ -144,7 +144,7 @@ mod tests {
     /// The child: the publisher's filter, then a thread (`thread`), clone3 (`clone3`: exits 0
     /// if it failed with ENOSYS) or a process (`fork`).
     fn confined_child(what: &str) {
-        confine::confine_child(super::STEADY_STATE);
+        confine::testing::confine_child(super::STEADY_STATE);
         match what {
             "thread" => std::thread::spawn(|| ()).join().expect("the thread ran"),
             "clone3" => {
@@ -169,15 +169,15 @@ mod tests {
     /// first loader connection while only clone3 was allowed). A process it may not start.
     #[test]
     fn threads_start_and_nothing_else_does() {
-        if let Some(what) = confine::call_to_try() {
+        if let Some(what) = confine::testing::call_to_try() {
             confined_child(&what);
             return;
         }
         for what in ["thread", "clone3"] {
-            let out = confine::try_in_child(TEST, what);
+            let out = confine::testing::try_in_child(TEST, what);
             assert!(out.status.success(), "{what}: {out:?}");
         }
-        let fork = confine::try_in_child(TEST, "fork");
+        let fork = confine::testing::try_in_child(TEST, "fork");
         assert_eq!(fork.status.signal(), Some(libc::SIGSYS), "{fork:?}");
     }
 

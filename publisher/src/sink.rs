@@ -302,10 +302,10 @@ fn max_durable_event_len(nats: &Client) -> usize {
 /// Whether an event of `size` bytes exceeds `max_event_len`, the NATS server's `max_payload`
 /// (less JetStream's header); counted if so. Such an event is never encoded: a decoded payload
 /// can be many times its record's size, and the encoding would be one more copy of it. The
-/// limit is the one async-nats applies in `publish` (the server's, or NATS's default of 1 MB
-/// before the server said): one atomic load, where `server_info()` would clone the server's
-/// whole INFO for every event.
-fn exceeds_max_payload(max_event_len: usize, tp: Tracepoint, size: usize, counters: &Counters) -> bool {
+/// callers take the limit async-nats applies in `publish` (the server's, or NATS's default of
+/// 1 MB before the server said) from `Client::max_payload`: one atomic load, where
+/// `server_info()` would clone the server's whole INFO for every event.
+fn exceeds_max_event_len(max_event_len: usize, tp: Tracepoint, size: usize, counters: &Counters) -> bool {
     let exceeds = size > max_event_len;
     if exceeds {
         count_over_max_payload(tp, size, counters);
@@ -314,7 +314,7 @@ fn exceeds_max_payload(max_event_len: usize, tp: Tracepoint, size: usize, counte
 }
 
 fn count_over_max_payload(tp: Tracepoint, size: usize, counters: &Counters) {
-    tracing::trace!(tracepoint = %tp, "event of {size} bytes exceeds the NATS server's max_payload, dropped");
+    tracing::trace!(tracepoint = %tp, "event of {size} bytes exceeds what the NATS server's max_payload allows, dropped");
     counters.over_max_payload(tp);
 }
 
@@ -332,7 +332,7 @@ async fn publish(
     let subject = prefix.apply(decoded.subject);
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
-    if exceeds_max_payload(nats.max_payload(), tp, size, counters) {
+    if exceeds_max_event_len(nats.max_payload(), tp, size, counters) {
         return None;
     }
     if unflushed + size > NATS_BUFFER_BYTES {
@@ -385,7 +385,7 @@ async fn publish_durably(
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
     // Sending it again would not help: counted at once, as in core mode.
-    if exceeds_max_payload(max_durable_event_len(nats), tp, size, counters) {
+    if exceeds_max_event_len(max_durable_event_len(nats), tp, size, counters) {
         return;
     }
     let payload = event.into_encoding(size);
