@@ -31,9 +31,9 @@ pub enum ProbeError {
         kernel_doubt: Option<String>,
     },
     #[error(
-        "libbpf attached {probes} probes through perf_event_open, not uprobe_multi links: {}; the loader would be killed by its own filter detaching them, so it stops here", running_kernel_doubt().map_or_else(|| "this kernel offers no working uprobe_multi links".into(), |doubt| doubt.why)
+        "libbpf attached {probes} probes through perf_event_open, not uprobe_multi links: {}; the loader would be killed by its own filter detaching them, so it stops here", kernel_doubt.as_deref().unwrap_or("this kernel offers no working uprobe_multi links")
     )]
-    PerfEventFallback { probes: usize },
+    PerfEventFallback { probes: usize, kernel_doubt: Option<String> },
     #[error("cannot list the loader's own descriptors (did libbpf fall back to perf events?): {0}")]
     OwnDescriptors(#[source] std::io::Error),
     #[error("cannot read the BPF drop counters: {0}")]
@@ -169,6 +169,7 @@ impl<'obj> Probes<'obj> {
         let polling_until_ns = unsafe { AtomicU64::from_ptr(&mut bss.loader_polling_until_ns) };
         let own_fds = Path::new("/proc/self/fd");
         let perf_events_before = perf_events(own_fds)?;
+        let kernel_doubt = || running_kernel_doubt().map(|doubt| doubt.why);
         let mut links = Vec::with_capacity(enabled.len());
         for tp in enabled {
             let prog = skel
@@ -186,7 +187,7 @@ impl<'obj> Probes<'obj> {
                     } else {
                         ""
                     },
-                    kernel_doubt: running_kernel_doubt().map(|doubt| doubt.why),
+                    kernel_doubt: kernel_doubt(),
                 }
             })?;
             links.push(link);
@@ -195,7 +196,7 @@ impl<'obj> Probes<'obj> {
         // takes an ioctl (libbpf's bpf_link_perf_detach), which the seccomp filter kills.
         match perf_events(own_fds)?.saturating_sub(perf_events_before) {
             0 => Ok(Probes { polling_until_ns, links, skel, ring_bytes }),
-            probes => Err(ProbeError::PerfEventFallback { probes }),
+            probes => Err(ProbeError::PerfEventFallback { probes, kernel_doubt: kernel_doubt() }),
         }
     }
 

@@ -90,9 +90,7 @@ struct Pending {
     msg_id: String,
     /// `None` when the last attempt failed before it went out.
     ack: Option<PublishAckFuture>,
-    last_error: GaveUp,
-    /// The last attempt can never succeed: sending it again would not help.
-    refused_for_good: bool,
+    last_error: Failure,
     first_sent: Instant,
     /// Its place in the window, in events and in bytes.
     _window: (OwnedSemaphorePermit, OwnedSemaphorePermit),
@@ -182,26 +180,13 @@ impl JetStream {
         let bytes = Arc::clone(&self.window_bytes).acquire_many_owned(bytes).await.expect("the window is never closed");
         let permit = (event, bytes);
         let payload = Bytes::from(payload);
-        let (ack, last_error, refused_for_good) = match send(&self.context, &subject, &payload, &msg_id).await {
-            Ok(ack) => (Some(ack), GaveUp::Timeout, false),
-            Err(kind) => {
-                let failure = Failure::of(kind);
-                (None, failure.cause, failure.for_good)
-            }
+        let (ack, last_error) = match send(&self.context, &subject, &payload, &msg_id).await {
+            Ok(ack) => (Some(ack), Failure { cause: GaveUp::Timeout, for_good: false }),
+            Err(kind) => (None, Failure::of(kind)),
         };
         let first_sent = Instant::now();
-        let pending = Pending {
-            tracepoint,
-            subject,
-            payload,
-            msg_id,
-            ack,
-            last_error,
-            refused_for_good,
-            first_sent,
-            _window: permit,
-            _done: done,
-        };
+        let pending =
+            Pending { tracepoint, subject, payload, msg_id, ack, last_error, first_sent, _window: permit, _done: done };
         let queue = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let queued = match &*queue {
             Some(queue) => queue.send(pending).map_err(|refused| refused.0),
@@ -241,7 +226,9 @@ async fn send(
     })
 }
 
-/// Why a send failed, and whether every later attempt would fail too.
+/// Why an event's last attempt failed, and whether every later attempt would fail too:
+/// sending it again would not help.
+#[derive(Clone, Copy)]
 struct Failure {
     cause: GaveUp,
     for_good: bool,
@@ -270,7 +257,7 @@ type Attempt = (Pending, Result<(), GaveUp>);
 /// is when it was sent (the task polls a new attempt at once).
 async fn attempt(mut event: Pending, stop_by: Arc<Mutex<Option<Instant>>>) -> Attempt {
     let Some(ack) = event.ack.take() else {
-        let cause = event.last_error;
+        let cause = event.last_error.cause;
         return (event, Err(cause));
     };
     // Once stopping, an acknowledgement is awaited until the stop deadline at most.
@@ -300,10 +287,7 @@ async fn resend(context: Context, mut event: Pending, stop_by: Arc<Mutex<Option<
     tokio::time::sleep(RETRY_PAUSE).await;
     match send(&context, &event.subject, &event.payload, &event.msg_id).await {
         Ok(ack) => event.ack = Some(ack),
-        Err(kind) => {
-            let failure = Failure::of(kind);
-            (event.last_error, event.refused_for_good) = (failure.cause, failure.for_good);
-        }
+        Err(kind) => event.last_error = Failure::of(kind),
     }
     attempt(event, stop_by).await
 }
@@ -339,10 +323,10 @@ async fn acknowledge(
                 continue;
             }
             Err(_) if stopping => GaveUp::Stopped,
-            Err(cause) if event.refused_for_good || event.first_sent.elapsed() >= GIVE_UP_AFTER => cause,
+            Err(cause) if event.last_error.for_good || event.first_sent.elapsed() >= GIVE_UP_AFTER => cause,
             Err(cause) => {
                 let mut event = event;
-                event.last_error = cause;
+                event.last_error.cause = cause;
                 attempts.push(Box::pin(resend(context.clone(), event, Arc::clone(&stop_by))));
                 continue;
             }

@@ -82,15 +82,17 @@ impl Sink {
         counters: &Counters,
         unflushed: &mut Unflushed,
     ) {
+        let max_event_len = self.max_event_len();
         match self {
             Sink::Nats { client, jetstream: None, .. } => {
-                if let Some((size, done)) = publish(event, client, prefix, counters, unflushed.bytes).await {
+                let published = publish(event, client, max_event_len, prefix, counters, unflushed.bytes).await;
+                if let Some((size, done)) = published {
                     unflushed.bytes += size;
                     unflushed.records.push(done);
                 }
             }
-            Sink::Nats { client, jetstream: Some(jetstream), .. } => {
-                publish_durably(event, client, jetstream, prefix, counters).await
+            Sink::Nats { jetstream: Some(jetstream), .. } => {
+                publish_durably(event, jetstream, max_event_len, prefix, counters).await
             }
             Sink::Stdout(format) => write_line(event, *format, prefix, counters).await,
         }
@@ -299,12 +301,12 @@ fn max_durable_event_len(nats: &Client) -> usize {
     nats.max_payload().saturating_sub(MSG_ID_HEADER_MAX)
 }
 
-/// Whether an event of `size` bytes exceeds `max_event_len`, the NATS server's `max_payload`
-/// (less JetStream's header); counted if so. Such an event is never encoded: a decoded payload
-/// can be many times its record's size, and the encoding would be one more copy of it. The
-/// callers take the limit async-nats applies in `publish` (the server's, or NATS's default of
-/// 1 MB before the server said) from `Client::max_payload`: one atomic load, where
-/// `server_info()` would clone the server's whole INFO for every event.
+/// Whether an event of `size` bytes exceeds `max_event_len` ([`Sink::max_event_len`]); counted
+/// if so. Such an event is never encoded: a decoded payload can be many times its record's
+/// size, and the encoding would be one more copy of it. The limit comes from the one async-nats
+/// applies in `publish` (the server's, or NATS's default of 1 MB before the server said),
+/// `Client::max_payload`: one atomic load, where `server_info()` would clone the server's whole
+/// INFO for every event.
 fn exceeds_max_event_len(max_event_len: usize, tp: Tracepoint, size: usize, counters: &Counters) -> bool {
     let exceeds = size > max_event_len;
     if exceeds {
@@ -324,6 +326,7 @@ fn count_over_max_payload(tp: Tracepoint, size: usize, counters: &Counters) {
 async fn publish(
     event: DecodedRecord,
     nats: &Client,
+    max_event_len: usize,
     prefix: &SubjectPrefix,
     counters: &Counters,
     unflushed: usize,
@@ -332,7 +335,7 @@ async fn publish(
     let subject = prefix.apply(decoded.subject);
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
-    if exceeds_max_event_len(nats.max_payload(), tp, size, counters) {
+    if exceeds_max_event_len(max_event_len, tp, size, counters) {
         return None;
     }
     if unflushed + size > NATS_BUFFER_BYTES {
@@ -375,8 +378,8 @@ async fn publish(
 /// acknowledged or given up.
 async fn publish_durably(
     event: DecodedRecord,
-    nats: &Client,
     jetstream: &JetStream,
+    max_event_len: usize,
     prefix: &SubjectPrefix,
     counters: &Counters,
 ) {
@@ -385,7 +388,7 @@ async fn publish_durably(
     let event = decoded.into_envelope(timestamp_ms);
     let size = event.encoded_len();
     // Sending it again would not help: counted at once, as in core mode.
-    if exceeds_max_event_len(max_durable_event_len(nats), tp, size, counters) {
+    if exceeds_max_event_len(max_event_len, tp, size, counters) {
         return;
     }
     let payload = event.into_encoding(size);
