@@ -6,15 +6,20 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use e2e::{
-    assert_fired_exactly, bins, closing_counts, read_stderr, spawn_ready, start_loader, start_stdout_publisher,
+    assert_fired_exactly, bins, closing_counts, expect, read_stderr, spawn_ready, start_loader, start_stdout_publisher,
     terminate, wall_ms, NodeDir, Simulator, TempDir, LOADER_UID,
 };
 use ipc_protocol::Tracepoint;
 use publisher::decode::Envelope;
+use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
+use publisher::proto::ebpf_extractor::message::message_event::Msg;
+use publisher::proto::ebpf_extractor::message::MessageEvent;
+use publisher::proto::ebpf_extractor::Ebpf;
 use publisher::proto::event::Event;
 use publisher::render;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader, Lines};
 use tokio::process::Command;
+use tracepoint_simulator::Workload;
 
 const TRACEPOINTS: [Tracepoint; 3] =
     [Tracepoint::MempoolAdded, Tracepoint::ValidationBlockConnected, Tracepoint::NetInboundMessage];
@@ -81,6 +86,52 @@ async fn json_lines_are_the_fired_events_without_nats() {
     assert_eq!(counts["publish_failed"], 0, "{log}");
     assert!(log.contains("to=standard output as JSON"), "{log}");
     assert!(!log.contains("NATS"), "no NATS connection is made: {log}");
+}
+
+/// The densest payload for JSON a peer can send: a 4 MB `addrv2` of 444,443 empty addresses of
+/// an unknown network, two messages each. Its line is its event, field for field, and the
+/// publisher's peak RSS stays under its bound: prost-reflect's `DynamicMessage`, which
+/// rendered JSON before pbjson's serialisers, took about 630 MB for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_line_of_a_4_mb_addrv2_stays_within_the_memory_bound() {
+    const ROUNDS: u64 = 2;
+    const SEED: u64 = 31;
+    const SIZE: usize = 4_000_000;
+    let dir = TempDir::new("stdout-addrv2");
+    let socket = dir.path().join("publisher.sock");
+    let mut publisher = start_stdout_publisher("json", &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    let mut lines = BufReader::new(publisher.stdout.take().expect("piped")).lines();
+    let flags = ["--message-type", "addrv2", "--message-size", &SIZE.to_string()];
+    let simulator = Simulator::start_with("net:inbound_message", ROUNDS, SEED, &flags);
+    let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
+    assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], ROUNDS);
+
+    let got: Vec<_> = events_of(&next_lines(&mut lines, ROUNDS as usize).await)
+        .into_iter()
+        .map(|(subject, event)| (subject, e2e::ebpf_of(event)))
+        .collect();
+    e2e::assert_publisher_memory_bounded(&publisher, &format!("after {ROUNDS} addrv2 of {SIZE} bytes as JSON"));
+    let workload = Workload { message_type: Some("addrv2".into()), message_size: Some(SIZE), garbage: false };
+    let want: Vec<_> = (0..ROUNDS)
+        .map(|seq| {
+            let (subject, event) = expect::event_with(Tracepoint::NetInboundMessage, SEED, seq, &workload);
+            (subject.to_string(), event)
+        })
+        .collect();
+    let addresses = |event: &Ebpf| match &event.ebpf_event {
+        Some(EbpfEvent::Message(MessageEvent { msg: Some(Msg::Addrv2(m)), .. })) => m.addresses.len(),
+        other => panic!("not an addrv2: {other:?}"),
+    };
+    assert_eq!(addresses(&want[0].1), 444_443);
+    assert!(got == want, "the lines are not the addrv2 events fired");
+
+    terminate(&mut loader).await;
+    let (status, _) = terminate(&mut publisher).await;
+    let log = read_stderr(&mut publisher).await;
+    assert!(status.success(), "{status}: {log}");
+    let counts = closing_counts(&log);
+    assert_eq!(counts["published"], ROUNDS, "{log}");
+    assert_eq!(counts["publish_failed"], 0, "{log}");
 }
 
 /// Two events of each of two tracepoints, as their lines read, behind a subject prefix.

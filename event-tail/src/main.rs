@@ -43,13 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut seen = 0u64;
     while let Some(msg) = messages.next().await {
         // An inventory's items are decoded only as the event is rendered (publisher/src/inventory.rs).
-        let line = Envelope::decode(&msg.subject, &msg.payload).and_then(|envelope| {
-            if cli.json {
-                render::json(&msg.subject, &envelope)
-            } else {
-                Ok(render::readable(&msg.subject, &envelope))
-            }
-        });
+        let line = match Envelope::decode(&msg.subject, &msg.payload) {
+            Err(e) => Err(e.to_string()),
+            Ok(envelope) if cli.json => render::json(&msg.subject, &envelope).map_err(|e| e.to_string()),
+            Ok(envelope) => Ok(render::readable(&msg.subject, &envelope)),
+        };
         let written = match line {
             Ok(line) => writeln!(out, "{line}"),
             Err(e) => {

@@ -136,12 +136,17 @@ impl Envelope {
         encoding
     }
 
+    /// Whether `subject` carries this project's own envelope (docs/wire-format.md, "Subjects").
+    pub fn is_utxocache(subject: &str) -> bool {
+        // Behind a `--nats-subject-prefix` too: the subject's last tokens say what it carries.
+        let own = ipc_protocol::Category::Utxocache.subject();
+        subject.strip_suffix(own).is_some_and(|prefix| prefix.is_empty() || prefix.ends_with('.'))
+    }
+
     /// Decodes a payload taken from NATS: the utxocache subject carries this project's own
     /// envelope, every other subject peer-observer's (docs/wire-format.md, "Subjects").
     pub fn decode(subject: &str, payload: &[u8]) -> Result<Envelope, prost::DecodeError> {
-        // Behind a `--nats-subject-prefix` too: the subject's last tokens say what it carries.
-        let own = ipc_protocol::Category::Utxocache.subject();
-        if subject.strip_suffix(own).is_some_and(|prefix| prefix.is_empty() || prefix.ends_with('.')) {
+        if Envelope::is_utxocache(subject) {
             prost::Message::decode(payload).map(Envelope::Utxocache)
         } else {
             prost::Message::decode(payload).map(Envelope::PeerObserver)

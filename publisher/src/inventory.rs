@@ -10,6 +10,8 @@
 use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
+use serde::ser::{Error as _, SerializeSeq, SerializeStruct};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::proto::bitcoin_primitives::InventoryItem;
 
@@ -104,6 +106,52 @@ struct Items {
     items: Vec<InventoryItem>,
 }
 
+/// The canonical JSON mapping of the message, `{"items": [...]}` without `items` when empty
+/// (src/render.rs), written item by item: an inventory's items are never all decoded at once.
+impl Serialize for Inventory {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut message = serializer.serialize_struct("Inventory", usize::from(!self.encoded.is_empty()))?;
+        if !self.encoded.is_empty() {
+            message.serialize_field("items", &Entries(&self.encoded))?;
+        }
+        message.end()
+    }
+}
+
+/// An inventory's encoded entries, as a JSON array of its items.
+struct Entries<'a>(&'a [u8]);
+
+impl Serialize for Entries<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut items = serializer.serialize_seq(None)?;
+        let mut rest = self.0;
+        while !rest.is_empty() {
+            items.serialize_element(&next_item(&mut rest).map_err(S::Error::custom)?)?;
+        }
+        items.end()
+    }
+}
+
+/// Decodes the entry `rest` starts with, an `items` field as [`Inventory`] keeps them.
+fn next_item(rest: &mut &[u8]) -> Result<InventoryItem, DecodeError> {
+    let (_, wire_type) = encoding::decode_key(rest)?;
+    let mut item = InventoryItem::default();
+    encoding::message::merge(wire_type, &mut item, rest, DecodeContext::default())?;
+    Ok(item)
+}
+
+impl<'de> Deserialize<'de> for Inventory {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Json {
+            #[serde(default)]
+            items: Vec<InventoryItem>,
+        }
+        Json::deserialize(deserializer).map(|json| Inventory::from_items(&json.items))
+    }
+}
+
 impl std::fmt::Debug for Inventory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.items() {
@@ -173,6 +221,22 @@ mod tests {
             .enumerate()
             .map(|(i, t)| (t, [i as u8 + 1; 32]))
             .collect()
+    }
+
+    /// `{"items": [...]}`, each item as its generated serialiser writes it, and read back.
+    #[test]
+    fn json_is_the_canonical_mapping_of_the_generated_message() {
+        let mut inventory = Inventory::default();
+        assert_eq!(serde_json::to_string(&inventory).expect("JSON"), "{}");
+        for (inv_type, hash) in every_kind() {
+            inventory.push(inv_type, &hash);
+        }
+        let json = serde_json::to_string(&inventory).expect("JSON");
+        let items = inventory.items().expect("items");
+        assert_eq!(json, format!(r#"{{"items":{}}}"#, serde_json::to_string(&items).expect("JSON")));
+        assert!(json.contains(r#"{"error":true}"#) && json.contains(r#""unknown":{"inv_type":4294967295,"#));
+        assert_eq!(serde_json::from_str::<Inventory>(&json).expect("an inventory"), inventory);
+        assert_eq!(serde_json::from_str::<Inventory>("{}").expect("an inventory"), Inventory::default());
     }
 
     #[test]

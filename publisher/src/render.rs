@@ -2,9 +2,7 @@
 //! the way a Bitcoin user reads it, [`json`] the canonical proto3 JSON mapping of the envelope.
 
 use std::fmt::{self, Display, Write};
-use std::sync::LazyLock;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::decode::Envelope;
@@ -33,67 +31,46 @@ pub fn readable(subject: &str, envelope: &Envelope) -> String {
 /// One JSON object: `{"subject": …, "event": …}`, `event` being the envelope (`event.Event`, or
 /// `peer_observer_ebpf.utxocache.Event` on the utxocache subject) in the canonical proto3 JSON
 /// mapping with the .proto field names: bytes in base64, 64-bit integers as strings, enums by
-/// name, every field that is set (all of them but empty repeated ones). An envelope taken
-/// from NATS may hold inventory items that do not decode (src/inventory.rs keeps them as they
-/// came): those give the error.
-pub fn json(subject: &str, envelope: &Envelope) -> Result<String, prost::DecodeError> {
-    let mut bytes = Vec::with_capacity(envelope.encoded_len());
-    envelope.encode_to(&mut bytes);
-    let utxocache = matches!(envelope, Envelope::Utxocache(_));
-    let event = DynamicMessage::decode(descriptor(utxocache), bytes.as_slice())?;
-    // Serialising JSON into a String fails only on non-string map keys, which no event has.
-    Ok(serde_json::to_string(&Line { subject, event: Canonical(event) }).expect("an event serialises to JSON"))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum FromJsonError {
-    #[error("not a line of render::json: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("the event does not decode as its envelope: {0}")]
-    Envelope(#[from] prost::DecodeError),
+/// name, every field that is set (all of them but empty repeated ones). pbjson's generated
+/// serialisers write the event as they walk it, so that the line takes about its own length
+/// beside the event (SECURITY.md). An envelope taken from NATS may hold inventory items that
+/// do not decode (src/inventory.rs keeps them as they came) or an enum value the schema does
+/// not name: those give the error.
+pub fn json(subject: &str, envelope: &Envelope) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&Line { subject, event: envelope })
 }
 
 /// The inverse of [`json`]: a line back to its subject and envelope, read by the same canonical
-/// mapping, the subject choosing the envelope as on NATS ([`Envelope::decode`], so an
-/// unprefixed one). For tools and tests that read `event-tail --json` or
-/// `ebpf-publisher --stdout json`.
-pub fn from_json(line: &str) -> Result<(String, Envelope), FromJsonError> {
+/// mapping, the subject choosing the envelope as on NATS ([`Envelope::decode`]). For tools and
+/// tests that read `event-tail --json` or `ebpf-publisher --stdout json`.
+pub fn from_json(line: &str) -> Result<(String, Envelope), serde_json::Error> {
     #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
     struct Read {
         subject: String,
         event: serde_json::Value,
     }
     let Read { subject, event } = serde_json::from_str(line)?;
-    let utxocache = subject == ipc_protocol::Category::Utxocache.subject();
-    let event = DynamicMessage::deserialize(descriptor(utxocache), event)?;
-    let envelope = Envelope::decode(&subject, &prost::Message::encode_to_vec(&event))?;
+    let envelope = if Envelope::is_utxocache(&subject) {
+        Envelope::Utxocache(serde_json::from_value(event)?)
+    } else {
+        Envelope::PeerObserver(serde_json::from_value(event)?)
+    };
     Ok((subject, envelope))
-}
-
-/// The schema of peer-observer's envelope, or of this project's utxocache one, from the
-/// descriptors build.rs writes.
-fn descriptor(utxocache: bool) -> MessageDescriptor {
-    static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
-        DescriptorPool::decode(include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin")).as_slice())
-            .expect("build.rs writes a valid descriptor set")
-    });
-    let name = if utxocache { "peer_observer_ebpf.utxocache.Event" } else { "event.Event" };
-    POOL.get_message_by_name(name).expect("the descriptor set holds both envelopes")
 }
 
 #[derive(Serialize)]
 struct Line<'a> {
     subject: &'a str,
-    event: Canonical,
+    event: &'a Envelope,
 }
 
-struct Canonical(DynamicMessage);
-
-impl Serialize for Canonical {
+impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // The defaults are the canonical mapping; the mapping's alternative field names, those
-        // of the .proto files, are the ones docs/wire-format.md uses.
-        self.0.serialize_with_options(serializer, &SerializeOptions::new().use_proto_field_name(true))
+        match self {
+            Envelope::PeerObserver(event) => event.serialize(serializer),
+            Envelope::Utxocache(event) => event.serialize(serializer),
+        }
     }
 }
 

@@ -147,8 +147,8 @@ struct Cli {
     /// P2P messages: make every payload exactly N bytes (at most 32 MiB): a block of that size
     /// from 141 bytes on, below that a made-up type. With `--message-type`: a `block` or `tx`
     /// of N bytes, an `inv`, `getdata` or `notfound` with as many items as fit in N, a
-    /// `merkleblock` of one hash and as many flag bytes as fit, or `sendtxrcncl` or
-    /// `made-up-type` with N bytes.
+    /// `merkleblock` of one hash and as many flag bytes as fit, an `addrv2` of as many empty
+    /// addresses of an unknown network as fit, or `sendtxrcncl` or `made-up-type` with N bytes.
     #[arg(long, value_name = "N")]
     message_size: Option<usize>,
     /// P2P messages: fire only payloads that must fail to decode (truncated, bad flags,

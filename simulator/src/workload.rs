@@ -2,7 +2,7 @@
 //! each firing, by type, by size or as garbage.
 
 use crate::garbage::{garbage, GARBAGE};
-use crate::message::{compact_size_len, Block, Message, TimedAddr, Tx, TxIn, TxOut};
+use crate::message::{compact_size_len, AddrV2, Block, Message, TimedAddr, Tx, TxIn, TxOut};
 use crate::rng::{
     addr_v2, block, compact_block, filter_range, header, inventory, locator, net_addr, timestamp, tx, version, Rng,
 };
@@ -60,6 +60,11 @@ pub const MIN_BLOCK_SIZE: usize = 80 + 1 + MIN_TX_SIZE;
 pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
 /// The smallest merkleblock: a header, the transaction count, one hash and one flag byte.
 pub const MIN_MERKLEBLOCK_SIZE: usize = 80 + 4 + 1 + 32 + 1 + 1;
+/// An addrv2 entry of an unknown network with an empty address: time, services 0, network,
+/// length 0, port. The most entries, and so events, a payload byte can give.
+pub const EMPTY_ADDRV2_ENTRY: usize = 4 + 1 + 1 + 1 + 2;
+/// The network id of those entries, which BIP155 does not define.
+const UNDEFINED_NETWORK: u8 = 0xff;
 /// A sized block holds transactions of at most this size, as real blocks hold many.
 const MAX_FILLER_TX_SIZE: usize = 100_000;
 
@@ -73,7 +78,8 @@ pub struct Workload {
     /// that [`MADE_UP_TYPE`]. With `message_type`: a `block`, `tx`, `sendtxrcncl` or
     /// [`MADE_UP_TYPE`] of exactly this size, an `inv`, `getdata` or `notfound` with as many
     /// items as fit (so up to 35 bytes shorter), or a `merkleblock` whose flag vector takes
-    /// what one hash leaves (up to 8 bytes shorter).
+    /// what one hash leaves (up to 8 bytes shorter), or an `addrv2` of as many empty
+    /// addresses of an unknown network as fit ([`EMPTY_ADDRV2_ENTRY`] bytes each).
     pub message_size: Option<usize>,
     /// Fire payloads that must fail to decode, cycling through [`GARBAGE`].
     pub garbage: bool,
@@ -111,12 +117,13 @@ impl Workload {
                 Err(format!("a merkleblock takes at least {MIN_MERKLEBLOCK_SIZE} bytes"))
             }
             (
-                "block" | "tx" | "inv" | "getdata" | "notfound" | "merkleblock" | "sendtxrcncl" | MADE_UP_TYPE,
+                "block" | "tx" | "inv" | "getdata" | "notfound" | "merkleblock" | "addrv2" | "sendtxrcncl"
+                | MADE_UP_TYPE,
                 Some(_),
             ) => Ok(()),
             (other, Some(_)) => Err(format!(
-                "a message size applies to block, tx, inv, getdata, notfound, merkleblock, sendtxrcncl and \
-                 {MADE_UP_TYPE}, not {other}"
+                "a message size applies to block, tx, inv, getdata, notfound, merkleblock, addrv2, sendtxrcncl \
+                 and {MADE_UP_TYPE}, not {other}"
             )),
         }
     }
@@ -313,6 +320,26 @@ fn sized(rng: &mut Rng, msg_type: Option<&'static str>, size: usize) -> Message 
                 flags: rng.bytes(flags_len),
             }
         }
+        // What a peer may send to make its payload decode into the most events: Bitcoin Core
+        // fires net:inbound_message for any message up to 4 MB before it refuses more than
+        // 1,000 addresses.
+        Some("addrv2") => {
+            let mut n = (size / EMPTY_ADDRV2_ENTRY) as u64;
+            while compact_size_len(n) + EMPTY_ADDRV2_ENTRY * n as usize > size {
+                n -= 1;
+            }
+            Message::AddrV2(
+                (0..n)
+                    .map(|_| AddrV2 {
+                        time: timestamp(rng),
+                        services: 0,
+                        network: UNDEFINED_NETWORK,
+                        addr: Vec::new(),
+                        port: rng.below(1 << 16) as u16,
+                    })
+                    .collect(),
+            )
+        }
         Some(command) => Message::Unknown { command, payload: rng.filler(size) },
     }
 }
@@ -467,6 +494,18 @@ mod tests {
             let Message::MerkleBlock { hashes, flags, .. } = message else { panic!("{size}: not a merkleblock") };
             assert_eq!(hashes.len(), 1);
             assert!(flags.len() + 128 > size, "{size}: {} flag bytes", flags.len());
+        }
+    }
+
+    #[test]
+    fn a_sized_addrv2_holds_as_many_empty_addresses_as_fit() {
+        for size in [1, 9, 10, 100, 2_277, 2_278, 4_000_000] {
+            let workload = Workload { message_type: Some("addrv2".into()), ..sized(size) };
+            let message = message_of(1, &workload);
+            let len = message.serialize().len();
+            assert!(len <= size && size < len + EMPTY_ADDRV2_ENTRY + 2, "{size}: {len}");
+            let Message::AddrV2(entries) = message else { panic!("{size}: not an addrv2") };
+            assert!(entries.iter().all(|e| e.network == UNDEFINED_NETWORK && e.addr.is_empty()), "{size}");
         }
     }
 

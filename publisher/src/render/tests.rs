@@ -493,7 +493,8 @@ fn json_is_the_canonical_proto3_mapping_and_decodes_back_to_the_event() {
         let back = from_json(&json(subject, &envelope).expect("a published event")).expect("a canonical event");
         assert_eq!(back, (subject.to_string(), envelope), "{tp}");
     }
-    assert!(matches!(from_json(r#"{"subject":"mempool","event":{"nonsense":1}}"#), Err(FromJsonError::Json(_))));
+    let e = from_json(r#"{"subject":"mempool","event":{"nonsense":1}}"#).expect_err("no such field");
+    assert!(e.to_string().starts_with("unknown field `nonsense`"), "{e}");
 }
 
 fn json_of(tp: Tracepoint) -> String {
@@ -522,29 +523,49 @@ fn an_inventory_from_nats_whose_items_do_not_decode_renders_as_an_error() {
     ));
 }
 
+/// Anyone who may publish on the server can send an enum value the schema does not name: the
+/// JSON mapping has no name for it, so it gives an error (event-tail prints it and goes on), and
+/// a readable line shows the number.
+#[test]
+fn an_enum_value_from_nats_that_the_schema_does_not_name_renders_as_an_error() {
+    use crate::proto::ebpf_extractor::connection::connection_event::Event as C;
+    use crate::proto::ebpf_extractor::ebpf::EbpfEvent;
+    use crate::proto::event::event::PeerObserverEvent;
+    let (data, _) = case(Tracepoint::NetInboundConnection);
+    let (subject, mut envelope) = published(Tracepoint::NetInboundConnection, &data);
+    let Envelope::PeerObserver(event) = &mut envelope else { panic!("peer-observer's envelope") };
+    let Some(PeerObserverEvent::EbpfExtractor(ebpf)) = &mut event.peer_observer_event else { panic!("{event:?}") };
+    let Some(EbpfEvent::Connection(connection)) = &mut ebpf.ebpf_event else { panic!("{ebpf:?}") };
+    let Some(C::Inbound(inbound)) = &mut connection.event else { panic!("{connection:?}") };
+    inbound.conn.conn_type = 99;
+    let e = json(subject, &envelope).expect_err("a value without a name");
+    assert_eq!(e.to_string(), "Invalid variant 99");
+    assert!(readable(subject, &envelope).contains(" conn_type=99 "));
+}
+
 #[test]
 fn json_has_protobuf_names_base64_bytes_string_64_bit_integers_and_enum_names() {
     const H_BASE64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     assert_eq!(
         json_of(Tracepoint::MempoolAdded),
         format!(
-            r#"{{"subject":"mempool","event":{{"ebpf_extractor":{{"mempool":{{"added":{{"txid":"{H_BASE64}","vsize":453,"fee":"123"}}}}}},"timestamp":"1700000000123"}}}}"#
+            r#"{{"subject":"mempool","event":{{"timestamp":"1700000000123","ebpf_extractor":{{"mempool":{{"added":{{"txid":"{H_BASE64}","vsize":453,"fee":"123"}}}}}}}}}}"#
         )
     );
     assert_eq!(
         json_of(Tracepoint::NetInboundMessage),
         format!(
-            r#"{{"subject":"netmsg","event":{{"ebpf_extractor":{{"message":{{"meta":{{"peer_id":"7","addr":"[2001:db8::1]:8333","conn_type":"Inbound","command":"inv","inbound":true,"size":"37"}},"inv":{{"items":[{{"wtx":"{H_BASE64}"}}]}}}}}},"timestamp":"1700000000123"}}}}"#
+            r#"{{"subject":"netmsg","event":{{"timestamp":"1700000000123","ebpf_extractor":{{"message":{{"meta":{{"peer_id":"7","addr":"[2001:db8::1]:8333","conn_type":"Inbound","command":"inv","inbound":true,"size":"37"}},"inv":{{"items":[{{"wtx":"{H_BASE64}"}}]}}}}}}}}}}"#
         )
     );
     assert_eq!(
         json_of(Tracepoint::AddrmanAttemptAdd),
-        r#"{"subject":"peer-observer-ebpf.addrman","event":{"ebpf_extractor":{"addrman":{"new":{"inserted":true,"bucket":1023,"bucket_pos":63,"addr":"5.6.7.8:8333","addr_AS":3320,"source":"1.2.3.4","source_AS":0}}},"timestamp":"1700000000123"}}"#
+        r#"{"subject":"peer-observer-ebpf.addrman","event":{"timestamp":"1700000000123","ebpf_extractor":{"addrman":{"new":{"inserted":true,"bucket":1023,"bucket_pos":63,"addr":"5.6.7.8:8333","addr_AS":3320,"source":"1.2.3.4","source_AS":0}}}}}"#
     );
     assert_eq!(
         json_of(Tracepoint::UtxocacheAdd),
         format!(
-            r#"{{"subject":"peer-observer-ebpf.utxocache","event":{{"add":{{"txid":"{H_BASE64}","index":7,"height":840000,"value":"5000000000","is_coinbase":true}},"timestamp":"1700000000123"}}}}"#
+            r#"{{"subject":"peer-observer-ebpf.utxocache","event":{{"timestamp":"1700000000123","add":{{"txid":"{H_BASE64}","index":7,"height":840000,"value":"5000000000","is_coinbase":true}}}}}}"#
         )
     );
 }
