@@ -517,21 +517,22 @@ fn main() -> ExitCode {
     let threads = (cli.threads as usize).min(tracepoints.len()).max(1);
     let shares: Vec<Vec<Tracepoint>> =
         (0..threads).map(|t| tracepoints.iter().copied().skip(t).step_by(threads).collect()).collect();
-    // The main thread fires the first share, as a single-threaded run always did.
+    // Each share from a worker thread named as one of Core's; the main thread only waits, as
+    // bitcoind's does until shutdown. A tracer that caught hits of the process's main thread
+    // only (as uprobe_multi's pid filter did on some kernels) would catch nothing here.
     let results: Vec<Fired> = std::thread::scope(|scope| {
-        let handles: Vec<_> = shares[1..]
+        let handles: Vec<_> = shares
             .iter()
             .enumerate()
             .map(|(t, share)| {
-                let rounds = &rounds;
+                let (rounds, lean) = (&rounds, cli.lean);
                 std::thread::Builder::new()
-                    .name(format!("sim-fire-{}", t + 1))
-                    .spawn_scoped(scope, move || fire_rounds(share, rounds))
+                    .name(firing_thread_name(t))
+                    .spawn_scoped(scope, move || if lean { fire_lean(rounds) } else { fire_rounds(share, rounds) })
                     .expect("start a firing thread")
             })
             .collect();
-        let first = if cli.lean { fire_lean(&rounds) } else { fire_rounds(&shares[0], &rounds) };
-        std::iter::once(first).chain(handles.into_iter().map(|h| h.join().expect("a firing thread panicked"))).collect()
+        handles.into_iter().map(|h| h.join().expect("a firing thread panicked")).collect()
     });
     // Time spent at the probe sites, arguments' preparation included, by all threads.
     let fire_ns: u128 = results.iter().map(|r| r.fire_ns).sum();
@@ -570,6 +571,13 @@ fn main() -> ExitCode {
         println!("{} at_shutdown={CONNECTED_PEERS} traced_at_shutdown={traced}", Tracepoint::NetClosedConnection);
     }
     ExitCode::SUCCESS
+}
+
+/// The name of firing thread `t`: Bitcoin Core's threads that fire tracepoints (src/net.cpp,
+/// src/scheduler.cpp), then its RPC workers, which fire mempool events for sent transactions.
+fn firing_thread_name(t: usize) -> String {
+    const CORE: [&str; 4] = ["b-msghand", "b-net", "b-opencon", "b-scheduler"];
+    CORE.get(t).map_or_else(|| format!("b-httpworker.{}", t - CORE.len()), |name| name.to_string())
 }
 
 /// What every firing thread does.
