@@ -2,8 +2,9 @@
 //! package protobuf-compiler).
 
 fn main() {
-    const PROTOS: [&str; 9] = [
+    const PROTOS: [&str; 10] = [
         "proto/event.proto",
+        "proto/event_msg.proto",
         "proto/ebpf_extractor.proto",
         "proto/message.proto",
         "proto/connection.proto",
@@ -37,7 +38,7 @@ fn main() {
         json.extern_path(inventory, "crate::inventory::Inventory");
     }
     json.exclude(inventories);
-    json.build(&[".event", ".ebpf_extractor", ".bitcoin_primitives", ".peer_observer_ebpf"])
+    json.build(&[".event", ".event_msg", ".ebpf_extractor", ".bitcoin_primitives", ".peer_observer_ebpf"])
         .expect("generating the JSON mapping");
     println!("cargo:rerun-if-changed=proto");
 }

@@ -261,6 +261,62 @@ async fn named_users_run_privilege_separated_end_to_end() {
     assert_eq!(firing.await.unwrap().values().sum::<u64>(), 5 * defaults.len() as u64);
 }
 
+/// `--nats-legacy-envelope`, handed on by the launcher: every event in peer-observer's envelope
+/// from before 2025-12-15 (`event_msg.EventMsg`), its time in seconds and microseconds, every
+/// field as fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_envelope_carries_every_event_with_its_time_in_microseconds() {
+    use futures_util::StreamExt;
+    use publisher::decode::Envelope;
+    use publisher::proto::ebpf_extractor::{ebpf::EbpfEvent, Ebpf};
+    use publisher::proto::event::{event::PeerObserverEvent, Event};
+    use publisher::proto::event_msg::event_msg::Event as Legacy;
+    const ROUNDS: u64 = 4;
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("launcher-legacy");
+    let simulator = Simulator::start_with("default", ROUNDS, 33, &["--linger", "3"]);
+    let mut subscriber = subscribe(&nats).await;
+    let pid = simulator.pid().to_string();
+    let args = ["--bitcoind-pid", &pid, "--nats-legacy-envelope"];
+    let mut launcher = start_launcher(&nats, dir.path(), &bins().simulator, &args.map(std::ffi::OsStr::new)).await;
+    let publisher = e2e::children(launcher.id().expect("running"))["ebpf-publisher"];
+    let cmdline = std::fs::read(format!("/proc/{publisher}/cmdline")).expect("the publisher's command line");
+    assert!(cmdline.split(|b| *b == 0).any(|arg| arg == b"--nats-legacy-envelope"));
+
+    let before = wall_ms();
+    let firing = tokio::spawn(simulator.fire());
+    let defaults = Tracepoint::defaults();
+    let mut events = Vec::new();
+    let mut micros = Vec::new();
+    while events.len() < ROUNDS as usize * defaults.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(30), subscriber.next())
+            .await
+            .expect("every event within 30 s")
+            .expect("subscribed");
+        let Ok(Envelope::Legacy(legacy)) = Envelope::decode_legacy(&msg.subject, &msg.payload) else {
+            panic!("{}: not an event_msg.EventMsg: {:02x?}", msg.subject, msg.payload)
+        };
+        micros.push(legacy.timestamp_subsec_micros);
+        let ebpf_event = legacy.event.map(|event| match event {
+            Legacy::Msg(e) => EbpfEvent::Message(e),
+            Legacy::Conn(e) => EbpfEvent::Connection(e),
+            Legacy::Addrman(e) => EbpfEvent::Addrman(e),
+            Legacy::Mempool(e) => EbpfEvent::Mempool(e),
+            Legacy::Validation(e) => EbpfEvent::Validation(e),
+        });
+        let timestamp = legacy.timestamp * 1000 + u64::from(legacy.timestamp_subsec_micros / 1000);
+        let event =
+            Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(Ebpf { ebpf_event })), timestamp };
+        events.push((msg.subject.to_string(), event));
+    }
+    assert_fired_exactly(&events, &defaults, 33, 0..ROUNDS, before..=wall_ms());
+    assert!(micros.iter().all(|&us| us < 1_000_000), "{micros:?}");
+    // Microseconds, not milliseconds scaled: 48 times a multiple of 1,000 by chance is 10^-144.
+    assert!(micros.iter().any(|&us| us % 1000 != 0), "{micros:?}");
+    stop(&mut launcher).await;
+    assert_eq!(firing.await.expect("simulator task").values().sum::<u64>(), ROUNDS * defaults.len() as u64);
+}
+
 /// A self-built bitcoind under its builder's 0700 home: the loader's user cannot even reach
 /// the binary, so the launcher opens it and hands it over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,9 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
+    let decode = if cli.nats.legacy_envelope { Envelope::decode_legacy } else { Envelope::decode };
     while let Some(msg) = messages.next().await {
         // An inventory's items are decoded only as the event is rendered (publisher/src/inventory.rs).
-        let line = match Envelope::decode(&msg.subject, &msg.payload) {
+        let line = match decode(&msg.subject, &msg.payload) {
             Err(e) => Err(e.to_string()),
             Ok(envelope) if cli.json => render::json(&msg.subject, &envelope).map_err(|e| e.to_string()),
             Ok(envelope) => Ok(render::readable(&msg.subject, &envelope)),

@@ -186,6 +186,10 @@ pub struct NatsFlags {
     /// trailing dot, e.g. peer-observer.mainnet.node1. Subscribers then subscribe `PREFIX.*`
     #[arg(long = "nats-subject-prefix", default_value = "", value_parser = subject_prefix)]
     pub subject_prefix: String,
+    /// Events in peer-observer's envelope from before 2025-12-15 (event_msg.EventMsg), for the
+    /// tools of that time. Tools read one envelope only: all on a server must use the same one
+    #[arg(long = "nats-legacy-envelope")]
+    pub legacy_envelope: bool,
 }
 
 /// A subject prefix: empty (none), or one or more subject tokens without the dot that joins it

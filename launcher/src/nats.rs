@@ -134,6 +134,9 @@ pub fn hand_on(flags: &NatsFlags, system_ca: Option<&Path>) -> Result<HandedOn, 
     if flags.tls_required {
         handed.args.push("--nats-tls-required".into());
     }
+    if flags.legacy_envelope {
+        handed.args.push("--nats-legacy-envelope".into());
+    }
     Ok(handed)
 }
 
@@ -197,6 +200,11 @@ mod tests {
         assert_eq!(after(&named, "--nats-client-name"), "node1");
         assert!(hand_on(&["--nats-client-name", DEFAULT_NATS_CLIENT_NAME]).unwrap().args.is_empty());
         assert!(hand_on(&[]).unwrap().args.is_empty());
+    }
+
+    #[test]
+    fn the_legacy_envelope_is_handed_on() {
+        assert_eq!(hand_on(&["--nats-legacy-envelope"]).unwrap().args, ["--nats-legacy-envelope"]);
     }
 
     #[test]

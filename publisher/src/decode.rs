@@ -7,8 +7,10 @@ use ipc_protocol::{Record, Tracepoint};
 
 use crate::p2p;
 use crate::proto::bitcoin_primitives::ConnType;
+use crate::proto::ebpf_extractor::ebpf::EbpfEvent;
 use crate::proto::ebpf_extractor::{self as ebpf, addrman, connection, mempool, message, validation};
 use crate::proto::event::{event::PeerObserverEvent, Event};
+use crate::proto::event_msg::{event_msg, EventMsg};
 use crate::proto::peer_observer_ebpf::utxocache;
 
 /// Why a record was refused. The event is counted as invalid and not published.
@@ -92,14 +94,23 @@ pub enum Payload {
 pub enum Envelope {
     /// peer-observer's `event.Event`.
     PeerObserver(Event),
+    /// peer-observer's `event_msg.EventMsg`, from before 2025-12-15 (`--nats-legacy-envelope`).
+    Legacy(EventMsg),
     /// This project's `peer_observer_ebpf.utxocache.Event`.
     Utxocache(utxocache::Event),
 }
 
 impl Decoded {
-    /// Wraps the event in its envelope.
-    pub fn into_envelope(self, timestamp_ms: u64) -> Envelope {
+    /// Wraps the event in its envelope: peer-observer's, or its `legacy` one, for the wall-clock
+    /// instant `timestamp_us` (microseconds since the Unix epoch).
+    pub fn into_envelope(self, timestamp_us: u64, legacy: bool) -> Envelope {
+        let timestamp_ms = timestamp_us / 1_000;
         match self.payload {
+            Payload::PeerObserver(event) if legacy => Envelope::Legacy(EventMsg {
+                event: event.ebpf_event.map(legacy_event),
+                timestamp: timestamp_us / 1_000_000,
+                timestamp_subsec_micros: (timestamp_us % 1_000_000) as u32,
+            }),
             Payload::PeerObserver(event) => Envelope::PeerObserver(Event {
                 peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(event)),
                 timestamp: timestamp_ms,
@@ -111,10 +122,23 @@ impl Decoded {
     }
 }
 
+/// The legacy envelope's member for an event: the same message, its field numbered alike
+/// (docs/wire-format.md, "Legacy envelope").
+fn legacy_event(event: EbpfEvent) -> event_msg::Event {
+    match event {
+        EbpfEvent::Message(e) => event_msg::Event::Msg(e),
+        EbpfEvent::Connection(e) => event_msg::Event::Conn(e),
+        EbpfEvent::Addrman(e) => event_msg::Event::Addrman(e),
+        EbpfEvent::Mempool(e) => event_msg::Event::Mempool(e),
+        EbpfEvent::Validation(e) => event_msg::Event::Validation(e),
+    }
+}
+
 impl Envelope {
     pub fn encoded_len(&self) -> usize {
         match self {
             Envelope::PeerObserver(e) => prost::Message::encoded_len(e),
+            Envelope::Legacy(e) => prost::Message::encoded_len(e),
             Envelope::Utxocache(e) => prost::Message::encoded_len(e),
         }
     }
@@ -123,6 +147,7 @@ impl Envelope {
     pub fn encode_to(&self, buf: &mut Vec<u8>) {
         match self {
             Envelope::PeerObserver(e) => prost::Message::encode_raw(e, buf),
+            Envelope::Legacy(e) => prost::Message::encode_raw(e, buf),
             Envelope::Utxocache(e) => prost::Message::encode_raw(e, buf),
         }
     }
@@ -150,6 +175,16 @@ impl Envelope {
             prost::Message::decode(payload).map(Envelope::Utxocache)
         } else {
             prost::Message::decode(payload).map(Envelope::PeerObserver)
+        }
+    }
+
+    /// [`Envelope::decode`] for a server whose events come in the legacy envelope: the bytes
+    /// do not say which envelope they are in.
+    pub fn decode_legacy(subject: &str, payload: &[u8]) -> Result<Envelope, prost::DecodeError> {
+        if Envelope::is_utxocache(subject) {
+            prost::Message::decode(payload).map(Envelope::Utxocache)
+        } else {
+            prost::Message::decode(payload).map(Envelope::Legacy)
         }
     }
 }
@@ -276,7 +311,6 @@ impl Context {
     }
 
     fn payload(&mut self, tp: Tracepoint, data: &[u8]) -> Result<Payload, RecordError> {
-        use ebpf::ebpf::EbpfEvent;
         use utxocache::event::Event as U;
         use Tracepoint as T;
         let event = match tp {
@@ -468,14 +502,16 @@ impl Context {
 /// What a message event of at most `max_event_len` bytes takes besides its payload's member
 /// (whose own key and length `Msg::encoded_len` counts): the metadata, the keys and lengths of
 /// the envelope's members down to it, each at most as long as `max_event_len`'s, and the
-/// timestamp's key and varint (at most 10 bytes). A few bytes more than the event takes.
+/// timestamp's key and varint (at most 10 bytes). A few bytes more than the event takes. The
+/// legacy envelope has one member fewer to the event, and its seconds and microseconds take
+/// 10 bytes with their keys until the year 3058: the same room holds it.
 fn message_event_room(meta: &message::Metadata, max_event_len: usize) -> usize {
     let key_and_len = 1 + prost::encoding::encoded_len_varint(max_event_len as u64);
     prost::Message::encoded_len(meta) + 3 * key_and_len + 1 + 10
 }
 
-fn mempool_event(event: mempool::mempool_event::Event) -> ebpf::ebpf::EbpfEvent {
-    ebpf::ebpf::EbpfEvent::Mempool(mempool::MempoolEvent { event: Some(event) })
+fn mempool_event(event: mempool::mempool_event::Event) -> EbpfEvent {
+    EbpfEvent::Mempool(mempool::MempoolEvent { event: Some(event) })
 }
 
 #[cfg(test)]

@@ -162,7 +162,12 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
                 }
                 None => None,
             };
-            Sink::Nats { client, address: cli.nats.address.clone(), jetstream }
+            Sink::Nats {
+                client,
+                address: cli.nats.address.clone(),
+                jetstream,
+                legacy_envelope: cli.nats.legacy_envelope,
+            }
         }
     };
     // Before the loader's socket and readiness: an address in use is a start-up error, with no

@@ -8,6 +8,12 @@ pub mod event {
     include!(concat!(env!("OUT_DIR"), "/event.serde.rs"));
 }
 
+/// peer-observer's envelope before 2025-12-15 (`--nats-legacy-envelope`).
+pub mod event_msg {
+    include!(concat!(env!("OUT_DIR"), "/event_msg.rs"));
+    include!(concat!(env!("OUT_DIR"), "/event_msg.serde.rs"));
+}
+
 pub mod bitcoin_primitives {
     include!(concat!(env!("OUT_DIR"), "/bitcoin_primitives.rs"));
     include!(concat!(env!("OUT_DIR"), "/bitcoin_primitives.serde.rs"));

@@ -14,6 +14,7 @@ use crate::proto::bitcoin_primitives::{
 use crate::proto::ebpf_extractor::message::{filter_load::BloomFlags, message_event::Msg, reject::RejectReason};
 use crate::proto::ebpf_extractor::{addrman, connection, ebpf::EbpfEvent, mempool, message, validation};
 use crate::proto::event::event::PeerObserverEvent;
+use crate::proto::event_msg::EventMsg;
 use crate::proto::peer_observer_ebpf::utxocache;
 
 /// One line: the firing time in UTC, the subject, the event's kind, then its fields. Hashes are
@@ -23,6 +24,9 @@ use crate::proto::peer_observer_ebpf::utxocache;
 pub fn readable(subject: &str, envelope: &Envelope) -> String {
     let (timestamp, event) = match envelope {
         Envelope::PeerObserver(e) => (e.timestamp, peer_observer(e.peer_observer_event.as_ref())),
+        Envelope::Legacy(e) => {
+            (e.timestamp.saturating_mul(1000).saturating_add(u64::from(e.timestamp_subsec_micros / 1000)), legacy(e))
+        }
         Envelope::Utxocache(e) => (e.timestamp, utxocache_event(e.event.as_ref())),
     };
     format!("{}.{:03}Z {} {event}", utc(timestamp / 1000), timestamp % 1000, Clean(subject))
@@ -69,6 +73,7 @@ impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Envelope::PeerObserver(event) => event.serialize(serializer),
+            Envelope::Legacy(event) => event.serialize(serializer),
             Envelope::Utxocache(event) => event.serialize(serializer),
         }
     }
@@ -83,6 +88,19 @@ fn peer_observer(event: Option<&PeerObserverEvent>) -> String {
         Some(EbpfEvent::Mempool(m)) => mempool_event(m),
         Some(EbpfEvent::Validation(v)) => validation_event(v),
         Some(EbpfEvent::Addrman(a)) => addrman_event(a),
+    }
+}
+
+/// The same events in the legacy envelope.
+fn legacy(event: &EventMsg) -> String {
+    use crate::proto::event_msg::event_msg::Event as E;
+    match &event.event {
+        None => "(no event)".into(),
+        Some(E::Msg(m)) => p2p_message(m),
+        Some(E::Conn(c)) => connection_event(c),
+        Some(E::Mempool(m)) => mempool_event(m),
+        Some(E::Validation(v)) => validation_event(v),
+        Some(E::Addrman(a)) => addrman_event(a),
     }
 }
 

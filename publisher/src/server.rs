@@ -376,5 +376,5 @@ fn decoded(
         tracing::trace!(tracepoint = %tp, "{label}");
         counters.anomaly(tp, label);
     }
-    Some(DecodedRecord { id, tracepoint: tp, timestamp_ms: clock.wall_ms(record.ktime_ns), decoded, done })
+    Some(DecodedRecord { id, tracepoint: tp, timestamp_us: clock.wall_us(record.ktime_ns), decoded, done })
 }

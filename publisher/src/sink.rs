@@ -26,7 +26,9 @@ pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
 pub enum Sink {
     /// Published to NATS: the publisher's job; with JetStream's acknowledgements in
     /// JetStream mode.
-    Nats { client: Client, address: String, jetstream: Option<Arc<JetStream>> },
+    /// `legacy_envelope`: in peer-observer's envelope from before 2025-12-15
+    /// (`--nats-legacy-envelope`).
+    Nats { client: Client, address: String, jetstream: Option<Arc<JetStream>>, legacy_envelope: bool },
     /// Written to standard output, one line each, instead (`--stdout`): what the loader sees,
     /// without a NATS server.
     Stdout(Format),
@@ -84,15 +86,16 @@ impl Sink {
     ) {
         let max_event_len = self.max_event_len();
         match self {
-            Sink::Nats { client, jetstream: None, .. } => {
-                let published = publish(event, client, max_event_len, prefix, counters, unflushed.bytes).await;
+            Sink::Nats { client, jetstream: None, legacy_envelope, .. } => {
+                let published =
+                    publish(event, client, max_event_len, *legacy_envelope, prefix, counters, unflushed.bytes).await;
                 if let Some((size, done)) = published {
                     unflushed.bytes += size;
                     unflushed.records.push(done);
                 }
             }
-            Sink::Nats { jetstream: Some(jetstream), .. } => {
-                publish_durably(event, jetstream, max_event_len, prefix, counters).await
+            Sink::Nats { jetstream: Some(jetstream), legacy_envelope, .. } => {
+                publish_durably(event, jetstream, max_event_len, *legacy_envelope, prefix, counters).await
             }
             Sink::Stdout(format) => write_line(event, *format, prefix, counters).await,
         }
@@ -284,7 +287,8 @@ impl RecordId {
 pub(crate) struct DecodedRecord {
     pub(crate) id: RecordId,
     pub(crate) tracepoint: Tracepoint,
-    pub(crate) timestamp_ms: u64,
+    /// Wall-clock microseconds since the Unix epoch.
+    pub(crate) timestamp_us: u64,
     pub(crate) decoded: Decoded,
     pub(crate) done: Done,
 }
@@ -320,20 +324,21 @@ fn count_over_max_payload(tp: Tracepoint, size: usize, counters: &Counters) {
     counters.over_max_payload(tp);
 }
 
-/// Encodes and publishes one event, `unflushed` bytes being in the client's buffer already;
-/// returns the bytes it added there and the record's [`Done`], or `None` if it was counted
-/// instead.
+/// Encodes and publishes one event, in the legacy envelope if `legacy_envelope`, `unflushed`
+/// bytes being in the client's buffer already; returns the bytes it added there and the
+/// record's [`Done`], or `None` if it was counted instead.
 async fn publish(
     event: DecodedRecord,
     nats: &Client,
     max_event_len: usize,
+    legacy_envelope: bool,
     prefix: &SubjectPrefix,
     counters: &Counters,
     unflushed: usize,
 ) -> Option<(usize, Done)> {
-    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, done, .. } = event;
+    let DecodedRecord { tracepoint: tp, timestamp_us, decoded, done, .. } = event;
     let subject = prefix.apply(decoded.subject);
-    let event = decoded.into_envelope(timestamp_ms);
+    let event = decoded.into_envelope(timestamp_us, legacy_envelope);
     let size = event.encoded_len();
     if exceeds_max_event_len(max_event_len, tp, size, counters) {
         return None;
@@ -380,12 +385,13 @@ async fn publish_durably(
     event: DecodedRecord,
     jetstream: &JetStream,
     max_event_len: usize,
+    legacy_envelope: bool,
     prefix: &SubjectPrefix,
     counters: &Counters,
 ) {
-    let DecodedRecord { id, tracepoint: tp, timestamp_ms, decoded, done } = event;
+    let DecodedRecord { id, tracepoint: tp, timestamp_us, decoded, done } = event;
     let subject = prefix.apply(decoded.subject);
-    let event = decoded.into_envelope(timestamp_ms);
+    let event = decoded.into_envelope(timestamp_us, legacy_envelope);
     let size = event.encoded_len();
     // Sending it again would not help: counted at once, as in core mode.
     if exceeds_max_event_len(max_event_len, tp, size, counters) {
@@ -400,9 +406,9 @@ async fn publish_durably(
 /// protobuf size, as NATS would have had it) once written whole, or as `publish_failed`; the
 /// record is done as the function returns.
 async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix, counters: &Counters) {
-    let DecodedRecord { tracepoint: tp, timestamp_ms, decoded, .. } = event;
+    let DecodedRecord { tracepoint: tp, timestamp_us, decoded, .. } = event;
     let subject = prefix.apply(decoded.subject);
-    let envelope = decoded.into_envelope(timestamp_ms);
+    let envelope = decoded.into_envelope(timestamp_us, false);
     let line = match format {
         Format::Json => render::json(&subject, &envelope),
         Format::Readable => Ok(render::readable(&subject, &envelope)),

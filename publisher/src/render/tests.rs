@@ -177,7 +177,7 @@ fn case(tp: Tracepoint) -> (Vec<u8>, String) {
 /// The subject and envelope a record of `tp` is published as.
 fn published(tp: Tracepoint, data: &[u8]) -> (&'static str, Envelope) {
     let decoded = decode(&Record { tracepoint: tp, ktime_ns: 0, data }).expect("a valid record");
-    (decoded.subject, decoded.into_envelope(TS))
+    (decoded.subject, decoded.into_envelope(TS * 1_000, false))
 }
 
 #[test]
@@ -453,6 +453,21 @@ fn strings_from_peers_cannot_forge_fields() {
     assert!(line.contains(r"rejected_command=tx\u{20}reason=DUST\u{20}hash=00\u{202e} reason="), "{line}");
     assert_eq!(line.matches(" reason=").count(), 1, "{line}");
     assert!(!line.contains('\u{202e}'), "{line}");
+}
+
+/// `--nats-legacy-envelope` read back by `event-tail --nats-legacy-envelope`: the same lines.
+#[test]
+fn the_legacy_envelope_reads_as_the_current_one() {
+    for &tp in Tracepoint::ALL {
+        let (data, _) = case(tp);
+        let envelope = |legacy| {
+            let decoded = decode(&Record { tracepoint: tp, ktime_ns: 0, data: &data }).expect("a valid record");
+            (decoded.subject, decoded.into_envelope(TS * 1_000 + 999, legacy))
+        };
+        let ((subject, current), (_, legacy)) = (envelope(false), envelope(true));
+        assert_eq!(readable(subject, &legacy), readable(subject, &current), "{tp}");
+        assert_eq!(matches!(legacy, Envelope::Legacy(_)), tp.category() != ipc_protocol::Category::Utxocache, "{tp}");
+    }
 }
 
 #[test]
