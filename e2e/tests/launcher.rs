@@ -313,7 +313,8 @@ async fn the_legacy_envelope_carries_every_event_with_its_time_in_microseconds()
     assert!(micros.iter().all(|&us| us < 1_000_000), "{micros:?}");
     // Microseconds, not milliseconds scaled: 48 times a multiple of 1,000 by chance is 10^-144.
     assert!(micros.iter().any(|&us| us % 1000 != 0), "{micros:?}");
-    stop(&mut launcher).await;
+    let log = stop(&mut launcher).await;
+    assert!(log.contains(" in the legacy envelope (event_msg.EventMsg)"), "{log}");
     assert_eq!(firing.await.expect("simulator task").values().sum::<u64>(), ROUNDS * defaults.len() as u64);
 }
 

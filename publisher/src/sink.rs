@@ -45,7 +45,10 @@ pub enum Format {
 impl std::fmt::Display for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Sink::Nats { address, .. } => write!(f, "NATS at {address}"),
+            Sink::Nats { address, legacy_envelope: false, .. } => write!(f, "NATS at {address}"),
+            Sink::Nats { address, legacy_envelope: true, .. } => {
+                write!(f, "NATS at {address} in the legacy envelope (event_msg.EventMsg)")
+            }
             Sink::Stdout(Format::Json) => f.write_str("standard output as JSON"),
             Sink::Stdout(Format::Readable) => f.write_str("standard output as readable lines"),
         }
