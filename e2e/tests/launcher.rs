@@ -267,10 +267,9 @@ async fn named_users_run_privilege_separated_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_legacy_envelope_carries_every_event_with_its_time_in_microseconds() {
     use futures_util::StreamExt;
-    use publisher::decode::Envelope;
+    use publisher::decode::{Envelope, EnvelopeVersion};
     use publisher::proto::ebpf_extractor::{ebpf::EbpfEvent, Ebpf};
     use publisher::proto::event::{event::PeerObserverEvent, Event};
-    use publisher::proto::event_msg::event_msg::Event as Legacy;
     const ROUNDS: u64 = 4;
     let nats = NatsServer::start().await;
     let dir = TempDir::new("launcher-legacy");
@@ -293,17 +292,11 @@ async fn the_legacy_envelope_carries_every_event_with_its_time_in_microseconds()
             .await
             .expect("every event within 30 s")
             .expect("subscribed");
-        let Ok(Envelope::Legacy(legacy)) = Envelope::decode_legacy(&msg.subject, &msg.payload) else {
+        let Ok(Envelope::Legacy(legacy)) = Envelope::decode(&msg.subject, &msg.payload, EnvelopeVersion::Legacy) else {
             panic!("{}: not an event_msg.EventMsg: {:02x?}", msg.subject, msg.payload)
         };
         micros.push(legacy.timestamp_subsec_micros);
-        let ebpf_event = legacy.event.map(|event| match event {
-            Legacy::Msg(e) => EbpfEvent::Message(e),
-            Legacy::Conn(e) => EbpfEvent::Connection(e),
-            Legacy::Addrman(e) => EbpfEvent::Addrman(e),
-            Legacy::Mempool(e) => EbpfEvent::Mempool(e),
-            Legacy::Validation(e) => EbpfEvent::Validation(e),
-        });
+        let ebpf_event = legacy.event.map(EbpfEvent::from);
         let timestamp = legacy.timestamp * 1000 + u64::from(legacy.timestamp_subsec_micros / 1000);
         let event =
             Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(Ebpf { ebpf_event })), timestamp };

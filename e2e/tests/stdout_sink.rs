@@ -91,7 +91,7 @@ async fn json_lines_are_the_fired_events_without_nats() {
 /// The densest payload for JSON a peer can send: a 4 MB `addrv2` of 444,443 empty addresses of
 /// an unknown network, two messages each. Its line is its event, field for field, and the
 /// publisher's peak RSS stays under its bound: prost-reflect's `DynamicMessage`, which
-/// rendered JSON before pbjson's serialisers, took about 630 MB for it.
+/// rendered JSON before pbjson's serialisers, took 717 MiB for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_line_of_a_4_mb_addrv2_stays_within_the_memory_bound() {
     const ROUNDS: u64 = 2;

@@ -9,7 +9,7 @@ use clap::Parser;
 use futures_util::StreamExt;
 use ipc_protocol::cli::NatsFlags;
 use publisher::counters::Counters;
-use publisher::decode::Envelope;
+use publisher::decode::{Envelope, EnvelopeVersion};
 use publisher::nats::SubjectPrefix;
 use publisher::render;
 
@@ -41,19 +41,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut out = std::io::stdout().lock();
     let mut seen = 0u64;
-    let decode = if cli.nats.legacy_envelope { Envelope::decode_legacy } else { Envelope::decode };
+    let envelope = EnvelopeVersion::of(cli.nats.legacy_envelope);
     while let Some(msg) = messages.next().await {
         // An inventory's items are decoded only as the event is rendered (publisher/src/inventory.rs).
-        let line = match decode(&msg.subject, &msg.payload) {
-            Err(e) => Err(e.to_string()),
-            Ok(envelope) if cli.json => render::json(&msg.subject, &envelope).map_err(|e| e.to_string()),
+        let size = msg.payload.len();
+        let line = match Envelope::decode(&msg.subject, &msg.payload, envelope) {
+            Err(e) => Err(format!("undecodable payload ({size} bytes): {e}")),
+            Ok(envelope) if cli.json => render::json(&msg.subject, &envelope)
+                .map_err(|e| format!("payload ({size} bytes) decodes but does not render as JSON: {e}")),
             Ok(envelope) => Ok(render::readable(&msg.subject, &envelope)),
         };
         let written = match line {
             Ok(line) => writeln!(out, "{line}"),
             Err(e) => {
-                let line =
-                    format!("{:?}: undecodable payload ({} bytes): {e}", msg.subject.as_str(), msg.payload.len());
+                let line = format!("{:?}: {e}", msg.subject.as_str());
                 // Under --json on standard error, so that standard output stays one JSON object a line.
                 if cli.json {
                     writeln!(std::io::stderr(), "{line}")

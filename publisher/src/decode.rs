@@ -100,22 +100,43 @@ pub enum Envelope {
     Utxocache(utxocache::Event),
 }
 
+/// Which of peer-observer's envelopes its events go out in (docs/wire-format.md, "Envelope");
+/// this project's own utxocache events have one of their own either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvelopeVersion {
+    /// `event.Event`.
+    Current,
+    /// `event_msg.EventMsg`, for peer-observer's tools from before 2025-12-15.
+    Legacy,
+}
+
+impl EnvelopeVersion {
+    /// The version `--nats-legacy-envelope` chooses.
+    pub fn of(legacy_envelope: bool) -> Self {
+        if legacy_envelope {
+            EnvelopeVersion::Legacy
+        } else {
+            EnvelopeVersion::Current
+        }
+    }
+}
+
 impl Decoded {
-    /// Wraps the event in its envelope: peer-observer's, or its `legacy` one, for the wall-clock
-    /// instant `timestamp_us` (microseconds since the Unix epoch).
-    pub fn into_envelope(self, timestamp_us: u64, legacy: bool) -> Envelope {
+    /// Wraps the event in its envelope of `version`, for the wall-clock instant `timestamp_us`
+    /// (microseconds since the Unix epoch).
+    pub fn into_envelope(self, timestamp_us: u64, version: EnvelopeVersion) -> Envelope {
         let timestamp_ms = timestamp_us / 1_000;
-        match self.payload {
-            Payload::PeerObserver(event) if legacy => Envelope::Legacy(EventMsg {
-                event: event.ebpf_event.map(legacy_event),
+        match (self.payload, version) {
+            (Payload::PeerObserver(event), EnvelopeVersion::Legacy) => Envelope::Legacy(EventMsg {
+                event: event.ebpf_event.map(Into::into),
                 timestamp: timestamp_us / 1_000_000,
                 timestamp_subsec_micros: (timestamp_us % 1_000_000) as u32,
             }),
-            Payload::PeerObserver(event) => Envelope::PeerObserver(Event {
+            (Payload::PeerObserver(event), EnvelopeVersion::Current) => Envelope::PeerObserver(Event {
                 peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(event)),
                 timestamp: timestamp_ms,
             }),
-            Payload::Utxocache(event) => {
+            (Payload::Utxocache(event), _) => {
                 Envelope::Utxocache(utxocache::Event { event: Some(event), timestamp: timestamp_ms })
             }
         }
@@ -124,13 +145,28 @@ impl Decoded {
 
 /// The legacy envelope's member for an event: the same message, its field numbered alike
 /// (docs/wire-format.md, "Legacy envelope").
-fn legacy_event(event: EbpfEvent) -> event_msg::Event {
-    match event {
-        EbpfEvent::Message(e) => event_msg::Event::Msg(e),
-        EbpfEvent::Connection(e) => event_msg::Event::Conn(e),
-        EbpfEvent::Addrman(e) => event_msg::Event::Addrman(e),
-        EbpfEvent::Mempool(e) => event_msg::Event::Mempool(e),
-        EbpfEvent::Validation(e) => event_msg::Event::Validation(e),
+impl From<EbpfEvent> for event_msg::Event {
+    fn from(event: EbpfEvent) -> Self {
+        match event {
+            EbpfEvent::Message(e) => event_msg::Event::Msg(e),
+            EbpfEvent::Connection(e) => event_msg::Event::Conn(e),
+            EbpfEvent::Addrman(e) => event_msg::Event::Addrman(e),
+            EbpfEvent::Mempool(e) => event_msg::Event::Mempool(e),
+            EbpfEvent::Validation(e) => event_msg::Event::Validation(e),
+        }
+    }
+}
+
+/// The current envelope's member for an event of the legacy one.
+impl From<event_msg::Event> for EbpfEvent {
+    fn from(event: event_msg::Event) -> Self {
+        match event {
+            event_msg::Event::Msg(e) => EbpfEvent::Message(e),
+            event_msg::Event::Conn(e) => EbpfEvent::Connection(e),
+            event_msg::Event::Addrman(e) => EbpfEvent::Addrman(e),
+            event_msg::Event::Mempool(e) => EbpfEvent::Mempool(e),
+            event_msg::Event::Validation(e) => EbpfEvent::Validation(e),
+        }
     }
 }
 
@@ -169,22 +205,13 @@ impl Envelope {
     }
 
     /// Decodes a payload taken from NATS: the utxocache subject carries this project's own
-    /// envelope, every other subject peer-observer's (docs/wire-format.md, "Subjects").
-    pub fn decode(subject: &str, payload: &[u8]) -> Result<Envelope, prost::DecodeError> {
-        if Envelope::is_utxocache(subject) {
-            prost::Message::decode(payload).map(Envelope::Utxocache)
-        } else {
-            prost::Message::decode(payload).map(Envelope::PeerObserver)
-        }
-    }
-
-    /// [`Envelope::decode`] for a server whose events come in the legacy envelope: the bytes
-    /// do not say which envelope they are in.
-    pub fn decode_legacy(subject: &str, payload: &[u8]) -> Result<Envelope, prost::DecodeError> {
-        if Envelope::is_utxocache(subject) {
-            prost::Message::decode(payload).map(Envelope::Utxocache)
-        } else {
-            prost::Message::decode(payload).map(Envelope::Legacy)
+    /// envelope, every other subject peer-observer's of `version` (docs/wire-format.md,
+    /// "Subjects"; the bytes do not say which).
+    pub fn decode(subject: &str, payload: &[u8], version: EnvelopeVersion) -> Result<Envelope, prost::DecodeError> {
+        match version {
+            _ if Envelope::is_utxocache(subject) => prost::Message::decode(payload).map(Envelope::Utxocache),
+            EnvelopeVersion::Current => prost::Message::decode(payload).map(Envelope::PeerObserver),
+            EnvelopeVersion::Legacy => prost::Message::decode(payload).map(Envelope::Legacy),
         }
     }
 }

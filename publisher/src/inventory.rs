@@ -142,13 +142,14 @@ fn next_item(rest: &mut &[u8]) -> Result<InventoryItem, DecodeError> {
 
 impl<'de> Deserialize<'de> for Inventory {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// `null` is the default value in the proto3 mapping, as absence is.
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Json {
             #[serde(default)]
-            items: Vec<InventoryItem>,
+            items: Option<Vec<InventoryItem>>,
         }
-        Json::deserialize(deserializer).map(|json| Inventory::from_items(&json.items))
+        Json::deserialize(deserializer).map(|json| Inventory::from_items(&json.items.unwrap_or_default()))
     }
 }
 
@@ -236,7 +237,11 @@ mod tests {
         assert_eq!(json, format!(r#"{{"items":{}}}"#, serde_json::to_string(&items).expect("JSON")));
         assert!(json.contains(r#"{"error":true}"#) && json.contains(r#""unknown":{"inv_type":4294967295,"#));
         assert_eq!(serde_json::from_str::<Inventory>(&json).expect("an inventory"), inventory);
-        assert_eq!(serde_json::from_str::<Inventory>("{}").expect("an inventory"), Inventory::default());
+        for empty in ["{}", r#"{"items":null}"#, r#"{"items":[]}"#] {
+            assert_eq!(serde_json::from_str::<Inventory>(empty).expect("an inventory"), Inventory::default());
+        }
+        let e = serde_json::from_str::<Inventory>(r#"{"items":[],"count":1}"#).expect_err("no such field");
+        assert!(e.to_string().starts_with("unknown field `count`"), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use ipc_protocol::cli::{JetStreamFlags, NatsFlags};
 use publisher::counters::Counters;
+use publisher::decode::EnvelopeVersion;
 use publisher::jetstream::{JetStream, JetStreamError};
 use publisher::loss_log::{self, LossLog};
 use publisher::nats::SubjectPrefix;
@@ -166,7 +167,7 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
                 client,
                 address: cli.nats.address.clone(),
                 jetstream,
-                legacy_envelope: cli.nats.legacy_envelope,
+                envelope: EnvelopeVersion::of(cli.nats.legacy_envelope),
             }
         }
     };
@@ -315,5 +316,7 @@ mod tests {
             given(&["-u", "a", "-f", "/p", "--nats-tls-required"]),
             ["--nats-username", "--nats-password-file", "--nats-tls-required"]
         );
+        // Standard output shows the current envelope only.
+        assert_eq!(given(&["--nats-legacy-envelope"]), ["--nats-legacy-envelope"]);
     }
 }

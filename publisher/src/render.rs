@@ -32,21 +32,23 @@ pub fn readable(subject: &str, envelope: &Envelope) -> String {
     format!("{}.{:03}Z {} {event}", utc(timestamp / 1000), timestamp % 1000, Clean(subject))
 }
 
-/// One JSON object: `{"subject": …, "event": …}`, `event` being the envelope (`event.Event`, or
-/// `peer_observer_ebpf.utxocache.Event` on the utxocache subject) in the canonical proto3 JSON
-/// mapping with the .proto field names: bytes in base64, 64-bit integers as strings, enums by
-/// name, every field that is set (all of them but empty repeated ones). pbjson's generated
-/// serialisers write the event as they walk it, so that the line takes about its own length
-/// beside the event (SECURITY.md). An envelope taken from NATS may hold inventory items that
-/// do not decode (src/inventory.rs keeps them as they came) or an enum value the schema does
-/// not name: those give the error.
+/// One JSON object: `{"subject": …, "event": …}`, `event` being the envelope (`event.Event`,
+/// the legacy `event_msg.EventMsg`, or `peer_observer_ebpf.utxocache.Event` on the utxocache
+/// subject) in the canonical proto3 JSON mapping with the .proto field names: bytes in base64,
+/// 64-bit integers as strings, enums by name, every field that is set (all of them but empty
+/// repeated ones). pbjson's generated serialisers write the event as they walk it, so that the
+/// line takes about its own length beside the event (SECURITY.md). An envelope taken from
+/// NATS may hold inventory items that do not decode (src/inventory.rs keeps them as they came)
+/// or an enum value the schema does not name (which pbjson, unlike the mapping, does not write
+/// as a number): those give the error.
 pub fn json(subject: &str, envelope: &Envelope) -> Result<String, serde_json::Error> {
     serde_json::to_string(&Line { subject, event: envelope })
 }
 
-/// The inverse of [`json`]: a line back to its subject and envelope, read by the same canonical
-/// mapping, the subject choosing the envelope as on NATS ([`Envelope::decode`]). For tools and
-/// tests that read `event-tail --json` or `ebpf-publisher --stdout json`.
+/// The inverse of [`json`] for the current envelope: a line back to its subject and envelope,
+/// read by the same canonical mapping, the subject choosing the envelope as on NATS
+/// ([`Envelope::decode`]). For tools and tests that read `event-tail --json` or
+/// `ebpf-publisher --stdout json`.
 pub fn from_json(line: &str) -> Result<(String, Envelope), serde_json::Error> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]

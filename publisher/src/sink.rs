@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::acks::Done;
 use crate::counters::Counters;
-use crate::decode::Decoded;
+use crate::decode::{Decoded, EnvelopeVersion};
 use crate::jetstream::JetStream;
 use crate::nats::SubjectPrefix;
 use crate::render;
@@ -26,9 +26,8 @@ pub const RECOMMENDED_MAX_PAYLOAD: usize = 5_242_880;
 pub enum Sink {
     /// Published to NATS: the publisher's job; with JetStream's acknowledgements in
     /// JetStream mode.
-    /// `legacy_envelope`: in peer-observer's envelope from before 2025-12-15
-    /// (`--nats-legacy-envelope`).
-    Nats { client: Client, address: String, jetstream: Option<Arc<JetStream>>, legacy_envelope: bool },
+    /// `envelope`: the version of peer-observer's envelope (`--nats-legacy-envelope`).
+    Nats { client: Client, address: String, jetstream: Option<Arc<JetStream>>, envelope: EnvelopeVersion },
     /// Written to standard output, one line each, instead (`--stdout`): what the loader sees,
     /// without a NATS server.
     Stdout(Format),
@@ -45,8 +44,8 @@ pub enum Format {
 impl std::fmt::Display for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Sink::Nats { address, legacy_envelope: false, .. } => write!(f, "NATS at {address}"),
-            Sink::Nats { address, legacy_envelope: true, .. } => {
+            Sink::Nats { address, envelope: EnvelopeVersion::Current, .. } => write!(f, "NATS at {address}"),
+            Sink::Nats { address, envelope: EnvelopeVersion::Legacy, .. } => {
                 write!(f, "NATS at {address} in the legacy envelope (event_msg.EventMsg)")
             }
             Sink::Stdout(Format::Json) => f.write_str("standard output as JSON"),
@@ -89,16 +88,16 @@ impl Sink {
     ) {
         let max_event_len = self.max_event_len();
         match self {
-            Sink::Nats { client, jetstream: None, legacy_envelope, .. } => {
+            Sink::Nats { client, jetstream: None, envelope, .. } => {
                 let published =
-                    publish(event, client, max_event_len, *legacy_envelope, prefix, counters, unflushed.bytes).await;
+                    publish(event, client, max_event_len, *envelope, prefix, counters, unflushed.bytes).await;
                 if let Some((size, done)) = published {
                     unflushed.bytes += size;
                     unflushed.records.push(done);
                 }
             }
-            Sink::Nats { jetstream: Some(jetstream), legacy_envelope, .. } => {
-                publish_durably(event, jetstream, max_event_len, *legacy_envelope, prefix, counters).await
+            Sink::Nats { jetstream: Some(jetstream), envelope, .. } => {
+                publish_durably(event, jetstream, max_event_len, *envelope, prefix, counters).await
             }
             Sink::Stdout(format) => write_line(event, *format, prefix, counters).await,
         }
@@ -327,21 +326,21 @@ fn count_over_max_payload(tp: Tracepoint, size: usize, counters: &Counters) {
     counters.over_max_payload(tp);
 }
 
-/// Encodes and publishes one event, in the legacy envelope if `legacy_envelope`, `unflushed`
-/// bytes being in the client's buffer already; returns the bytes it added there and the
-/// record's [`Done`], or `None` if it was counted instead.
+/// Encodes and publishes one event in its `envelope`, `unflushed` bytes being in the client's
+/// buffer already; returns the bytes it added there and the record's [`Done`], or `None` if it
+/// was counted instead.
 async fn publish(
     event: DecodedRecord,
     nats: &Client,
     max_event_len: usize,
-    legacy_envelope: bool,
+    envelope: EnvelopeVersion,
     prefix: &SubjectPrefix,
     counters: &Counters,
     unflushed: usize,
 ) -> Option<(usize, Done)> {
     let DecodedRecord { tracepoint: tp, timestamp_us, decoded, done, .. } = event;
     let subject = prefix.apply(decoded.subject);
-    let event = decoded.into_envelope(timestamp_us, legacy_envelope);
+    let event = decoded.into_envelope(timestamp_us, envelope);
     let size = event.encoded_len();
     if exceeds_max_event_len(max_event_len, tp, size, counters) {
         return None;
@@ -388,13 +387,13 @@ async fn publish_durably(
     event: DecodedRecord,
     jetstream: &JetStream,
     max_event_len: usize,
-    legacy_envelope: bool,
+    envelope: EnvelopeVersion,
     prefix: &SubjectPrefix,
     counters: &Counters,
 ) {
     let DecodedRecord { id, tracepoint: tp, timestamp_us, decoded, done } = event;
     let subject = prefix.apply(decoded.subject);
-    let event = decoded.into_envelope(timestamp_us, legacy_envelope);
+    let event = decoded.into_envelope(timestamp_us, envelope);
     let size = event.encoded_len();
     // Sending it again would not help: counted at once, as in core mode.
     if exceeds_max_event_len(max_event_len, tp, size, counters) {
@@ -411,7 +410,8 @@ async fn publish_durably(
 async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix, counters: &Counters) {
     let DecodedRecord { tracepoint: tp, timestamp_us, decoded, .. } = event;
     let subject = prefix.apply(decoded.subject);
-    let envelope = decoded.into_envelope(timestamp_us, false);
+    // The lines show the current envelope: --stdout refuses --nats-legacy-envelope.
+    let envelope = decoded.into_envelope(timestamp_us, EnvelopeVersion::Current);
     let line = match format {
         Format::Json => render::json(&subject, &envelope),
         Format::Readable => Ok(render::readable(&subject, &envelope)),

@@ -573,10 +573,12 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The name of firing thread `t`: Bitcoin Core's threads that fire tracepoints (src/net.cpp,
-/// src/scheduler.cpp), then its RPC workers, which fire mempool events for sent transactions.
+/// The name of firing thread `t`: Bitcoin Core's threads that fire tracepoints (src/net.cpp's
+/// message handler, socket handler and connection opener, src/init.cpp's block import), then
+/// its RPC workers (src/httpserver.cpp), which fire mempool events for sent transactions. The
+/// names are Core's; which tracepoints each fires follows `--threads`' dealing, not Core's.
 fn firing_thread_name(t: usize) -> String {
-    const CORE: [&str; 4] = ["b-msghand", "b-net", "b-opencon", "b-scheduler"];
+    const CORE: [&str; 4] = ["b-msghand", "b-net", "b-opencon", "b-initload"];
     CORE.get(t).map_or_else(|| format!("b-httpworker.{}", t - CORE.len()), |name| name.to_string())
 }
 

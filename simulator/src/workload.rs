@@ -113,6 +113,7 @@ impl Workload {
             ("block", Some(n)) if n < MIN_BLOCK_SIZE => Err(format!("a block takes at least {MIN_BLOCK_SIZE} bytes")),
             ("tx", Some(n)) if n < MIN_TX_SIZE => Err(format!("a transaction takes at least {MIN_TX_SIZE} bytes")),
             ("inv" | "getdata" | "notfound", Some(0)) => Err("an inventory takes at least 1 byte".into()),
+            ("addrv2", Some(0)) => Err("an addrv2 takes at least 1 byte".into()),
             ("merkleblock", Some(n)) if n < MIN_MERKLEBLOCK_SIZE => {
                 Err(format!("a merkleblock takes at least {MIN_MERKLEBLOCK_SIZE} bytes"))
             }
@@ -286,7 +287,8 @@ pub(crate) fn typed(rng: &mut Rng, msg_type: &'static str, round: u64) -> Messag
     }
 }
 
-/// A message of exactly `size` bytes (at most that for inventories); `check` admitted the type.
+/// A message of exactly `size` bytes (at most that for inventories, merkleblocks and addrv2);
+/// `check` admitted the type.
 fn sized(rng: &mut Rng, msg_type: Option<&'static str>, size: usize) -> Message {
     match msg_type {
         None if size < MIN_BLOCK_SIZE => Message::Unknown { command: MADE_UP_TYPE, payload: rng.filler(size) },
@@ -524,6 +526,8 @@ mod tests {
         assert!(with("block", Some(MIN_BLOCK_SIZE - 1), false).check().is_err());
         assert!(with("tx", Some(MIN_TX_SIZE), false).check().is_ok());
         assert!(with("inv", Some(0), false).check().is_err());
+        assert!(with("addrv2", Some(0), false).check().is_err());
+        assert!(with("addrv2", Some(1), false).check().is_ok());
         assert!(with("merkleblock", Some(MIN_MERKLEBLOCK_SIZE - 1), false).check().is_err());
         assert!(with("merkleblock", Some(MIN_MERKLEBLOCK_SIZE), false).check().is_ok());
         assert!(Workload { garbage: true, ..sized(100) }.check().is_err());

@@ -16,11 +16,12 @@ fn encode(tp: Tracepoint, data: &[u8], ts: u64) -> String {
 
 /// The envelope's bytes for the wall-clock milliseconds `ts`.
 fn envelope_hex(decoded: Decoded, ts: u64) -> String {
-    legacy_or_current_hex(decoded, ts * 1_000, false)
+    hex_in(decoded, ts * 1_000, EnvelopeVersion::Current)
 }
 
-fn legacy_or_current_hex(decoded: Decoded, ts_us: u64, legacy: bool) -> String {
-    let envelope = decoded.into_envelope(ts_us, legacy);
+/// The bytes of the envelope of `version` for the wall-clock microseconds `ts_us`.
+fn hex_in(decoded: Decoded, ts_us: u64, version: EnvelopeVersion) -> String {
+    let envelope = decoded.into_envelope(ts_us, version);
     let mut out = Vec::new();
     envelope.encode_to(&mut out);
     assert_eq!(out.len(), envelope.encoded_len());
@@ -53,7 +54,7 @@ fn v1_in_the_legacy_envelope() {
         message(9674439, "209.222.252.40:64809", "inbound", "ping", &[0x92, 0xe4, 0x20, 0x0d, 0x30, 0x21, 0xc2, 0x1b]);
     let record = Record { tracepoint: Tracepoint::NetOutboundMessage, ktime_ns: 0, data: &data };
     assert_eq!(
-        legacy_or_current_hex(decode(&record).expect("valid record"), 1_700_000_000_123_456, true),
+        hex_in(decode(&record).expect("valid record"), 1_700_000_000_123_456, EnvelopeVersion::Legacy),
         "0a340a2708c7bdce0412143230392e3232322e3235322e34303a36343830391801220470696e672800300812090992e4200d3021c21b5080e2cfaa0658c0c407"
     );
     // Every kind of event, in its member of the same number.
@@ -62,8 +63,8 @@ fn v1_in_the_legacy_envelope() {
         (Tracepoint::MempoolRemoved, removed("expiry")),
     ] {
         let record = Record { tracepoint: tp, ktime_ns: 0, data: &data };
-        let current = legacy_or_current_hex(decode(&record).expect("valid record"), 1_700_000_000_123_456, false);
-        let legacy = legacy_or_current_hex(decode(&record).expect("valid record"), 1_700_000_000_123_456, true);
+        let current = hex_in(decode(&record).expect("valid record"), 1_700_000_000_123_456, EnvelopeVersion::Current);
+        let legacy = hex_in(decode(&record).expect("valid record"), 1_700_000_000_123_456, EnvelopeVersion::Legacy);
         // The current envelope wraps the `ebpf` body (key 0a and its length); the legacy one is
         // that body, then seconds (key 50) and microseconds (key 58).
         let body = &current[4..current.find("50fbd095ffbc31").expect("the current timestamp")];
@@ -627,7 +628,7 @@ fn a_payload_whose_event_would_pass_the_servers_max_payload_is_published_as_unkn
         p2p_msg(&decoded),
         &Msg::Unknown(message::Unknown { command: "headers".into(), payload: payload.clone() })
     );
-    let event_len = decoded.into_envelope(0, false).encoded_len();
+    let event_len = decoded.into_envelope(0, EnvelopeVersion::Current).encoded_len();
     assert!(event_len <= RECOMMENDED_MAX_PAYLOAD, "{event_len}");
 
     let decoded = decode_to_at_most(&record, 8 << 20).unwrap();
@@ -653,7 +654,7 @@ fn a_block_of_one_inscription_fits_the_recommended_max_payload_decoded() {
     let record = Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data: &data };
     let decoded = decode_to_at_most(&record, RECOMMENDED_MAX_PAYLOAD).unwrap();
     assert_eq!(decoded.anomalies, []);
-    assert!(decoded.into_envelope(0, false).encoded_len() <= RECOMMENDED_MAX_PAYLOAD);
+    assert!(decoded.into_envelope(0, EnvelopeVersion::Current).encoded_len() <= RECOMMENDED_MAX_PAYLOAD);
 }
 
 #[test]

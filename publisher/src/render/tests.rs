@@ -5,7 +5,7 @@ use ipc_protocol::records::*;
 use ipc_protocol::{Record, Tracepoint};
 
 use super::*;
-use crate::decode::decode;
+use crate::decode::{decode, EnvelopeVersion};
 use crate::proto::bitcoin_primitives::{BlockHeader, InventoryItem, PrefilledTransaction, UnknownAddress, UnknownItem};
 use crate::proto::ebpf_extractor::message as m;
 use crate::test_records::{connection, message, r_hash, s, H, TS};
@@ -177,7 +177,7 @@ fn case(tp: Tracepoint) -> (Vec<u8>, String) {
 /// The subject and envelope a record of `tp` is published as.
 fn published(tp: Tracepoint, data: &[u8]) -> (&'static str, Envelope) {
     let decoded = decode(&Record { tracepoint: tp, ktime_ns: 0, data }).expect("a valid record");
-    (decoded.subject, decoded.into_envelope(TS * 1_000, false))
+    (decoded.subject, decoded.into_envelope(TS * 1_000, EnvelopeVersion::Current))
 }
 
 #[test]
@@ -460,14 +460,18 @@ fn strings_from_peers_cannot_forge_fields() {
 fn the_legacy_envelope_reads_as_the_current_one() {
     for &tp in Tracepoint::ALL {
         let (data, _) = case(tp);
-        let envelope = |legacy| {
+        let envelope = |version| {
             let decoded = decode(&Record { tracepoint: tp, ktime_ns: 0, data: &data }).expect("a valid record");
-            (decoded.subject, decoded.into_envelope(TS * 1_000 + 999, legacy))
+            (decoded.subject, decoded.into_envelope(TS * 1_000 + 999, version))
         };
-        let ((subject, current), (_, legacy)) = (envelope(false), envelope(true));
+        let ((subject, current), (_, legacy)) = (envelope(EnvelopeVersion::Current), envelope(EnvelopeVersion::Legacy));
         assert_eq!(readable(subject, &legacy), readable(subject, &current), "{tp}");
         assert_eq!(matches!(legacy, Envelope::Legacy(_)), tp.category() != ipc_protocol::Category::Utxocache, "{tp}");
     }
+    // Times from NATS out of any range still give a line.
+    let far = Envelope::Legacy(EventMsg { event: None, timestamp: u64::MAX, timestamp_subsec_micros: u32::MAX });
+    assert!(readable("netmsg", &far).ends_with("Z netmsg (no event)"));
+    assert!(Envelope::decode("netmsg", &[0xff], EnvelopeVersion::Legacy).is_err());
 }
 
 #[test]
@@ -530,7 +534,8 @@ fn an_inventory_from_nats_whose_items_do_not_decode_renders_as_an_error() {
     let hash_at = bytes.windows(H.len()).position(|w| w == H).expect("the item's hash");
     assert_eq!(bytes[hash_at - 1], 32);
     bytes[hash_at - 2] |= 7;
-    let envelope = Envelope::decode(subject, &bytes).expect("items are decoded as they are rendered");
+    let envelope =
+        Envelope::decode(subject, &bytes, EnvelopeVersion::Current).expect("items are decoded as they are rendered");
     let e = json(subject, &envelope).expect_err("an item that does not decode");
     assert!(e.to_string().contains("invalid wire type"), "{e}");
     assert!(readable(subject, &envelope).ends_with(
@@ -538,9 +543,9 @@ fn an_inventory_from_nats_whose_items_do_not_decode_renders_as_an_error() {
     ));
 }
 
-/// Anyone who may publish on the server can send an enum value the schema does not name: the
-/// JSON mapping has no name for it, so it gives an error (event-tail prints it and goes on), and
-/// a readable line shows the number.
+/// Anyone who may publish on the server can send an enum value the schema does not name:
+/// pbjson's serialisers give an error for it where the proto3 mapping would write the number
+/// (event-tail says so and goes on), and a readable line shows the number.
 #[test]
 fn an_enum_value_from_nats_that_the_schema_does_not_name_renders_as_an_error() {
     use crate::proto::ebpf_extractor::connection::connection_event::Event as C;
@@ -592,9 +597,9 @@ fn envelopes_decode_by_their_subject() {
         let (subject, envelope) = published(tp, &data);
         let mut bytes = Vec::new();
         envelope.encode_to(&mut bytes);
-        assert_eq!(Envelope::decode(subject, &bytes), Ok(envelope.clone()), "{tp}");
+        assert_eq!(Envelope::decode(subject, &bytes, EnvelopeVersion::Current), Ok(envelope.clone()), "{tp}");
         let prefixed = format!("peer-observer.regtest.node1.{subject}");
-        assert_eq!(Envelope::decode(&prefixed, &bytes), Ok(envelope), "{tp} behind a prefix");
+        assert_eq!(Envelope::decode(&prefixed, &bytes, EnvelopeVersion::Current), Ok(envelope), "{tp} behind a prefix");
     }
-    assert!(Envelope::decode("mempool", &[0xff]).is_err());
+    assert!(Envelope::decode("mempool", &[0xff], EnvelopeVersion::Current).is_err());
 }
