@@ -261,6 +261,61 @@ async fn named_users_run_privilege_separated_end_to_end() {
     assert_eq!(firing.await.unwrap().values().sum::<u64>(), 5 * defaults.len() as u64);
 }
 
+/// Started before its node, as an automated setup may start it, with the pid file not yet
+/// written: it waits for the pid file to name a running bitcoind, as it does for a restarted
+/// one, starting nothing meanwhile, then follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_before_its_node_it_waits_for_the_pid_file() {
+    const ROUNDS: u64 = 3;
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("launcher-early");
+    let node = Arc::new(NodeDir::new());
+    let mut subscriber = subscribe(&nats).await;
+    let notify_path = dir.path().join("notify.sock");
+    let notify = e2e::notify_socket(&notify_path);
+    let mut launcher = Command::new(&bins().launcher)
+        .args(["--nats-address", &nats.address, "--bitcoind-path"])
+        .arg(&bins().simulator)
+        .arg("--bitcoind-pid-file")
+        .arg(node.pid_file())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env_remove("SSL_CERT_FILE")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ebpf-extractor");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(launcher.try_wait().expect("its status").is_none(), "it waits for its node");
+    assert!(e2e::children(launcher.id().expect("running")).is_empty(), "nothing starts before the node");
+
+    let simulator = Simulator::start_in(&node, &bins().simulator, "default", ROUNDS, 43, &[]);
+    e2e::wait_ready(&notify, &mut launcher, "ebpf-extractor").await;
+    let before = wall_ms();
+    let defaults = Tracepoint::defaults();
+    assert_eq!(simulator.fire().await.values().sum::<u64>(), ROUNDS * defaults.len() as u64);
+    let events = receive(&mut subscriber, ROUNDS as usize * defaults.len()).await;
+    assert_fired_exactly(&events, &defaults, 43, 0..ROUNDS, before..=wall_ms());
+    let log = stop(&mut launcher).await;
+    // Stopped while it waits, it exits cleanly.
+    let mut waiting_launcher = Command::new(&bins().launcher)
+        .args(["--nats-address", &nats.address, "--bitcoind-path"])
+        .arg(&bins().simulator)
+        .arg("--bitcoind-pid-file")
+        .arg(dir.path().join("never.pid"))
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ebpf-extractor");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = stop(&mut waiting_launcher).await;
+    assert!(stopped.contains("waiting for bitcoind to write"), "{stopped}");
+    let waiting = format!(
+        "No such file or directory (os error 2); is bitcoind running with -pid={0}?: waiting for bitcoind to write {0}",
+        node.pid_file().display()
+    );
+    assert!(log.contains(&waiting), "{log}");
+}
+
 /// `--nats-legacy-envelope`, handed on by the launcher: every event in peer-observer's envelope
 /// from before 2025-12-15 (`event_msg.EventMsg`), its time in seconds and microseconds, every
 /// field as fired.

@@ -105,6 +105,8 @@ enum LaunchError {
     NotReady { what: &'static str, status: std::process::ExitStatus },
     #[error("{0} did not become ready within 60 s")]
     Timeout(&'static str),
+    #[error("no bitcoind for {secs} s ({} names no running process); --no-idle-exit waits without limit", file.display())]
+    NoBitcoind { secs: u64, file: PathBuf },
 }
 
 /// `name` beside the launcher's own binary, never from `$PATH`: root runs it, so it and its
@@ -253,8 +255,20 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<ExitCode, LaunchError> {
     if publisher_user.uid == loader_user.uid {
         return Err(LaunchError::SameUser);
     }
-    // Before anything starts: a wrong pid or binary is the likelier mistake.
-    let bitcoind = cli.bitcoind()?;
+    // Before anything starts: a wrong pid or binary is the likelier mistake. A node that is
+    // not running yet (an automated setup may start this first) is waited for, as a
+    // restarted one is.
+    let bitcoind = match (cli.bitcoind(), cli.bitcoind_pid_file.as_deref()) {
+        (Err(e), Some(file)) if e.not_running_yet() => {
+            tracing::warn!("{e}: waiting for bitcoind to write {}", file.display());
+            match wait_for_successor(cli, file, None, stop) {
+                Successor::Found(bitcoind) => bitcoind,
+                Successor::Stopped => return Ok(ExitCode::SUCCESS),
+                Successor::GaveUp(secs) => return Err(LaunchError::NoBitcoind { secs, file: file.to_owned() }),
+            }
+        }
+        (bitcoind, _) => bitcoind?,
+    };
     // Read as root, now: a missing secret file is named before anything starts.
     let nats = match cli.stdout {
         Some(_) => nats::subject_prefix_only(&cli.nats),
@@ -378,7 +392,7 @@ fn supervise(
                 break ExitCode::FAILURE;
             };
             tracing::warn!("bitcoind exited: waiting for {} to name its successor", file.display());
-            match wait_for_successor(cli, file, bitcoind.pid, stop) {
+            match wait_for_successor(cli, file, Some(bitcoind.pid), stop) {
                 Successor::Found(next) => {
                     bitcoind = next;
                     loader = start_loader(&bitcoind, true)?;
@@ -387,10 +401,7 @@ fn supervise(
                 }
                 Successor::Stopped => break ExitCode::SUCCESS,
                 Successor::GaveUp(secs) => {
-                    tracing::error!(
-                        "no bitcoind for {secs} s ({} names no running process): exiting; --no-idle-exit waits without limit",
-                        file.display()
-                    );
+                    tracing::error!("{}: exiting", LaunchError::NoBitcoind { secs, file: file.to_owned() });
                     break ExitCode::FAILURE;
                 }
             }
@@ -446,17 +457,17 @@ enum Successor {
     GaveUp(u64),
 }
 
-/// Waits until the pid file names a process other than `previous` that runs the binary:
-/// bitcoind removes its pid file when it stops and writes a new one when it starts again; a
-/// crashed one leaves a stale file, whose pid may meanwhile belong to something else.
-fn wait_for_successor(cli: &Cli, file: &Path, previous: i32, stop: &AtomicBool) -> Successor {
+/// Waits until the pid file names a process other than `previous` (if any) that runs the
+/// binary: bitcoind removes its pid file when it stops and writes a new one when it starts
+/// again; a crashed one leaves a stale file, whose pid may meanwhile belong to something else.
+fn wait_for_successor(cli: &Cli, file: &Path, previous: Option<i32>, stop: &AtomicBool) -> Successor {
     let since = Instant::now();
     let mut next_warning = IDLE_WARN;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Successor::Stopped;
         }
-        if let Some(next) = cli.bitcoind().ok().filter(|next| next.pid != previous) {
+        if let Some(next) = cli.bitcoind().ok().filter(|next| Some(next.pid) != previous) {
             return Successor::Found(next);
         }
         let waited = since.elapsed();

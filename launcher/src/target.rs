@@ -28,6 +28,18 @@ pub enum TargetError {
     OtherBinary { pid: i32, exe: String, binary: PathBuf },
 }
 
+impl TargetError {
+    /// Whether the node is not running yet, as before its first start: no pid file, or one a
+    /// crash left naming no process. A wrong binary or a garbage file is a mistake instead.
+    pub fn not_running_yet(&self) -> bool {
+        match self {
+            TargetError::PidFileUnreadable { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            TargetError::NotRunning(_) => true,
+            _ => false,
+        }
+    }
+}
+
 /// bitcoind writes `<pid>\n`; anything longer than this is not its pid file.
 const PID_FILE_MAX: u64 = 32;
 
