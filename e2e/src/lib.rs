@@ -40,6 +40,14 @@ pub fn assert_publisher_memory_bounded(publisher: &Child, after: &str) {
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Copies an executable with `cp`, a process of its own. Copied here, the file would be open
+/// for writing in this process while another test's thread forks a child, which keeps that
+/// descriptor until it execs: executing the copy then fails with ETXTBSY ("Text file busy").
+pub fn copy_executable(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp").arg(from).arg(to).status().expect("run cp");
+    assert!(status.success(), "cp {} {}: {status}", from.display(), to.display());
+}
+
 /// A directory removed on drop, readable by the loader's user.
 pub struct TempDir(PathBuf);
 
@@ -104,7 +112,7 @@ pub fn bins() -> &'static Bins {
             let from = profile_dir.join(name);
             assert!(from.exists(), "{} missing: run `cargo build --workspace --bins` first", from.display());
             let to = dir.path().join(name);
-            std::fs::copy(&from, &to).expect("copy binary");
+            copy_executable(&from, &to);
             std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).expect("chmod binary");
             to
         };

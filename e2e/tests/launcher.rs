@@ -375,7 +375,7 @@ async fn a_binary_in_a_directory_the_loaders_user_cannot_traverse_attaches() {
     let home = dir.path().join("home");
     let binary = home.join("bitcoin/build/bin/bitcoind");
     std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
-    std::fs::copy(&bins().simulator, &binary).unwrap();
+    e2e::copy_executable(&bins().simulator, &binary);
     for path in [&home, &home.join("bitcoin"), &home.join("bitcoin/build"), &home.join("bitcoin/build/bin"), &binary] {
         chown(path, BITCOIND_UID);
     }

@@ -203,7 +203,7 @@ async fn a_loader_given_another_copy_of_the_binary_says_so() {
     let socket = dir.path().join("publisher.sock");
     let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
     let copy = dir.path().join("bitcoind");
-    std::fs::copy(&bins().simulator, &copy).expect("a second copy of the binary");
+    e2e::copy_executable(&bins().simulator, &copy);
     let warning = "bitcoind was started as another file than --bitcoind-path";
     for (binary, warned) in [(copy.as_path(), true), (bins().simulator.as_path(), false)] {
         let simulator = Simulator::start("mempool:added", 1, 0);
@@ -227,13 +227,13 @@ async fn a_loader_given_a_binary_replaced_since_bitcoind_started_says_so() {
     let socket = dir.path().join("publisher.sock");
     let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
     let installed = dir.path().join("bitcoind");
-    std::fs::copy(&bins().simulator, &installed).expect("install the binary");
+    e2e::copy_executable(&bins().simulator, &installed);
     let node = Arc::new(NodeDir::new());
     let simulator = Simulator::start_in(&node, &installed, "mempool:added", 1, 0, &[]);
     // Past the second of slack the check allows.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let upgrade = dir.path().join("bitcoind.new");
-    std::fs::copy(&bins().simulator, &upgrade).expect("the upgrade's file");
+    e2e::copy_executable(&bins().simulator, &upgrade);
     std::fs::rename(&upgrade, &installed).expect("the upgrade renamed over the binary");
     let mut loader = start_loader_via(as_loader_user(), &installed, dir.path(), &socket, simulator.pid(), &[]).await;
     let log = e2e::stop_and_read_logs(&mut [&mut loader]).await;

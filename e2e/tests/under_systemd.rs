@@ -373,7 +373,7 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     run(&["cp", "-a"], &[debian_root().to_str().expect("utf-8 path"), root.to_str().expect("utf-8 path")]);
     let chroot = ["chroot", root.to_str().expect("utf-8 path")];
     std::fs::write(root.join("etc/hostname"), "node\n").expect("hostname");
-    std::fs::copy(&bins().simulator, root.join("usr/bin/bitcoind")).expect("install bitcoind");
+    e2e::copy_executable(&bins().simulator, &root.join("usr/bin/bitcoind"));
     std::fs::write(root.join("etc/systemd/system/bitcoind.service"), BITCOIND_UNIT).expect("bitcoind's unit");
     std::fs::create_dir_all(root.join("etc/bitcoin")).expect("/etc/bitcoin");
     // As the unit's ConfigurationDirectoryMode= makes it.
@@ -395,7 +395,7 @@ async fn under_systemd_every_bitcoind_the_node_runs_is_followed_from_boot_on() {
     // publisher's drop-in names the NATS server (README: `systemctl edit`).
     for bin in [&bins().loader, &bins().publisher, &bins().launcher] {
         let name = bin.file_name().expect("a binary's name");
-        std::fs::copy(bin, root.join("usr/local/bin").join(name)).expect("install a binary");
+        e2e::copy_executable(bin, &root.join("usr/local/bin").join(name));
     }
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let doc = root.join("usr/share/doc/peer-observer-ebpf");
