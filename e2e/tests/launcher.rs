@@ -351,8 +351,8 @@ async fn the_legacy_envelope_carries_every_event_with_its_time_in_microseconds()
             panic!("{}: not an event_msg.EventMsg: {:02x?}", msg.subject, msg.payload)
         };
         micros.push(legacy.timestamp_subsec_micros);
+        let timestamp = legacy.timestamp_ms();
         let ebpf_event = legacy.event.map(EbpfEvent::from);
-        let timestamp = legacy.timestamp * 1000 + u64::from(legacy.timestamp_subsec_micros / 1000);
         let event =
             Event { peer_observer_event: Some(PeerObserverEvent::EbpfExtractor(Ebpf { ebpf_event })), timestamp };
         events.push((msg.subject.to_string(), event));

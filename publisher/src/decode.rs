@@ -170,6 +170,14 @@ impl From<event_msg::Event> for EbpfEvent {
     }
 }
 
+impl EventMsg {
+    /// The firing time in milliseconds, as the current envelope carries it; saturating, since
+    /// an event from another publisher may carry any seconds.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp.saturating_mul(1_000).saturating_add(u64::from(self.timestamp_subsec_micros / 1_000))
+    }
+}
+
 impl Envelope {
     pub fn encoded_len(&self) -> usize {
         match self {

@@ -24,9 +24,7 @@ use crate::proto::peer_observer_ebpf::utxocache;
 pub fn readable(subject: &str, envelope: &Envelope) -> String {
     let (timestamp, event) = match envelope {
         Envelope::PeerObserver(e) => (e.timestamp, peer_observer(e.peer_observer_event.as_ref())),
-        Envelope::Legacy(e) => {
-            (e.timestamp.saturating_mul(1000).saturating_add(u64::from(e.timestamp_subsec_micros / 1000)), legacy(e))
-        }
+        Envelope::Legacy(e) => (e.timestamp_ms(), legacy(e)),
         Envelope::Utxocache(e) => (e.timestamp, utxocache_event(e.event.as_ref())),
     };
     format!("{}.{:03}Z {} {event}", utc(timestamp / 1000), timestamp % 1000, Clean(subject))

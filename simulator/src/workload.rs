@@ -63,6 +63,8 @@ pub const MIN_MERKLEBLOCK_SIZE: usize = 80 + 4 + 1 + 32 + 1 + 1;
 /// An addrv2 entry of an unknown network with an empty address: time, services 0, network,
 /// length 0, port. The most entries, and so events, a payload byte can give.
 pub const EMPTY_ADDRV2_ENTRY: usize = 4 + 1 + 1 + 1 + 2;
+/// An inventory item: its type and hash.
+const INV_ITEM: usize = 4 + 32;
 /// The network id of those entries, which BIP155 does not define.
 const UNDEFINED_NETWORK: u8 = 0xff;
 /// A sized block holds transactions of at most this size, as real blocks hold many.
@@ -287,6 +289,16 @@ pub(crate) fn typed(rng: &mut Rng, msg_type: &'static str, round: u64) -> Messag
     }
 }
 
+/// How many entries of `entry_len` bytes, after their CompactSize count, fit in `size` bytes
+/// (`check` refuses a size that holds not even the count).
+fn entries_that_fit(size: usize, entry_len: usize) -> usize {
+    let mut n = size / entry_len;
+    while n > 0 && compact_size_len(n as u64) + entry_len * n > size {
+        n -= 1;
+    }
+    n
+}
+
 /// A message of exactly `size` bytes (at most that for inventories, merkleblocks and addrv2);
 /// `check` admitted the type.
 fn sized(rng: &mut Rng, msg_type: Option<&'static str>, size: usize) -> Message {
@@ -295,11 +307,7 @@ fn sized(rng: &mut Rng, msg_type: Option<&'static str>, size: usize) -> Message 
         None | Some("block") => Message::Block(sized_block(rng, size)),
         Some("tx") => Message::Tx(filler_tx(rng, size, false)),
         Some(msg_type @ ("inv" | "getdata" | "notfound")) => {
-            let mut n = (size / 36) as u64;
-            while compact_size_len(n) + 36 * n as usize > size {
-                n -= 1;
-            }
-            let items = inventory(rng, n);
+            let items = inventory(rng, entries_that_fit(size, INV_ITEM) as u64);
             match msg_type {
                 "inv" => Message::Inv(items),
                 "getdata" => Message::GetData(items),
@@ -311,37 +319,27 @@ fn sized(rng: &mut Rng, msg_type: Option<&'static str>, size: usize) -> Message 
         Some("merkleblock") => {
             // What the header, the count and the hash leave: the flags and their CompactSize.
             let room = size - (MIN_MERKLEBLOCK_SIZE - 2);
-            let mut flags_len = room;
-            while compact_size_len(flags_len as u64) + flags_len > room {
-                flags_len -= 1;
-            }
             Message::MerkleBlock {
                 header: header(rng),
                 total_txs: u32::MAX,
                 hashes: rng.hashes(1),
-                flags: rng.bytes(flags_len),
+                flags: rng.bytes(entries_that_fit(room, 1)),
             }
         }
         // What a peer may send to make its payload decode into the most events: Bitcoin Core
         // fires net:inbound_message for any message up to 4 MB before it refuses more than
         // 1,000 addresses.
-        Some("addrv2") => {
-            let mut n = (size / EMPTY_ADDRV2_ENTRY) as u64;
-            while compact_size_len(n) + EMPTY_ADDRV2_ENTRY * n as usize > size {
-                n -= 1;
-            }
-            Message::AddrV2(
-                (0..n)
-                    .map(|_| AddrV2 {
-                        time: timestamp(rng),
-                        services: 0,
-                        network: UNDEFINED_NETWORK,
-                        addr: Vec::new(),
-                        port: rng.below(1 << 16) as u16,
-                    })
-                    .collect(),
-            )
-        }
+        Some("addrv2") => Message::AddrV2(
+            (0..entries_that_fit(size, EMPTY_ADDRV2_ENTRY))
+                .map(|_| AddrV2 {
+                    time: timestamp(rng),
+                    services: 0,
+                    network: UNDEFINED_NETWORK,
+                    addr: Vec::new(),
+                    port: rng.below(1 << 16) as u16,
+                })
+                .collect(),
+        ),
         Some(command) => Message::Unknown { command, payload: rng.filler(size) },
     }
 }
@@ -472,6 +470,19 @@ mod tests {
         for size in MIN_TX_SIZE..400 {
             let workload = Workload { message_type: Some("tx".into()), ..sized(size) };
             assert_eq!(message_of(0, &workload).serialize().len(), size);
+        }
+    }
+
+    /// The count's CompactSize grows from 1 to 3 bytes at 253 entries, and to 5 at 65,536.
+    #[test]
+    fn entries_that_fit_leave_no_room_for_one_more() {
+        let fits = |size: usize, entry_len: usize, n: usize| compact_size_len(n as u64) + entry_len * n <= size;
+        for entry_len in [1, EMPTY_ADDRV2_ENTRY, INV_ITEM] {
+            let sizes = (1..300).chain(250 * entry_len..260 * entry_len).chain(65_530 * entry_len..65_540 * entry_len);
+            for size in sizes.chain([4_000_000]) {
+                let n = entries_that_fit(size, entry_len);
+                assert!(fits(size, entry_len, n) && !fits(size, entry_len, n + 1), "{size} by {entry_len}: {n}");
+            }
         }
     }
 
