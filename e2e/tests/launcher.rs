@@ -410,6 +410,35 @@ async fn a_binary_in_a_directory_the_loaders_user_cannot_traverse_attaches() {
         0..4,
         before..=wall_ms(),
     );
+
+    // The node has stopped, and the launcher waits for its successor. The node's user, who owns
+    // the binary's directory, puts a FIFO in the binary's place and names a running process in
+    // the pid file: root must not open the FIFO (blocked on it, it would heed no SIGTERM and
+    // start no loader), nor any device a symlink there could name (target.rs, open_binary).
+    std::fs::remove_file(&binary).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &binary,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o755),
+        0,
+    )
+    .unwrap();
+    chown(&binary, BITCOIND_UID);
+    let pid_file = node.pid_file();
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).unwrap();
+    chown(&pid_file, BITCOIND_UID);
+    e2e::until(
+        Duration::from_secs(30),
+        || !e2e::children(launcher.id().unwrap()).contains_key("ebpf-loader"),
+        || "the loader exits with its node".into(),
+    )
+    .await;
+    // The launcher looks every 100 ms.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let writer =
+        rustix::fs::open(&binary, rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK, rustix::fs::Mode::empty());
+    assert_eq!(writer.err(), Some(rustix::io::Errno::NXIO), "the launcher opened the FIFO for reading");
     let log = stop(&mut launcher).await;
     assert!(
         log.contains(&format!("binary={}", binary.display())),

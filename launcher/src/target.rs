@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,8 @@ use rustix::io::Errno;
 pub enum TargetError {
     #[error("cannot open the bitcoind binary {path}: {source}")]
     Binary { path: PathBuf, source: std::io::Error },
+    #[error("the bitcoind binary {0} is not a regular file (a FIFO, device or directory)")]
+    BinaryNotRegular(PathBuf),
     #[error("cannot read pid file {path}: {source}; is bitcoind running with -pid={path}?")]
     PidFileUnreadable { path: PathBuf, source: std::io::Error },
     #[error("pid file {0} is not a regular file (a symlink, FIFO or directory): bitcoind's -pid=<file> writes one")]
@@ -69,9 +72,22 @@ pub fn read_pid_file(path: &Path) -> Result<i32, TargetError> {
     pid.ok_or(TargetError::PidFileGarbage { path: path.to_owned(), len: content.len() })
 }
 
-/// Opens the binary the probes attach to; the loader gets this descriptor.
+/// Opens the binary the probes attach to; the loader gets this descriptor. bitcoind's user may
+/// own every directory on the path (a self-built binary in its home) and put a FIFO or a
+/// device there, whose mere opening by root would block the launcher or act on the device.
+/// So the path is first resolved with O_PATH, which opens nothing, and must name a regular
+/// file; then that very inode is opened for reading through its descriptor. A symlinked
+/// path (`/usr/local/bin/bitcoind`, say) is followed, as bitcoind was started through it.
 pub fn open_binary(path: &Path) -> Result<fs::File, TargetError> {
-    fs::File::open(path).map_err(|source| TargetError::Binary { path: path.to_owned(), source })
+    let failed = |e: Errno| TargetError::Binary { path: path.to_owned(), source: e.into() };
+    let located = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(failed)?;
+    let stat = rustix::fs::fstat(&located).map_err(failed)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(TargetError::BinaryNotRegular(path.to_owned()));
+    }
+    let inode = format!("/proc/self/fd/{}", located.as_raw_fd());
+    let opened = rustix::fs::open(inode.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).map_err(failed)?;
+    Ok(opened.into())
 }
 
 /// Checks that `pid` is running `binary` (the same inode: `/proc/<pid>/exe` is readable by
@@ -88,4 +104,49 @@ pub fn check_runs(pid: i32, binary: &fs::File, binary_path: &Path) -> Result<(),
         return Err(TargetError::OtherBinary { pid, exe, binary: binary_path.to_owned() });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(label: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("launcher-{label}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).expect("create a temporary directory");
+        dir
+    }
+
+    /// A FIFO where the binary should be: opening it for reading would block until bitcoind's
+    /// user wrote to it; a device would act on its opening.
+    #[test]
+    fn a_binary_that_is_a_fifo_or_a_device_is_refused_unopened() {
+        let dir = temp_dir("fifo");
+        let fifo = dir.join("bitcoind");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
+        let device = dir.join("bitcoind-dev");
+        std::os::unix::fs::symlink("/dev/null", &device).expect("symlink");
+        for path in [&fifo, &device] {
+            assert!(matches!(open_binary(path), Err(TargetError::BinaryNotRegular(p)) if p == *path), "{path:?}");
+        }
+        // No reader ever had the FIFO open: a writer that would not wait finds none.
+        let writer = rustix::fs::open(&fifo, OFlags::WRONLY | OFlags::NONBLOCK, Mode::empty());
+        assert_eq!(writer.err(), Some(Errno::NXIO));
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// `/usr/local/bin/bitcoind` may be a symlink into the release's directory.
+    #[test]
+    fn a_symlinked_binary_opens_its_target() {
+        let dir = temp_dir("symlink");
+        let binary = dir.join("bitcoind-29.0");
+        fs::write(&binary, b"\x7fELF").expect("write");
+        let link = dir.join("bitcoind");
+        std::os::unix::fs::symlink(&binary, &link).expect("symlink");
+        let opened = open_binary(&link).expect("a symlink to a regular file opens");
+        let (opened, wanted) = (opened.metadata().expect("fstat"), fs::metadata(&binary).expect("stat"));
+        assert_eq!((opened.dev(), opened.ino()), (wanted.dev(), wanted.ino()));
+        assert!(matches!(open_binary(&dir.join("absent")), Err(TargetError::Binary { .. })));
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
 }
