@@ -385,6 +385,77 @@ async fn the_loader_exits_after_its_bitcoind_with_everything_delivered() {
     assert_eq!(firing_numbers(&mut subscriber).await, (0..ROUNDS).collect::<Vec<_>>());
 }
 
+/// The publisher is killed (a crash) and bitcoind fires, then stops: the stopping loader gives
+/// a publisher its drain (5 s) to take what its rings hold, reconnecting meanwhile to the one
+/// restarted on its socket, so every event arrives once, in order, and nothing is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loader_stopping_while_its_publisher_restarts_hands_everything_to_the_next_one() {
+    let nats = NatsServer::start().await;
+    let fast = ["--rate", "2000"];
+    let Pipeline { mut subscriber, simulator, mut publisher, dir, mut loader } =
+        Pipeline::start_with(Launch::Direct, &nats, "mempool:added", ROUNDS, SEED, &fast, &[]).await;
+    publisher.kill().await.expect("kill publisher");
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], ROUNDS);
+    // bitcoind has exited: the loader drains, with no publisher for a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let socket = dir.path().join("publisher.sock");
+    let mut second = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
+    let status =
+        tokio::time::timeout(Duration::from_secs(10), loader.wait()).await.expect("exits in time").expect("status");
+    assert_eq!(status.code(), Some(3), "bitcoind exited");
+    assert_eq!(firing_numbers(&mut subscriber).await, (0..ROUNDS).collect::<Vec<_>>());
+    let counts = e2e::closing_counts(&e2e::stopped_log(&mut second).await);
+    assert_eq!((counts["published"], counts["dropped_before_publisher"]), (ROUNDS, 0), "{counts:?}");
+    let log = e2e::read_stderr(&mut loader).await;
+    assert!(log.contains("reconnected to the publisher") && !log.contains("loader_stopped"), "{log}");
+}
+
+/// The publisher stalls (SIGSTOP: connected, reading nothing, as one blocked on a stalled
+/// JetStream server) while bitcoind fires 40 blocks of 200 kB and stops. What the loader could
+/// not hand on within its drain, the rings' records and the one cut off in its fragments, is
+/// counted as `loader_stopped`; with no publisher taking even those totals, the loader's last
+/// error line holds them. Every block is published or counted there, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loader_stopping_while_its_publisher_stalls_counts_what_it_left_as_loader_stopped() {
+    const BLOCKS: u64 = 40;
+    let nats = NatsServer::start().await;
+    let blocks = ["--message-type", "block", "--message-size", "200000"];
+    let Pipeline { mut subscriber, simulator, mut publisher, dir: _dir, mut loader } =
+        Pipeline::start_with(Launch::Direct, &nats, "net:inbound_message", BLOCKS, SEED, &blocks, &[]).await;
+    let publisher_pid = publisher.id().expect("publisher running");
+    assert!(e2e::signal(publisher_pid, "STOP"));
+    assert_eq!(simulator.fire().await[&Tracepoint::NetInboundMessage], BLOCKS);
+    let status =
+        tokio::time::timeout(Duration::from_secs(15), loader.wait()).await.expect("exits in time").expect("status");
+    assert_eq!(status.code(), Some(3), "bitcoind exited");
+    assert!(e2e::signal(publisher_pid, "CONT"));
+    let mut published = 0;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), subscriber.next()).await {
+        let event = Event::decode(msg.payload).expect("an event.Event");
+        let size = e2e::ebpf_of(event).ebpf_event.and_then(|e| match e {
+            publisher::proto::ebpf_extractor::ebpf::EbpfEvent::Message(m) => Some(m.meta.size),
+            _ => None,
+        });
+        assert_eq!((msg.subject.as_str(), size), ("netmsg", Some(200_000)));
+        published += 1;
+    }
+    let log = e2e::read_stderr(&mut loader).await;
+    let line = log
+        .lines()
+        .find(|line| line.contains("no publisher took the last drop totals"))
+        .unwrap_or_else(|| panic!("the totals are logged: {log}"));
+    let stopped: u64 = line
+        .split("net:inbound_message/loader_stopped=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a loader_stopped total: {line}"));
+    assert!(stopped > 0 && log.contains(&format!("unsent={stopped}")), "{log}");
+    assert_eq!(published + stopped, BLOCKS, "published {published}, counted {stopped}: {log}");
+    let counts = e2e::closing_counts(&e2e::stopped_log(&mut publisher).await);
+    assert_eq!(counts["published"], published, "{counts:?}");
+}
+
 /// SIGTERM mid-stream: the loader hands on what it captured, detaches and exits 0; then the
 /// publisher flushes to NATS and exits 0; each within a few seconds, and every firing the
 /// tracer saw arrives, as the publisher's final line says.

@@ -86,6 +86,21 @@ pub fn pump<L: Link>(
     }
 }
 
+/// At the loader's stop, after [`pump`] had its last chance: releases what the rings still
+/// hold and the open batch, counting each record as `loader_stopped` for its tracepoint (one
+/// without a valid header is only released: [`pump`] would have refused it). Returns how many
+/// were counted; the totals are the next datagram [`pump`] sends.
+pub fn abandon(sender: &mut Sender, rings: &mut impl Rings) -> u64 {
+    let mut left = Vec::new();
+    for ring in 0..rings.count() {
+        while let Some(raw) = rings.peek(ring) {
+            left.extend(RingRecord::parse(raw).map(|record| record.tracepoint));
+            rings.release(ring);
+        }
+    }
+    sender.abandon(left)
+}
+
 /// The ring whose next record is the oldest, by kernel time; a record too short for its time
 /// comes first, to be refused.
 fn oldest(rings: &mut impl Rings) -> Option<usize> {

@@ -330,14 +330,23 @@ pub enum DropCause {
     /// The loader sent the record to a publisher that ended without acknowledging it (a
     /// crash, SIGKILL): it may or may not have been published.
     PublisherLost = 4,
+    /// The loader stopped (bitcoind exited, SIGTERM, the idle rule) before a publisher took the
+    /// record: none was connected, or it did not read in time.
+    LoaderStopped = 5,
 }
 
 impl DropCause {
     /// Causes counted in the BPF map, in index order.
     pub const BPF: [DropCause; 3] = [Self::RingFull, Self::ReadFailed, Self::PayloadTooLarge];
     /// Every cause, in index order.
-    pub const ALL: [DropCause; 5] =
-        [Self::RingFull, Self::ReadFailed, Self::PayloadTooLarge, Self::IpcTooLarge, Self::PublisherLost];
+    pub const ALL: [DropCause; 6] = [
+        Self::RingFull,
+        Self::ReadFailed,
+        Self::PayloadTooLarge,
+        Self::IpcTooLarge,
+        Self::PublisherLost,
+        Self::LoaderStopped,
+    ];
 
     pub const fn from_u8(v: u8) -> Option<Self> {
         match v {
@@ -346,6 +355,7 @@ impl DropCause {
             2 => Some(Self::PayloadTooLarge),
             3 => Some(Self::IpcTooLarge),
             4 => Some(Self::PublisherLost),
+            5 => Some(Self::LoaderStopped),
             _ => None,
         }
     }
@@ -357,6 +367,7 @@ impl DropCause {
             Self::PayloadTooLarge => "payload_too_large",
             Self::IpcTooLarge => "ipc_too_large",
             Self::PublisherLost => "publisher_lost",
+            Self::LoaderStopped => "loader_stopped",
         }
     }
 }

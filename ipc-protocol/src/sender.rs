@@ -339,6 +339,31 @@ impl Sender {
         self.batch_closed |= !self.batch.is_empty();
     }
 
+    /// The loader stops: the open batch and the records `left` in the rings (a record going
+    /// out in fragments among them) will never be sent. Each is counted as `loader_stopped`,
+    /// and the totals go out next, if the connection still takes them. Returns how many were
+    /// counted.
+    pub fn abandon(&mut self, left: impl IntoIterator<Item = Tracepoint>) -> u64 {
+        self.fragmenting = None;
+        self.batch.clear();
+        self.batch_closed = false;
+        // The batch's records were taken, not sent: the tail of `unacked`.
+        let in_batch = self.unacked.split_off((self.sent - self.acked) as usize);
+        self.taken = self.sent;
+        let mut counted = 0;
+        for tracepoint in in_batch.into_iter().chain(left) {
+            *self.counted.entry((tracepoint, DropCause::LoaderStopped)).or_default() += 1;
+            counted += 1;
+        }
+        self.merge_counts();
+        counted
+    }
+
+    /// The drop totals, if they changed since they last went out (to any publisher).
+    pub fn undelivered_totals(&self) -> Option<&[DropCount]> {
+        self.counts.as_ref().map(|_| self.last_counts.as_slice())
+    }
+
     /// The BPF programs' drop totals: merged with the sender's own, they go out when they
     /// changed.
     pub fn drop_counts(&mut self, bpf: &[DropCount]) {

@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ipc_protocol::pump::{pump, Link, Pumped, Rings};
+use ipc_protocol::pump::{abandon, pump, Link, Pumped, Rings};
 use ipc_protocol::{decode_ack, DropCount, Hello, Refusal, Sender, ACK_LEN};
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::io::Errno;
@@ -333,41 +333,69 @@ impl Forwarder {
         }
     }
 
-    /// At shutdown: sends what the rings hold, waiting for the publisher up to `within`.
-    /// Returns how many records were left unsent.
-    pub fn drain(&mut self, rings: &mut [Ring<'_>], within: Duration) -> u64 {
+    /// At shutdown: sends what the rings hold, waiting up to `within` for the publisher to
+    /// read it, and for one that is gone to be back (restarted, or started by systemd's socket),
+    /// tried as [`Self::reconnect`] tries. What is left then is counted as `loader_stopped`
+    /// (`ipc_protocol::pump::abandon`), and those totals get [`LAST_TOTALS_WAIT`] more to go out.
+    pub fn drain(&mut self, rings: &mut [Ring<'_>], within: Duration) -> Stopped {
         let deadline = Instant::now() + within;
+        // A publisher gone is tried at once, and then once a second whatever the back-off.
+        self.reconnect_at = self.reconnect_at.min(Instant::now());
         loop {
+            self.reconnect();
             // Wait until the publisher has read enough for the next datagram, or acknowledged
-            // enough for the next record.
+            // enough for the next record; a lost connection for its last acknowledgements and
+            // its close; no connection for the next attempt.
             let flags = match self.pump(rings) {
+                Pump::Drained => break,
                 Pump::SocketFull => PollFlags::OUT,
-                Pump::AwaitingAcks => PollFlags::IN,
-                Pump::Drained | Pump::Disconnected => break,
+                Pump::AwaitingAcks | Pump::Disconnected => PollFlags::IN,
             };
-            let (Some(sock), Some(left)) = (self.socket(), deadline.checked_duration_since(Instant::now())) else {
+            if !self.wait(flags, deadline) {
                 break;
-            };
-            let timeout = Timespec::try_from(left).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
-            if let Err(e) = poll(&mut [PollFd::from_borrowed_fd(sock, flags)], Some(&timeout)) {
-                if e != Errno::INTR {
-                    break;
-                }
             }
         }
         // Acknowledgements left unread would make the publisher's next read fail with a reset
         // as the socket closes (it goes on reading what is queued).
         let _ = self.take_acks();
-        let mut left = 0;
-        for ring in rings {
-            while ring.peek().is_some() {
-                ring.release();
-                left += 1;
+        let unsent = abandon(&mut self.sender, &mut BpfRings(rings));
+        let deadline = Instant::now() + LAST_TOTALS_WAIT;
+        while self.sender.undelivered_totals().is_some() {
+            match self.pump(&mut []) {
+                Pump::SocketFull if self.wait(PollFlags::OUT, deadline) => {}
+                _ => break,
             }
         }
-        left
+        let _ = self.take_acks();
+        let undelivered = self.sender.undelivered_totals().map(<[DropCount]>::to_vec);
+        Stopped { unsent, undelivered }
+    }
+
+    /// Waits for `flags` on the connection, or without one for the next attempt to reconnect,
+    /// until `deadline` at the latest. Returns false once the deadline has passed.
+    fn wait(&self, flags: PollFlags, deadline: Instant) -> bool {
+        let now = Instant::now();
+        let Some(left) = deadline.checked_duration_since(now).filter(|left| !left.is_zero()) else { return false };
+        let mut fds: Vec<PollFd<'_>> = self.socket().map(|s| PollFd::from_borrowed_fd(s, flags)).into_iter().collect();
+        let left = if fds.is_empty() { left.min(self.reconnect_at.saturating_duration_since(now)) } else { left };
+        let timeout = Timespec::try_from(left).unwrap_or(Timespec { tv_sec: 1, tv_nsec: 0 });
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) | Err(Errno::INTR) => true,
+            Err(_) => false,
+        }
     }
 }
+
+/// What a stopping loader could not hand on.
+pub struct Stopped {
+    /// Records counted as `loader_stopped`.
+    pub unsent: u64,
+    /// The drop totals no publisher took, if any: they are in the loader's log only.
+    pub undelivered: Option<Vec<DropCount>>,
+}
+
+/// How long a stopping loader waits for its last drop totals to go out, after `drain`'s wait.
+const LAST_TOTALS_WAIT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

@@ -197,7 +197,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
     let mut idle = Idle::new(Duration::from_secs(cli.idle_warn_secs), Instant::now());
     let mut polling_until_ns = 0;
-    loop {
+    let idle_exit = loop {
         let taken = forwarder.records();
         let pump = forwarder.pump(&mut rings);
         let took = forwarder.records() != taken;
@@ -208,13 +208,13 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             probes.polling_until_ns.store(polling_until_ns - WAKEUP_INTERVAL_NS, Ordering::Relaxed);
         }
         if exited || stop.load(Ordering::Relaxed) {
-            break;
+            break None;
         }
         // Records waiting in the rings for a publisher that is slow or gone are not idleness.
         let quiet = !took && rings.iter_mut().all(|ring| ring.peek().is_none());
         if let Some(secs) = idle.tick(quiet, Instant::now()) {
             if !cli.no_idle_exit && secs >= cli.idle_exit_secs {
-                return Err(LoaderError::Idle { pid: target.pid, secs });
+                break Some(LoaderError::Idle { pid: target.pid, secs });
             }
             tracing::warn!(pid = target.pid, "no event from bitcoind for {secs} s");
         }
@@ -262,15 +262,29 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             Err(e) => return Err(LoaderError::Poll(e.into())),
         }
         exited = fds[0].revents().contains(PollFlags::IN);
-    }
+    };
     // Detach first, so that nothing is captured that would never be read; then hand on
-    // everything the rings hold.
+    // everything the rings hold, and the drop totals.
     probes.links.clear();
     tracing::info!("detached: handing on what the rings hold");
     forwarder.drop_counts(&probes.drop_counts()?);
-    let unsent = forwarder.drain(&mut rings, SHUTDOWN_DRAIN);
-    if unsent > 0 {
-        tracing::warn!(unsent, "the publisher did not take every record before shutdown");
+    let stopped = forwarder.drain(&mut rings, SHUTDOWN_DRAIN);
+    if stopped.unsent > 0 {
+        tracing::warn!(
+            unsent = stopped.unsent,
+            "the publisher did not take every record before shutdown: counted as loader_stopped"
+        );
+    }
+    if let Some(totals) = stopped.undelivered {
+        let totals: Vec<String> =
+            totals.iter().map(|c| format!("{}/{}={}", c.tracepoint, c.cause.as_str(), c.total)).collect();
+        tracing::error!(
+            totals = totals.join(" "),
+            "no publisher took the last drop totals: this log is their only record"
+        );
+    }
+    if let Some(idle) = idle_exit {
+        return Err(idle);
     }
     if exited {
         return Err(LoaderError::TargetExited(target.pid));

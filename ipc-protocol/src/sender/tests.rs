@@ -1,7 +1,8 @@
 use super::*;
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::testing::{body, hello, receive, run, Faults, Peer, Rings};
+use crate::pump::{abandon, pump, Link, Pumped};
+use crate::testing::{body, hello, receive, run, Broken, Faults, Peer, Rings};
 use crate::{decode_datagram, decode_hello, Datagram, OwnedRecord, MAX_DATAGRAM};
 
 /// The records, each stamped with its index as its time, and numbered as the sender numbers
@@ -329,4 +330,64 @@ fn a_publisher_that_never_acknowledges_gets_no_more_than_unacked_max_records() {
     assert!(sender.awaiting_acks());
     assert_eq!(receive(&peer.connections).records.len(), UNACKED_MAX);
     assert_eq!(rings.0[0].len(), 10, "the rest waits in the ring");
+}
+
+/// The publisher's socket, full after `room` more datagrams.
+struct Filling<'a> {
+    peer: &'a mut Peer,
+    room: usize,
+}
+
+impl Link for Filling<'_> {
+    type Error = Broken;
+
+    fn send(&mut self, head: &[u8], piece: &[u8]) -> Result<bool, Broken> {
+        if self.room == 0 {
+            return Ok(false);
+        }
+        self.room -= 1;
+        self.peer.send(head, piece)
+    }
+}
+
+#[test]
+fn what_the_loader_stops_with_is_counted_as_loader_stopped_and_the_totals_go_out() {
+    let records = mixed();
+    let total = datagrams(&records).len();
+    let mut fired = BTreeMap::new();
+    for (tracepoint, _) in &records {
+        *fired.entry(*tracepoint).or_insert(0u64) += 1;
+    }
+    // The socket fills after every number of datagrams: within a batch, within a record's
+    // fragments, after everything.
+    for room in 1..=total {
+        let mut sender = Sender::new(&hello());
+        sender.connected();
+        let mut rings = rings(2, &records);
+        let mut peer = Peer::new(Faults::default());
+        peer.connections.push(Vec::new());
+        let mut link = Filling { peer: &mut peer, room };
+        let _ = pump(&mut sender, &mut rings, &mut link, &mut |_| {});
+
+        let counted = abandon(&mut sender, &mut rings);
+        assert!(rings.0.iter().all(VecDeque::is_empty), "room {room}: the rings are released");
+        let totals = sender.undelivered_totals().map(<[_]>::to_vec).unwrap_or_default();
+        assert_eq!(totals.is_empty(), counted == 0, "room {room}: the totals change with a count");
+        link.room = usize::MAX;
+        assert!(matches!(pump(&mut sender, &mut rings, &mut link, &mut |_| {}), Pumped::Drained));
+        assert_eq!(sender.undelivered_totals(), None, "room {room}: the totals went out");
+
+        let received = receive(&peer.connections);
+        assert!(received.losses.is_empty(), "room {room}: {:?}", received.losses);
+        assert_eq!(received.records, sent(&records)[..received.records.len()], "room {room}: in order");
+        let mut stopped: BTreeMap<Tracepoint, u64> =
+            totals.iter().filter(|c| c.cause == DropCause::LoaderStopped).map(|c| (c.tracepoint, c.total)).collect();
+        assert_eq!(stopped.values().sum::<u64>(), counted, "room {room}");
+        for record in &received.records {
+            *stopped.entry(record.tracepoint).or_default() += 1;
+        }
+        assert_eq!(stopped, fired, "room {room}: every record arrived or is counted, once");
+        let last = received.drop_counts.last().cloned().unwrap_or_default();
+        assert_eq!(last, totals, "room {room}: the publisher is told");
+    }
 }
