@@ -173,7 +173,7 @@ async fn binary_without_tracepoints() {
     let pid = sim.pid().to_string();
     let line = fails(&mut loader(&["-b", "/usr/bin/true", "--bitcoind-pid", &pid, "-s", sock.to_str().unwrap()])).await;
     assert!(
-        line.contains("cannot attach to tracepoint net:inbound_message in /usr/bin/true")
+        line.contains("cannot attach to tracepoint net:inbound_message in \"/usr/bin/true\"")
             && line.contains("-DWITH_USDT=ON"),
         "{line}"
     );

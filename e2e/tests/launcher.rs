@@ -440,10 +440,59 @@ async fn a_binary_in_a_directory_the_loaders_user_cannot_traverse_attaches() {
         rustix::fs::open(&binary, rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::NONBLOCK, rustix::fs::Mode::empty());
     assert_eq!(writer.err(), Some(rustix::io::Errno::NXIO), "the launcher opened the FIFO for reading");
     let log = stop(&mut launcher).await;
+    assert!(log.contains(&format!("binary={binary:?}")), "the loader names the binary, not its descriptor: {log}");
+}
+
+/// bitcoind's user names the files its node runs and is started as, and so what the launcher
+/// and the loader read from `/proc/<pid>/exe`, `/proc/<pid>/cmdline` and the binary's
+/// descriptor link: a newline there must not start a line of their logs that looks like their
+/// own. The binary is `bitcoind\nERROR …`, reached through a `bitcoind` symlink; the node
+/// was started as another such name, since repointed elsewhere (so the loader warns with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_names_the_nodes_user_chose_forge_no_log_line() {
+    use std::os::unix::fs::symlink;
+    let nats = NatsServer::start().await;
+    let dir = TempDir::new("launcher-forged");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let binary = bin.join("bitcoind\nERROR forged binary");
+    e2e::copy_executable(&bins().simulator, &binary);
+    let path = bin.join("bitcoind");
+    symlink(&binary, &path).unwrap();
+    let started_as = bin.join("bitcoind-started\nERROR forged started_as");
+    symlink(&binary, &started_as).unwrap();
+    for file in [&bin, &binary] {
+        chown(file, BITCOIND_UID);
+    }
+    let node = Arc::new(NodeDir::new());
+    let simulator = Simulator::start_in(&node, &started_as, "mempool:added", 1, 7, &[]);
+    std::fs::remove_file(&started_as).unwrap();
+    symlink("/usr/bin/true", &started_as).unwrap();
+
+    // The pid runs another binary than the one given: the launcher names the one it runs.
+    let refused = Command::new(&bins().launcher)
+        .args(["--nats-address", &nats.address, "--bitcoind-pid", &simulator.pid().to_string(), "--bitcoind-path"])
+        .arg(&bins().simulator)
+        .output()
+        .await
+        .unwrap();
+    let refused = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        log.contains(&format!("binary={}", binary.display())),
-        "the loader names the binary, not its descriptor: {log}"
+        refused.contains(&format!("runs {:?}, not the bitcoind binary", binary.display().to_string())),
+        "{refused}"
     );
+
+    let mut subscriber = subscribe(&nats).await;
+    let mut launcher =
+        start_launcher(&nats, dir.path(), &path, &["--bitcoind-pid-file".as_ref(), node.pid_file().as_os_str()]).await;
+    assert_eq!(simulator.fire().await.values().sum::<u64>(), 1);
+    assert_eq!(receive(&mut subscriber, 1).await.len(), 1);
+    let log = stop(&mut launcher).await;
+    assert!(log.contains(&format!("binary={binary:?}")), "{log}");
+    assert!(log.contains(&format!("started_as={started_as:?}")), "{log}");
+    for output in [&log, &refused.to_string()] {
+        assert!(!output.lines().any(|line| line.starts_with("ERROR forged")), "a forged line: {output}");
+    }
 }
 
 /// `-V`, the usage line and the NATS flag in both its seed (`-n`) and 2026 upstream (`-a`)
@@ -542,6 +591,6 @@ async fn launcher_refuses_a_symlinked_pid_file_and_a_pid_running_another_binary(
     let mut other = Command::new("sleep").arg("30").kill_on_drop(true).spawn().unwrap();
     let pid = other.id().unwrap().to_string();
     let stderr = run(vec!["--bitcoind-pid".into(), pid.clone().into()]).await;
-    assert!(stderr.contains(&format!("pid {pid} runs /usr/bin/sleep, not the bitcoind binary")), "{stderr}");
+    assert!(stderr.contains(&format!("pid {pid} runs \"/usr/bin/sleep\", not the bitcoind binary")), "{stderr}");
     other.kill().await.unwrap();
 }

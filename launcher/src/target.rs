@@ -27,7 +27,7 @@ pub enum TargetError {
     PidFileGarbage { path: PathBuf, len: usize },
     #[error("no process with pid {0} is running: start bitcoind first, or pass its current pid")]
     NotRunning(i32),
-    #[error("pid {pid} runs {exe}, not the bitcoind binary {binary}: pass the binary it runs from with --bitcoind-path (an upgraded binary needs a restarted bitcoind)")]
+    #[error("pid {pid} runs {exe:?}, not the bitcoind binary {binary}: pass the binary it runs from with --bitcoind-path (an upgraded binary needs a restarted bitcoind)")]
     OtherBinary { pid: i32, exe: String, binary: PathBuf },
 }
 

@@ -169,7 +169,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let mut probes = Probes::attach(&mut storage, &target, &enabled, &cli.rings)?;
     tracing::info!(
         pid = target.pid,
-        binary = %target.binary_name,
+        binary = ?target.binary_name,
         tracepoints = enabled.len(),
         ring_bytes = ?Ring::ALL.map(|r| (r.map_name(), probes.ring_bytes[r.index()])),
         "attached"

@@ -22,7 +22,7 @@ pub enum ProbeError {
     Open(#[source] libbpf_rs::Error),
     #[error("the kernel refused the BPF programs (needs CAP_BPF and CAP_PERFMON, Linux >= 6.6 with BTF): {0}")]
     Load(#[source] libbpf_rs::Error),
-    #[error("cannot attach to tracepoint {tracepoint} in {binary}: {source}; {}is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?", kernel_doubt.as_deref().map(|k| k.to_owned() + "; or ").unwrap_or_default())]
+    #[error("cannot attach to tracepoint {tracepoint} in {binary:?}: {source}; {}is it Bitcoin Core v29.0+ built with -DWITH_USDT=ON{hint}?", kernel_doubt.as_deref().map(|k| k.to_owned() + "; or ").unwrap_or_default())]
     Attach {
         tracepoint: Tracepoint,
         binary: String,

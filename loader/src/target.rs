@@ -149,7 +149,7 @@ fn warn_if_started_from_another_binary(pid: i32, binary: &Path, given: &fs::Meta
     if (started.dev(), started.ino()) != (given.dev(), given.ino()) {
         tracing::warn!(
             pid,
-            started_as = %started_as.display(),
+            started_as = ?started_as,
             "bitcoind was started as another file than --bitcoind-path {}: its tracepoints fire only in the binary it runs; pass that one",
             binary.display()
         );
