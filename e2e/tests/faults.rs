@@ -396,8 +396,8 @@ async fn a_loader_stopping_while_its_publisher_restarts_hands_everything_to_the_
         Pipeline::start_with(Launch::Direct, &nats, "mempool:added", ROUNDS, SEED, &fast, &[]).await;
     publisher.kill().await.expect("kill publisher");
     assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], ROUNDS);
-    // bitcoind has exited: the loader drains, with no publisher for a second.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // bitcoind has exited: the loader drains, its first attempt to reconnect failed.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let socket = dir.path().join("publisher.sock");
     let mut second = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
     let status =

@@ -88,8 +88,9 @@ pub fn pump<L: Link>(
 
 /// At the loader's stop, after [`pump`] had its last chance: releases what the rings still
 /// hold and the open batch, counting each record as `loader_stopped` for its tracepoint (one
-/// without a valid header is only released: [`pump`] would have refused it). Returns how many
-/// were counted; the totals are the next datagram [`pump`] sends.
+/// too large for the protocol too, which could not have gone out either; one without a valid
+/// header is only released, as [`pump`] refuses it). Returns how many were counted; the totals
+/// are the next datagram [`pump`] sends.
 pub fn abandon(sender: &mut Sender, rings: &mut impl Rings) -> u64 {
     let mut left = Vec::new();
     for ring in 0..rings.count() {

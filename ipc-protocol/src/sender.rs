@@ -59,7 +59,8 @@ pub struct Sender {
     /// each with how many records had gone out before it; at most [`REPORTS_IN_FLIGHT`].
     reports_in_flight: VecDeque<(Vec<DropCount>, u64)>,
     /// Records taken off the rings so far, which is also the next record's number: a record
-    /// keeps its number when it goes out again on a new connection.
+    /// keeps its number when it goes out again on a new connection. [`Sender::abandon`] takes
+    /// back the numbers of a batch that never went out.
     taken: u64,
     /// Records numbered below this went out whole on the connection.
     sent: u64,
@@ -359,9 +360,18 @@ impl Sender {
         counted
     }
 
-    /// The drop totals, if they changed since they last went out (to any publisher).
+    /// The drop totals, if a publisher may not have them: while connected, until they went
+    /// out on the connection; without one, unless a publisher is known to have read them
+    /// (a connection that ended may have taken its last report unread).
     pub fn undelivered_totals(&self) -> Option<&[DropCount]> {
-        self.counts.as_ref().map(|_| self.last_counts.as_slice())
+        let owed = if self.is_connected() { self.counts.is_some() } else { self.last_counts != self.reported };
+        owed.then_some(self.last_counts.as_slice())
+    }
+
+    /// Whether anything taken from the rings or counted has yet to go out: an open batch, a
+    /// record part-sent in fragments, or the drop totals.
+    pub fn holds_unsent(&self) -> bool {
+        !self.batch.is_empty() || self.fragmenting.is_some() || self.undelivered_totals().is_some()
     }
 
     /// The BPF programs' drop totals: merged with the sender's own, they go out when they

@@ -27,7 +27,7 @@ pub enum TargetError {
     PidFileGarbage { path: PathBuf, len: usize },
     #[error("no process with pid {0} is running: start bitcoind first, or pass its current pid")]
     NotRunning(i32),
-    #[error("pid {pid} runs {exe:?}, not the bitcoind binary {binary}: pass the binary it runs from with --bitcoind-path (an upgraded binary needs a restarted bitcoind)")]
+    #[error("pid {pid} runs {exe}, not the bitcoind binary {binary}: pass the binary it runs from with --bitcoind-path (an upgraded binary needs a restarted bitcoind)")]
     OtherBinary { pid: i32, exe: String, binary: PathBuf },
 }
 
@@ -100,7 +100,8 @@ pub fn check_runs(pid: i32, binary: &fs::File, binary_path: &Path) -> Result<(),
     };
     let wanted = binary.metadata().map_err(|source| TargetError::Binary { path: binary_path.to_owned(), source })?;
     if (running.dev(), running.ino()) != (wanted.dev(), wanted.ino()) {
-        let exe = fs::read_link(&exe).map_or_else(|_| "another binary".to_string(), |p| p.display().to_string());
+        // Quoted and escaped: bitcoind's user names that file.
+        let exe = fs::read_link(&exe).map_or_else(|_| "another binary".to_string(), |p| format!("{p:?}"));
         return Err(TargetError::OtherBinary { pid, exe, binary: binary_path.to_owned() });
     }
     Ok(())
@@ -126,8 +127,18 @@ mod tests {
         rustix::fs::mknodat(rustix::fs::CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).expect("mkfifo");
         let device = dir.join("bitcoind-dev");
         std::os::unix::fs::symlink("/dev/null", &device).expect("symlink");
-        for path in [&fifo, &device] {
-            assert!(matches!(open_binary(path), Err(TargetError::BinaryNotRegular(p)) if p == *path), "{path:?}");
+        // On a thread: opening the FIFO for reading would block, and the test with it.
+        let paths = [fifo.clone(), device];
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for path in &paths {
+                let refused = matches!(open_binary(path), Err(TargetError::BinaryNotRegular(p)) if p == *path);
+                let _ = tx.send((path.clone(), refused));
+            }
+        });
+        for _ in 0..2 {
+            let (path, refused) = rx.recv_timeout(std::time::Duration::from_secs(5)).expect("open_binary blocked");
+            assert!(refused, "{path:?}");
         }
         // No reader ever had the FIFO open: a writer that would not wait finds none.
         let writer = rustix::fs::open(&fifo, OFlags::WRONLY | OFlags::NONBLOCK, Mode::empty());

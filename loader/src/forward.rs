@@ -343,17 +343,24 @@ impl Forwarder {
         self.reconnect_at = self.reconnect_at.min(Instant::now());
         loop {
             self.reconnect();
+            self.reconnect_at = self.reconnect_at.min(Instant::now() + RECONNECT_INTERVAL);
             // Wait until the publisher has read enough for the next datagram, or acknowledged
             // enough for the next record; a lost connection for its last acknowledgements and
-            // its close; no connection for the next attempt.
+            // its close; no connection for the next attempt, if anything waits for one.
             let flags = match self.pump(rings) {
                 Pump::Drained => break,
                 Pump::SocketFull => PollFlags::OUT,
+                Pump::Disconnected if self.sock.is_none() && !self.holds_unsent(rings) => break,
                 Pump::AwaitingAcks | Pump::Disconnected => PollFlags::IN,
             };
             if !self.wait(flags, deadline) {
                 break;
             }
+        }
+        // A connection that failed and has not closed by now: what it took unacknowledged is
+        // counted as publisher_lost, as when it closes (the publisher may yet publish some).
+        if self.closing_until.is_some() {
+            self.close();
         }
         // Acknowledgements left unread would make the publisher's next read fail with a reset
         // as the socket closes (it goes on reading what is queued).
@@ -369,6 +376,11 @@ impl Forwarder {
         let _ = self.take_acks();
         let undelivered = self.sender.undelivered_totals().map(<[DropCount]>::to_vec);
         Stopped { unsent, undelivered }
+    }
+
+    /// Whether records or drop totals still wait to go out.
+    fn holds_unsent(&self, rings: &mut [Ring<'_>]) -> bool {
+        self.sender.holds_unsent() || rings.iter_mut().any(|ring| ring.peek().is_some())
     }
 
     /// Waits for `flags` on the connection, or without one for the next attempt to reconnect,

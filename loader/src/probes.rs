@@ -308,7 +308,7 @@ mod tests {
         };
         assert_eq!(
             attach.to_string(),
-            "cannot attach to tracepoint net:inbound_message in /usr/bin/bitcoind: Operation not permitted (os error 1); \
+            "cannot attach to tracepoint net:inbound_message in \"/usr/bin/bitcoind\": Operation not permitted (os error 1); \
              this kernel, 6.1.0-28-amd64, is older than 6.6 and may lack the uprobe_multi links the loader attaches \
              with (e.g. Debian 12: take bookworm-backports' kernel); or is it Bitcoin Core v29.0+ built with \
              -DWITH_USDT=ON?"

@@ -60,11 +60,11 @@ pub const MIN_BLOCK_SIZE: usize = 80 + 1 + MIN_TX_SIZE;
 pub const MAX_MESSAGE_SIZE: usize = 32 << 20;
 /// The smallest merkleblock: a header, the transaction count, one hash and one flag byte.
 pub const MIN_MERKLEBLOCK_SIZE: usize = 80 + 4 + 1 + 32 + 1 + 1;
+/// An inventory item: its type and hash.
+const INV_ITEM: usize = 4 + 32;
 /// An addrv2 entry of an unknown network with an empty address: time, services 0, network,
 /// length 0, port. The most entries, and so events, a payload byte can give.
 pub const EMPTY_ADDRV2_ENTRY: usize = 4 + 1 + 1 + 1 + 2;
-/// An inventory item: its type and hash.
-const INV_ITEM: usize = 4 + 32;
 /// The network id of those entries, which BIP155 does not define.
 const UNDEFINED_NETWORK: u8 = 0xff;
 /// A sized block holds transactions of at most this size, as real blocks hold many.

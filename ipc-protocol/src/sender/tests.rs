@@ -391,3 +391,50 @@ fn what_the_loader_stops_with_is_counted_as_loader_stopped_and_the_totals_go_out
         assert_eq!(last, totals, "room {room}: the publisher is told");
     }
 }
+
+/// The connection broke (the publisher died, acknowledging nothing) and the loader stops before
+/// another: what the dead publisher took is `publisher_lost`, the rest `loader_stopped`, and a
+/// publisher reached after all gets those totals first.
+#[test]
+fn a_loader_stopping_without_a_publisher_owes_the_totals_to_the_next() {
+    let records = mixed();
+    let total = datagrams(&records).len();
+    let mut fired = BTreeMap::new();
+    for (tracepoint, _) in &records {
+        *fired.entry(*tracepoint).or_insert(0u64) += 1;
+    }
+    for at in 1..total {
+        let break_at: &'static [usize] = Box::leak(vec![at].into_boxed_slice());
+        let mut peer = Peer::new(Faults { break_at, silent: true, ..Faults::default() });
+        peer.connections.push(Vec::new());
+        let mut sender = Sender::new(&hello());
+        sender.connected();
+        let mut rings = rings(2, &records);
+        assert!(matches!(pump(&mut sender, &mut rings, &mut peer, &mut |_| {}), Pumped::Failed(Broken)));
+        sender.disconnected();
+        let counted = abandon(&mut sender, &mut rings);
+        let totals = sender.undelivered_totals().expect("owed to the next publisher").to_vec();
+        assert!(sender.holds_unsent(), "break at {at}");
+
+        peer.connections.push(Vec::new());
+        sender.connected();
+        assert!(matches!(pump(&mut sender, &mut rings, &mut peer, &mut |_| {}), Pumped::Drained));
+        let first = receive(&peer.connections[..1]);
+        let next = receive(&peer.connections[1..]);
+        assert_eq!((next.records.len(), next.drop_counts.clone()), (0, vec![totals.clone()]), "break at {at}");
+        let by_cause = |cause| -> BTreeMap<Tracepoint, u64> {
+            totals.iter().filter(|c| c.cause == cause).map(|c| (c.tracepoint, c.total)).collect()
+        };
+        let mut took = BTreeMap::new();
+        for record in &first.records {
+            *took.entry(record.tracepoint).or_insert(0u64) += 1;
+        }
+        assert_eq!(by_cause(DropCause::PublisherLost), took, "break at {at}");
+        let mut accounted = by_cause(DropCause::LoaderStopped);
+        assert_eq!(accounted.values().sum::<u64>(), counted, "break at {at}");
+        for (tracepoint, n) in took {
+            *accounted.entry(tracepoint).or_default() += n;
+        }
+        assert_eq!(accounted, fired, "break at {at}: every record counted once");
+    }
+}
