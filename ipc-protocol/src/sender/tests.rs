@@ -41,6 +41,20 @@ fn mixed() -> Vec<(Tracepoint, Vec<u8>)> {
         .collect()
 }
 
+/// How many of each tracepoint.
+fn per_tracepoint(tracepoints: impl Iterator<Item = Tracepoint>) -> BTreeMap<Tracepoint, u64> {
+    let mut counts = BTreeMap::new();
+    for tracepoint in tracepoints {
+        *counts.entry(tracepoint).or_default() += 1;
+    }
+    counts
+}
+
+/// The totals of one cause, per tracepoint.
+fn of_cause(totals: &[DropCount], cause: DropCause) -> BTreeMap<Tracepoint, u64> {
+    totals.iter().filter(|c| c.cause == cause).map(|c| (c.tracepoint, c.total)).collect()
+}
+
 #[test]
 fn small_records_are_batched_in_order_with_sequence_numbers() {
     let records = [(Tracepoint::MempoolAdded, b"abc".to_vec()), (Tracepoint::NetInboundMessage, vec![])];
@@ -286,11 +300,7 @@ fn records_a_publisher_took_with_it_unacknowledged_are_counted_as_publisher_lost
         let first = receive(&peer.connections[..1]);
         let received = receive(&peer.connections);
         assert_eq!(received.records, sent(&records), "break at {at}: nothing is sent twice");
-        let mut lost = BTreeMap::new();
-        for record in &first.records {
-            *lost.entry(record.tracepoint).or_insert(0) += 1;
-        }
-        let want: Vec<DropCount> = lost
+        let want: Vec<DropCount> = per_tracepoint(first.records.iter().map(|r| r.tracepoint))
             .into_iter()
             .map(|(tracepoint, total)| DropCount { tracepoint, cause: DropCause::PublisherLost, total })
             .collect();
@@ -354,10 +364,7 @@ impl Link for Filling<'_> {
 fn what_the_loader_stops_with_is_counted_as_loader_stopped_and_the_totals_go_out() {
     let records = mixed();
     let total = datagrams(&records).len();
-    let mut fired = BTreeMap::new();
-    for (tracepoint, _) in &records {
-        *fired.entry(*tracepoint).or_insert(0u64) += 1;
-    }
+    let fired = per_tracepoint(records.iter().map(|(tracepoint, _)| *tracepoint));
     // The socket fills after every number of datagrams: within a batch, within a record's
     // fragments, after everything.
     for room in 1..=total {
@@ -380,13 +387,12 @@ fn what_the_loader_stops_with_is_counted_as_loader_stopped_and_the_totals_go_out
         let received = receive(&peer.connections);
         assert!(received.losses.is_empty(), "room {room}: {:?}", received.losses);
         assert_eq!(received.records, sent(&records)[..received.records.len()], "room {room}: in order");
-        let mut stopped: BTreeMap<Tracepoint, u64> =
-            totals.iter().filter(|c| c.cause == DropCause::LoaderStopped).map(|c| (c.tracepoint, c.total)).collect();
-        assert_eq!(stopped.values().sum::<u64>(), counted, "room {room}");
-        for record in &received.records {
-            *stopped.entry(record.tracepoint).or_default() += 1;
+        let mut accounted = of_cause(&totals, DropCause::LoaderStopped);
+        assert_eq!(accounted.values().sum::<u64>(), counted, "room {room}");
+        for (tracepoint, n) in per_tracepoint(received.records.iter().map(|r| r.tracepoint)) {
+            *accounted.entry(tracepoint).or_default() += n;
         }
-        assert_eq!(stopped, fired, "room {room}: every record arrived or is counted, once");
+        assert_eq!(accounted, fired, "room {room}: every record arrived or is counted, once");
         let last = received.drop_counts.last().cloned().unwrap_or_default();
         assert_eq!(last, totals, "room {room}: the publisher is told");
     }
@@ -399,10 +405,7 @@ fn what_the_loader_stops_with_is_counted_as_loader_stopped_and_the_totals_go_out
 fn a_loader_stopping_without_a_publisher_owes_the_totals_to_the_next() {
     let records = mixed();
     let total = datagrams(&records).len();
-    let mut fired = BTreeMap::new();
-    for (tracepoint, _) in &records {
-        *fired.entry(*tracepoint).or_insert(0u64) += 1;
-    }
+    let fired = per_tracepoint(records.iter().map(|(tracepoint, _)| *tracepoint));
     for at in 1..total {
         let break_at: &'static [usize] = Box::leak(vec![at].into_boxed_slice());
         let mut peer = Peer::new(Faults { break_at, silent: true, ..Faults::default() });
@@ -422,15 +425,9 @@ fn a_loader_stopping_without_a_publisher_owes_the_totals_to_the_next() {
         let first = receive(&peer.connections[..1]);
         let next = receive(&peer.connections[1..]);
         assert_eq!((next.records.len(), next.drop_counts.clone()), (0, vec![totals.clone()]), "break at {at}");
-        let by_cause = |cause| -> BTreeMap<Tracepoint, u64> {
-            totals.iter().filter(|c| c.cause == cause).map(|c| (c.tracepoint, c.total)).collect()
-        };
-        let mut took = BTreeMap::new();
-        for record in &first.records {
-            *took.entry(record.tracepoint).or_insert(0u64) += 1;
-        }
-        assert_eq!(by_cause(DropCause::PublisherLost), took, "break at {at}");
-        let mut accounted = by_cause(DropCause::LoaderStopped);
+        let took = per_tracepoint(first.records.iter().map(|r| r.tracepoint));
+        assert_eq!(of_cause(&totals, DropCause::PublisherLost), took, "break at {at}");
+        let mut accounted = of_cause(&totals, DropCause::LoaderStopped);
         assert_eq!(accounted.values().sum::<u64>(), counted, "break at {at}");
         for (tracepoint, n) in took {
             *accounted.entry(tracepoint).or_default() += n;
