@@ -40,6 +40,18 @@ async fn missing_bitcoind_binary() {
     assert!(line.contains("bitcoind binary /nonexistent/bitcoind does not exist"), "{line}");
 }
 
+/// A FIFO in the binary's place (its directory may be the node user's) would block a loader
+/// that opened it blindly, before it could heed SIGTERM.
+#[tokio::test]
+async fn a_binary_that_is_a_fifo() {
+    let dir = TempDir::new("fifo-binary");
+    let fifo = dir.path().join("bitcoind");
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o666), 0)
+        .unwrap();
+    let line = fails(&mut loader(&["-b", fifo.to_str().unwrap(), "--bitcoind-pid", OWN, "-s", "/x.sock"])).await;
+    assert!(line.contains(&format!("bitcoind binary {} is not a regular file", fifo.display())), "{line}");
+}
+
 #[tokio::test]
 async fn pid_not_running() {
     let sim = bins().simulator.to_str().unwrap();

@@ -24,6 +24,8 @@ pub enum TargetError {
     BinaryMissing(PathBuf),
     #[error("bitcoind binary {path} cannot be read: {source}{hint}")]
     BinaryUnreadable { path: PathBuf, source: std::io::Error, hint: &'static str },
+    #[error("bitcoind binary {0} is not a regular file (a FIFO, device or directory)")]
+    BinaryNotRegular(PathBuf),
     #[error("cannot read pid file {path}: {source}{hint}")]
     PidFileUnreadable { path: PathBuf, source: std::io::Error, hint: &'static str },
     #[error("pid file {path} is not a regular file: bitcoind's -pid=<file> writes one")]
@@ -64,12 +66,17 @@ impl Target {
         if !binary.exists() {
             return Err(TargetError::BinaryMissing(binary.to_owned()));
         }
-        // libbpf reopens it by path to read the USDT notes.
-        let opened = fs::File::open(binary).map_err(|source| TargetError::BinaryUnreadable {
-            path: binary.to_owned(),
-            hint: if source.kind() == std::io::ErrorKind::PermissionDenied { PRIVATE_FILE_HINT } else { "" },
-            source,
+        // libbpf reopens it by path to read the USDT notes. Without blocking: a FIFO put in the
+        // binary's place would hold the loader's start for good.
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let opened = rustix::fs::open(binary, flags, Mode::empty()).map(fs::File::from).map_err(|e| {
+            let source = std::io::Error::from(e);
+            let hint = if source.kind() == std::io::ErrorKind::PermissionDenied { PRIVATE_FILE_HINT } else { "" };
+            TargetError::BinaryUnreadable { path: binary.to_owned(), source, hint }
         })?;
+        if !opened.metadata().is_ok_and(|m| m.file_type().is_file()) {
+            return Err(TargetError::BinaryNotRegular(binary.to_owned()));
+        }
         let (pid, file) = match pid {
             PidSource::Pid(pid) => (pid, None),
             PidSource::File(path) => read_pid_file(path).map(|(pid, written)| (pid, Some((path, written))))?,
