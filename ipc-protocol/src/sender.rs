@@ -8,7 +8,8 @@
 //! Records stay in their ring until sent: a small one is copied into the batch when offered
 //! (so it can be released at once), a large one is sent in fragments straight from the ring's
 //! memory and released after its last fragment. So what waits for a slow or absent publisher
-//! waits in the rings, where the BPF programs count what no longer fits.
+//! waits in the rings, where the BPF programs count what no longer fits; what still waits
+//! when the loader stops is counted as `loader_stopped` ([`Sender::abandon`]).
 //!
 //! The sender also keeps the tracepoint of every record sent and not yet acknowledged by the
 //! publisher (docs/ipc.md, "Acknowledgements"): when a connection ends, those the publisher

@@ -4,7 +4,8 @@
 //! drop totals, what a new connection needs); this is its I/O: the non-blocking socket, the
 //! rings, and which ring's record goes next (the oldest). Records leave a ring only once sent,
 //! so while the publisher is slow or gone they wait in the rings, and what the rings cannot
-//! hold the BPF programs count as `ring_full`. The socket's other direction carries the
+//! hold the BPF programs count as `ring_full` (what they hold when the loader stops and no
+//! publisher takes, as `loader_stopped`). The socket's other direction carries the
 //! publisher's acknowledgements, eight bytes each, which the sender checks
 //! (docs/ipc.md, "Acknowledgements").
 

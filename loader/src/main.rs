@@ -263,8 +263,9 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         }
         exited = fds[0].revents().contains(PollFlags::IN);
     };
-    // Detach first, so that nothing is captured that would never be read; then hand on
-    // everything the rings hold, and the drop totals.
+    // Detach first, so that nothing is captured that would never be read; then hand on what a
+    // publisher takes within SHUTDOWN_DRAIN, count the rest as loader_stopped, and send the
+    // drop totals.
     probes.links.clear();
     tracing::info!("detached: handing on what the rings hold");
     forwarder.drop_counts(&probes.drop_counts()?);

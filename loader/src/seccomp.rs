@@ -14,7 +14,13 @@ const BPF_MAP_LOOKUP_ELEM: u64 = 1;
 
 /// Every system call the loader may make after start-up.
 const STEADY_STATE: &[Allowed] = &[
-    allow(libc::SYS_ppoll, "ppoll", &[], "wait for records, room in the socket, or bitcoind's exit"),
+    allow(
+        libc::SYS_ppoll,
+        "ppoll",
+        &[],
+        "wait for records, room in the socket, acknowledgements, bitcoind's exit, or (while stopping) the next \
+         reconnection",
+    ),
     allow(libc::SYS_sendmsg, "sendmsg", &[], "forward a datagram to the publisher"),
     allow(libc::SYS_sendto, "sendto", &[], "READY=1 to systemd, on a socket made before the filter"),
     allow(libc::SYS_recvfrom, "recvfrom", &[], "read the publisher's acknowledgements (8 bytes each)"),
