@@ -74,9 +74,11 @@ impl Target {
             let hint = if source.kind() == std::io::ErrorKind::PermissionDenied { PRIVATE_FILE_HINT } else { "" };
             TargetError::BinaryUnreadable { path: binary.to_owned(), source, hint }
         })?;
-        if !opened.metadata().is_ok_and(|m| m.file_type().is_file()) {
-            return Err(TargetError::BinaryNotRegular(binary.to_owned()));
-        }
+        let given = opened
+            .metadata()
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .ok_or_else(|| TargetError::BinaryNotRegular(binary.to_owned()))?;
         let (pid, file) = match pid {
             PidSource::Pid(pid) => (pid, None),
             PidSource::File(path) => read_pid_file(path).map(|(pid, written)| (pid, Some((path, written))))?,
@@ -93,10 +95,8 @@ impl Target {
             refuse_stale(pid, written.owner).map_err(|why| TargetError::StalePidFile { path: path.to_owned(), why })?;
             warn_if_written_before_start(pid, written.at, started);
         }
-        if let Ok(given) = opened.metadata() {
-            warn_if_started_from_another_binary(pid, binary, &given);
-            warn_if_replaced_since_start(pid, binary, &given, started);
-        }
+        warn_if_started_from_another_binary(pid, binary, &given);
+        warn_if_replaced_since_start(pid, binary, &given, started);
         // The loader's own descriptor links are always readable: name what it was handed.
         let binary_name = fs::read_link(binary)
             .ok()
