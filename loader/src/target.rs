@@ -8,13 +8,13 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustix::fs::{fstat, FileType, Mode, OFlags};
+use rustix::fs::{fstat, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
 
@@ -47,8 +47,13 @@ const PRIVATE_FILE_HINT: &str =
 
 pub struct Target {
     pub pid: i32,
-    /// The path the probes attach through; `/proc/self/fd/N` for a binary passed open.
+    /// The path the probes attach through: a descriptor of the binary checked at start-up,
+    /// `/proc/self/fd/N`. libbpf opens the binary again by the path it is given, to read the
+    /// USDT notes, and the kernel looks that path up to place the probes: through a descriptor
+    /// both reach the file checked, whatever the node's user has put at its path since.
     pub binary: PathBuf,
+    /// That descriptor, when the loader opened it rather than being handed one.
+    _opened: Option<OwnedFd>,
     /// The binary's own path, for logs and the hello.
     pub binary_name: String,
     /// A pidfd of the process: readable once it exits.
@@ -66,18 +71,17 @@ impl Target {
         if !binary.exists() {
             return Err(TargetError::BinaryMissing(binary.to_owned()));
         }
-        // libbpf reopens it by path to read the USDT notes. Without blocking: a FIFO put in the
-        // binary's place would hold the loader's start for good.
+        // Opened without blocking: a FIFO put in the binary's place would hold the loader's
+        // start for good.
         let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-        let opened = rustix::fs::open(binary, flags, Mode::empty()).map(fs::File::from).map_err(|e| {
+        let opened = rustix::fs::open(binary, flags, Mode::empty()).map_err(|e| {
             let source = std::io::Error::from(e);
             let hint = if source.kind() == std::io::ErrorKind::PermissionDenied { PRIVATE_FILE_HINT } else { "" };
             TargetError::BinaryUnreadable { path: binary.to_owned(), source, hint }
         })?;
-        let given = opened
-            .metadata()
+        let given = fstat(&opened)
             .ok()
-            .filter(fs::Metadata::is_file)
+            .filter(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile)
             .ok_or_else(|| TargetError::BinaryNotRegular(binary.to_owned()))?;
         let (pid, file) = match pid {
             PidSource::Pid(pid) => (pid, None),
@@ -97,14 +101,16 @@ impl Target {
         }
         warn_if_started_from_another_binary(pid, binary, &given);
         warn_if_replaced_since_start(pid, binary, &given, started);
+        let handed = binary.starts_with("/proc/self/fd") || binary.starts_with("/dev/fd");
         // The loader's own descriptor links are always readable: name what it was handed.
-        let binary_name = fs::read_link(binary)
-            .ok()
-            .filter(|_| binary.starts_with("/proc/self/fd") || binary.starts_with("/dev/fd"))
-            .unwrap_or_else(|| binary.to_owned())
-            .display()
-            .to_string();
-        Ok(Target { pid, binary: binary.to_owned(), binary_name, exit })
+        let binary_name =
+            fs::read_link(binary).ok().filter(|_| handed).unwrap_or_else(|| binary.to_owned()).display().to_string();
+        let (binary, opened) = if handed {
+            (binary.to_owned(), None)
+        } else {
+            (PathBuf::from(format!("/proc/self/fd/{}", opened.as_raw_fd())), Some(opened))
+        };
+        Ok(Target { pid, binary, _opened: opened, binary_name, exit })
     }
 }
 
@@ -143,7 +149,7 @@ fn warn_if_written_before_start(pid: i32, written: Option<SystemTime>, started: 
 /// word, is world-readable (unless /proc hides it), and an absolute one names a file here to
 /// compare (systemd starts Bitcoin Core's unit as `/usr/bin/bitcoind`). A warning only: a
 /// process in another mount namespace (a container) names a file of its own.
-fn warn_if_started_from_another_binary(pid: i32, binary: &Path, given: &fs::Metadata) {
+fn warn_if_started_from_another_binary(pid: i32, binary: &Path, given: &Stat) {
     let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return };
     let Some(started_as) = cmdline.split(|b| *b == 0).next().map(|word| Path::new(std::ffi::OsStr::from_bytes(word)))
     else {
@@ -153,7 +159,7 @@ fn warn_if_started_from_another_binary(pid: i32, binary: &Path, given: &fs::Meta
         return;
     }
     let Ok(started) = fs::metadata(started_as) else { return };
-    if (started.dev(), started.ino()) != (given.dev(), given.ino()) {
+    if (started.dev(), started.ino()) != (given.st_dev, given.st_ino) {
         tracing::warn!(
             pid,
             started_as = ?started_as,
@@ -167,8 +173,8 @@ fn warn_if_started_from_another_binary(pid: i32, binary: &Path, given: &fs::Meta
 /// new file over the old one) is not the file it runs: probes on it fire only once bitcoind
 /// restarts. The file's ctime tells, against the process' start (`/proc/<pid>/stat`,
 /// world-readable unless /proc hides it). A chmod moves ctime too, so a warning only.
-fn warn_if_replaced_since_start(pid: i32, binary: &Path, given: &fs::Metadata, started: Option<SystemTime>) {
-    let (Some(started), Some(changed)) = (started, file_time(given.ctime(), given.ctime_nsec())) else { return };
+fn warn_if_replaced_since_start(pid: i32, binary: &Path, given: &Stat, started: Option<SystemTime>) {
+    let (Some(started), Some(changed)) = (started, file_time(given.st_ctime, given.st_ctime_nsec)) else { return };
     if changed > started + START_SLACK {
         tracing::warn!(
             pid,
@@ -265,5 +271,26 @@ mod tests {
         for bad in [&b""[..], b"\n", b"0\n", b"-5\n", b"42 43\n", b"pid\n", b"\xff\n", &[b'1'; 33]] {
             assert_eq!(parse_pid(bad), None, "{bad:?}");
         }
+    }
+
+    /// The node's user may own the binary's directory: a FIFO renamed over the binary once it
+    /// is checked must not be what libbpf and the kernel open when the probes attach.
+    #[test]
+    fn the_probes_attach_to_the_binary_checked_whatever_replaces_it() {
+        let dir = std::env::temp_dir().join(format!("loader-target-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let (binary, fifo) = (dir.join("bitcoind"), dir.join("fifo"));
+        fs::write(&binary, b"the checked binary").unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        let target = Target::resolve(&binary, PidSource::Pid(std::process::id() as i32)).unwrap();
+        fs::rename(&fifo, &binary).unwrap();
+
+        // Without blocking, so that a regression fails rather than hangs: the FIFO has no writer.
+        let mut content = Vec::new();
+        let opened = rustix::fs::open(&target.binary, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty());
+        fs::File::from(opened.unwrap()).read_to_end(&mut content).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(content, b"the checked binary");
+        assert_eq!(target.binary_name, binary.display().to_string());
     }
 }
