@@ -413,8 +413,8 @@ async fn a_loader_stopping_while_its_publisher_restarts_hands_everything_to_the_
 /// The publisher stalls (SIGSTOP: connected, reading nothing, as one blocked on a stalled
 /// JetStream server) while bitcoind fires 40 blocks of 200 kB and stops. What the loader could
 /// not hand on within its drain, the rings' records and the one cut off in its fragments, is
-/// counted as `loader_stopped`; with no publisher taking even those totals, the loader's last
-/// error line holds them. Every block is published or counted there, once.
+/// counted as `loader_stopped`; with no publisher taking even those totals, an error line of
+/// the loader's holds them. Every block is published or counted there, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loader_stopping_while_its_publisher_stalls_counts_what_it_left_as_loader_stopped() {
     const BLOCKS: u64 = 40;
