@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{DropCause, MessageRecord, MAX_PAYLOAD_CAPTURE};
+use crate::records::{DropCause, MessageRecord, ADDR_BUF, MAX_PAYLOAD_CAPTURE};
 use crate::Tracepoint;
 
 /// Largest datagram either side sends or accepts. A quarter of the stock `net.core.wmem_max`
@@ -20,8 +20,9 @@ use crate::Tracepoint;
 /// flight at once.
 pub const MAX_DATAGRAM: usize = 65536;
 
-/// Largest record body: a P2P message record with the largest payload captured.
-pub const MAX_RECORD: usize = std::mem::size_of::<MessageRecord>() + MAX_PAYLOAD_CAPTURE;
+/// Largest record body: a P2P message record with the longest address and the largest payload
+/// captured.
+pub const MAX_RECORD: usize = std::mem::size_of::<MessageRecord>() + ADDR_BUF + MAX_PAYLOAD_CAPTURE;
 
 /// Room a fragment head can take (postcard varints at their widest), so every fragment's
 /// datagram stays within [`MAX_DATAGRAM`].

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::datagram::{counts_from_wire, counts_to_wire, encode, malformed, tracepoint, DecodeError, WireDropCount};
 use crate::DropCount;
 
-pub const PROTOCOL_VERSION: u16 = 9;
+pub const PROTOCOL_VERSION: u16 = 10;
 pub const HELLO_MAGIC: [u8; 4] = *b"BCXT";
 
 /// The loader's handshake: who is traced and what is hooked. Records' kernel timestamps are

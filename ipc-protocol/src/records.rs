@@ -124,13 +124,15 @@ macro_rules! record {
 }
 
 record! {
-    /// `net:inbound_message`, `net:outbound_message`. The captured payload follows the body.
+    /// `net:inbound_message`, `net:outbound_message`. The peer's address follows the body, in
+    /// `addr_room` bytes (NUL-terminated, at most [`ADDR_BUF`]), then the captured payload.
     MessageRecord = "message_record" {
         peer_id: i64,
         msg_size: u64,
-        addr: [u8; ADDR_BUF],
-        conn_type: [u8; CONN_TYPE_BUF],
         msg_type: [u8; MSG_TYPE_BUF],
+        addr_room: u32,
+        _pad: u32,
+        conn_type: [u8; CONN_TYPE_BUF],
     }
 }
 

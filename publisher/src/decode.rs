@@ -488,18 +488,21 @@ impl Context {
         if data.len() < header_len {
             return Err(RecordError::WrongSize { expected: header_len, got: data.len() });
         }
-        let (header, payload) = data.split_at(header_len);
+        let (header, rest) = data.split_at(header_len);
         let r: MessageRecord = bytemuck::pod_read_unaligned(header);
-        if payload.len() as u64 != r.msg_size {
-            return Err(RecordError::WrongSize {
-                expected: header_len.saturating_add(r.msg_size as usize),
-                got: data.len(),
-            });
+        let addr_room = r.addr_room as usize;
+        if addr_room > ADDR_BUF {
+            return Err(RecordError::OutOfRange { field: "addr_room", value: r.addr_room.into() });
         }
+        let expected = (header_len + addr_room).saturating_add(r.msg_size as usize);
+        if rest.len() < addr_room || (rest.len() - addr_room) as u64 != r.msg_size {
+            return Err(RecordError::WrongSize { expected, got: data.len() });
+        }
+        let (addr, payload) = rest.split_at(addr_room);
         let command = self.text(&r.msg_type, MSG_TYPE_CAP, "msg_type")?;
         let meta = message::Metadata {
             peer_id: r.peer_id as u64,
-            addr: self.text(&r.addr, ADDR_CAP, "addr")?,
+            addr: self.text(addr, ADDR_CAP, "addr")?,
             conn_type: conn_type(until_nul(&r.conn_type, "conn_type")?) as i32,
             command,
             inbound: tp == Tracepoint::NetInboundMessage,

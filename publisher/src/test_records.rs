@@ -36,10 +36,14 @@ pub fn message(peer_id: i64, addr: &str, conn_type: &str, command: &str, payload
     let mut r = MessageRecord::zeroed();
     r.peer_id = peer_id;
     r.msg_size = payload.len() as u64;
-    r.addr = s(addr);
+    // The address and its NUL, in whole words, as the BPF program writes it.
+    let addr_room = (addr.len() + 1).next_multiple_of(8);
+    r.addr_room = addr_room as u32;
     r.conn_type = s(conn_type);
     r.msg_type = s(command);
     let mut data = bytemuck::bytes_of(&r).to_vec();
+    data.extend_from_slice(addr.as_bytes());
+    data.resize(data.len() + addr_room - addr.len(), 0);
     data.extend_from_slice(payload);
     data
 }

@@ -194,9 +194,10 @@ static __always_inline __u64 wakeup(enum ring_id ring, __u64 now)
 
 #define SUBMIT(e, tp) bpf_ringbuf_submit(e, wakeup(ring_id_of(tp), (e)->hdr.ktime_ns))
 
-static __always_inline void fill_header(struct record_header *hdr, enum tracepoint_id tp, __u32 len)
+static __always_inline void fill_header(struct record_header *hdr, enum tracepoint_id tp, __u32 len,
+					__u64 now)
 {
-	hdr->ktime_ns = bpf_ktime_get_ns();
+	hdr->ktime_ns = now;
 	hdr->tracepoint = tp;
 	hdr->_pad = 0;
 	hdr->len = len;
@@ -212,7 +213,7 @@ static __always_inline void *reserve_event(enum tracepoint_id tp, __u64 size)
 		count_drop(tp, DROP_RING_FULL);
 		return NULL;
 	}
-	fill_header(hdr, tp, size - sizeof(*hdr));
+	fill_header(hdr, tp, size - sizeof(*hdr), bpf_ktime_get_ns());
 	return hdr;
 }
 
@@ -248,16 +249,18 @@ static __always_inline int read_payload(__u8 *dst, const __u32 cap, __u64 len, c
 }
 
 /* A message is written straight into its ring reservation: a uprobe program may be preempted
- * (it only runs with migration disabled), so no per-CPU scratch buffer is safe to share.
- * Small messages, the vast majority, take a fixed-size reservation of the smallest class
- * that holds them; the header's `len` tells the loader how much of it to forward. */
-#define EMIT_MESSAGE(cap)                                                                      \
+ * (it only runs with migration disabled), so no per-CPU scratch buffer is safe to share. The
+ * record's tail holds the peer's address, in as many words as it takes, then the payload.
+ * Messages take a fixed-size reservation of the smallest class that holds their tail; the
+ * header's `len` tells the loader how much of it to forward. */
+#define EMIT_MESSAGE(addr_max, cap)                                                            \
 	do {                                                                                   \
 		struct {                                                                       \
 			struct message_head head;                                              \
-			__u8 payload[cap];                                                     \
+			__u64 tail[((addr_max) + (cap)) / 8];                                  \
 		} *e = bpf_ringbuf_reserve(ring_map(RING_MESSAGES), sizeof(*e), 0);           \
 		__u32 len = size;                                                              \
+		long room;                                                                     \
                                                                                                \
 		if (!e) {                                                                      \
 			count_drop(tp, DROP_RING_FULL);                                        \
@@ -265,9 +268,13 @@ static __always_inline int read_payload(__u8 *dst, const __u32 cap, __u64 len, c
 		}                                                                              \
 		if (len > cap) /* never: the caller chose the class; tells the verifier */   \
 			len = cap;                                                             \
-		if (fill_message_head(&e->head, tp, peer_id, addr, conn_type, msg_type, size) || \
-		    read_payload(e->payload, cap, len, data))                                  \
+		room = fill_message_head(&e->head, e->tail, addr_max, known, peer_id, addr,    \
+					 conn_type, msg_type, size);                           \
+		if (room < 0 || room > (addr_max) ||                                           \
+		    read_payload((__u8 *)e->tail + room, cap, len, data))                      \
 			return read_failed(tp, e);                                             \
+		fill_header(&e->head.hdr, tp, sizeof(e->head.rec) + room + size,               \
+			    bpf_ktime_get_ns());                                               \
 		SUBMIT(&e->head, tp);                                                          \
 		return 0;                                                                      \
 	} while (0)
@@ -280,25 +287,34 @@ struct message_head {
 /* Payloads above the largest class are copied in chunks of this size. */
 #define LARGE_CHUNK 16384
 #define LARGEST_CLASS 16384
+/* Room for the addresses of peers on every network, with their port: an IPv6 one takes 48
+ * bytes, a Tor v3 one 72, an I2P one 64. Only names given to -addnode or -connect take more;
+ * a small message from such a peer takes a larger class. */
+#define SMALL_ADDR_ROOM 128
 
-/* A peer's address and connection type as its first message read them. Each string read is
+/* A peer's connection type and address as its first message read them. Each string read is
  * a helper call through the kernel's user-copy checks, two thirds of a small message's time
  * in the program on some CPUs (README, Performance), and Bitcoin Core keeps both constant
  * for a connection's life (CNode::m_addr_name, m_conn_type), never reusing a peer id within
  * a process; a loader serves one process. Later messages copy them from here. The LRU
  * evicts peers that stopped sending first: closed ones, as 512 exceed Core's connections. */
 struct peer_strings {
-	char addr[ADDR_BUF];
+	__u32 addr_room;
+	__u32 _pad;
 	char conn_type[CONN_TYPE_BUF];
+	char addr[ADDR_BUF];
 };
 
-/* On a miss, the record's own two buffers are the map value. */
+/* On a miss, the record from addr_room on, address included, is the map value. */
 _Static_assert(__builtin_offsetof(struct message_record, conn_type) ==
-		       __builtin_offsetof(struct message_record, addr) + ADDR_BUF &&
-		       sizeof(struct peer_strings) == ADDR_BUF + CONN_TYPE_BUF,
-	       "message_record's addr and conn_type must be laid out as struct peer_strings");
-/* copy_string and fill_message_head's command copy move whole 8-byte words. */
-_Static_assert(ADDR_BUF % 8 == 0 && CONN_TYPE_BUF % 8 == 0 && MSG_TYPE_BUF % 8 == 0,
+			       __builtin_offsetof(struct message_record, addr_room) + 8 &&
+		       sizeof(struct message_record) ==
+			       __builtin_offsetof(struct message_record, conn_type) + CONN_TYPE_BUF &&
+		       sizeof(struct peer_strings) == 8 + CONN_TYPE_BUF + ADDR_BUF,
+	       "message_record must end as struct peer_strings begins");
+/* The address and payload that follow a message's head are copied in whole 8-byte words. */
+_Static_assert(sizeof(struct message_head) % 8 == 0 && ADDR_BUF % 8 == 0 && CONN_TYPE_BUF % 8 == 0 &&
+		       MSG_TYPE_BUF % 8 == 0 && SMALL_ADDR_ROOM % 8 == 0,
 	       "the message strings' buffers must be whole words");
 
 struct {
@@ -309,7 +325,8 @@ struct {
 } known_peers SEC(".maps");
 
 /* Copies a NUL-terminated string word by word, up to the word holding its NUL: an address
- * is a few words of its 65. Both buffers are 8-byte aligned. */
+ * is a few words of its 65, a connection type one to three of its four. Both buffers are
+ * 8-byte aligned. */
 static __always_inline void copy_string(__u64 *dst, const __u64 *src, const int words)
 {
 	int i;
@@ -324,23 +341,43 @@ static __always_inline void copy_string(__u64 *dst, const __u64 *src, const int 
 	}
 }
 
-static __always_inline int fill_message_head(struct message_head *m, enum tracepoint_id tp,
-					     __s64 peer_id, const char *addr,
-					     const char *conn_type, const char *msg_type, __u64 size)
+/* Fills a message's record (not its header), and the start of its tail (`addr_max` bytes
+ * there are the address's) with the peer's address. Returns the bytes the address takes, or
+ * -1 if a read failed. A known peer's strings are copied from `known`; a new peer's are read, into a tail
+ * with room for any address, and kept for its next messages. */
+static __always_inline long fill_message_head(struct message_head *m, __u64 *tail, const __u32 addr_max,
+					      struct peer_strings *known, __s64 peer_id, const char *addr,
+					      const char *conn_type, const char *msg_type, __u64 size)
 {
-	struct peer_strings *known = bpf_map_lookup_elem(&known_peers, &peer_id);
+	__u32 room;
 
-	fill_header(&m->hdr, tp, sizeof(m->rec) + size);
 	m->rec.peer_id = peer_id;
 	m->rec.msg_size = size;
+	m->rec._pad = 0;
 	if (known) {
-		copy_string((__u64 *)m->rec.addr, (const __u64 *)known->addr, ADDR_BUF / 8);
-		copy_string((__u64 *)m->rec.conn_type, (const __u64 *)known->conn_type,
-			    CONN_TYPE_BUF / 8);
-	} else {
-		if (READ_STR(m->rec.addr, addr) || READ_STR(m->rec.conn_type, conn_type))
+		room = known->addr_room;
+		barrier_var(room);
+		/* An LRU entry may be recycled for another peer while it is read: a room that no
+		 * longer fits fails the hit, and the copy stays within the reservation. (An address
+		 * that then has no NUL within its room has the publisher refuse the record.) The
+		 * copy stops at the NUL, not at the room: a loop that compares its count with the
+		 * room leaves the verifier a state for each count it stopped at. */
+		if (room > addr_max)
 			return -1;
-		bpf_map_update_elem(&known_peers, &peer_id, m->rec.addr, BPF_ANY);
+		m->rec.addr_room = room;
+		copy_string(tail, (const __u64 *)known->addr, addr_max / 8);
+		copy_string((__u64 *)m->rec.conn_type, (const __u64 *)known->conn_type, CONN_TYPE_BUF / 8);
+	} else {
+		long n;
+
+		if (addr_max < ADDR_BUF)
+			return -1;
+		n = bpf_probe_read_user_str(tail, ADDR_BUF, addr);
+		if (n < 0 || READ_STR(m->rec.conn_type, conn_type))
+			return -1;
+		room = (n + 7) & ~7;
+		m->rec.addr_room = room;
+		bpf_map_update_elem(&known_peers, &peer_id, &m->rec.addr_room, BPF_ANY);
 	}
 	/* Read onto the stack: a read into the ring (vmalloc memory) goes through more of the
 	 * kernel's user-copy checks on the destination than one onto the stack. */
@@ -349,35 +386,46 @@ static __always_inline int fill_message_head(struct message_head *m, enum tracep
 	if (READ_STR(command, msg_type))
 		return -1;
 	__builtin_memcpy(m->rec.msg_type, command, sizeof(command));
-	return 0;
+	return room;
 }
 
-/* A large message (up to 4 MiB) takes a reservation of its exact size through a dynptr, so
- * the ring holds what the message needs and no more. The verifier wants constant-size
- * copies, so the payload is read in LARGE_CHUNK pieces; the last piece ends at the payload's
- * end and overlaps the one before it (the payload is larger than one chunk). */
-static __always_inline int emit_large_message(enum tracepoint_id tp, __s64 peer_id,
-					      const char *addr, const char *conn_type,
+/* A large message (up to 4 MiB) takes a reservation of its size and the longest address
+ * through a dynptr, so the ring holds what the message needs and no more. The verifier wants
+ * constant-size copies, so the payload is read in LARGE_CHUNK pieces; the last piece ends at
+ * the payload's end and overlaps the one before it (the payload is larger than one chunk).
+ * The address keeps the whole ADDR_BUF, so that the payload starts at a constant offset, and
+ * the loop compares offsets with `last`, not `size`: the verifier walks the loop for each
+ * distinct state it finds after it, and a variable offset, or a `size` narrowed at every
+ * chunk, took it past the kernel's million instructions. */
+static __always_inline int emit_large_message(enum tracepoint_id tp, struct peer_strings *known,
+					      __s64 peer_id, const char *addr, const char *conn_type,
 					      const char *msg_type, __u64 size, const __u8 *data)
 {
+	const __u32 head = sizeof(struct message_head) + ADDR_BUF;
 	struct message_head *m;
 	struct bpf_dynptr ring;
 	__u32 chunks, i;
 	bool failed = false;
+	__u64 now, last;
 
 	if (size > MAX_PAYLOAD_CAPTURE) {
 		count_drop(tp, DROP_PAYLOAD_TOO_LARGE);
 		return 0;
 	}
-	if (bpf_ringbuf_reserve_dynptr(ring_map(RING_MESSAGES), sizeof(*m) + size, 0, &ring)) {
+	if (bpf_ringbuf_reserve_dynptr(ring_map(RING_MESSAGES), head + size, 0, &ring)) {
 		bpf_ringbuf_discard_dynptr(&ring, 0); /* the verifier requires it even on failure */
 		count_drop(tp, DROP_RING_FULL);
 		return 0;
 	}
-	m = bpf_dynptr_data(&ring, 0, sizeof(*m));
-	if (!m || fill_message_head(m, tp, peer_id, addr, conn_type, msg_type, size))
+	now = bpf_ktime_get_ns();
+	m = bpf_dynptr_data(&ring, 0, head);
+	if (!m || fill_message_head(m, (__u64 *)(m + 1), ADDR_BUF, known, peer_id, addr, conn_type,
+				    msg_type, size) < 0)
 		goto read_failed;
+	m->rec.addr_room = ADDR_BUF;
+	fill_header(&m->hdr, tp, sizeof(m->rec) + ADDR_BUF + size, now);
 	chunks = (size + LARGE_CHUNK - 1) / LARGE_CHUNK;
+	last = size - LARGE_CHUNK;
 #pragma clang loop unroll(disable)
 	for (i = 0; i < MAX_PAYLOAD_CAPTURE / LARGE_CHUNK; i++) {
 		__u64 off = (__u64)i * LARGE_CHUNK;
@@ -386,9 +434,9 @@ static __always_inline int emit_large_message(enum tracepoint_id tp, __s64 peer_
 		if (i >= chunks)
 			break;
 
-		if (off + LARGE_CHUNK > size)
-			off = size - LARGE_CHUNK;
-		dst = bpf_dynptr_data(&ring, sizeof(*m) + off, LARGE_CHUNK);
+		if (off > last)
+			off = last;
+		dst = bpf_dynptr_data(&ring, head + off, LARGE_CHUNK);
 		if (!dst || bpf_probe_read_user(dst, LARGE_CHUNK, data + off) < 0) {
 			failed = true;
 			break;
@@ -396,7 +444,7 @@ static __always_inline int emit_large_message(enum tracepoint_id tp, __s64 peer_
 	}
 	if (failed)
 		goto read_failed;
-	bpf_ringbuf_submit_dynptr(&ring, wakeup(RING_MESSAGES, m->hdr.ktime_ns));
+	bpf_ringbuf_submit_dynptr(&ring, wakeup(RING_MESSAGES, now));
 	return 0;
 
 read_failed:
@@ -409,13 +457,17 @@ static __always_inline int emit_message(enum tracepoint_id tp, __s64 peer_id, co
 					const char *conn_type, const char *msg_type, __u64 size,
 					const void *data)
 {
+	struct peer_strings *known = bpf_map_lookup_elem(&known_peers, &peer_id);
+
+	if (known && known->addr_room <= SMALL_ADDR_ROOM && size <= STAGED_PAYLOAD)
+		EMIT_MESSAGE(SMALL_ADDR_ROOM, STAGED_PAYLOAD);
 	if (size <= 256)
-		EMIT_MESSAGE(256);
+		EMIT_MESSAGE(ADDR_BUF, 256);
 	if (size <= 4096)
-		EMIT_MESSAGE(4096);
+		EMIT_MESSAGE(ADDR_BUF, 4096);
 	if (size <= LARGEST_CLASS)
-		EMIT_MESSAGE(LARGEST_CLASS);
-	return emit_large_message(tp, peer_id, addr, conn_type, msg_type, size, data);
+		EMIT_MESSAGE(ADDR_BUF, LARGEST_CLASS);
+	return emit_large_message(tp, known, peer_id, addr, conn_type, msg_type, size, data);
 }
 
 SEC("usdt")

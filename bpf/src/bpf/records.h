@@ -21,10 +21,14 @@ struct record_header {
 struct message_record {
 	__s64 peer_id;
 	__u64 msg_size;
-	char addr[ADDR_BUF];
-	char conn_type[CONN_TYPE_BUF];
 	char msg_type[MSG_TYPE_BUF];
-	/* followed by msg_size payload bytes */
+	/* Bytes of the peer's address that follow: the string and its NUL, in whole words. Most
+	 * addresses take a few words of ADDR_BUF's 65, and a message's record is forwarded for
+	 * every hit: only what they take goes into the ring and over the socket. */
+	__u32 addr_room;
+	__u32 _pad;
+	char conn_type[CONN_TYPE_BUF];
+	/* followed by addr_room bytes of address, then msg_size payload bytes */
 };
 
 struct connection_record {

@@ -249,6 +249,36 @@ fn short_and_long_records_are_refused() {
     assert!(matches!(reject(Tracepoint::NetInboundMessage, &msg), RecordError::WrongSize { .. }));
 }
 
+/// A message's address takes `addr_room` bytes between its record and its payload: a room
+/// larger than any address, larger than what follows, or holding no NUL refuses the record.
+#[test]
+fn a_message_address_must_fit_its_room() {
+    let good = message(1, "1.2.3.4:8333", "inbound", "ping", &[0; 8]);
+    let room_at = std::mem::offset_of!(MessageRecord, addr_room);
+    let with_room = |room: u32| {
+        let mut data = good.clone();
+        data[room_at..room_at + 4].copy_from_slice(&room.to_ne_bytes());
+        data
+    };
+    assert_eq!(
+        reject(Tracepoint::NetInboundMessage, &with_room(ADDR_BUF as u32 + 8)),
+        RecordError::OutOfRange { field: "addr_room", value: ADDR_BUF as u64 + 8 }
+    );
+    let head = std::mem::size_of::<MessageRecord>();
+    assert_eq!(
+        reject(Tracepoint::NetInboundMessage, &with_room(24)),
+        RecordError::WrongSize { expected: head + 24 + 8, got: good.len() }
+    );
+    let header_only = &good[..head];
+    assert_eq!(
+        reject(Tracepoint::NetInboundMessage, header_only),
+        RecordError::WrongSize { expected: head + 16 + 8, got: head }
+    );
+    let mut unterminated = good.clone();
+    unterminated[head..head + 16].fill(b'1');
+    assert_eq!(reject(Tracepoint::NetInboundMessage, &unterminated), RecordError::MissingNul("addr"));
+}
+
 #[test]
 fn strings_without_nul_are_refused() {
     let mut r = MempoolRejectedRecord::zeroed();
