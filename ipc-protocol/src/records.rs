@@ -2,7 +2,8 @@
 //!
 //! Both sides must agree byte for byte; `extractor-bpf`'s layout test compares every struct
 //! here with the BTF of the compiled BPF object. Strings are fixed NUL-terminated buffers that
-//! hold at least one byte more than the published cap, so an over-long string is detectable.
+//! hold at least one byte more than the published cap, so an over-long string is detectable;
+//! a message's address alone follows its record, in the words it takes of such a buffer.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -125,7 +126,8 @@ macro_rules! record {
 
 record! {
     /// `net:inbound_message`, `net:outbound_message`. The peer's address follows the body, in
-    /// `addr_room` bytes (NUL-terminated, at most [`ADDR_BUF`]), then the captured payload.
+    /// `addr_room` bytes (NUL-terminated, at most [`ADDR_BUF`]; all of them for a payload over
+    /// 16 KiB), then the captured payload.
     MessageRecord = "message_record" {
         peer_id: i64,
         msg_size: u64,

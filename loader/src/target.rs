@@ -101,7 +101,7 @@ impl Target {
         }
         warn_if_started_from_another_binary(pid, binary, &given);
         warn_if_replaced_since_start(pid, binary, &given, started);
-        let handed = binary.starts_with("/proc/self/fd") || binary.starts_with("/dev/fd");
+        let handed = is_descriptor(binary);
         // The loader's own descriptor links are always readable: name what it was handed.
         let binary_name =
             fs::read_link(binary).ok().filter(|_| handed).unwrap_or_else(|| binary.to_owned()).display().to_string();
@@ -112,6 +112,14 @@ impl Target {
         };
         Ok(Target { pid, binary, _opened: opened, binary_name, exit })
     }
+}
+
+/// Whether `path` names one of the loader's descriptors (`/proc/self/fd/N`, `/dev/fd/N`), not a
+/// path through one (`/proc/self/fd/N/bitcoind`, below a directory's descriptor), which is
+/// looked up anew at every open.
+fn is_descriptor(path: &Path) -> bool {
+    path.parent().is_some_and(|dir| dir == Path::new("/proc/self/fd") || dir == Path::new("/dev/fd"))
+        && path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.parse::<u32>().is_ok())
 }
 
 /// A crash leaves bitcoind's pid file behind, and after a reboot its pid may name another
@@ -273,11 +281,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_a_descriptor_itself_is_one() {
+        assert!(is_descriptor(Path::new("/proc/self/fd/3")) && is_descriptor(Path::new("/dev/fd/12")));
+        for path in ["/proc/self/fd/3/bitcoind", "/proc/self/fd", "/proc/self/fd/x", "/usr/bin/bitcoind", "3"] {
+            assert!(!is_descriptor(Path::new(path)), "{path}");
+        }
+    }
+
     /// The node's user may own the binary's directory: a FIFO renamed over the binary once it
     /// is checked must not be what libbpf and the kernel open when the probes attach.
     #[test]
     fn the_probes_attach_to_the_binary_checked_whatever_replaces_it() {
-        let dir = std::env::temp_dir().join(format!("loader-target-{}", std::process::id()));
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+        let dir = std::env::temp_dir().join(format!("loader-target-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let (binary, fifo) = (dir.join("bitcoind"), dir.join("fifo"));
         fs::write(&binary, b"the checked binary").unwrap();

@@ -494,9 +494,12 @@ impl Context {
         if addr_room > ADDR_BUF {
             return Err(RecordError::OutOfRange { field: "addr_room", value: r.addr_room.into() });
         }
-        let expected = (header_len + addr_room).saturating_add(r.msg_size as usize);
         if rest.len() < addr_room || (rest.len() - addr_room) as u64 != r.msg_size {
-            return Err(RecordError::WrongSize { expected, got: data.len() });
+            let payload = usize::try_from(r.msg_size).unwrap_or(usize::MAX);
+            return Err(RecordError::WrongSize {
+                expected: (header_len + addr_room).saturating_add(payload),
+                got: data.len(),
+            });
         }
         let (addr, payload) = rest.split_at(addr_room);
         let command = self.text(&r.msg_type, MSG_TYPE_CAP, "msg_type")?;

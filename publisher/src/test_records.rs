@@ -1,7 +1,7 @@
 //! Records as the BPF programs write them, for the publisher's unit tests (decode and render).
 
 use bytemuck::Zeroable;
-use ipc_protocol::records::{ConnectionRecord, MessageRecord};
+use ipc_protocol::records::{ConnectionRecord, MessageRecord, ADDR_BUF};
 
 /// An envelope timestamp: 2023-11-14T22:13:20.123Z.
 pub const TS: u64 = 1_700_000_000_123;
@@ -38,6 +38,7 @@ pub fn message(peer_id: i64, addr: &str, conn_type: &str, command: &str, payload
     r.msg_size = payload.len() as u64;
     // The address and its NUL, in whole words, as the BPF program writes it.
     let addr_room = (addr.len() + 1).next_multiple_of(8);
+    assert!(addr_room <= ADDR_BUF, "an address of {} bytes does not fit a record", addr.len());
     r.addr_room = addr_room as u32;
     r.conn_type = s(conn_type);
     r.msg_type = s(command);

@@ -251,7 +251,8 @@ static __always_inline int read_payload(__u8 *dst, const __u32 cap, __u64 len, c
 /* A message is written straight into its ring reservation: a uprobe program may be preempted
  * (it only runs with migration disabled), so no per-CPU scratch buffer is safe to share. The
  * record's tail holds the peer's address, in as many words as it takes, then the payload.
- * Messages take a fixed-size reservation of the smallest class that holds their tail; the
+ * Messages take a fixed-size reservation of the smallest class that holds their tail (a
+ * peer's first message, whose address is not read yet, one with room for any address); the
  * header's `len` tells the loader how much of it to forward. */
 #define EMIT_MESSAGE(addr_max, cap)                                                            \
 	do {                                                                                   \
@@ -260,21 +261,22 @@ static __always_inline int read_payload(__u8 *dst, const __u32 cap, __u64 len, c
 			__u64 tail[((addr_max) + (cap)) / 8];                                  \
 		} *e = bpf_ringbuf_reserve(ring_map(RING_MESSAGES), sizeof(*e), 0);           \
 		__u32 len = size;                                                              \
+		__u64 now;                                                                     \
 		long room;                                                                     \
                                                                                                \
 		if (!e) {                                                                      \
 			count_drop(tp, DROP_RING_FULL);                                        \
 			return 0;                                                              \
 		}                                                                              \
+		now = bpf_ktime_get_ns();                                                      \
 		if (len > cap) /* never: the caller chose the class; tells the verifier */   \
 			len = cap;                                                             \
-		room = fill_message_head(&e->head, e->tail, addr_max, known, peer_id, addr,    \
-					 conn_type, msg_type, size);                           \
+		room = fill_message_head(&e->head, e->tail, addr_max, known, known_room,       \
+					 peer_id, addr, conn_type, msg_type, size);            \
 		if (room < 0 || room > (addr_max) ||                                           \
 		    read_payload((__u8 *)e->tail + room, cap, len, data))                      \
 			return read_failed(tp, e);                                             \
-		fill_header(&e->head.hdr, tp, sizeof(e->head.rec) + room + size,               \
-			    bpf_ktime_get_ns());                                               \
+		fill_header(&e->head.hdr, tp, sizeof(e->head.rec) + room + size, now);         \
 		SUBMIT(&e->head, tp);                                                          \
 		return 0;                                                                      \
 	} while (0)
@@ -288,8 +290,8 @@ struct message_head {
 #define LARGE_CHUNK 16384
 #define LARGEST_CLASS 16384
 /* Room for the addresses of peers on every network, with their port: an IPv6 one takes 48
- * bytes, a Tor v3 one 72, an I2P one 64. Only names given to -addnode or -connect take more;
- * a small message from such a peer takes a larger class. */
+ * bytes, a Tor v3 one 72, an I2P one 64. Only names given to -addnode, -connect or -seednode
+ * take more; a small message from such a peer takes a larger class. */
 #define SMALL_ADDR_ROOM 128
 
 /* A peer's connection type and address as its first message read them. Each string read is
@@ -313,8 +315,8 @@ _Static_assert(__builtin_offsetof(struct message_record, conn_type) ==
 		       sizeof(struct peer_strings) == 8 + CONN_TYPE_BUF + ADDR_BUF,
 	       "message_record must end as struct peer_strings begins");
 /* The address and payload that follow a message's head are copied in whole 8-byte words. */
-_Static_assert(sizeof(struct message_head) % 8 == 0 && ADDR_BUF % 8 == 0 && CONN_TYPE_BUF % 8 == 0 &&
-		       MSG_TYPE_BUF % 8 == 0 && SMALL_ADDR_ROOM % 8 == 0,
+_Static_assert(sizeof(struct message_head) % 8 == 0 && ADDR_BUF % 8 == 0 &&
+		       CONN_TYPE_BUF % 8 == 0 && MSG_TYPE_BUF % 8 == 0 && SMALL_ADDR_ROOM % 8 == 0,
 	       "the message strings' buffers must be whole words");
 
 struct {
@@ -343,33 +345,39 @@ static __always_inline void copy_string(__u64 *dst, const __u64 *src, const int 
 
 /* Fills a message's record (not its header), and the start of its tail (`addr_max` bytes
  * there are the address's) with the peer's address. Returns the bytes the address takes, or
- * -1 if a read failed. A known peer's strings are copied from `known`; a new peer's are read, into a tail
- * with room for any address, and kept for its next messages. */
-static __always_inline long fill_message_head(struct message_head *m, __u64 *tail, const __u32 addr_max,
-					      struct peer_strings *known, __s64 peer_id, const char *addr,
+ * -1 if a read failed. A known peer's strings are copied from `known`, its address in the
+ * `room` read from there once; a new peer's are read, into a tail with room for any address,
+ * and kept for its next messages. */
+static __always_inline long fill_message_head(struct message_head *m, __u64 *tail,
+					      const __u32 addr_max, struct peer_strings *known,
+					      __u32 room, __s64 peer_id, const char *addr,
 					      const char *conn_type, const char *msg_type, __u64 size)
 {
-	__u32 room;
-
 	m->rec.peer_id = peer_id;
 	m->rec.msg_size = size;
 	m->rec._pad = 0;
 	if (known) {
-		room = known->addr_room;
-		barrier_var(room);
-		/* An LRU entry may be recycled for another peer while it is read: a room that no
-		 * longer fits fails the hit, and the copy stays within the reservation. (An address
-		 * that then has no NUL within its room has the publisher refuse the record.) The
-		 * copy stops at the NUL, not at the room: a loop that compares its count with the
-		 * room leaves the verifier a state for each count it stopped at. */
-		if (room > addr_max)
+		/* Where the address's room ends: never outside 0..addr_max - 1, as entries are
+		 * written from records with their room; the check tells the verifier. */
+		__u64 last_byte = (__u64)room - 1;
+
+		barrier_var(last_byte);
+		if (last_byte >= addr_max)
 			return -1;
 		m->rec.addr_room = room;
+		/* The copy stops at the NUL, not at the room: a loop that compared its count with
+		 * the room would leave the verifier a state for each count it stopped at. An LRU
+		 * entry may be recycled for another peer while it is read; the room's last byte is
+		 * a NUL whatever was copied, so the record stays well-formed. */
 		copy_string(tail, (const __u64 *)known->addr, addr_max / 8);
-		copy_string((__u64 *)m->rec.conn_type, (const __u64 *)known->conn_type, CONN_TYPE_BUF / 8);
+		((__u8 *)tail)[last_byte] = 0;
+		copy_string((__u64 *)m->rec.conn_type, (const __u64 *)known->conn_type,
+			    CONN_TYPE_BUF / 8);
 	} else {
 		long n;
 
+		/* Never in a class with less room: it is chosen for known peers only. Folds away
+		 * the reads below, which the verifier would refuse there. */
 		if (addr_max < ADDR_BUF)
 			return -1;
 		n = bpf_probe_read_user_str(tail, ADDR_BUF, addr);
@@ -398,8 +406,9 @@ static __always_inline long fill_message_head(struct message_head *m, __u64 *tai
  * distinct state it finds after it, and a variable offset, or a `size` narrowed at every
  * chunk, took it past the kernel's million instructions. */
 static __always_inline int emit_large_message(enum tracepoint_id tp, struct peer_strings *known,
-					      __s64 peer_id, const char *addr, const char *conn_type,
-					      const char *msg_type, __u64 size, const __u8 *data)
+					      __u32 known_room, __s64 peer_id, const char *addr,
+					      const char *conn_type, const char *msg_type, __u64 size,
+					      const __u8 *data)
 {
 	const __u32 head = sizeof(struct message_head) + ADDR_BUF;
 	struct message_head *m;
@@ -419,8 +428,8 @@ static __always_inline int emit_large_message(enum tracepoint_id tp, struct peer
 	}
 	now = bpf_ktime_get_ns();
 	m = bpf_dynptr_data(&ring, 0, head);
-	if (!m || fill_message_head(m, (__u64 *)(m + 1), ADDR_BUF, known, peer_id, addr, conn_type,
-				    msg_type, size) < 0)
+	if (!m || fill_message_head(m, (__u64 *)(m + 1), ADDR_BUF, known, known_room, peer_id, addr,
+				    conn_type, msg_type, size) < 0)
 		goto read_failed;
 	m->rec.addr_room = ADDR_BUF;
 	fill_header(&m->hdr, tp, sizeof(m->rec) + ADDR_BUF + size, now);
@@ -458,8 +467,10 @@ static __always_inline int emit_message(enum tracepoint_id tp, __s64 peer_id, co
 					const void *data)
 {
 	struct peer_strings *known = bpf_map_lookup_elem(&known_peers, &peer_id);
+	/* Read once: the class is chosen by it, and the entry may change meanwhile. */
+	__u32 known_room = known ? known->addr_room : ADDR_BUF;
 
-	if (known && known->addr_room <= SMALL_ADDR_ROOM && size <= STAGED_PAYLOAD)
+	if (known && known_room <= SMALL_ADDR_ROOM && size <= STAGED_PAYLOAD)
 		EMIT_MESSAGE(SMALL_ADDR_ROOM, STAGED_PAYLOAD);
 	if (size <= 256)
 		EMIT_MESSAGE(ADDR_BUF, 256);
@@ -467,7 +478,8 @@ static __always_inline int emit_message(enum tracepoint_id tp, __s64 peer_id, co
 		EMIT_MESSAGE(ADDR_BUF, 4096);
 	if (size <= LARGEST_CLASS)
 		EMIT_MESSAGE(ADDR_BUF, LARGEST_CLASS);
-	return emit_large_message(tp, known, peer_id, addr, conn_type, msg_type, size, data);
+	return emit_large_message(tp, known, known_room, peer_id, addr, conn_type, msg_type, size,
+				  data);
 }
 
 SEC("usdt")

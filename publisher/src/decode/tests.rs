@@ -250,33 +250,46 @@ fn short_and_long_records_are_refused() {
 }
 
 /// A message's address takes `addr_room` bytes between its record and its payload: a room
-/// larger than any address, larger than what follows, or holding no NUL refuses the record.
+/// larger than any address, one that leaves the payload too few bytes or none at all for its
+/// address, or one holding no NUL refuses the record. All 520 bytes, as a payload over 16 KiB
+/// carries, are a room.
 #[test]
 fn a_message_address_must_fit_its_room() {
     let good = message(1, "1.2.3.4:8333", "inbound", "ping", &[0; 8]);
+    let head = std::mem::size_of::<MessageRecord>();
     let room_at = std::mem::offset_of!(MessageRecord, addr_room);
-    let with_room = |room: u32| {
-        let mut data = good.clone();
+    let with_room = |data: &[u8], room: u32| {
+        let mut data = data.to_vec();
         data[room_at..room_at + 4].copy_from_slice(&room.to_ne_bytes());
         data
     };
     assert_eq!(
-        reject(Tracepoint::NetInboundMessage, &with_room(ADDR_BUF as u32 + 8)),
-        RecordError::OutOfRange { field: "addr_room", value: ADDR_BUF as u64 + 8 }
+        reject(Tracepoint::NetInboundMessage, &with_room(&good, ADDR_BUF as u32 + 1)),
+        RecordError::OutOfRange { field: "addr_room", value: ADDR_BUF as u64 + 1 }
     );
-    let head = std::mem::size_of::<MessageRecord>();
     assert_eq!(
-        reject(Tracepoint::NetInboundMessage, &with_room(24)),
+        reject(Tracepoint::NetInboundMessage, &with_room(&good, 24)),
         RecordError::WrongSize { expected: head + 24 + 8, got: good.len() }
     );
-    let header_only = &good[..head];
     assert_eq!(
-        reject(Tracepoint::NetInboundMessage, header_only),
+        reject(Tracepoint::NetInboundMessage, &good[..head]),
         RecordError::WrongSize { expected: head + 16 + 8, got: head }
     );
     let mut unterminated = good.clone();
     unterminated[head..head + 16].fill(b'1');
     assert_eq!(reject(Tracepoint::NetInboundMessage, &unterminated), RecordError::MissingNul("addr"));
+    let mut no_room = with_room(&good, 0);
+    no_room.drain(head..head + 16);
+    assert_eq!(reject(Tracepoint::NetInboundMessage, &no_room), RecordError::MissingNul("addr"));
+
+    let mut whole_buffer = with_room(&good[..head], ADDR_BUF as u32);
+    whole_buffer.extend_from_slice(&s::<ADDR_BUF>("1.2.3.4:8333"));
+    whole_buffer.extend_from_slice(&[0; 8]);
+    let decoded = |data: &[u8]| {
+        let decoded = decode(&Record { tracepoint: Tracepoint::NetInboundMessage, ktime_ns: 0, data }).unwrap();
+        format!("{:?}", decoded.payload)
+    };
+    assert_eq!(decoded(&whole_buffer), decoded(&good));
 }
 
 #[test]
