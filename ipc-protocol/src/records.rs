@@ -126,8 +126,7 @@ macro_rules! record {
 
 record! {
     /// `net:inbound_message`, `net:outbound_message`. The peer's address follows the body, in
-    /// `addr_room` bytes (NUL-terminated, at most [`ADDR_BUF`]; all of them for a payload over
-    /// 16 KiB), then the captured payload.
+    /// `addr_room` bytes (NUL-terminated, at most [`ADDR_BUF`]), then the captured payload.
     MessageRecord = "message_record" {
         peer_id: i64,
         msg_size: u64,
