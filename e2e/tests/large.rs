@@ -83,11 +83,13 @@ async fn fire_sized(nats: &NatsServer, tracepoints: &str, size: usize, rounds: u
 }
 
 /// 64 and 65 bytes: either side of the payloads read onto the BPF stack (`STAGED_PAYLOAD` in
-/// `bpf/src/bpf/extractor.bpf.c`); 4096 and 65,536: a size class and a chunked reservation.
+/// `bpf/src/bpf/extractor.bpf.c`); 4096: a size class; 16,384 and 16,385: the largest class
+/// and the smallest message copied in pieces, two that overlap by all but a byte; 65,536: four
+/// pieces.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_of_every_size_up_to_4_000_000_bytes_arrive_intact() {
     let nats = NatsServer::start().await;
-    for size in [0, 1, 64, 65, 4096, 65_536, 1_000_000, 4_000_000] {
+    for size in [0, 1, 64, 65, 4096, 16_384, 16_385, 65_536, 1_000_000, 4_000_000] {
         fire_sized(&nats, "net:inbound_message,net:outbound_message", size, 2, 51, 0).await;
     }
 }

@@ -25,7 +25,7 @@ pub use datagram::{
     decode_datagram, Batch, Datagram, DecodeError, DropCount, Fragment, OwnedRecord, Record, MAX_DATAGRAM, MAX_RECORD,
 };
 pub use hello::{decode_hello, Greeting, Hello, PROTOCOL_VERSION};
-pub use reassembler::{Loss, Reassembler};
+pub use reassembler::{record_capacity, Loss, Reassembler};
 pub use records::DropCause;
 pub use sender::{AckError, Offer, Piece, Refusal, Sender, Transmit, UNACKED_MAX};
 pub use tracepoint::{Category, Ring, Tracepoint};

@@ -21,16 +21,22 @@ impl Loss {
     }
 }
 
-/// A fragmented record's buffer is allocated in whole steps of this size. Records of one
-/// kind differ by the room their peer's address takes, a few hundred bytes: in steps, their
-/// buffers take one size, which the allocator hands back from one record to the next. Sized
-/// exactly, a freed buffer a few bytes short of the next record was passed over for new heap:
-/// the publisher held a 4 MB block more and took longer per block (README, "Performance").
-/// The pages past the record's end are never touched.
-const CAPACITY_STEP: usize = 64 * 1024;
-
-fn capacity_for(total_len: u32) -> usize {
-    (total_len as usize).next_multiple_of(CAPACITY_STEP)
+/// A large record's buffer is allocated in whole steps of 64 KiB. Records of one kind differ
+/// by the room their peer's address takes, a few hundred bytes: in steps, their buffers take
+/// one size, which the allocator hands back from one record to the next. Sized exactly, a
+/// freed buffer a few bytes short of the next record was passed over for new heap: the
+/// publisher held a 4 MB block more and took longer per block (README, "Performance"). Below
+/// 1 MiB, where a step would add more than a sixteenth, buffers are sized exactly. The
+/// publisher charges its read-ahead with this size.
+pub const fn record_capacity(total_len: u32) -> usize {
+    const ROUNDED_FROM: usize = 1 << 20;
+    const STEP: usize = 64 * 1024;
+    let len = total_len as usize;
+    if len < ROUNDED_FROM {
+        len
+    } else {
+        len.next_multiple_of(STEP)
+    }
 }
 
 struct Partial {
@@ -100,7 +106,7 @@ impl Reassembler {
                 tracepoint: f.tracepoint,
                 ktime_ns: f.ktime_ns,
                 total_len: f.total_len,
-                data: if broken { Vec::new() } else { Vec::with_capacity(capacity_for(f.total_len)) },
+                data: if broken { Vec::new() } else { Vec::with_capacity(record_capacity(f.total_len)) },
                 broken,
             });
         }

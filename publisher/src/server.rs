@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ipc_protocol::{
-    decode_datagram, decode_hello, Batch, Datagram, Loss, OwnedRecord, Reassembler, Record, MAX_DATAGRAM, MAX_RECORD,
+    decode_datagram, decode_hello, record_capacity, Batch, Datagram, Loss, OwnedRecord, Reassembler, Record,
+    MAX_DATAGRAM, MAX_RECORD,
 };
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, Shutdown};
@@ -20,7 +21,7 @@ use crate::counters::Counters;
 use crate::decode::decode_to_at_most;
 use crate::log_limit::{RateLimited, LOG_INTERVAL};
 use crate::nats::SubjectPrefix;
-use crate::sink::{DecodedRecord, RecordId, Sink, Unflushed, FLUSH_TIMEOUT};
+use crate::sink::{DecodedRecord, RecordId, Sink, Unflushed, ALL_SENT_WAIT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -135,6 +136,7 @@ async fn recv<'b>(conn: &UnixSeqpacket, buf: &'b mut [u8]) -> Result<Option<&'b 
 /// while the one before was encoded, 4 MiB more at the peak and no faster (README,
 /// Performance).
 const BACKLOG_BYTES: usize = MAX_RECORD + (1 << 20);
+const _: () = assert!(record_capacity(MAX_RECORD as u32) <= BACKLOG_BYTES, "the largest record's buffer fits");
 
 /// While records published wait for a flush that NATS, down, does not take: how often it is
 /// tried again.
@@ -234,9 +236,7 @@ async fn serve_loader(
     // The channel closes as the reader returns, so this does not wait.
     let read = reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked));
     acknowledging.task.abort();
-    if !unflushed.records.is_empty() {
-        sink.flush_published(&mut unflushed, FLUSH_TIMEOUT).await;
-    }
+    sink.flush_all_published(&mut unflushed, ALL_SENT_WAIT).await;
     settle(unflushed.records.is_empty(), &sock, &acks).await;
     // What NATS did not take stays unacknowledged: the loader counts it as publisher_lost.
     drop(acknowledging);
@@ -258,7 +258,7 @@ fn read_loader(
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut reassembler = Reassembler::new(first_seq);
     let mut malformed = 0;
-    // Waits for room in the backlog: at most MAX_RECORD bytes, within its BACKLOG_BYTES.
+    // Waits for room in the backlog: at most the largest record's buffer, within BACKLOG_BYTES.
     let share = |bytes: usize| {
         runtime
             .block_on(Arc::clone(backlog).acquire_many_owned(bytes.max(1) as u32))
@@ -294,12 +294,12 @@ fn read_loader(
                 if fragment.offset == 0 {
                     // A record left unfinished gives its room back first.
                     drop(partial_share.take());
-                    partial_share = Some(share(fragment.total_len as usize));
+                    partial_share = Some(share(record_capacity(fragment.total_len)));
                 }
                 let (loss, record) = reassembler.fragment(&fragment);
                 counted_loss(loss, counters);
                 let Some(record) = record else { continue };
-                let share = partial_share.take().unwrap_or_else(|| share(record.data.len()));
+                let share = partial_share.take().unwrap_or_else(|| share(record.data.capacity()));
                 (Received::Whole(record), share)
             }
             Ok(Datagram::DropCounts(counts)) => {

@@ -400,12 +400,11 @@ static __always_inline long fill_message_head(struct message_head *m, __u64 *tai
 /* A large message (up to 4 MiB) takes a reservation of its size and the longest address
  * through a dynptr, so the ring holds what the message needs and no more; the record's length
  * counts only the room its address takes. The verifier wants constant-size copies, so the
- * payload is read in LARGE_CHUNK pieces; the last piece ends at the payload's end and overlaps
- * the one before it (the payload is larger than one chunk). The pieces are copied by bpf_loop,
- * whose callback the verifier checks on its own: an open loop of 256 pieces was walked for
- * every state the code before it left, 797,311 of the kernel's 1,000,000 instructions per
- * message program on 6.18, close enough to the limit that another kernel's verifier could
- * have refused it. */
+ * payload is read in LARGE_CHUNK pieces; the last piece ends at the payload's end and may
+ * overlap the one before it (the payload is larger than one chunk). bpf_loop copies the
+ * pieces: the verifier checks its callback on its own, where it walked an open loop of 256
+ * pieces for every state the code before it left, close to its limit (README, Performance;
+ * bpf/tests/verifier.rs). */
 struct large_copy {
 	struct bpf_dynptr ring;
 	const __u8 *data;
@@ -459,8 +458,7 @@ static __always_inline int emit_large_message(enum tracepoint_id tp, struct peer
 	if (room < 0 || room > ADDR_BUF)
 		goto read_failed;
 	c.payload_at = sizeof(*m) + room;
-	bpf_loop((size + LARGE_CHUNK - 1) / LARGE_CHUNK, copy_piece, &c, 0);
-	if (c.failed)
+	if (bpf_loop((size + LARGE_CHUNK - 1) / LARGE_CHUNK, copy_piece, &c, 0) < 0 || c.failed)
 		goto read_failed;
 	fill_header(&m->hdr, tp, sizeof(m->rec) + room + size, now);
 	bpf_ringbuf_submit_dynptr(&c.ring, wakeup(RING_MESSAGES, now));

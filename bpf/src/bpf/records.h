@@ -22,8 +22,8 @@ struct message_record {
 	__s64 peer_id;
 	__u64 msg_size;
 	char msg_type[MSG_TYPE_BUF];
-	/* Bytes of the peer's address that follow: the string and its NUL, in whole words (all
-	 * of ADDR_BUF for a payload over 16 KiB). Most addresses take a few words of its 65, and
+	/* Bytes of the peer's address that follow: the string and its NUL, in whole words. Most
+	 * addresses take a few words of ADDR_BUF's 65, and
 	 * a message's record is forwarded for every hit: only what they take goes over the
 	 * socket, and small messages from known peers take a small reservation. */
 	__u32 addr_room;

@@ -75,3 +75,19 @@ fn a_datagram_lost_right_after_the_hello_is_counted() {
         (vec![1, 2], vec![Loss { datagrams: 1, records: vec![Tracepoint::NetInboundMessage] }])
     );
 }
+
+#[test]
+fn records_of_a_mib_or_more_get_buffers_in_whole_64_kib_steps() {
+    const STEP: usize = 64 * 1024;
+    assert_eq!(record_capacity((1 << 20) - 1), (1 << 20) - 1);
+    assert_eq!(record_capacity(1 << 20), 1 << 20);
+    // Blocks of 4,000,000 bytes from peers whose addresses take 16 to 520 bytes: one size.
+    for room in [16, 264, 520] {
+        assert_eq!(record_capacity(4_000_000 + 72 + room), 62 * STEP);
+    }
+    let big = body((1 << 20) + 1);
+    let received = receive(&[of(&[(Tracepoint::NetInboundMessage, &big)])]);
+    assert_eq!(received.records.len(), 1);
+    assert_eq!(received.records[0].data, big);
+    assert!(received.records[0].data.capacity() >= 17 * STEP);
+}

@@ -251,8 +251,8 @@ fn short_and_long_records_are_refused() {
 
 /// A message's address takes `addr_room` bytes between its record and its payload: a room
 /// larger than any address, one that leaves the payload too few bytes or none at all for its
-/// address, or one holding no NUL refuses the record. All 520 bytes, as a payload over 16 KiB
-/// carries, are a room.
+/// address, or one holding no NUL refuses the record. A room of all 520 bytes (an address of
+/// 513 to 519 characters) is one.
 #[test]
 fn a_message_address_must_fit_its_room() {
     let good = message(1, "1.2.3.4:8333", "inbound", "ping", &[0; 8]);
