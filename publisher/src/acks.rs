@@ -37,6 +37,12 @@ impl Acks {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The record number below which every record is done.
+    #[cfg(test)]
+    pub(crate) fn done_below(&self) -> u64 {
+        self.lock().done_below()
+    }
+
     /// Record `record` arrived.
     pub(crate) fn arrived(self: &Arc<Self>, record: u64) -> Done {
         self.lock().received(record);

@@ -12,8 +12,6 @@ use confine::libc::{
 };
 use confine::{allow, refuse, Allowed, Arg};
 
-use crate::sink::SIOCOUTQNSD;
-
 /// `PR_SET_NAME`, with which the standard library names the threads it starts.
 const PR_SET_NAME: u64 = 15;
 /// `PR_GET_AUXV`, with which rustix finds the vDSO the first time it reads a clock.
@@ -58,15 +56,15 @@ pub const STEADY_STATE: &[Allowed] = &[
         libc::SYS_getsockopt,
         "getsockopt",
         &[],
-        "SO_PEERCRED of a connecting loader; SO_ERROR of a NATS connection; SO_DOMAIN, SO_PROTOCOL and SO_ACCEPTCONN: which descriptor is the NATS connection",
+        "SO_PEERCRED of a connecting loader; SO_ERROR and, after a flush, TCP_INFO of a NATS connection; SO_DOMAIN, SO_PROTOCOL and SO_ACCEPTCONN: which descriptor is the NATS connection",
     ),
     allow(libc::SYS_setsockopt, "setsockopt", &[], "TCP_NODELAY on a NATS connection"),
     allow(libc::SYS_shutdown, "shutdown", &[], "stop reading the loader at SIGTERM"),
     allow(
         libc::SYS_ioctl,
         "ioctl",
-        &[Arg::Eq(1, FIONBIO), Arg::Eq(1, FIONREAD), Arg::Eq(1, TIOCOUTQ), Arg::Eq(1, SIOCOUTQNSD)],
-        "a loader connection to blocking mode for its reading thread; the size of a DNS answer; after a flush, what the kernel has not sent to NATS, and at shutdown what NATS has not acknowledged (FIONBIO, FIONREAD, SIOCOUTQNSD, SIOCOUTQ only)",
+        &[Arg::Eq(1, FIONBIO), Arg::Eq(1, FIONREAD), Arg::Eq(1, TIOCOUTQ)],
+        "a loader connection to blocking mode for its reading thread; the size of a DNS answer; after a flush and at shutdown, what NATS's host has not acknowledged (FIONBIO, FIONREAD, SIOCOUTQ only)",
     ),
     allow(libc::SYS_fcntl, "fcntl", &[], "the standard library's descriptor checks"),
     allow(libc::SYS_close, "close", &[], "connections that end"),

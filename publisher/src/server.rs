@@ -21,7 +21,7 @@ use crate::counters::Counters;
 use crate::decode::decode_to_at_most;
 use crate::log_limit::{RateLimited, LOG_INTERVAL};
 use crate::nats::SubjectPrefix;
-use crate::sink::{DecodedRecord, RecordId, Sink, Unflushed, ALL_SENT_WAIT};
+use crate::sink::{DecodedRecord, RecordId, Sink, Unflushed, ACKNOWLEDGED_WAIT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
@@ -236,7 +236,7 @@ async fn serve_loader(
     // The channel closes as the reader returns, so this does not wait.
     let read = reader.join().unwrap_or(Err(ConnectionError::ReaderPanicked));
     acknowledging.task.abort();
-    sink.flush_all_published(&mut unflushed, ALL_SENT_WAIT).await;
+    sink.flush_all_published(&mut unflushed, ACKNOWLEDGED_WAIT).await;
     settle(unflushed.records.is_empty(), &sock, &acks).await;
     // What NATS did not take stays unacknowledged: the loader counts it as publisher_lost.
     drop(acknowledging);

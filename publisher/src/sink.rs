@@ -2,6 +2,7 @@
 //! standard output (`--stdout`). Everything before (reading, validating, decoding, counting,
 //! publisher/src/server.rs) is the same for each; only handing an event on differs.
 
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,7 +78,8 @@ impl Sink {
     }
 
     /// Hands one event on, adding to what waits in the NATS client's buffer: the bytes, and
-    /// the record's [`Done`], held until a flush went through. Elsewhere the record is done
+    /// the record's [`Done`], held until NATS's host acknowledged it ([`Unflushed::flushed`]).
+    /// Elsewhere the record is done
     /// once written (standard output) or once JetStream acknowledged it.
     pub(crate) async fn send(
         &self,
@@ -92,8 +94,7 @@ impl Sink {
                 let published =
                     publish(event, client, max_event_len, *envelope, prefix, counters, unflushed.bytes).await;
                 if let Some((size, done)) = published {
-                    unflushed.bytes += size;
-                    unflushed.records.push(done);
+                    unflushed.hand(done, size);
                 }
             }
             Sink::Nats { jetstream: Some(jetstream), envelope, .. } => {
@@ -105,47 +106,33 @@ impl Sink {
 
     /// Waits for the NATS server to have taken what was published: once it is a few MiB
     /// (that slows reading instead of growing the client's buffer), and whenever the loader
-    /// has sent nothing more, so that the records are acknowledged. Only a flush that went
-    /// through shows the buffer written to the server. Standard output and JetStream keep
-    /// nothing here.
+    /// has sent nothing more, so that the records are acknowledged. Standard output and
+    /// JetStream keep nothing here.
     pub(crate) async fn pace(&self, unflushed: &mut Unflushed, idle: bool) {
-        if unflushed.bytes >= UNFLUSHED_BYTES
-            || unflushed.records.len() >= UNFLUSHED_RECORDS
-            || (idle && !unflushed.records.is_empty())
-        {
+        if unflushed.bytes >= UNFLUSHED_BYTES || (idle && !unflushed.records.is_empty()) {
             self.flush_published(unflushed, Duration::from_secs(1)).await;
         }
     }
 
-    /// Waits up to `within` for the NATS client to write what waits in its buffer; once the
-    /// kernel has sent it all, those records are done. Bounded: a connection lost meanwhile
-    /// would hold the flush until it is back, so none is tried while disconnected.
+    /// Waits up to `within` for the NATS client to write what waits in its buffer; the records
+    /// handed to it before are done once the server's host has acknowledged the connection's
+    /// output as far as it then reached ([`Unflushed::flushed`]). Bounded: a connection lost
+    /// meanwhile would hold the flush until it is back, so none is tried while disconnected.
     pub(crate) async fn flush_published(&self, unflushed: &mut Unflushed, within: Duration) {
         let Sink::Nats { client, jetstream: None, .. } = self else { return };
         if client.connection_state() != State::Connected {
             return;
         }
         match tokio::time::timeout(within, client.flush()).await {
-            Ok(Ok(())) => {
-                unflushed.bytes = 0;
-                // A flush may go through while the client's buffer still holds bytes the kernel
-                // had no room for ([`Sink::flush`]); the kernel then holds bytes it has not sent
-                // either, as it does while the server reads nothing. Records done then, by a
-                // publisher stopped before the server read again, were lost uncounted
-                // (`e2e/tests/faults.rs`); left waiting, the loader counts them as
-                // `publisher_lost`.
-                if unsent_nats_bytes() == 0 {
-                    unflushed.records.clear();
-                }
-            }
+            Ok(Ok(())) => unflushed.flushed(nats_output()),
             Ok(Err(e)) => tracing::debug!("flushing NATS failed: {e}"),
             Err(_) => {}
         }
     }
 
-    /// At a connection's end: flushes until the kernel has sent everything, so that every
-    /// record it can is done, looking again while it holds bytes unsent (a slow server), at
-    /// most `within` ([`ALL_SENT_WAIT`]).
+    /// At a connection's end: flushes until every record is done, looking again while NATS's
+    /// host has not acknowledged what the flushes wrote (a slow server), at most `within`
+    /// ([`ACKNOWLEDGED_WAIT`]).
     pub(crate) async fn flush_all_published(&self, unflushed: &mut Unflushed, within: Duration) {
         let deadline = Instant::now() + within;
         while !unflushed.records.is_empty() {
@@ -205,10 +192,10 @@ impl Sink {
     }
 }
 
-/// How long a connection's end waits for the kernel to send what a slow NATS server has not
+/// How long a connection's end waits for NATS's host to acknowledge what a slow server has not
 /// taken, so that its records are acknowledged to the loader: the shutdown's own wait for
 /// NATS's host ([`FLUSH_TIMEOUT`]) follows, and a stalled server holds both to the end.
-pub const ALL_SENT_WAIT: Duration = Duration::from_secs(2);
+pub const ACKNOWLEDGED_WAIT: Duration = Duration::from_secs(2);
 
 /// How often a stopping publisher looks again whether NATS's host has acknowledged everything.
 const ACKNOWLEDGED_POLL: Duration = Duration::from_millis(10);
@@ -223,15 +210,25 @@ const ACKNOWLEDGED_POLL: Duration = Duration::from_millis(10);
 /// connection is found among the process' descriptors: a connected TCP socket on a local port
 /// that none of its TCP listeners has (a metrics scrape's is the metrics port).
 fn unacknowledged_nats_bytes() -> usize {
-    nats_connections().iter().filter_map(|s| s.output(libc::TIOCOUTQ)).sum()
+    nats_connections().iter().filter_map(TcpSocket::unacknowledged).sum()
 }
 
-/// `SIOCOUTQNSD` (<linux/sockios.h>): what a TCP socket's kernel holds and has not sent.
-pub(crate) const SIOCOUTQNSD: libc::Ioctl = 0x894B;
+/// How far the NATS connection's output has gone: `None` unless exactly one connection is found.
+fn nats_output() -> Option<Output> {
+    match nats_connections().as_slice() {
+        [socket] => socket.output(),
+        _ => None,
+    }
+}
 
-/// What the kernel holds of the NATS connection's output and has not sent yet.
-fn unsent_nats_bytes() -> usize {
-    nats_connections().iter().filter_map(|s| s.output(SIOCOUTQNSD)).sum()
+/// A TCP connection's output, in bytes from its start: what the process wrote to it, and what
+/// the peer's host has acknowledged. `connection` (its local port) tells one connection's
+/// figures from a reconnection's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Output {
+    connection: u16,
+    written: u64,
+    acknowledged: u64,
 }
 
 /// The NATS connection's descriptor and local port, as the last search found them: a flush
@@ -304,27 +301,93 @@ impl TcpSocket {
         Some(TcpSocket { fd, port: u16::from_be(port), listening: option(libc::SO_ACCEPTCONN)? != 0 })
     }
 
-    /// The bytes of its output that `request` asks for: TIOCOUTQ (SIOCOUTQ, which
-    /// <linux/sockios.h> defines as TIOCOUTQ) what its peer has not acknowledged, SIOCOUTQNSD
-    /// what is not sent; `None` if the descriptor is gone.
-    fn output(&self, request: libc::Ioctl) -> Option<usize> {
+    /// What its peer has not acknowledged; `None` if the descriptor is gone.
+    fn unacknowledged(&self) -> Option<usize> {
         let mut queued: libc::c_int = 0;
-        // SAFETY: either request writes one int into `queued`.
-        (unsafe { libc::ioctl(self.fd, request, &raw mut queued) } == 0).then_some(queued as usize)
+        // SAFETY: writes one int into `queued`. SIOCOUTQ, which <linux/sockios.h> defines as
+        // TIOCOUTQ.
+        (unsafe { libc::ioctl(self.fd, libc::TIOCOUTQ, &raw mut queued) } == 0).then_some(queued as usize)
+    }
+
+    /// Its [`Output`]: what the kernel holds unacknowledged (SIOCOUTQ) and, read after it, what
+    /// the peer acknowledged (TCP_INFO). Acknowledgements between the two readings only move
+    /// `written` further than it was, so records wait longer, never less.
+    fn output(&self) -> Option<Output> {
+        let unacknowledged = self.unacknowledged()? as u64;
+        // SAFETY: all zeros is a valid tcp_info.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        // SAFETY: writes at most `len` bytes into `info`.
+        let got =
+            unsafe { libc::getsockopt(self.fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len) };
+        (got == 0).then_some(Output {
+            connection: self.port,
+            written: info.tcpi_bytes_acked + unacknowledged,
+            acknowledged: info.tcpi_bytes_acked,
+        })
     }
 }
 
 /// Bytes published between waits for the NATS server to have taken them.
 const UNFLUSHED_BYTES: usize = 2 << 20;
-/// Records not yet done that make a flush due, whatever their bytes: while the kernel keeps
-/// bytes unsent, records wait for a flush after which it has none, and each takes memory.
-const UNFLUSHED_RECORDS: usize = 65_536;
 
-/// Events handed to the NATS client since the last flush that went through.
+/// Events handed to the NATS client whose records are not done yet, and the flushes that went
+/// through since.
 #[derive(Default)]
 pub(crate) struct Unflushed {
+    /// Bytes handed to the client since the last flush that went through.
     bytes: usize,
-    pub(crate) records: Vec<Done>,
+    /// Oldest first: the last of the records handed to the client.
+    pub(crate) records: VecDeque<Done>,
+    /// Records handed to the client over this loader connection.
+    handed: u64,
+    /// For each flush that went through and is not yet settled: the records handed before it,
+    /// and how far the NATS connection's output had gone then.
+    flushes: VecDeque<(u64, Output)>,
+}
+
+impl Unflushed {
+    fn hand(&mut self, done: Done, size: usize) {
+        self.bytes += size;
+        self.records.push_back(done);
+        self.handed += 1;
+    }
+
+    /// A flush went through, and the NATS connection's output stands at `output`. async-nats
+    /// answers a flush while its buffer still holds bytes the kernel had no room for (its
+    /// `ShouldFlush::No` arm, [`Sink::flush`]), as it does while a server reads nothing: records
+    /// taken as done then, by a publisher stopped before the server read again, were lost
+    /// without a count (`e2e/tests/faults.rs`). So the records handed before a flush are done
+    /// once the server's host has acknowledged the output as far as it had gone at that flush;
+    /// until then a publisher that dies leaves them counted as `publisher_lost`. Without the
+    /// connection's figures (no connection found, or several) a flush is taken at its word.
+    fn flushed(&mut self, output: Option<Output>) {
+        self.bytes = 0;
+        let Some(output) = output else {
+            self.records.clear();
+            self.flushes.clear();
+            return;
+        };
+        // A reconnection's figures start over; its flushes cover what the lost one's did.
+        self.flushes.retain(|(_, at)| at.connection == output.connection);
+        let mark = (self.handed, output);
+        if self.flushes.back().is_none_or(|&(handed, at)| (handed, at.written) != (mark.0, mark.1.written)) {
+            self.flushes.push_back(mark);
+        }
+        let mut settled = None;
+        while let Some(&(handed, at)) = self.flushes.front() {
+            if output.acknowledged < at.written {
+                break;
+            }
+            settled = Some(handed);
+            self.flushes.pop_front();
+        }
+        if let Some(handed) = settled {
+            let after = (self.handed - handed) as usize;
+            let done = self.records.len().saturating_sub(after);
+            self.records.drain(..done);
+        }
+    }
 }
 
 /// Bytes handed to the NATS client that it has not yet confirmed written (a flush): what may
@@ -518,6 +581,40 @@ async fn write_line(event: DecodedRecord, format: Format, prefix: &SubjectPrefix
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acks::Acks;
+
+    /// async-nats answers a flush while a stalled server leaves its buffer unwritten: records
+    /// are done only once the server's host has acknowledged as far as their flush had written.
+    #[test]
+    fn records_are_done_once_nats_acknowledged_what_their_flush_had_written() {
+        let acks = Acks::new();
+        let mut unflushed = Unflushed::default();
+        let at = |connection, written, acknowledged| Some(Output { connection, written, acknowledged });
+        for record in 0..3 {
+            unflushed.hand(acks.arrived(record), 100);
+        }
+        unflushed.flushed(at(4222, 300, 0));
+        assert_eq!(acks.done_below(), 0, "the server has acknowledged nothing");
+        for record in 3..5 {
+            unflushed.hand(acks.arrived(record), 100);
+        }
+        unflushed.flushed(at(4222, 500, 300));
+        assert_eq!((acks.done_below(), unflushed.records.len()), (3, 2), "as far as the first flush");
+        unflushed.flushed(at(4222, 500, 500));
+        assert_eq!((acks.done_below(), unflushed.records.len()), (5, 0));
+        // A reconnection: the lost connection's flushes are dropped, the new one's cover
+        // everything handed before them.
+        unflushed.hand(acks.arrived(5), 100);
+        unflushed.flushed(at(4222, 700, 500));
+        unflushed.flushed(at(4223, 100, 0));
+        assert_eq!(acks.done_below(), 5);
+        unflushed.flushed(at(4223, 100, 100));
+        assert_eq!(acks.done_below(), 6);
+        // Without the connection's figures a flush is taken at its word.
+        unflushed.hand(acks.arrived(6), 100);
+        unflushed.flushed(None);
+        assert_eq!((acks.done_below(), unflushed.records.len(), unflushed.flushes.len()), (7, 0, 0));
+    }
 
     #[test]
     fn the_msg_id_header_allowed_for_holds_the_longest_msg_id() {
