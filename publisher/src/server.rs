@@ -138,8 +138,8 @@ async fn recv<'b>(conn: &UnixSeqpacket, buf: &'b mut [u8]) -> Result<Option<&'b 
 const BACKLOG_BYTES: usize = MAX_RECORD + (1 << 20);
 const _: () = assert!(record_capacity(MAX_RECORD as u32) <= BACKLOG_BYTES, "the largest record's buffer fits");
 
-/// While records published wait for a flush that NATS, down, does not take: how often it is
-/// tried again.
+/// While records published are not done (NATS down, or its host not yet acknowledging what
+/// the last flush wrote): how often a flush is tried again.
 const FLUSH_RETRY: Duration = Duration::from_millis(100);
 
 /// What the reading thread hands on, holding its share of the backlog until published.

@@ -79,8 +79,8 @@ impl Sink {
 
     /// Hands one event on, adding to what waits in the NATS client's buffer: the bytes, and
     /// the record's [`Done`], held until NATS's host acknowledged it ([`Unflushed::flushed`]).
-    /// Elsewhere the record is done
-    /// once written (standard output) or once JetStream acknowledged it.
+    /// Elsewhere the record is done once written (standard output) or once JetStream
+    /// acknowledged it.
     pub(crate) async fn send(
         &self,
         event: DecodedRecord,
