@@ -12,7 +12,7 @@ use ipc_protocol::Ring;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 
 const KERNEL_LIMIT: u32 = 1_000_000;
-/// A tenth of the limit (README, Performance: the message programs took eight tenths when
+/// A tenth of the limit (docs/performance.md: the message programs took eight tenths when
 /// they copied large payloads in an open loop).
 const HEADROOM_LIMIT: u32 = KERNEL_LIMIT / 10;
 

@@ -184,6 +184,10 @@ fn spawn_nats(dir: &Path, port: &str) -> Child {
 }
 
 impl NatsServer {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("nats-server running")
+    }
+
     /// Starts nats-server on a random loopback port with `max_payload` of 5 MiB.
     pub async fn start() -> NatsServer {
         Self::with_max_payload(5_242_880).await

@@ -25,7 +25,7 @@ impl Loss {
 /// by the room their peer's address takes, a few hundred bytes: in steps, their buffers take
 /// one size, which the allocator hands back from one record to the next. Sized exactly, a
 /// freed buffer a few bytes short of the next record was passed over for new heap: the
-/// publisher held a 4 MB block more and took longer per block (README, "Performance"). Below
+/// publisher held a 4 MB block more and took longer per block (docs/performance.md). Below
 /// 1 MiB, where a step would add more than a sixteenth, buffers are sized exactly. The
 /// publisher charges its read-ahead with this size.
 pub const fn record_capacity(total_len: u32) -> usize {

@@ -235,7 +235,7 @@ async fn run(cli: Cli) -> Result<(), PublisherError> {
 /// messages and memory"): every buffer up to 32 MiB comes from the heap rather than a mapping
 /// of its own, and the heap keeps its pages instead of handing them back after each event. By
 /// default each such buffer faulted its pages in afresh, a quarter of the publisher's time
-/// per inv of 1.8 MB (README, "Performance"). Peak memory stays what the budget allows.
+/// per inv of 1.8 MB (docs/performance.md). Peak memory stays what the budget allows.
 #[cfg(target_env = "gnu")]
 fn keep_allocator_pages() {
     for (parameter, value, name) in [

@@ -133,8 +133,8 @@ async fn recv<'b>(conn: &UnixSeqpacket, buf: &'b mut [u8]) -> Result<Option<&'b 
 /// from the BPF rings, which overflow while nobody reads them; so a thread of its own reads
 /// the connection, and a burst waits here while it is decoded and published. One record of
 /// the largest size and a MiB of others: room for a second 4 MB block only held it in memory
-/// while the one before was encoded, 4 MiB more at the peak and no faster (README,
-/// Performance).
+/// while the one before was encoded, 4 MiB more at the peak and no faster
+/// (docs/performance.md).
 const BACKLOG_BYTES: usize = MAX_RECORD + (1 << 20);
 const _: () = assert!(record_capacity(MAX_RECORD as u32) <= BACKLOG_BYTES, "the largest record's buffer fits");
 

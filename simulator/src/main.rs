@@ -438,7 +438,7 @@ fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool, buffers: &mut Mes
 /// Keeps freed heap pages for the next hit. Each hit builds its arguments afresh; a 4 MB
 /// block's transactions take 4 MB of heap that glibc's default handed back to the kernel
 /// after every hit, so that the next faulted it in again: more CPU than the publisher spent on
-/// the block, taken from the machine the benchmark measures (README, Performance).
+/// the block, taken from the machine the benchmark measures (docs/performance.md).
 #[cfg(target_env = "gnu")]
 fn keep_heap_pages() {
     // SAFETY: mallopt only sets a parameter of the allocator, before any other thread runs.

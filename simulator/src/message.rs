@@ -334,7 +334,7 @@ impl Message {
 
     /// Appends the payload to `out`, so that a firing loop can reuse one buffer: a fresh
     /// multi-megabyte one per hit faulted in its pages anew, which cost a 4 MB block more
-    /// than building it (README, Performance).
+    /// than building it (docs/performance.md).
     pub fn write(&self, out: &mut Vec<u8>) {
         match self {
             Message::Version(v) => {

@@ -166,7 +166,7 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
  * records' timestamps); only a record after that wakes it, and then only if none did for
  * WAKEUP_INTERVAL_NS. A ring a quarter full wakes it too, but at most every FULL_WAKEUP_GAP_NS:
  * while the loader is behind (a slow publisher, NATS down, a burst) the ring stays that full,
- * and a wakeup on every hit cost each hit several microseconds (README, Performance) and woke
+ * and a wakeup on every hit cost each hit several microseconds (docs/performance.md) and woke
  * a loader already draining. The loader only moves the deadline forward, so a stale read errs
  * towards a wakeup; the other timestamps race between CPUs, harmlessly: at worst one wakeup
  * too many. */
@@ -296,7 +296,7 @@ struct message_head {
 
 /* A peer's connection type and address as its first message read them. Each string read is
  * a helper call through the kernel's user-copy checks, two thirds of a small message's time
- * in the program on some CPUs (README, Performance), and Bitcoin Core keeps both constant
+ * in the program on some CPUs (docs/performance.md), and Bitcoin Core keeps both constant
  * for a connection's life (CNode::m_addr_name, m_conn_type), never reusing a peer id within
  * a process; a loader serves one process. Later messages copy them from here. The LRU
  * evicts peers that stopped sending first: closed ones, as 512 exceed Core's connections. */
@@ -403,7 +403,7 @@ static __always_inline long fill_message_head(struct message_head *m, __u64 *tai
  * payload is read in LARGE_CHUNK pieces; the last piece ends at the payload's end and may
  * overlap the one before it (the payload is larger than one chunk). bpf_loop copies the
  * pieces: the verifier checks its callback on its own, where it walked an open loop of 256
- * pieces for every state the code before it left, close to its limit (README, Performance;
+ * pieces for every state the code before it left, close to its limit (docs/performance.md;
  * bpf/tests/verifier.rs). */
 struct large_copy {
 	struct bpf_dynptr ring;

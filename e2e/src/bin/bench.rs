@@ -21,6 +21,8 @@ use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
 use publisher::proto::ebpf_extractor::message::message_event::Msg;
 use publisher::proto::ebpf_extractor::Ebpf;
 use publisher::proto::event::{event::PeerObserverEvent, Event};
+use rustix::process::Pid;
+use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 use tracepoint_simulator::monotonic_ns;
 
 /// Measures the extractor end to end and prints one table.
@@ -60,6 +62,18 @@ struct Workload {
     /// The JetStream stream the publisher publishes into (`--nats-jetstream-stream`), if any.
     jetstream_stream: Option<&'static str>,
     check: Check,
+    cpus: Cpus,
+}
+
+/// Where a workload's processes run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cpus {
+    /// Wherever the scheduler puts them, as on a node.
+    Shared,
+    /// The simulator on CPU 0 alone; the loader, publisher, nats-server and the benchmark on
+    /// the others. The traced thread's time per hit without the caches and CPU time it shares
+    /// with them otherwise: what the BPF program itself adds to the trap.
+    FiringThreadAlone,
 }
 
 /// The workloads, the sustained blocks fired at `block_rate` a second (the rate a plain NATS
@@ -73,11 +87,13 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
         flags: &["--message-type", "ping", "--ping-clock"],
         check: Check::Ping,
         jetstream_stream: None,
+        cpus: Cpus::Shared,
     };
     vec![
         ping("ping 10k/s", 10_000),
         ping("ping 50k/s", 50_000),
         ping("ping 100k/s", 100_000),
+        Workload { cpus: Cpus::FiringThreadAlone, ..ping("ping 100k/s, the firing thread alone on CPU 0", 100_000) },
         ping("ping 150k/s", 150_000),
         ping("ping 200k/s", 200_000),
         ping("ping, max rate", 0),
@@ -91,6 +107,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             flags: &["--message-type", "ping", "--lean"],
             check: Check::Message("ping", Some(8)),
             jetstream_stream: None,
+            cpus: Cpus::Shared,
         },
         Workload {
             name: "12 tracepoints mixed, max rate".into(),
@@ -100,6 +117,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             flags: &[],
             check: Check::Events,
             jetstream_stream: None,
+            cpus: Cpus::Shared,
         },
         // The same, each event acknowledged by JetStream (README, "Durable delivery"): its cost
         // against core publishing.
@@ -111,6 +129,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             flags: &[],
             jetstream_stream: Some("BENCH"),
             check: Check::Events,
+            cpus: Cpus::Shared,
         },
         // Bitcoin Core fires from several threads at once: 4 threads, 3 tracepoints each, at
         // 20,834 rounds/s each, a combined 250k events/s.
@@ -122,6 +141,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             flags: &["--threads", "4"],
             check: Check::Events,
             jetstream_stream: None,
+            cpus: Cpus::Shared,
         },
         Workload {
             name: "inv of 3.6 KB, max rate".into(),
@@ -131,6 +151,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             flags: &["--message-type", "inv", "--message-size", "3600"],
             check: Check::Message("inv", None),
             jetstream_stream: None,
+            cpus: Cpus::Shared,
         },
         Workload {
             name: "inv of 1.8 MB, max rate".into(),
@@ -140,6 +161,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             flags: &["--message-type", "inv", "--message-size", "1800000"],
             check: Check::Message("inv", None),
             jetstream_stream: None,
+            cpus: Cpus::Shared,
         },
         Workload {
             name: "block of 4,000,000 B, 100 back to back".into(),
@@ -149,6 +171,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             flags: &["--message-size", "4000000"],
             check: Check::Message("block", Some(4_000_000)),
             jetstream_stream: None,
+            cpus: Cpus::Shared,
         },
         Workload {
             name: format!("block of 4,000,000 B, {block_rate}/s (the plain NATS client's rate)"),
@@ -158,6 +181,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             flags: &["--message-size", "4000000"],
             check: Check::Message("block", Some(4_000_000)),
             jetstream_stream: None,
+            cpus: Cpus::Shared,
         },
         Workload {
             name: "mempool:removed burst of 5,000".into(),
@@ -167,6 +191,7 @@ fn workloads(block_rate: u64) -> Vec<Workload> {
             flags: &[],
             check: Check::Events,
             jetstream_stream: None,
+            cpus: Cpus::Shared,
         },
     ]
 }
@@ -366,6 +391,8 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64, bpf_stats: bool) -> 
     let loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
     let (loader_pid, publisher_pid) = (loader.id().expect("loader"), publisher.id().expect("publisher"));
     let mut row = Row { bpf_maps: bpf_map_bytes(loader_pid), ..Row::default() };
+    let pinned = (w.cpus == Cpus::FiringThreadAlone)
+        .then(|| Pinned::new(simulator.pid(), &[loader_pid, publisher_pid], &[nats.pid(), std::process::id()]));
     let mut before = Usage { programs_after, ..Usage::default() };
     sample(loader_pid, publisher_pid, &mut before);
     let machine_before = cpu_jiffies();
@@ -451,6 +478,7 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64, bpf_stats: bool) -> 
     row.load =
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').next().unwrap_or("?").to_string();
     let _ = e2e::stop_and_read_logs(&mut [&mut publisher]).await;
+    drop(pinned);
     // The stream takes every subject the publisher publishes on: left in place, the server
     // would write every later workload's events to disk as well, and the reference client's
     // messages (another subject) not.
@@ -458,6 +486,46 @@ async fn run(nats: &NatsServer, w: &Workload, seconds: f64, bpf_stats: bool) -> 
         async_nats::jetstream::new(client).delete_stream(stream).await.expect("delete the JetStream stream");
     }
     row
+}
+
+/// A [`Cpus::FiringThreadAlone`] workload's CPU sets; those of the processes that outlive it
+/// (nats-server, the benchmark) are set back when dropped.
+struct Pinned {
+    outliving: Vec<u32>,
+    all: CpuSet,
+}
+
+impl Pinned {
+    fn new(simulator: u32, others: &[u32], outliving: &[u32]) -> Pinned {
+        let all = sched_getaffinity(None).expect("the benchmark's CPUs");
+        assert!(all.is_set(0) && all.count() > 1, "the workload needs CPU 0 and another");
+        let mut alone = CpuSet::new();
+        alone.set(0);
+        let mut rest = all;
+        rest.unset(0);
+        pin(simulator, &alone);
+        for pid in others.iter().chain(outliving) {
+            pin(*pid, &rest);
+        }
+        Pinned { outliving: outliving.to_vec(), all }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        for pid in &self.outliving {
+            pin(*pid, &self.all);
+        }
+    }
+}
+
+/// Puts every thread of process `pid` on `cpus`; its later threads inherit them.
+fn pin(pid: u32, cpus: &CpuSet) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
+    for tid in tasks.flatten().filter_map(|task| task.file_name().to_str()?.parse().ok()) {
+        // A thread that exited meanwhile is no matter.
+        let _ = sched_setaffinity(Pid::from_raw(tid), cpus);
+    }
 }
 
 /// Time per hit of the simulator firing pings at `rate` a second (0 = its maximum), with the
@@ -550,7 +618,7 @@ async fn main() {
     let selected = |name: &str| cli.only.as_deref().is_none_or(|only| name.contains(only));
     let mut floors = BTreeMap::new();
     for w in workloads(0).iter().filter(|w| matches!(w.check, Check::Ping)) {
-        if selected(&w.name) {
+        if selected(&w.name) && !floors.contains_key(&w.rate) {
             // A floor whose probe saw nothing is measured again.
             for _ in 0..3 {
                 if let Some(ns) = floor(w.rate, seconds, true).await {
