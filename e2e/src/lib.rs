@@ -1064,3 +1064,48 @@ pub fn assert_fired_exactly(
         .collect();
     assert_eq!(got, want);
 }
+
+/// Sends `data` on `socket` with copies of `fds` attached (`SCM_RIGHTS`), as a hostile peer on
+/// the loader's socket may.
+pub fn send_with_descriptors(
+    socket: impl std::os::fd::AsFd,
+    data: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> std::io::Result<usize> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(8))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    assert!(control.push(SendAncillaryMessage::ScmRights(fds)), "room for {} descriptors", fds.len());
+    Ok(sendmsg(socket, &[std::io::IoSlice::new(data)], &mut control, SendFlags::empty())?)
+}
+
+/// A descriptor for a test to pass to a process, and the means to tell whether any process
+/// still holds a copy: `passed` is one end of a socket pair, whose other end reads end of
+/// file once every copy of `passed` is closed.
+pub struct PassedDescriptor {
+    pub passed: std::os::unix::net::UnixStream,
+    kept: std::os::unix::net::UnixStream,
+}
+
+impl PassedDescriptor {
+    pub fn new() -> PassedDescriptor {
+        let (passed, kept) = std::os::unix::net::UnixStream::pair().expect("a socket pair");
+        PassedDescriptor { passed, kept }
+    }
+
+    /// Closes the test's own copy; true if every other copy is closed within `within`: none was
+    /// installed in a receiver, or the receiver closed it.
+    pub fn closed_everywhere(self, within: Duration) -> bool {
+        use std::io::Read;
+        let PassedDescriptor { passed, mut kept } = self;
+        drop(passed);
+        kept.set_read_timeout(Some(within)).expect("a read timeout");
+        matches!(kept.read(&mut [0]), Ok(0))
+    }
+}
+
+impl Default for PassedDescriptor {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -2,8 +2,8 @@
 //! loader's own user, with no capability, cannot take its descriptors; nobody can rewrite
 //! libbpf's USDT maps (frozen); the loader runs under its seccomp filter, which kills it on a
 //! forbidden call; a publisher socket whose backlog is full cannot hold it; and a publisher
-//! can write it nothing but acknowledgements it checks, and cannot hold it with a flood of
-//! them.
+//! can write it nothing but acknowledgements it checks, cannot pass it descriptors, and cannot
+//! hold it with a flood of acknowledgements.
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -227,6 +227,49 @@ async fn a_publisher_writing_anything_but_acknowledgements_is_dropped() {
     ] {
         assert!(log.contains(refusal), "{log}");
     }
+}
+
+/// A publisher whose acknowledgements carry descriptors (`SCM_RIGHTS`) gives the loader none:
+/// it reads them with `recv`, without room for ancillary data, so the kernel closes them at
+/// each read (loader/src/forward.rs, `read_acks`). The connection stays, and carries bitcoind's
+/// events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_cannot_pass_the_loader_descriptors() {
+    use rustix::net::RecvFlags;
+    use std::os::fd::AsFd;
+    let dir = TempDir::new("passing-publisher");
+    let socket = dir.path().join("publisher.sock");
+    let listener = hostile_listener(&socket);
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
+    let publisher = std::thread::spawn(move || {
+        let conn = rustix::net::accept(&listener).unwrap();
+        let mut buf = vec![0u8; 65537];
+        rustix::net::recv(&conn, &mut buf, RecvFlags::empty()).expect("the hello");
+        let passed = e2e::PassedDescriptor::new();
+        // Acknowledgements of records below 0, valid at any time, each with three copies.
+        for _ in 0..4 {
+            let fds = [passed.passed.as_fd(); 3];
+            e2e::send_with_descriptors(&conn, &ipc_protocol::encode_ack(0), &fds).expect("an acknowledgement");
+        }
+        closed_tx.send(passed.closed_everywhere(Duration::from_secs(5))).unwrap();
+        // Then the datagrams of records, until the loader closes.
+        let mut datagrams = 0u64;
+        while rustix::net::recv(&conn, &mut buf, RecvFlags::empty()).map_or(0, |(_, n)| n) > 0 {
+            datagrams += 1;
+        }
+        datagrams
+    });
+    let simulator = Simulator::start("mempool:added", 5, 64);
+    let mut loader = start_loader(dir.path(), &socket, simulator.pid(), &[]).await;
+    let closed =
+        tokio::task::spawn_blocking(move || closed_rx.recv().expect("the passing publisher")).await.expect("joined");
+    assert!(closed, "the loader holds a descriptor its publisher sent");
+    assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], 5);
+    let status = tokio::time::timeout(Duration::from_secs(15), loader.wait()).await.expect("exits").expect("status");
+    assert_eq!(status.code(), Some(3), "{status}");
+    let datagrams =
+        tokio::task::spawn_blocking(move || publisher.join().expect("the passing publisher")).await.expect("joined");
+    assert!(datagrams >= 1, "no record reached the publisher after its descriptors");
 }
 
 /// A publisher that ends every connection once it has the hello (as one of another release

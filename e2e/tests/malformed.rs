@@ -1,6 +1,7 @@
 //! A peer on the publisher's socket that sends malformed datagrams and invalid records gets
 //! them refused one by one; the valid records around them are still published, and so are a
-//! peer's last records when it closes with acknowledgements unread.
+//! peer's last records when it closes with acknowledgements unread. Descriptors it sends
+//! along never reach the publisher.
 
 use std::time::Duration;
 
@@ -169,4 +170,31 @@ async fn a_hello_cannot_forge_a_log_line() {
     let connected = log.lines().find(|l| l.contains("loader connected")).unwrap_or_else(|| panic!("{log}"));
     assert!(connected.contains(&format!(r#"binary="/usr/bin/bitcoind\n{forged}""#)), "{connected}");
     assert!(!log.lines().any(|l| l.starts_with(forged)), "{log}");
+}
+
+/// A peer whose datagrams carry descriptors (`SCM_RIGHTS`) gives the publisher none: it reads
+/// with `recv`, without room for ancillary data, so the kernel closes them at each read
+/// (publisher/src/server.rs). The records they carry are published, and the connection stays.
+#[tokio::test]
+async fn descriptors_sent_by_a_loader_never_reach_the_publisher() {
+    use std::os::fd::AsFd;
+    let mut loader = FakeLoader::start("passed-descriptors", 4).await;
+    let passed = e2e::PassedDescriptor::new();
+    let base = tracepoint_simulator::monotonic_ns();
+    let (first, second) = (rejected("first"), rejected("second"));
+    let records = [
+        Record { tracepoint: Tracepoint::MempoolRejected, ktime_ns: base, data: bytemuck::bytes_of(&first) },
+        Record { tracepoint: Tracepoint::MempoolRejected, ktime_ns: base + 1, data: bytemuck::bytes_of(&second) },
+    ];
+    // The hello, then the records, each with three copies of the descriptor.
+    for datagram in ipc_protocol::testing::datagrams(&mut loader.sender, &records) {
+        let fds = [passed.passed.as_fd(); 3];
+        e2e::send_with_descriptors(&loader.conn, &datagram, &fds).expect("a datagram with descriptors");
+    }
+    for expected in ["first", "second"] {
+        assert_eq!(next_rejected(&mut loader.sub).await.map(|(_, reason)| reason).as_deref(), Some(expected));
+    }
+    assert!(passed.closed_everywhere(Duration::from_secs(5)), "the publisher holds a descriptor its peer sent");
+    send_all(&loader.conn, &mut loader.sender, &[(base + 2, bytemuck::bytes_of(&rejected("third")))], None).await;
+    assert_eq!(next_rejected(&mut loader.sub).await.map(|(_, reason)| reason).as_deref(), Some("third"));
 }
