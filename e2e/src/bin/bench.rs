@@ -21,6 +21,7 @@ use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
 use publisher::proto::ebpf_extractor::message::message_event::Msg;
 use publisher::proto::ebpf_extractor::Ebpf;
 use publisher::proto::event::{event::PeerObserverEvent, Event};
+use rustix::io::Errno;
 use rustix::process::Pid;
 use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 use tracepoint_simulator::monotonic_ns;
@@ -496,9 +497,13 @@ struct Pinned {
 }
 
 impl Pinned {
+    /// The benchmark may run on CPU 0 and another.
+    fn possible() -> bool {
+        sched_getaffinity(None).is_ok_and(|all| all.is_set(0) && all.count() > 1)
+    }
+
     fn new(simulator: u32, others: &[u32], outliving: &[u32]) -> Pinned {
         let all = sched_getaffinity(None).expect("the benchmark's CPUs");
-        assert!(all.is_set(0) && all.count() > 1, "the workload needs CPU 0 and another");
         let mut alone = CpuSet::new();
         alone.set(0);
         let mut rest = all;
@@ -521,10 +526,13 @@ impl Drop for Pinned {
 
 /// Puts every thread of process `pid` on `cpus`; its later threads inherit them.
 fn pin(pid: u32, cpus: &CpuSet) {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process' threads");
     for tid in tasks.flatten().filter_map(|task| task.file_name().to_str()?.parse().ok()) {
-        // A thread that exited meanwhile is no matter.
-        let _ = sched_setaffinity(Pid::from_raw(tid), cpus);
+        match sched_setaffinity(Pid::from_raw(tid), cpus) {
+            // A thread that exited meanwhile.
+            Ok(()) | Err(Errno::SRCH) => {}
+            Err(e) => panic!("cannot pin thread {tid} of {pid}: {e}"),
+        }
     }
 }
 
@@ -653,6 +661,10 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for w in workloads(block_rate) {
         if !selected(&w.name) {
+            continue;
+        }
+        if w.cpus == Cpus::FiringThreadAlone && !Pinned::possible() {
+            println!("| {} | not run: the benchmark may not use CPU 0 and another |", w.name);
             continue;
         }
         let mut r = run(&nats, &w, cli.seconds, cli.bpf_stats).await;
