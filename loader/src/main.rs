@@ -115,20 +115,25 @@ const POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
 /// latency at 10k events/s near 1 ms), and tells the programs so: meanwhile they do not wake
 /// it, which would cost bitcoind's thread an irq_work per wakeup.
 const ACTIVE_POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: WAKEUP_INTERVAL_NS as i64 / 2 };
-/// After a look that took BUSY_RECORDS or more (from 64k events/s on), the next waits a whole
-/// WAKEUP_INTERVAL_NS. Every look that finds records wakes the publisher, nats-server and the
-/// subscribers too, on the CPUs bitcoind's threads use: at 100k/s, looking half as often took
-/// 10–15 % off the traced thread's time per hit, for half a millisecond of latency
-/// (docs/performance.md). A ring a quarter full still wakes the loader at once.
+/// While records come at BUSY_EVENTS_PER_S or faster, the loader looks every
+/// WAKEUP_INTERVAL_NS, as often as the programs would wake it. Every look that finds records
+/// wakes the publisher, nats-server and the subscribers too, on the CPUs bitcoind's threads
+/// use: at 100k/s, looking half as often took 10–15 % off the traced thread's time per hit,
+/// for half a millisecond of latency (docs/performance.md). A ring a quarter full still wakes
+/// the loader at once.
 const BUSY_POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: WAKEUP_INTERVAL_NS as i64 };
-const BUSY_RECORDS: u64 = 32;
+const BUSY_EVENTS_PER_S: u64 = 64_000;
 
-/// How long the loop waits after a look that took `took` records; `active`: within ACTIVE_NS
-/// of the last record, or a record half written.
-fn poll_timeout(took: u64, active: bool) -> &'static Timespec {
-    if took >= BUSY_RECORDS {
+/// How long the loop waits after a look that took `took` records `elapsed_ns` after the one
+/// before. `polling`: within ACTIVE_NS of the last record. `head_being_written`: a ring left out
+/// of the wait, whose wakeup could not end it.
+fn poll_timeout(took: u64, elapsed_ns: u64, polling: bool, head_being_written: bool) -> &'static Timespec {
+    let busy = took > 0 && u128::from(took) * 1_000_000_000 >= u128::from(BUSY_EVENTS_PER_S) * u128::from(elapsed_ns);
+    if head_being_written {
+        &ACTIVE_POLL_TIMEOUT
+    } else if busy {
         &BUSY_POLL_TIMEOUT
-    } else if active {
+    } else if polling {
         &ACTIVE_POLL_TIMEOUT
     } else {
         &POLL_TIMEOUT
@@ -216,7 +221,11 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
     let mut next_counts = Instant::now() + COUNTER_INTERVAL;
     let mut idle = Idle::new(Duration::from_secs(cli.idle_warn_secs), Instant::now());
     let mut polling_until_ns = 0;
+    let mut last_look_ns = monotonic_ns();
     let idle_exit = loop {
+        let look_ns = monotonic_ns();
+        let since_last_look_ns = look_ns - last_look_ns;
+        last_look_ns = look_ns;
         let taken = forwarder.records();
         let pump = forwarder.pump(&mut rings);
         let took_records = forwarder.records() - taken;
@@ -275,7 +284,8 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
             // Acknowledgements; while a lost connection closes, its last ones and the close.
             Pump::AwaitingAcks | Pump::Disconnected => fds.extend(socket(PollFlags::IN)),
         }
-        let timeout = poll_timeout(took_records, head_being_written || monotonic_ns() < polling_until_ns);
+        let timeout =
+            poll_timeout(took_records, since_last_look_ns, monotonic_ns() < polling_until_ns, head_being_written);
         match poll(&mut fds, Some(timeout)) {
             Ok(_) | Err(Errno::INTR) => {}
             Err(e) => return Err(LoaderError::Poll(e.into())),
@@ -391,11 +401,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_busy_look_waits_a_wakeup_interval_an_active_one_half_and_a_quiet_loader_100_ms() {
-        let ns = |took, active| poll_timeout(took, active).tv_nsec;
-        assert_eq!(ns(BUSY_RECORDS, true), 1_000_000);
-        assert_eq!(ns(BUSY_RECORDS, false), 1_000_000);
-        assert_eq!(ns(BUSY_RECORDS - 1, true), 500_000);
-        assert_eq!(ns(0, false), 100_000_000);
+    fn looks_follow_a_wakeup_interval_apart_while_records_come_at_64k_a_second_or_more() {
+        const HALF_MS: u64 = 500_000;
+        let ns = |took, elapsed_ns, polling, head| poll_timeout(took, elapsed_ns, polling, head).tv_nsec;
+        // 100k/s: 50 records half a millisecond after the look before; 64k/s: 64 in 1 ms.
+        assert_eq!(ns(50, HALF_MS, true, false), 1_000_000);
+        assert_eq!(ns(64, 2 * HALF_MS, true, false), 1_000_000);
+        // 10k/s, 50k/s, and just under 64k/s: every half millisecond.
+        assert_eq!(ns(5, HALF_MS, true, false), 500_000);
+        assert_eq!(ns(25, HALF_MS, true, false), 500_000);
+        assert_eq!(ns(63, 2 * HALF_MS, true, false), 500_000);
+        // A record still being written is looked at again soon, however busy.
+        assert_eq!(ns(50, HALF_MS, true, true), 500_000);
+        // Quiet for ACTIVE_NS: 100 ms.
+        assert_eq!(ns(0, 100_000_000, false, false), 100_000_000);
     }
 }

@@ -161,8 +161,9 @@ static __always_inline void count_drop(enum tracepoint_id tp, enum drop_cause ca
 
 /* Waking the loader is the dearest part of a hit for the traced thread: an irq_work (in a VM,
  * a trapped APIC write) and a context switch, on 2 cores often onto the traced thread's own
- * CPU. The loader looks at the rings at least every WAKEUP_INTERVAL_NS by itself while
- * records keep coming, and says until when in loader_polling_until_ns (CLOCK_MONOTONIC, as the
+ * CPU. The loader looks at the rings by itself while records keep coming, every half
+ * WAKEUP_INTERVAL_NS or, from 64k records a second, every WAKEUP_INTERVAL_NS
+ * (loader/src/main.rs), and says until when in loader_polling_until_ns (CLOCK_MONOTONIC, as the
  * records' timestamps); only a record after that wakes it, and then only if none did for
  * WAKEUP_INTERVAL_NS. A ring a quarter full wakes it too, but at most every FULL_WAKEUP_GAP_NS:
  * while the loader is behind (a slow publisher, NATS down, a burst) the ring stays that full,
