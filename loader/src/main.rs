@@ -125,15 +125,15 @@ const BUSY_POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: WAKEUP_INTERV
 const BUSY_EVENTS_PER_S: u64 = 64_000;
 
 /// How long the loop waits after a look that took `took` records `elapsed_ns` after the one
-/// before. `polling`: within ACTIVE_NS of the last record. `head_being_written`: a ring left out
-/// of the wait, whose wakeup could not end it.
+/// before. The rate is taken over half a millisecond at least: a look that followed the one
+/// before sooner (a reconnection, new drop totals, a socket ready) would count a single record
+/// as a flood. `polling`: within ACTIVE_NS of the last record. `head_being_written`: a ring left
+/// out of the wait, whose wakeup could not end it.
 fn poll_timeout(took: u64, elapsed_ns: u64, polling: bool, head_being_written: bool) -> &'static Timespec {
-    let busy = took > 0 && u128::from(took) * 1_000_000_000 >= u128::from(BUSY_EVENTS_PER_S) * u128::from(elapsed_ns);
-    if head_being_written {
-        &ACTIVE_POLL_TIMEOUT
-    } else if busy {
+    let window_ns = elapsed_ns.max(WAKEUP_INTERVAL_NS / 2);
+    if u128::from(took) * 1_000_000_000 >= u128::from(BUSY_EVENTS_PER_S) * u128::from(window_ns) {
         &BUSY_POLL_TIMEOUT
-    } else if polling {
+    } else if polling || head_being_written {
         &ACTIVE_POLL_TIMEOUT
     } else {
         &POLL_TIMEOUT
@@ -407,12 +407,17 @@ mod tests {
         // 100k/s: 50 records half a millisecond after the look before; 64k/s: 64 in 1 ms.
         assert_eq!(ns(50, HALF_MS, true, false), 1_000_000);
         assert_eq!(ns(64, 2 * HALF_MS, true, false), 1_000_000);
+        assert_eq!(ns(32, HALF_MS, true, false), 1_000_000);
         // 10k/s, 50k/s, and just under 64k/s: every half millisecond.
         assert_eq!(ns(5, HALF_MS, true, false), 500_000);
         assert_eq!(ns(25, HALF_MS, true, false), 500_000);
+        assert_eq!(ns(31, HALF_MS, true, false), 500_000);
         assert_eq!(ns(63, 2 * HALF_MS, true, false), 500_000);
-        // A record still being written is looked at again soon, however busy.
-        assert_eq!(ns(50, HALF_MS, true, true), 500_000);
+        // A look soon after the one before: its few records are no flood.
+        assert_eq!(ns(1, 15_000, true, false), 500_000);
+        assert_eq!(ns(31, 0, true, false), 500_000);
+        // A record still being written, even once quiet, is looked at again soon.
+        assert_eq!(ns(0, 100_000_000, false, true), 500_000);
         // Quiet for ACTIVE_NS: 100 ms.
         assert_eq!(ns(0, 100_000_000, false, false), 100_000_000);
     }
