@@ -123,6 +123,9 @@ const ACTIVE_POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: WAKEUP_INTE
 /// the loader at once.
 const BUSY_POLL_TIMEOUT: Timespec = Timespec { tv_sec: 0, tv_nsec: WAKEUP_INTERVAL_NS as i64 };
 const BUSY_EVENTS_PER_S: u64 = 64_000;
+const ACTIVE_NS: u64 = 5_000_000;
+/// How long a stopping loader waits for the publisher to take what it still holds.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// How long the loop waits after a look that took `took` records `elapsed_ns` after the one
 /// before. The rate is taken over half a millisecond at least: a look that followed the one
@@ -139,9 +142,6 @@ fn poll_timeout(took: u64, elapsed_ns: u64, polling: bool, head_being_written: b
         &POLL_TIMEOUT
     }
 }
-const ACTIVE_NS: u64 = 5_000_000;
-/// How long a stopping loader waits for the publisher to take what it still holds.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
 fn monotonic_ns() -> u64 {
