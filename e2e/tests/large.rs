@@ -1,13 +1,16 @@
-//! P2P messages of every size up to Bitcoin Core's 4,000,000-byte maximum reach NATS intact,
-//! across a socket whose send buffer is the stock 212992 bytes, and a burst of large messages
-//! is delivered without loss at default settings.
+//! P2P messages of every size up to Bitcoin Core's 4,000,000-byte maximum, and on to the 4 MiB
+//! the BPF programs capture (a larger one is counted), reach NATS intact across a socket whose
+//! send buffer is the stock 212992 bytes, and a burst of large messages is delivered without
+//! loss at default settings.
 
+use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use e2e::{expect, receive, start_publisher, Launch, NatsServer, Pipeline, PipelineFlags, LOADER_UID};
 use futures_util::StreamExt;
+use ipc_protocol::records::MAX_PAYLOAD_CAPTURE;
 use ipc_protocol::Tracepoint;
 use prost::Message;
 use publisher::proto::ebpf_extractor::ebpf::EbpfEvent;
@@ -85,13 +88,55 @@ async fn fire_sized(nats: &NatsServer, tracepoints: &str, size: usize, rounds: u
 /// 64 and 65 bytes: either side of the payloads read onto the BPF stack (`STAGED_PAYLOAD` in
 /// `bpf/src/bpf/extractor.bpf.c`); 4096: a size class; 16,384 and 16,385: the largest class
 /// and the smallest message copied in pieces, two that overlap by all but a byte; 65,536: four
-/// pieces.
+/// pieces; 4,194,304: the most the BPF programs capture (`MAX_PAYLOAD_CAPTURE`), above Core's
+/// 4,000,000.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn messages_of_every_size_up_to_4_000_000_bytes_arrive_intact() {
+async fn messages_of_every_size_up_to_the_4_mib_capture_limit_arrive_intact() {
     let nats = NatsServer::start().await;
-    for size in [0, 1, 64, 65, 4096, 16_384, 16_385, 65_536, 1_000_000, 4_000_000] {
+    for size in [0, 1, 64, 65, 4096, 16_384, 16_385, 65_536, 1_000_000, 4_000_000, MAX_PAYLOAD_CAPTURE] {
         fire_sized(&nats, "net:inbound_message,net:outbound_message", size, 2, 51, 0).await;
     }
+}
+
+/// A payload a byte above the capture limit, larger than any Bitcoin Core sends, is not
+/// captured but counted as `payload_too_large`; the `mempool:added` events fired between
+/// those messages arrive, each as fired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_above_the_capture_limit_is_counted_and_the_other_events_arrive() {
+    const ROUNDS: u64 = 3;
+    const SEED: u64 = 54;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let nats = NatsServer::start().await;
+    let size = MAX_PAYLOAD_CAPTURE + 1;
+    let workload = Workload { message_size: Some(size), ..Workload::default() };
+    let size_flag = size.to_string();
+    let Pipeline { mut subscriber, simulator, mut loader, dir: _dir, mut publisher } = Pipeline::start_with(
+        Launch::Direct,
+        &nats,
+        "net:inbound_message,mempool:added",
+        ROUNDS,
+        SEED,
+        &["--message-size", &size_flag],
+        &[],
+    )
+    .await;
+    let fired = simulator.fire().await;
+    assert_eq!(fired, BTreeMap::from([(Tracepoint::NetInboundMessage, ROUNDS), (Tracepoint::MempoolAdded, ROUNDS)]));
+
+    let events = receive(&mut subscriber, ROUNDS as usize).await;
+    assert_eq!(events.len() as u64, ROUNDS, "events received");
+    for (seq, (subject, event)) in events.into_iter().enumerate() {
+        let (want_subject, want) = expect::event_with(Tracepoint::MempoolAdded, SEED, seq as u64, &workload);
+        assert_eq!(subject, want_subject, "#{seq}");
+        assert_eq!(e2e::ebpf_of(event), want, "#{seq}");
+    }
+    // The loader sends its final drop totals as it exits after the simulator.
+    tokio::time::timeout(Duration::from_secs(30), loader.wait()).await.expect("loader exits").expect("waits");
+    let log = e2e::stopped_log(&mut publisher).await;
+    assert!(log.contains("net:inbound_message payload_too_large +3"), "{log}");
+    let stopped = e2e::closing_line(&log);
+    assert!(stopped.starts_with("published=3 invalid=0 "), "{stopped}");
+    assert!(stopped.contains(" dropped_before_publisher=3 "), "{stopped}");
 }
 
 /// 50 MB, more than the message ring (32 MiB) and the publisher's read-ahead (5 MiB) hold

@@ -144,7 +144,9 @@ async fn sized_messages_arrive_with_their_exact_size() {
 /// A payload the BPF program cannot read is counted as `read_failed`, and its reservation in
 /// the ring is discarded: the loader steps over the discarded record, and every other message
 /// arrives whole, in order. Transactions take the fixed classes; messages of 20,000 bytes the
-/// large path, whose pieces `bpf_loop` copies.
+/// large path, whose pieces `bpf_loop` copies. Blocks of 100,000 bytes readable up to byte
+/// 90,000 fail in their sixth piece of seven (81,920 to 98,304), after five were copied into
+/// the reservation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_payload_is_counted_and_every_other_message_arrives() {
     // Transactions: never an empty payload, which would need no read.
@@ -152,6 +154,30 @@ async fn an_unreadable_payload_is_counted_and_every_other_message_arrives() {
     unreadable_every_tenth(&txs, &["--message-type", "tx"]).await;
     let large = Workload { message_size: Some(20_000), ..Workload::default() };
     unreadable_every_tenth(&large, &["--message-size", "20000"]).await;
+    let cut = Workload { message_size: Some(100_000), ..Workload::default() };
+    unreadable_every_tenth(&cut, &["--message-size", "100000", "--unreadable-from", "90000"]).await;
+}
+
+/// `--unreadable-from` needs the rounds it applies to and a payload size above it.
+#[test]
+fn a_payload_unreadable_from_a_byte_needs_unreadable_rounds_and_a_larger_size() {
+    for (flags, error) in [
+        (&["--unreadable-from", "10", "--message-size", "100"][..], "--unreadable-every"),
+        (&["--unreadable-from", "10", "--unreadable-every", "2"][..], "--message-size"),
+        (
+            &["--unreadable-from", "100", "--unreadable-every", "2", "--message-size", "100"][..],
+            "--unreadable-from must be below --message-size, or nothing is unreadable",
+        ),
+    ] {
+        let out = std::process::Command::new(&e2e::bins().simulator)
+            .args(["--tracepoints", "net:inbound_message"])
+            .args(flags)
+            .output()
+            .expect("run the simulator");
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(error), "{flags:?}: {stderr}");
+    }
 }
 
 async fn unreadable_every_tenth(workload: &Workload, flags: &[&str]) {

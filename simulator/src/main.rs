@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::{CommandFactory, Parser};
 use ipc_protocol::Tracepoint;
+use rustix::mm::{self, MapFlags, MprotectFlags, ProtFlags};
 use tracepoint_simulator::{args, disconnection, monotonic_ns, Args, Message, Workload, CONNECTED_PEERS};
 
 extern "C" {
@@ -172,6 +173,11 @@ struct Cli {
     /// as a broken probe site would; the tracer must count it and go on.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     unreadable_every: Option<u64>,
+    /// With --unreadable-every and --message-size above BYTE: those payloads are readable up to
+    /// BYTE and unmapped from there on, so that a tracer copying one in pieces fails a later
+    /// piece (default: the pointer itself cannot be read).
+    #[arg(long, value_name = "BYTE", requires = "unreadable_every", requires = "message_size")]
+    unreadable_from: Option<usize>,
     /// Bitcoin Core's `-datadir`: must exist; the pid file goes inside (also `-datadir=DIR`).
     #[arg(long, value_name = "DIR")]
     datadir: Option<PathBuf>,
@@ -332,19 +338,79 @@ struct MessageBuffers {
     message_type: MessageType,
 }
 
-/// Runs the probe site of `tp`; true if a tracer was attached (the semaphore was set). With
-/// `unreadable_payload`, a message's payload pointer points into the never-mapped first page.
-fn fire(tp: Tracepoint, args: &Args, unreadable_payload: bool, buffers: &mut MessageBuffers) -> bool {
+/// A payload whose first bytes are readable and the rest unmapped (`--unreadable-from`): the
+/// readable bytes end where an inaccessible page begins.
+struct CutPayload {
+    map: *mut std::ffi::c_void,
+    map_len: usize,
+    start: *const u8,
+}
+
+impl CutPayload {
+    /// `readable`, followed by at least `unreadable` bytes that cannot be read.
+    fn new(readable: &[u8], unreadable: usize) -> CutPayload {
+        let page = rustix::param::page_size();
+        let front = readable.len().div_ceil(page) * page;
+        let map_len = front + unreadable.div_ceil(page).max(1) * page;
+        // SAFETY: a new private anonymous mapping, which nothing else refers to; the bytes
+        // copied lie in its readable front, ending at its first inaccessible byte.
+        unsafe {
+            let map = mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                map_len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE,
+            )
+            .expect("map a payload's pages");
+            mm::mprotect(map.add(front), map_len - front, MprotectFlags::empty())
+                .expect("make a payload's tail unreadable");
+            let start = map.cast::<u8>().add(front - readable.len());
+            std::ptr::copy_nonoverlapping(readable.as_ptr(), start, readable.len());
+            CutPayload { map, map_len, start }
+        }
+    }
+}
+
+impl Drop for CutPayload {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made, which only this value refers to.
+        unsafe { mm::munmap(self.map, self.map_len) }.expect("unmap a payload's pages");
+    }
+}
+
+/// Which of a message's payload bytes a tracer can read.
+#[derive(Clone, Copy)]
+enum Readable {
+    All,
+    /// The pointer itself points into the never-mapped first page.
+    None,
+    /// Up to this byte (`--unreadable-from`).
+    Before(usize),
+}
+
+/// Runs the probe site of `tp`; true if a tracer was attached (the semaphore was set). A
+/// message's payload is as `readable` says.
+fn fire(tp: Tracepoint, args: &Args, readable: Readable, buffers: &mut MessageBuffers) -> bool {
     // SAFETY: every pointer is to a live, NUL-terminated string or a buffer of the stated
-    // length, valid for the duration of the call; an unreadable payload pointer is only handed
-    // to the tracer, which reads user memory with checked reads.
+    // length, valid for the duration of the call; an unreadable payload is only handed to the
+    // tracer, which reads user memory with checked reads.
     unsafe {
         match (site(tp), args) {
             (Site::Message(f), Args::Message { peer_id, addr, conn_type, message }) => {
                 let MessageBuffers { payload, message_type } = buffers;
                 payload.clear();
                 message.write(payload);
-                let data = if unreadable_payload { std::ptr::dangling() } else { payload.as_ptr() };
+                let cut;
+                let data = match readable {
+                    Readable::All => payload.as_ptr(),
+                    Readable::None => std::ptr::dangling(),
+                    Readable::Before(end) => {
+                        // A typed message may fall a few bytes short of --message-size.
+                        let end = end.min(payload.len());
+                        cut = CutPayload::new(&payload[..end], payload.len() - end);
+                        cut.start
+                    }
+                };
                 let msg_type = message_type.set(message.command());
                 f(*peer_id, c(addr).as_ptr(), c(conn_type).as_ptr(), msg_type, payload.len(), data)
             }
@@ -468,6 +534,12 @@ fn main() -> ExitCode {
         eprintln!("tracepoint-simulator: {e}");
         return ExitCode::from(2);
     }
+    if let (Some(from), Some(size)) = (cli.unreadable_from, workload.message_size) {
+        if from >= size {
+            eprintln!("tracepoint-simulator: --unreadable-from must be below --message-size, or nothing is unreadable");
+            return ExitCode::from(2);
+        }
+    }
     let varies = cli.rate > 0.0 || cli.ping_clock || cli.unreadable_every.is_some();
     if cli.lean && (tracepoints != [Tracepoint::NetInboundMessage] || cli.threads != 1 || varies) {
         eprintln!(
@@ -512,6 +584,7 @@ fn main() -> ExitCode {
         workload: &workload,
         ping_clock: cli.ping_clock,
         unreadable_every: cli.unreadable_every,
+        unreadable: cli.unreadable_from.map_or(Readable::None, Readable::Before),
         stop: &stop,
     };
     let threads = (cli.threads as usize).min(tracepoints.len()).max(1);
@@ -551,7 +624,7 @@ fn main() -> ExitCode {
             let mut buffers = MessageBuffers { payload: Vec::new(), message_type: MessageType::new() };
             (0..CONNECTED_PEERS)
                 .filter(|&peer| {
-                    fire(Tracepoint::NetClosedConnection, &disconnection(cli.seed, peer), false, &mut buffers)
+                    fire(Tracepoint::NetClosedConnection, &disconnection(cli.seed, peer), Readable::All, &mut buffers)
                 })
                 .count()
         });
@@ -593,6 +666,8 @@ struct Rounds<'a> {
     workload: &'a Workload,
     ping_clock: bool,
     unreadable_every: Option<u64>,
+    /// What an unreadable round's payload leaves readable.
+    unreadable: Readable,
     stop: &'a AtomicBool,
 }
 
@@ -675,8 +750,9 @@ fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
                 }
             }
             let unreadable = rounds.unreadable_every.is_some_and(|n| (seq + 1).is_multiple_of(n));
+            let readable = if unreadable { rounds.unreadable } else { Readable::All };
             let hit = Instant::now();
-            let traced = fire(*tp, &args, unreadable, &mut buffers);
+            let traced = fire(*tp, &args, readable, &mut buffers);
             out.fire_ns += hit.elapsed().as_nanos();
             if traced {
                 out.fired[i] += 1;
