@@ -594,3 +594,54 @@ async fn launcher_refuses_a_symlinked_pid_file_and_a_pid_running_another_binary(
     assert!(stderr.contains(&format!("pid {pid} runs \"/usr/bin/sleep\", not the bitcoind binary")), "{stderr}");
     other.kill().await.unwrap();
 }
+
+/// bitcoind's user may write any pid into the pid file it writes: that of another user's node
+/// running the same binary (root's here) passes the binary's check, and the probes would then
+/// report that node's peers and mempool. The launcher refuses a pid its file's owner does not
+/// run.
+#[tokio::test]
+async fn launcher_refuses_a_pid_file_naming_another_users_process() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = NodeDir::new();
+    let mut other = Command::new(&bins().simulator)
+        .args(["--tracepoints", "mempool:added", "--start-on-stdin"])
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = other.id().unwrap();
+    // As bitcoind writes it: by the node's user, 0600 in a 0700 directory.
+    let pid_file = node.pid_file();
+    let regtest = pid_file.parent().unwrap();
+    std::fs::create_dir(regtest).unwrap();
+    std::fs::set_permissions(regtest, std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown(regtest, BITCOIND_UID);
+    std::fs::write(&pid_file, format!("{pid}\n")).unwrap();
+    std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    chown(&pid_file, BITCOIND_UID);
+
+    // Bounded: a launcher that took the pid would start the pipeline and run on.
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(&bins().launcher)
+            .arg("--bitcoind-path")
+            .arg(&bins().simulator)
+            .arg("--bitcoind-pid-file")
+            .arg(&pid_file)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the launcher refuses at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "pid file {} names pid {pid}, which uid 0 runs, not the file's owner uid {BITCOIND_UID}",
+            pid_file.display()
+        )),
+        "{stderr}"
+    );
+    other.kill().await.unwrap();
+}

@@ -85,6 +85,8 @@ enum LaunchError {
     UnknownUser(String),
     #[error("{0} must not be root: each half runs unprivileged")]
     RootChild(&'static str),
+    #[error("{0} must not have root's group (gid 0) as its own: each half runs unprivileged")]
+    RootGroup(&'static str),
     #[error("no unused uid is left in systemd's range for dynamic users (61184-65519)")]
     NoFreeUid,
     #[error(transparent)]
@@ -352,15 +354,18 @@ struct Bitcoind {
 
 impl Cli {
     /// The bitcoind to trace now: the fixed pid, or the one the pid file names, running the
-    /// binary of --bitcoind-path.
+    /// binary of --bitcoind-path (and, from a pid file, run by the file's owner).
     fn bitcoind(&self) -> Result<Bitcoind, TargetError> {
-        let pid = match (&self.bitcoind_pid, &self.bitcoind_pid_file) {
-            (Some(pid), _) => *pid,
-            (None, Some(file)) => target::read_pid_file(file)?,
+        let (pid, written) = match (&self.bitcoind_pid, &self.bitcoind_pid_file) {
+            (Some(pid), _) => (*pid, None),
+            (None, Some(path)) => target::read_pid_file(path).map(|file| (file.pid, Some((file, path))))?,
             (None, None) => unreachable!("clap requires one of them"),
         };
         let binary = target::open_binary(&self.bitcoind_path)?;
         target::check_runs(pid, &binary, &self.bitcoind_path)?;
+        if let Some((file, path)) = written {
+            target::check_written_by_runner(&file, path)?;
+        }
         Ok(Bitcoind { pid, binary })
     }
 }

@@ -29,6 +29,8 @@ pub enum TargetError {
     NotRunning(i32),
     #[error("pid {pid} runs {exe}, not the bitcoind binary {binary}: pass the binary it runs from with --bitcoind-path (an upgraded binary needs a restarted bitcoind)")]
     OtherBinary { pid: i32, exe: String, binary: PathBuf },
+    #[error("pid file {path} names pid {pid}, which uid {runner} runs, not the file's owner uid {owner}: bitcoind writes its own pid file, so this is a stale one or another user's process")]
+    OtherUser { path: PathBuf, pid: i32, runner: u32, owner: u32 },
 }
 
 impl TargetError {
@@ -46,9 +48,15 @@ impl TargetError {
 /// bitcoind writes `<pid>\n`; anything longer than this is not its pid file.
 const PID_FILE_MAX: u64 = 32;
 
+/// What bitcoind's pid file says: the pid, and who wrote it.
+pub struct PidFile {
+    pub pid: i32,
+    pub owner: u32,
+}
+
 /// Reads bitcoind's pid file without following a symlink (bitcoind's user owns the directory
 /// and could point a root reader anywhere) or blocking on a FIFO, and at most a few bytes.
-pub fn read_pid_file(path: &Path) -> Result<i32, TargetError> {
+pub fn read_pid_file(path: &Path) -> Result<PidFile, TargetError> {
     let unreadable = |e: Errno| TargetError::PidFileUnreadable { path: path.to_owned(), source: e.into() };
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let fd = match rustix::fs::open(path, flags, Mode::empty()) {
@@ -69,7 +77,25 @@ pub fn read_pid_file(path: &Path) -> Result<i32, TargetError> {
         .then(|| std::str::from_utf8(&content).ok()?.trim().parse::<i32>().ok())
         .flatten()
         .filter(|pid| *pid > 0);
-    pid.ok_or(TargetError::PidFileGarbage { path: path.to_owned(), len: content.len() })
+    let pid = pid.ok_or(TargetError::PidFileGarbage { path: path.to_owned(), len: content.len() })?;
+    Ok(PidFile { pid, owner: stat.st_uid })
+}
+
+/// Checks that the pid file's owner runs its pid. bitcoind writes its own pid file, and its
+/// user may write any pid there: another user's node running the same binary passes
+/// [`check_runs`], and the probes would then report that node's peers and mempool.
+pub fn check_written_by_runner(file: &PidFile, path: &Path) -> Result<(), TargetError> {
+    let pid = file.pid;
+    let runner = fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok()
+        })
+        .ok_or(TargetError::NotRunning(pid))?;
+    if runner != file.owner {
+        return Err(TargetError::OtherUser { path: path.to_owned(), pid, runner, owner: file.owner });
+    }
+    Ok(())
 }
 
 /// Opens the binary the probes attach to; the loader gets this descriptor. bitcoind's user may

@@ -83,23 +83,10 @@ impl Drop for UidLock {
 
 impl User {
     /// A named user or uid from /etc/passwd (a bare uid without an entry gets a group of the
-    /// same number); root is refused.
+    /// same number); root, and a user whose group is root's, are refused.
     pub fn named(spec: &str, flag: &'static str) -> Result<User, LaunchError> {
         let passwd = fs::read_to_string("/etc/passwd").map_err(LaunchError::Passwd)?;
-        let entry = passwd
-            .lines()
-            .map(|line| line.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() > 3 && (f[0] == spec || f[2] == spec));
-        let (uid, gid) = match entry {
-            Some(f) => (f[2].parse().ok(), f[3].parse().ok()),
-            None => (spec.parse().ok(), spec.parse().ok()),
-        };
-        let (Some(uid), Some(gid)) = (uid, gid) else {
-            return Err(LaunchError::UnknownUser(spec.to_string()));
-        };
-        if uid == 0 {
-            return Err(LaunchError::RootChild(flag));
-        }
+        let (uid, gid) = ids_in(&passwd, spec, flag)?;
         Ok(User { uid: Uid::from_raw(uid), gid: Gid::from_raw(gid), dynamic: false, _lock: None })
     }
 
@@ -184,9 +171,42 @@ pub fn become_user(uid: Uid, gid: Gid, keep: CapabilitySet) -> io::Result<()> {
     Ok(())
 }
 
+/// The uid and gid `spec` names in the text of /etc/passwd. Group 0 would give the half root's
+/// group access to files (root's `0640` ones, say), as uid 0 would give it root's.
+fn ids_in(passwd: &str, spec: &str, flag: &'static str) -> Result<(u32, u32), LaunchError> {
+    let entry = passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && (f[0] == spec || f[2] == spec));
+    let (uid, gid) = match entry {
+        Some(f) => (f[2].parse().ok(), f[3].parse().ok()),
+        None => (spec.parse().ok(), spec.parse().ok()),
+    };
+    match (uid, gid) {
+        (Some(0), _) => Err(LaunchError::RootChild(flag)),
+        (Some(_), Some(0)) => Err(LaunchError::RootGroup(flag)),
+        (Some(uid), Some(gid)) => Ok((uid, gid)),
+        _ => Err(LaunchError::UnknownUser(spec.to_string())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_and_a_user_of_roots_group_are_refused_by_name_or_number() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nops:x:990:0::/:/bin/false\nbtc:x:991:991::/:/bin/false\n";
+        for spec in ["root", "0"] {
+            assert!(matches!(ids_in(passwd, spec, "--loader-user"), Err(LaunchError::RootChild("--loader-user"))));
+        }
+        for spec in ["ops", "990"] {
+            assert!(matches!(ids_in(passwd, spec, "--loader-user"), Err(LaunchError::RootGroup("--loader-user"))));
+        }
+        assert!(matches!(ids_in(passwd, "btc", "--loader-user"), Ok((991, 991))));
+        assert!(matches!(ids_in(passwd, "61000", "--loader-user"), Ok((61000, 61000))));
+        assert!(matches!(ids_in(passwd, "nobody", "--loader-user"), Err(LaunchError::UnknownUser(_))));
+    }
 
     /// systemd's side of the protocol (`pick_uid`): open `<dir>/<uid>`, `flock` it, and unlink
     /// it before letting the uid go.

@@ -367,6 +367,24 @@ impl Notify {
     }
 }
 
+/// A libbpf message as log lines, each its own `libbpf` record, control characters escaped.
+/// libbpf quotes text from the binary's USDT notes (an argument spec it cannot parse), which
+/// bitcoind's user writes into a self-built binary: a line end there must not start a line
+/// that looks like the loader's own (SECURITY.md, "Logs").
+fn libbpf_lines(msg: &str) -> impl Iterator<Item = String> + '_ {
+    msg.trim_end().lines().map(|line| {
+        let mut escaped = String::with_capacity(line.len());
+        for c in line.chars() {
+            if c.is_control() {
+                escaped.extend(c.escape_default());
+            } else {
+                escaped.push(c);
+            }
+        }
+        escaped
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -375,9 +393,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let libbpf_level = if cli.libbpf_debug { PrintLevel::Debug } else { PrintLevel::Warn };
-    libbpf_rs::set_print(Some((libbpf_level, |level, msg| match level {
-        PrintLevel::Warn => tracing::warn!(target: "libbpf", "{}", msg.trim_end()),
-        _ => tracing::info!(target: "libbpf", "{}", msg.trim_end()),
+    libbpf_rs::set_print(Some((libbpf_level, |level, msg| {
+        for line in libbpf_lines(&msg) {
+            match level {
+                PrintLevel::Warn => tracing::warn!(target: "libbpf", "{line}"),
+                _ => tracing::info!(target: "libbpf", "{line}"),
+            }
+        }
     })));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -420,5 +442,12 @@ mod tests {
         assert_eq!(ns(0, 100_000_000, false, true), 500_000);
         // Quiet for ACTIVE_NS: 100 ms.
         assert_eq!(ns(0, 100_000_000, false, false), 100_000_000);
+    }
+
+    #[test]
+    fn a_libbpf_message_quoting_a_forged_line_logs_it_as_libbpfs_with_control_characters_escaped() {
+        let msg = "libbpf: usdt: unrecognized arg #1 spec '8@%rdi\nERROR forged\x1b[31m'\n";
+        let lines: Vec<String> = libbpf_lines(msg).collect();
+        assert_eq!(lines, ["libbpf: usdt: unrecognized arg #1 spec '8@%rdi", "ERROR forged\\u{1b}[31m'"]);
     }
 }
