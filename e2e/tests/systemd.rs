@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::{
-    assert_fired_exactly, bins, notify_socket, receive, start_publisher, wall_ms, NatsServer, NodeDir, Simulator,
-    TempDir,
+    assert_fired_exactly, bins, chown, notify_socket, receive, start_publisher, wall_ms, NatsServer, NodeDir,
+    Simulator, TempDir, BITCOIND_UID,
 };
 use ipc_protocol::Tracepoint;
 use tokio::process::Command;
@@ -242,16 +242,17 @@ struct LoaderUnit {
 }
 
 impl LoaderUnit {
-    /// The shipped unit, with the paths an operator's drop-in points at their node and the
-    /// unit's user, which does not exist here, as `uid`.
-    fn new(dir: &Path, paths: &[(&str, &Path)], uid: u32) -> LoaderUnit {
+    /// The shipped unit, with the paths an operator's drop-in points at their node, and the
+    /// unit's user and the node's (`bitcoin`), which do not exist here, as `uid` and
+    /// `bitcoind_uid`.
+    fn new(dir: &Path, paths: &[(&str, &Path)], uid: u32, bitcoind_uid: u32) -> LoaderUnit {
         let read = |unit: &str| {
             let mut text =
                 std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd").join(unit)).unwrap();
             for (from, to) in paths {
                 text = text.replace(from, to.to_str().unwrap());
             }
-            text
+            text.replace("--bitcoind-user bitcoin ", &format!("--bitcoind-user {bitcoind_uid} "))
         };
         let path = directives(&read("peer-observer-ebpf-loader.path"), "[Path]");
         assert_eq!(path.keys().collect::<Vec<_>>(), ["PathExists", "Unit"], "the .path unit's directives");
@@ -444,6 +445,7 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
             ("/run/peer-observer-ebpf/publisher.sock", &socket),
         ],
         loader_uid,
+        BITCOIND_UID,
     );
     let client = async_nats::connect(&nats.address).await.unwrap();
     let mut subscriber = e2e::subscribe_in_place(&client, "mempool").await;
@@ -480,4 +482,68 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
     let (loader, failures) = restarting.await.unwrap();
     assert_eq!(failures, Vec::<String>::new());
     delivers_then_exits_with_bitcoind(second, loader, &mut subscriber, 52, 4).await;
+}
+
+/// bitcoind's user may put a symlink in place of its pid file, which systemd follows as root:
+/// to another user's pid file (root's node here, from the same binary), whose owner runs its
+/// pid. The unit names bitcoind's user, and the loader it starts refuses that file; given the
+/// other node's pid directly, it refuses that too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loader_unit_refuses_a_pid_file_symlinked_to_another_users_node() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("unit-symlink");
+    let mut other = Command::new(&bins().simulator)
+        .args(["--tracepoints", "mempool:added", "--start-on-stdin"])
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let other_pid = other.id().unwrap();
+    let others_pid_file = dir.path().join("other.pid");
+    std::fs::write(&others_pid_file, format!("{other_pid}\n")).unwrap();
+    // Where the node writes its pid file: a 0700 directory of its user, the link its user's.
+    let node = NodeDir::new();
+    let pid_file = node.pid_file();
+    let regtest = pid_file.parent().unwrap();
+    std::fs::create_dir(regtest).unwrap();
+    std::fs::set_permissions(regtest, std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown(regtest, BITCOIND_UID);
+    std::os::unix::fs::symlink(&others_pid_file, &pid_file).unwrap();
+    std::os::unix::fs::lchown(&pid_file, Some(BITCOIND_UID), Some(BITCOIND_UID)).unwrap();
+    let socket = dir.path().join("publisher.sock");
+    let unit = LoaderUnit::new(
+        dir.path(),
+        &[
+            ("/usr/local/bin/ebpf-loader", &bins().loader),
+            ("/usr/bin/bitcoind", &bins().simulator),
+            ("/run/bitcoind/bitcoind.pid", &pid_file),
+            ("/run/peer-observer-ebpf/publisher.sock", &socket),
+        ],
+        65532,
+        BITCOIND_UID,
+    );
+
+    let mut loader = unit.spawn().expect("systemd opens what the link names");
+    let status =
+        tokio::time::timeout(Duration::from_secs(30), loader.wait()).await.expect("the loader refuses").unwrap();
+    let stderr = e2e::read_stderr(&mut loader).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let refused =
+        format!("the pid file on standard input belongs to uid 0, not to --bitcoind-user (uid {BITCOIND_UID})");
+    assert!(stderr.contains(&refused), "{stderr}");
+
+    let out = Command::new(&bins().loader)
+        .arg("--bitcoind-path")
+        .arg(&bins().simulator)
+        .args(["--bitcoind-pid", &other_pid.to_string(), "--bitcoind-user", &BITCOIND_UID.to_string()])
+        .args(["--socket", "/nonexistent/publisher.sock"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let refused = format!("pid {other_pid} belongs to uid 0, not to --bitcoind-user (uid {BITCOIND_UID})");
+    assert!(stderr.contains(&refused), "{stderr}");
+    other.kill().await.unwrap();
 }

@@ -49,6 +49,11 @@ struct Cli {
     /// from standard input, opened by someone who may (bitcoind's pid file is private to its user)
     #[arg(long)]
     bitcoind_pid_file: Option<PathBuf>,
+    /// The user bitcoind runs as (a uid, or a name in /etc/passwd): a pid file another user
+    /// owns, or a pid another user runs, is refused. bitcoind's user chooses what its pid file
+    /// names, and a symlink there could lead to another user's node
+    #[arg(long, value_name = "USER", value_parser = parse_uid)]
+    bitcoind_user: Option<u32>,
     /// Unix socket (SOCK_SEQPACKET) of ebpf-publisher
     #[arg(short = 's', long, default_value = "/run/peer-observer-ebpf/publisher.sock")]
     socket: PathBuf,
@@ -173,7 +178,7 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         (None, Some(file)) => PidSource::File(file),
         (None, None) => unreachable!("clap requires one of them"),
     };
-    let target = Target::resolve(&cli.bitcoind_path, pid)?;
+    let target = Target::resolve(&cli.bitcoind_path, pid, cli.bitcoind_user)?;
     // Readable once bitcoind exits: its probes then fire no more.
     let target_exit = &target.exit;
     let mut exited = false;
@@ -365,6 +370,20 @@ impl Notify {
         rustix::net::sendto(&self.sock, b"READY=1\n", SendFlags::NOSIGNAL, &self.addr)?;
         Ok(())
     }
+}
+
+/// A numeric uid, or a user name looked up in /etc/passwd (system users live there; no NSS).
+fn parse_uid(s: &str) -> Result<u32, String> {
+    if let Ok(uid) = s.parse() {
+        return Ok(uid);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("cannot read /etc/passwd: {e}"))?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&s))
+        .and_then(|fields| fields.get(2)?.parse().ok())
+        .ok_or_else(|| format!("no user {s:?} in /etc/passwd"))
 }
 
 /// A libbpf message as log lines, each its own `libbpf` record, control characters escaped.

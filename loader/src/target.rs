@@ -36,6 +36,8 @@ pub enum TargetError {
     NotRunning(i32),
     #[error("pid file {path} is stale: {why}; bitcoind rewrites it when it starts")]
     StalePidFile { path: PathBuf, why: String },
+    #[error("{what} belongs to uid {found}, not to --bitcoind-user (uid {expected}): another user's process is no node of this loader's")]
+    OtherUser { what: String, found: u32, expected: u32 },
     #[error("cannot watch bitcoind (pid {pid}) for its exit: {source}")]
     Watch { pid: i32, source: std::io::Error },
 }
@@ -67,7 +69,9 @@ pub enum PidSource<'a> {
 }
 
 impl Target {
-    pub fn resolve(binary: &Path, pid: PidSource<'_>) -> Result<Self, TargetError> {
+    /// The process `pid` names, running `binary`; with `user`, one that user runs, from a pid
+    /// file that user owns.
+    pub fn resolve(binary: &Path, pid: PidSource<'_>, user: Option<u32>) -> Result<Self, TargetError> {
         if !binary.exists() {
             return Err(TargetError::BinaryMissing(binary.to_owned()));
         }
@@ -95,9 +99,20 @@ impl Target {
             Some(Ok(fd)) => fd,
         };
         let started = process_start(pid);
-        if let Some((path, written)) = file {
-            refuse_stale(pid, written.owner).map_err(|why| TargetError::StalePidFile { path: path.to_owned(), why })?;
+        if let Some((path, written)) = &file {
+            if let Some(expected) = user.filter(|uid| *uid != written.owner) {
+                let what = match path.to_str() {
+                    Some("-") => "the pid file on standard input".to_string(),
+                    _ => format!("pid file {}", path.display()),
+                };
+                return Err(TargetError::OtherUser { what, found: written.owner, expected });
+            }
+            refuse_stale(pid, written.owner)
+                .map_err(|why| TargetError::StalePidFile { path: path.to_path_buf(), why })?;
             warn_if_written_before_start(pid, written.at, started);
+        }
+        if let Some((expected, found)) = user.zip(runner(pid)).filter(|(expected, found)| expected != found) {
+            return Err(TargetError::OtherUser { what: format!("pid {pid}"), found, expected });
         }
         warn_if_started_from_another_binary(pid, binary, &given);
         warn_if_replaced_since_start(pid, binary, &given, started);
@@ -128,13 +143,16 @@ fn is_descriptor(path: &Path) -> bool {
 /// owner runs the pid. /proc/<pid>/exe is out of the loader's reach, but /proc/<pid>/status is
 /// not, unless /proc hides it.
 fn refuse_stale(pid: i32, owner: u32) -> Result<(), String> {
-    let runner = fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|status| {
-        status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok()
-    });
-    match runner.filter(|runner| *runner != owner) {
+    match runner(pid).filter(|runner| *runner != owner) {
         Some(runner) => Err(format!("it names pid {pid}, which uid {runner} runs, not its owner uid {owner}")),
         None => Ok(()),
     }
+}
+
+/// The real uid that runs `pid`, from `/proc/<pid>/status`; `None` where /proc hides it.
+fn runner(pid: i32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
 /// bitcoind writes its pid file once it runs, so a file written before its pid started is a
@@ -299,7 +317,7 @@ mod tests {
         let (binary, fifo) = (dir.join("bitcoind"), dir.join("fifo"));
         fs::write(&binary, b"the checked binary").unwrap();
         rustix::fs::mknodat(rustix::fs::CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
-        let target = Target::resolve(&binary, PidSource::Pid(std::process::id() as i32)).unwrap();
+        let target = Target::resolve(&binary, PidSource::Pid(std::process::id() as i32), None).unwrap();
         fs::rename(&fifo, &binary).unwrap();
 
         // Without blocking, so that a regression fails rather than hangs: the FIFO has no writer.
