@@ -598,7 +598,10 @@ async fn launcher_refuses_a_symlinked_pid_file_and_a_pid_running_another_binary(
 /// bitcoind's user may write any pid into the pid file it writes: that of another user's node
 /// running the same binary (root's here) passes the binary's check, and the probes would then
 /// report that node's peers and mempool. The launcher refuses a pid its file's owner does not
-/// run.
+/// run. The node's user may also replace a directory it owns on the pid file's path
+/// (`regtest`) with a symlink to the other node's: that file is the other user's and names a
+/// pid that user runs, and `--bitcoind-user` refuses it; as it refuses that pid given
+/// directly.
 #[tokio::test]
 async fn launcher_refuses_a_pid_file_naming_another_users_process() {
     use std::os::unix::fs::PermissionsExt;
@@ -610,6 +613,25 @@ async fn launcher_refuses_a_pid_file_naming_another_users_process() {
         .spawn()
         .unwrap();
     let pid = other.id().unwrap();
+    // Bounded: a launcher that took the pid would start the pipeline and run on.
+    let refusal = |args: Vec<std::ffi::OsString>| async move {
+        let out = tokio::time::timeout(
+            Duration::from_secs(30),
+            Command::new(&bins().launcher)
+                .arg("--bitcoind-path")
+                .arg(&bins().simulator)
+                .args(args)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the launcher refuses at once")
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        stderr
+    };
+
     // As bitcoind writes it: by the node's user, 0600 in a 0700 directory.
     let pid_file = node.pid_file();
     let regtest = pid_file.parent().unwrap();
@@ -619,28 +641,34 @@ async fn launcher_refuses_a_pid_file_naming_another_users_process() {
     std::fs::write(&pid_file, format!("{pid}\n")).unwrap();
     std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     chown(&pid_file, BITCOIND_UID);
+    let stderr = refusal(vec!["--bitcoind-pid-file".into(), pid_file.clone().into()]).await;
+    let refused = format!(
+        "pid file {} names pid {pid}, which uid 0 runs, not the file's owner uid {BITCOIND_UID}",
+        pid_file.display()
+    );
+    assert!(stderr.contains(&refused), "{stderr}");
 
-    // Bounded: a launcher that took the pid would start the pipeline and run on.
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        Command::new(&bins().launcher)
-            .arg("--bitcoind-path")
-            .arg(&bins().simulator)
-            .arg("--bitcoind-pid-file")
-            .arg(&pid_file)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the launcher refuses at once")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The other node's own directory and pid file, and the node's `regtest` a symlink to it.
+    let others = TempDir::new("other-node");
+    std::fs::write(others.path().join("bitcoind.pid"), format!("{pid}\n")).unwrap();
+    std::fs::remove_dir_all(regtest).unwrap();
+    std::os::unix::fs::symlink(others.path(), regtest).unwrap();
+    std::os::unix::fs::lchown(regtest, Some(BITCOIND_UID), Some(BITCOIND_UID)).unwrap();
+    let user = BITCOIND_UID.to_string();
+    let stderr = refusal(vec![
+        "--bitcoind-pid-file".into(),
+        pid_file.clone().into(),
+        "--bitcoind-user".into(),
+        user.clone().into(),
+    ])
+    .await;
+    let refused =
+        format!("pid file {} belongs to uid 0, not to --bitcoind-user (uid {BITCOIND_UID})", pid_file.display());
+    assert!(stderr.contains(&refused), "{stderr}");
+    let stderr =
+        refusal(vec!["--bitcoind-pid".into(), pid.to_string().into(), "--bitcoind-user".into(), user.into()]).await;
     assert!(
-        stderr.contains(&format!(
-            "pid file {} names pid {pid}, which uid 0 runs, not the file's owner uid {BITCOIND_UID}",
-            pid_file.display()
-        )),
+        stderr.contains(&format!("pid {pid} belongs to uid 0, not to --bitcoind-user (uid {BITCOIND_UID})")),
         "{stderr}"
     );
     other.kill().await.unwrap();

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use e2e::{
     as_loader_user, bins, expect, receive, start_loader_via, start_publisher, subscribe_in_place, Launch, NatsServer,
-    NodeDir, Pipeline, Simulator, TempDir, LOADER_UID,
+    NodeDir, Pipeline, Simulator, TempDir, BITCOIND_UID, LOADER_UID,
 };
 use ipc_protocol::{Category, Tracepoint};
 use tokio::process::Command;
@@ -157,7 +157,8 @@ async fn probes_are_attached_through_uprobe_multi_links() {
 /// Some hosts mount /proc with `hidepid=invisible` (as `ProtectProc=invisible` does in a unit):
 /// bitcoind's `/proc/<pid>` is then hidden from the loader's user
 /// (../shared/spec/deployment.md). The loader needs none of it: it follows bitcoind through a
-/// pidfd (loader/src/target.rs).
+/// pidfd, and asks the pidfd who runs bitcoind (loader/src/target.rs): it attaches as
+/// `--bitcoind-user` the node's user, and refuses that pid as another user's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loader_attaches_where_proc_hides_bitcoind_from_its_user() {
     let nats = NatsServer::start().await;
@@ -168,21 +169,43 @@ async fn the_loader_attaches_where_proc_hides_bitcoind_from_its_user() {
     let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &LOADER_UID.to_string()]).await;
     let (rounds, seed) = (5, 21);
     let simulator = Simulator::start("mempool:added", rounds, seed);
-    let setpriv = as_loader_user();
-    let setpriv = setpriv.as_std();
     // In a mount namespace of its own, /proc mounted anew with hidepid=invisible; then, as
     // the loader's user, a check that bitcoind's entry is hidden, and the loader.
-    let mut hidden_proc = Command::new("unshare");
-    hidden_proc
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount -t proc -o hidepid=invisible proc /proc && exec "$@""#)
-        .arg("sh")
-        .arg(setpriv.get_program())
-        .args(setpriv.get_args())
-        .args(["sh", "-c"])
-        .arg(r#"test ! -e "/proc/$0" || { echo "bitcoind's /proc/$0 is visible" >&2; exit 1; }; exec "$@""#)
-        .arg(simulator.pid().to_string());
-    let _loader = start_loader_via(hidden_proc, &bins().simulator, dir.path(), &socket, simulator.pid(), &[]).await;
+    let hidden_proc = || {
+        let setpriv = as_loader_user();
+        let setpriv = setpriv.as_std();
+        let mut hidden_proc = Command::new("unshare");
+        hidden_proc
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount -t proc -o hidepid=invisible proc /proc && exec "$@""#)
+            .arg("sh")
+            .arg(setpriv.get_program())
+            .args(setpriv.get_args())
+            .args(["sh", "-c"])
+            .arg(r#"test ! -e "/proc/$0" || { echo "bitcoind's /proc/$0 is visible" >&2; exit 1; }; exec "$@""#)
+            .arg(simulator.pid().to_string());
+        hidden_proc
+    };
+    let mut refused = hidden_proc();
+    let other_user = (BITCOIND_UID + 1).to_string();
+    let refused = refused
+        .arg(&bins().loader)
+        .args(["--bitcoind-path".as_ref(), bins().simulator.as_os_str()])
+        .args(["--bitcoind-pid", &simulator.pid().to_string(), "--bitcoind-user", &other_user])
+        .arg("--socket")
+        .arg(&socket)
+        .kill_on_drop(true)
+        .output();
+    let refused = tokio::time::timeout(Duration::from_secs(30), refused).await.expect("the loader refuses").unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    let why =
+        format!("pid {} belongs to uid {BITCOIND_UID}, not to --bitcoind-user (uid {other_user})", simulator.pid());
+    assert!(stderr.contains(&why), "{stderr}");
+    let user = BITCOIND_UID.to_string();
+    let flags = ["--bitcoind-user", user.as_str()];
+    let _loader =
+        start_loader_via(hidden_proc(), &bins().simulator, dir.path(), &socket, simulator.pid(), &flags).await;
 
     assert_eq!(simulator.fire().await[&Tracepoint::MempoolAdded], rounds);
     let events = receive(&mut subscriber, rounds as usize).await;

@@ -53,6 +53,10 @@ struct Cli {
     /// File containing the PID (Process ID) of the Bitcoin Core (bitcoind) binary that should be hooked into. Either this or --bitcoind-pid must be set
     #[arg(long)]
     bitcoind_pid_file: Option<PathBuf>,
+    /// The user bitcoind runs as (a uid, or a name in /etc/passwd): a pid another user runs,
+    /// or a pid file another user owns, is refused
+    #[arg(long, value_name = "USER", value_parser = parse_uid)]
+    bitcoind_user: Option<u32>,
     #[command(flatten)]
     categories: CategoryFlags,
     #[command(flatten)]
@@ -85,7 +89,7 @@ enum LaunchError {
     UnknownUser(String),
     #[error("{0} must not be root: each half runs unprivileged")]
     RootChild(&'static str),
-    #[error("{0} must not have root's group (gid 0) as its own: each half runs unprivileged")]
+    #[error("{0} must not have root's group (gid 0) as its own: it would open root's group-readable files")]
     RootGroup(&'static str),
     #[error("no unused uid is left in systemd's range for dynamic users (61184-65519)")]
     NoFreeUid,
@@ -354,18 +358,16 @@ struct Bitcoind {
 
 impl Cli {
     /// The bitcoind to trace now: the fixed pid, or the one the pid file names, running the
-    /// binary of --bitcoind-path (and, from a pid file, run by the file's owner).
+    /// binary of --bitcoind-path, run by the file's owner and by --bitcoind-user.
     fn bitcoind(&self) -> Result<Bitcoind, TargetError> {
         let (pid, written) = match (&self.bitcoind_pid, &self.bitcoind_pid_file) {
             (Some(pid), _) => (*pid, None),
-            (None, Some(path)) => target::read_pid_file(path).map(|file| (file.pid, Some((file, path))))?,
+            (None, Some(path)) => target::read_pid_file(path).map(|file| (file.pid, Some((file, path.as_path()))))?,
             (None, None) => unreachable!("clap requires one of them"),
         };
         let binary = target::open_binary(&self.bitcoind_path)?;
         target::check_runs(pid, &binary, &self.bitcoind_path)?;
-        if let Some((file, path)) = written {
-            target::check_written_by_runner(&file, path)?;
-        }
+        target::check_users(pid, written, self.bitcoind_user)?;
         Ok(Bitcoind { pid, binary })
     }
 }
@@ -485,6 +487,20 @@ fn wait_for_successor(cli: &Cli, file: &Path, previous: Option<i32>, stop: &Atom
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A numeric uid, or a user name looked up in /etc/passwd (system users live there; no NSS).
+fn parse_uid(s: &str) -> Result<u32, String> {
+    if let Ok(uid) = s.parse() {
+        return Ok(uid);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("cannot read /etc/passwd: {e}"))?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&s))
+        .and_then(|fields| fields.get(2)?.parse().ok())
+        .ok_or_else(|| format!("no user {s:?} in /etc/passwd"))
 }
 
 /// The seed's five level names, in any case, as `tracing` levels.

@@ -31,6 +31,8 @@ pub enum TargetError {
     OtherBinary { pid: i32, exe: String, binary: PathBuf },
     #[error("pid file {path} names pid {pid}, which uid {runner} runs, not the file's owner uid {owner}: bitcoind writes its own pid file, so this is a stale one or another user's process")]
     OtherUser { path: PathBuf, pid: i32, runner: u32, owner: u32 },
+    #[error("{what} belongs to uid {found}, not to --bitcoind-user (uid {expected}): another user's process is no node of this extractor's")]
+    NotTheUsers { what: String, found: u32, expected: u32 },
 }
 
 impl TargetError {
@@ -81,21 +83,35 @@ pub fn read_pid_file(path: &Path) -> Result<PidFile, TargetError> {
     Ok(PidFile { pid, owner: stat.st_uid })
 }
 
-/// Checks that the pid file's owner runs its pid. bitcoind writes its own pid file, and its
-/// user may write any pid there: another user's node running the same binary passes
-/// [`check_runs`], and the probes would then report that node's peers and mempool.
-pub fn check_written_by_runner(file: &PidFile, path: &Path) -> Result<(), TargetError> {
-    let pid = file.pid;
+/// Checks who runs `pid`: the owner of the pid file it came from, and `user` if given.
+/// bitcoind writes its own pid file, and its user may write any pid there: another user's node
+/// running the same binary passes [`check_runs`], and the probes would then report that node's
+/// peers and mempool. Only `user` also stops a directory on the pid file's path that bitcoind's
+/// user owns being made a symlink to another user's node's directory, whose pid file that user
+/// owns and whose pid it runs (`O_NOFOLLOW` guards the last component alone).
+pub fn check_users(pid: i32, file: Option<(PidFile, &Path)>, user: Option<u32>) -> Result<(), TargetError> {
     let runner = fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse::<u32>().ok()
         })
         .ok_or(TargetError::NotRunning(pid))?;
-    if runner != file.owner {
-        return Err(TargetError::OtherUser { path: path.to_owned(), pid, runner, owner: file.owner });
+    if let Some((file, path)) = file {
+        if let Some(expected) = user.filter(|uid| *uid != file.owner) {
+            return Err(TargetError::NotTheUsers {
+                what: format!("pid file {}", path.display()),
+                found: file.owner,
+                expected,
+            });
+        }
+        if runner != file.owner {
+            return Err(TargetError::OtherUser { path: path.to_owned(), pid, runner, owner: file.owner });
+        }
     }
-    Ok(())
+    match user.filter(|uid| *uid != runner) {
+        Some(expected) => Err(TargetError::NotTheUsers { what: format!("pid {pid}"), found: runner, expected }),
+        None => Ok(()),
+    }
 }
 
 /// Opens the binary the probes attach to; the loader gets this descriptor. bitcoind's user may

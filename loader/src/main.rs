@@ -13,7 +13,7 @@ mod seccomp;
 mod target;
 
 use std::mem::MaybeUninit;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -178,6 +178,12 @@ fn run(cli: &Cli, stop: &AtomicBool) -> Result<(), LoaderError> {
         (None, Some(file)) => PidSource::File(file),
         (None, None) => unreachable!("clap requires one of them"),
     };
+    if cli.bitcoind_user.is_none() && cli.bitcoind_pid_file.as_deref() == Some(Path::new("-")) {
+        tracing::warn!(
+            "--bitcoind-pid-file - without --bitcoind-user: whoever opened the pid file followed any symlink \
+             bitcoind's user put in its place, to another user's node's pid file, say; name bitcoind's user"
+        );
+    }
     let target = Target::resolve(&cli.bitcoind_path, pid, cli.bitcoind_user)?;
     // Readable once bitcoind exits: its probes then fire no more.
     let target_exit = &target.exit;

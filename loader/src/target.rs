@@ -14,6 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use confine::libc;
 use rustix::fs::{fstat, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use rustix::process::{pidfd_open, Pid, PidfdFlags};
@@ -37,7 +38,7 @@ pub enum TargetError {
     #[error("pid file {path} is stale: {why}; bitcoind rewrites it when it starts")]
     StalePidFile { path: PathBuf, why: String },
     #[error("{what} belongs to uid {found}, not to --bitcoind-user (uid {expected}): another user's process is no node of this loader's")]
-    OtherUser { what: String, found: u32, expected: u32 },
+    NotTheUsers { what: String, found: u32, expected: u32 },
     #[error("cannot watch bitcoind (pid {pid}) for its exit: {source}")]
     Watch { pid: i32, source: std::io::Error },
 }
@@ -99,20 +100,21 @@ impl Target {
             Some(Ok(fd)) => fd,
         };
         let started = process_start(pid);
+        let runner = runner(pid, &exit);
         if let Some((path, written)) = &file {
             if let Some(expected) = user.filter(|uid| *uid != written.owner) {
                 let what = match path.to_str() {
                     Some("-") => "the pid file on standard input".to_string(),
                     _ => format!("pid file {}", path.display()),
                 };
-                return Err(TargetError::OtherUser { what, found: written.owner, expected });
+                return Err(TargetError::NotTheUsers { what, found: written.owner, expected });
             }
-            refuse_stale(pid, written.owner)
+            refuse_stale(pid, runner, written.owner)
                 .map_err(|why| TargetError::StalePidFile { path: path.to_path_buf(), why })?;
             warn_if_written_before_start(pid, written.at, started);
         }
-        if let Some((expected, found)) = user.zip(runner(pid)).filter(|(expected, found)| expected != found) {
-            return Err(TargetError::OtherUser { what: format!("pid {pid}"), found, expected });
+        if let Some((expected, found)) = user.zip(runner).filter(|(expected, found)| expected != found) {
+            return Err(TargetError::NotTheUsers { what: format!("pid {pid}"), found, expected });
         }
         warn_if_started_from_another_binary(pid, binary, &given);
         warn_if_replaced_since_start(pid, binary, &given, started);
@@ -140,17 +142,27 @@ fn is_descriptor(path: &Path) -> bool {
 /// A crash leaves bitcoind's pid file behind, and after a reboot its pid may name another
 /// process (../shared/spec/deployment.md); probes attached to that process never fire, and its
 /// pidfd never tells of the next bitcoind. bitcoind writes its own pid file, so the file's
-/// owner runs the pid. /proc/<pid>/exe is out of the loader's reach, but /proc/<pid>/status is
-/// not, unless /proc hides it.
-fn refuse_stale(pid: i32, owner: u32) -> Result<(), String> {
-    match runner(pid).filter(|runner| *runner != owner) {
+/// owner runs the pid. /proc/<pid>/exe is out of the loader's reach, but who runs the pid is
+/// not ([`runner`]).
+fn refuse_stale(pid: i32, runner: Option<u32>, owner: u32) -> Result<(), String> {
+    match runner.filter(|runner| *runner != owner) {
         Some(runner) => Err(format!("it names pid {pid}, which uid {runner} runs, not its owner uid {owner}")),
         None => Ok(()),
     }
 }
 
-/// The real uid that runs `pid`, from `/proc/<pid>/status`; `None` where /proc hides it.
-fn runner(pid: i32) -> Option<u32> {
+/// The real uid that runs `pid`: asked of its pidfd (`PIDFD_GET_INFO`, Linux 6.13), which a
+/// /proc mounted with hidepid does not hide, else read from `/proc/<pid>/status`; `None` where
+/// neither tells.
+fn runner(pid: i32, pidfd: &OwnedFd) -> Option<u32> {
+    // SAFETY: all zeros is a valid pidfd_info, which the ioctl fills (at most its size).
+    let mut info: libc::pidfd_info = unsafe { std::mem::zeroed() };
+    info.mask = libc::PIDFD_INFO_CREDS.into();
+    // SAFETY: PIDFD_GET_INFO writes at most size_of::<pidfd_info>() bytes into `info`.
+    let asked = unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_INFO, &raw mut info) } == 0;
+    if asked && info.mask & u64::from(libc::PIDFD_INFO_CREDS) != 0 {
+        return Some(info.ruid);
+    }
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }

@@ -173,10 +173,17 @@ struct Cli {
     /// as a broken probe site would; the tracer must count it and go on.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     unreadable_every: Option<u64>,
-    /// With --unreadable-every and --message-size above BYTE: those payloads are readable up to
-    /// BYTE and unmapped from there on, so that a tracer copying one in pieces fails a later
-    /// piece (default: the pointer itself cannot be read).
-    #[arg(long, value_name = "BYTE", requires = "unreadable_every", requires = "message_size")]
+    /// With --unreadable-every and --message-size above BYTE (no --message-type, so that every
+    /// payload has that size): those payloads are readable up to BYTE and inaccessible from
+    /// there on, so that a tracer copying one in pieces fails a later piece (default: the
+    /// pointer itself cannot be read).
+    #[arg(
+        long,
+        value_name = "BYTE",
+        requires = "unreadable_every",
+        requires = "message_size",
+        conflicts_with = "message_type"
+    )]
     unreadable_from: Option<usize>,
     /// Bitcoin Core's `-datadir`: must exist; the pid file goes inside (also `-datadir=DIR`).
     #[arg(long, value_name = "DIR")]
@@ -338,8 +345,8 @@ struct MessageBuffers {
     message_type: MessageType,
 }
 
-/// A payload whose first bytes are readable and the rest unmapped (`--unreadable-from`): the
-/// readable bytes end where an inaccessible page begins.
+/// A payload whose first bytes are readable and the rest not (`--unreadable-from`): the
+/// readable bytes end where an inaccessible (`PROT_NONE`) page begins.
 struct CutPayload {
     map: *mut std::ffi::c_void,
     map_len: usize,
@@ -362,7 +369,7 @@ impl CutPayload {
                 MapFlags::PRIVATE,
             )
             .expect("map a payload's pages");
-            mm::mprotect(map.add(front), map_len - front, MprotectFlags::empty())
+            mm::mprotect(map.cast::<u8>().add(front).cast(), map_len - front, MprotectFlags::empty())
                 .expect("make a payload's tail unreadable");
             let start = map.cast::<u8>().add(front - readable.len());
             std::ptr::copy_nonoverlapping(readable.as_ptr(), start, readable.len());
@@ -405,8 +412,7 @@ fn fire(tp: Tracepoint, args: &Args, readable: Readable, buffers: &mut MessageBu
                     Readable::All => payload.as_ptr(),
                     Readable::None => std::ptr::dangling(),
                     Readable::Before(end) => {
-                        // A typed message may fall a few bytes short of --message-size.
-                        let end = end.min(payload.len());
+                        // Below --message-size, every payload's size (`main` checks).
                         cut = CutPayload::new(&payload[..end], payload.len() - end);
                         cut.start
                     }
@@ -770,4 +776,35 @@ fn fire_rounds(tracepoints: &[Tracepoint], rounds: &Rounds<'_>) -> Fired {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What this process reads at `at` for `len` bytes, as a tracer reads another's memory;
+    /// `None` unless every byte could be read.
+    fn read(at: *const u8, len: usize) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+        let remote = libc::iovec { iov_base: at.cast_mut().cast(), iov_len: len };
+        // SAFETY: writes at most `len` bytes into `buf`; the kernel checks the remote range.
+        let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        (n == len as isize).then_some(buf)
+    }
+
+    #[test]
+    fn a_cut_payload_reads_whole_up_to_its_cut_and_not_a_byte_past_it() {
+        let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        for cut_at in [0, 1, 4096, 90_000] {
+            let cut = CutPayload::new(&payload[..cut_at], payload.len() - cut_at);
+            assert_eq!(read(cut.start, cut_at).as_deref(), Some(&payload[..cut_at]), "{cut_at}");
+            // SAFETY: the address is only handed to the kernel's checked read.
+            let past = unsafe { cut.start.add(cut_at) };
+            assert_eq!(read(past, 1), None, "{cut_at}");
+            // SAFETY: as above.
+            let across = unsafe { cut.start.add(cut_at.saturating_sub(1)) };
+            assert_eq!(read(across, 2), None, "{cut_at}");
+        }
+    }
 }
