@@ -673,3 +673,37 @@ async fn launcher_refuses_a_pid_file_naming_another_users_process() {
     );
     other.kill().await.unwrap();
 }
+
+/// Waiting for its node, the launcher finds a pid file of a node run by another user than
+/// `--bitcoind-user` names: it says why once, starts nothing, and waits on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_its_node_it_says_once_why_a_pid_file_is_refused() {
+    let nats = NatsServer::start().await;
+    let node = Arc::new(NodeDir::new());
+    let other_user = (BITCOIND_UID + 1).to_string();
+    let mut launcher = Command::new(&bins().launcher)
+        .args(["--nats-address", &nats.address, "--bitcoind-path"])
+        .arg(&bins().simulator)
+        .arg("--bitcoind-pid-file")
+        .arg(node.pid_file())
+        .args(["--bitcoind-user", &other_user])
+        .env_remove("SSL_CERT_FILE")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ebpf-extractor");
+    // Waiting: at its start, a refused pid file is an error instead.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(launcher.try_wait().expect("its status").is_none(), "it waits for its node");
+    let _simulator = Simulator::start_in(&node, &bins().simulator, "mempool:added", 1, 0, &[]);
+    // Twenty looks or more at the refused file.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(launcher.try_wait().expect("its status").is_none(), "it waits for its node");
+    assert!(e2e::children(launcher.id().expect("running")).is_empty(), "nothing starts for another user's node");
+    let log = stop(&mut launcher).await;
+    let refused = format!(
+        "pid file {} belongs to uid {BITCOIND_UID}, not to --bitcoind-user (uid {other_user})",
+        node.pid_file().display()
+    );
+    assert_eq!(log.matches(&refused).count(), 1, "{log}");
+}

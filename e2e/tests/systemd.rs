@@ -252,6 +252,9 @@ impl LoaderUnit {
             for (from, to) in paths {
                 text = text.replace(from, to.to_str().unwrap());
             }
+            if unit.ends_with(".service") {
+                assert!(text.contains("--bitcoind-user bitcoin "), "the unit names bitcoind's user");
+            }
             text.replace("--bitcoind-user bitcoin ", &format!("--bitcoind-user {bitcoind_uid} "))
         };
         let path = directives(&read("peer-observer-ebpf-loader.path"), "[Path]");

@@ -470,12 +470,19 @@ enum Successor {
 fn wait_for_successor(cli: &Cli, file: &Path, previous: Option<i32>, stop: &AtomicBool) -> Successor {
     let since = Instant::now();
     let mut next_warning = IDLE_WARN;
+    // The last refusal logged: each is logged once, not every look.
+    let mut refused = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             return Successor::Stopped;
         }
-        if let Some(next) = cli.bitcoind().ok().filter(|next| Some(next.pid) != previous) {
-            return Successor::Found(next);
+        match cli.bitcoind() {
+            Ok(next) if Some(next.pid) != previous => return Successor::Found(next),
+            Err(e) if e.refuses_a_process() && refused.as_ref() != Some(&e.to_string()) => {
+                tracing::warn!("{e}");
+                refused = Some(e.to_string());
+            }
+            _ => {}
         }
         let waited = since.elapsed();
         if waited >= next_warning {

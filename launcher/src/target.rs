@@ -45,6 +45,15 @@ impl TargetError {
             _ => false,
         }
     }
+
+    /// Whether the pid file names a running process that is refused: another binary's,
+    /// another user's. Not a file being written, nor a node not started yet.
+    pub fn refuses_a_process(&self) -> bool {
+        matches!(
+            self,
+            TargetError::OtherBinary { .. } | TargetError::OtherUser { .. } | TargetError::NotTheUsers { .. }
+        )
+    }
 }
 
 /// bitcoind writes `<pid>\n`; anything longer than this is not its pid file.

@@ -50,8 +50,9 @@ struct Cli {
     #[arg(long)]
     bitcoind_pid_file: Option<PathBuf>,
     /// The user bitcoind runs as (a uid, or a name in /etc/passwd): a pid file another user
-    /// owns, or a pid another user runs, is refused. bitcoind's user chooses what its pid file
-    /// names, and a symlink there could lead to another user's node
+    /// owns, or a pid another user runs, is refused (who runs it is unknown to a kernel before
+    /// 6.13 under /proc's hidepid). bitcoind's user chooses what its pid file names, and a
+    /// symlink there could lead to another user's node
     #[arg(long, value_name = "USER", value_parser = parse_uid)]
     bitcoind_user: Option<u32>,
     /// Unix socket (SOCK_SEQPACKET) of ebpf-publisher

@@ -159,9 +159,12 @@ fn runner(pid: i32, pidfd: &OwnedFd) -> Option<u32> {
     let mut info: libc::pidfd_info = unsafe { std::mem::zeroed() };
     info.mask = libc::PIDFD_INFO_CREDS.into();
     // SAFETY: PIDFD_GET_INFO writes at most size_of::<pidfd_info>() bytes into `info`.
-    let asked = unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_INFO, &raw mut info) } == 0;
-    if asked && info.mask & u64::from(libc::PIDFD_INFO_CREDS) != 0 {
-        return Some(info.ruid);
+    match unsafe { libc::ioctl(pidfd.as_raw_fd(), libc::PIDFD_GET_INFO, &raw mut info) } {
+        0 if info.mask & u64::from(libc::PIDFD_INFO_CREDS) != 0 => return Some(info.ruid),
+        // Gone: its number may already be another process's.
+        _ if Errno::from_io_error(&std::io::Error::last_os_error()) == Some(Errno::SRCH) => return None,
+        // An older kernel.
+        _ => {}
     }
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
