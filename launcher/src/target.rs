@@ -65,8 +65,9 @@ pub struct PidFile {
     pub owner: u32,
 }
 
-/// Reads bitcoind's pid file without following a symlink (bitcoind's user owns the directory
-/// and could point a root reader anywhere) or blocking on a FIFO, and at most a few bytes.
+/// Reads bitcoind's pid file without following a symlink at its name (bitcoind's user owns the
+/// directory and could point a root reader anywhere; directories above are [`check_users`]'s)
+/// or blocking on a FIFO, and at most a few bytes.
 pub fn read_pid_file(path: &Path) -> Result<PidFile, TargetError> {
     let unreadable = |e: Errno| TargetError::PidFileUnreadable { path: path.to_owned(), source: e.into() };
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;

@@ -396,7 +396,7 @@ fn parse_uid(s: &str) -> Result<u32, String> {
 /// A libbpf message as log lines, each its own `libbpf` record, control characters escaped.
 /// libbpf quotes text from the binary's USDT notes (an argument spec it cannot parse), which
 /// bitcoind's user writes into a self-built binary: a line end there must not start a line
-/// that looks like the loader's own (SECURITY.md, "Logs").
+/// that looks like the loader's own (SECURITY.md, "What an attacker can and cannot do").
 fn libbpf_lines(msg: &str) -> impl Iterator<Item = String> + '_ {
     msg.trim_end().lines().map(|line| {
         let mut escaped = String::with_capacity(line.len());
