@@ -554,6 +554,17 @@ impl Default for NodeDir {
     }
 }
 
+/// Another user's node (root's here), run from the simulator's binary as the node's is, waiting
+/// to fire: a process whose pid the node's user may write into its pid file.
+pub fn another_users_node() -> Child {
+    Command::new(&bins().simulator)
+        .args(["--tracepoints", "mempool:added", "--start-on-stdin"])
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the simulator as root")
+}
+
 pub fn chown(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown");
 }

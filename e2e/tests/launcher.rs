@@ -606,12 +606,7 @@ async fn launcher_refuses_a_symlinked_pid_file_and_a_pid_running_another_binary(
 async fn launcher_refuses_a_pid_file_naming_another_users_process() {
     use std::os::unix::fs::PermissionsExt;
     let node = NodeDir::new();
-    let mut other = Command::new(&bins().simulator)
-        .args(["--tracepoints", "mempool:added", "--start-on-stdin"])
-        .stdin(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut other = e2e::another_users_node();
     let pid = other.id().unwrap();
     // Bounded: a launcher that took the pid would start the pipeline and run on.
     let refusal = |args: Vec<std::ffi::OsString>| async move {

@@ -495,12 +495,7 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
 async fn the_loader_unit_refuses_a_pid_file_symlinked_to_another_users_node() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("unit-symlink");
-    let mut other = Command::new(&bins().simulator)
-        .args(["--tracepoints", "mempool:added", "--start-on-stdin"])
-        .stdin(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut other = e2e::another_users_node();
     let other_pid = other.id().unwrap();
     let others_pid_file = dir.path().join("other.pid");
     std::fs::write(&others_pid_file, format!("{other_pid}\n")).unwrap();

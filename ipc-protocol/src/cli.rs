@@ -214,6 +214,22 @@ pub fn subject_prefix(prefix: &str) -> Result<String, String> {
     Ok(prefix.to_owned())
 }
 
+/// A user flag's value as a uid: a number, or a name `passwd` (the text of /etc/passwd, read
+/// only for a name, by the caller: this crate does no I/O) lists. System users live there; no
+/// NSS.
+pub fn uid(spec: &str, passwd: impl FnOnce() -> std::io::Result<String>) -> Result<u32, String> {
+    if let Ok(uid) = spec.parse() {
+        return Ok(uid);
+    }
+    let passwd = passwd().map_err(|e| format!("cannot read /etc/passwd: {e}"))?;
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&spec))
+        .and_then(|fields| fields.get(2)?.parse().ok())
+        .ok_or_else(|| format!("no user {spec:?} in /etc/passwd"))
+}
+
 /// JetStream mode: `--nats-jetstream-stream` and the settings of a stream it creates
 /// (publisher/src/jetstream.rs).
 #[derive(Debug, Clone, PartialEq, Eq, Args)]
@@ -336,6 +352,18 @@ mod tests {
         assert_eq!(nats.username.as_deref(), Some("ebpf"));
         assert_eq!(nats.password_file.as_deref(), Some(std::path::Path::new("/run/credentials/x/nats-password")));
         assert_eq!(parse(&[]).unwrap().nats.client_name, DEFAULT_NATS_CLIENT_NAME);
+    }
+
+    #[test]
+    fn a_user_is_a_uid_or_a_name_in_passwd_which_is_read_only_for_a_name() {
+        let passwd =
+            || Ok("root:x:0:0::/root:/bin/sh\nbitcoin:x:101:103::/var/lib/bitcoind:/usr/sbin/nologin\n".into());
+        assert_eq!(uid("bitcoin", passwd), Ok(101));
+        assert_eq!(uid("root", passwd), Ok(0));
+        assert_eq!(uid("60999", || unreachable!("a number needs no passwd")), Ok(60999));
+        assert_eq!(uid("alice", passwd), Err("no user \"alice\" in /etc/passwd".into()));
+        let unreadable = || Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(uid("bitcoin", unreadable).unwrap_err().starts_with("cannot read /etc/passwd: "));
     }
 
     #[test]

@@ -496,18 +496,9 @@ fn wait_for_successor(cli: &Cli, file: &Path, previous: Option<i32>, stop: &Atom
     }
 }
 
-/// A numeric uid, or a user name looked up in /etc/passwd (system users live there; no NSS).
-fn parse_uid(s: &str) -> Result<u32, String> {
-    if let Ok(uid) = s.parse() {
-        return Ok(uid);
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| format!("cannot read /etc/passwd: {e}"))?;
-    passwd
-        .lines()
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.first() == Some(&s))
-        .and_then(|fields| fields.get(2)?.parse().ok())
-        .ok_or_else(|| format!("no user {s:?} in /etc/passwd"))
+/// A user flag's value as a uid (`ipc_protocol::cli::uid`).
+fn parse_uid(spec: &str) -> Result<u32, String> {
+    ipc_protocol::cli::uid(spec, || std::fs::read_to_string("/etc/passwd"))
 }
 
 /// The seed's five level names, in any case, as `tracing` levels.
