@@ -542,6 +542,15 @@ impl NodeDir {
         self.datadir.join("regtest").join("bitcoind.pid")
     }
 
+    /// The directory of [`Self::pid_file`], made as bitcoind makes it: its user's, mode 0700.
+    pub fn network_dir(&self) -> PathBuf {
+        let dir = self.datadir.join("regtest");
+        std::fs::create_dir(&dir).expect("create the network's directory");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        chown(&dir, BITCOIND_UID);
+        dir
+    }
+
     /// The pid the pid file names (read as root: it is private to the node's user).
     pub fn pid_in_file(&self) -> Option<u32> {
         std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()

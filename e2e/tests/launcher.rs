@@ -567,6 +567,27 @@ async fn launcher_refuses_the_same_user_twice_and_root() {
     assert!(run("nobody", "0").await.contains("--loader-user must not be root"));
 }
 
+/// `ebpf-extractor --bitcoind-path <the simulator> args…`, which must refuse to start (status
+/// 1): its standard error. Bounded: a launcher that took the pid would start the pipeline and
+/// run on.
+async fn refused_launch(args: Vec<std::ffi::OsString>) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(&bins().launcher)
+            .arg("--bitcoind-path")
+            .arg(&bins().simulator)
+            .args(args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the launcher refuses at once")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 /// A pid file that is a symlink (bitcoind's user owns its directory and could point the root
 /// launcher anywhere), or that names a process running another binary, is refused.
 #[tokio::test]
@@ -574,23 +595,12 @@ async fn launcher_refuses_a_symlinked_pid_file_and_a_pid_running_another_binary(
     let dir = TempDir::new("launcher-pidfile");
     let link = dir.path().join("bitcoind.pid");
     std::os::unix::fs::symlink("/etc/shadow", &link).unwrap();
-    let run = |args: Vec<std::ffi::OsString>| async move {
-        let out = Command::new(&bins().launcher)
-            .arg("--bitcoind-path")
-            .arg(&bins().simulator)
-            .args(args)
-            .output()
-            .await
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
-    let stderr = run(vec!["--bitcoind-pid-file".into(), link.clone().into()]).await;
+    let stderr = refused_launch(vec!["--bitcoind-pid-file".into(), link.clone().into()]).await;
     assert!(stderr.contains(&format!("pid file {} is not a regular file", link.display())), "{stderr}");
     assert!(!stderr.contains("root:"), "nothing of the link's target is shown: {stderr}");
     let mut other = Command::new("sleep").arg("30").kill_on_drop(true).spawn().unwrap();
     let pid = other.id().unwrap().to_string();
-    let stderr = run(vec!["--bitcoind-pid".into(), pid.clone().into()]).await;
+    let stderr = refused_launch(vec!["--bitcoind-pid".into(), pid.clone().into()]).await;
     assert!(stderr.contains(&format!("pid {pid} runs \"/usr/bin/sleep\", not the bitcoind binary")), "{stderr}");
     other.kill().await.unwrap();
 }
@@ -608,35 +618,13 @@ async fn launcher_refuses_a_pid_file_naming_another_users_process() {
     let node = NodeDir::new();
     let mut other = e2e::another_users_node();
     let pid = other.id().unwrap();
-    // Bounded: a launcher that took the pid would start the pipeline and run on.
-    let refusal = |args: Vec<std::ffi::OsString>| async move {
-        let out = tokio::time::timeout(
-            Duration::from_secs(30),
-            Command::new(&bins().launcher)
-                .arg("--bitcoind-path")
-                .arg(&bins().simulator)
-                .args(args)
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("the launcher refuses at once")
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        stderr
-    };
-
     // As bitcoind writes it: by the node's user, 0600 in a 0700 directory.
     let pid_file = node.pid_file();
-    let regtest = pid_file.parent().unwrap();
-    std::fs::create_dir(regtest).unwrap();
-    std::fs::set_permissions(regtest, std::fs::Permissions::from_mode(0o700)).unwrap();
-    chown(regtest, BITCOIND_UID);
+    let regtest = node.network_dir();
     std::fs::write(&pid_file, format!("{pid}\n")).unwrap();
     std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     chown(&pid_file, BITCOIND_UID);
-    let stderr = refusal(vec!["--bitcoind-pid-file".into(), pid_file.clone().into()]).await;
+    let stderr = refused_launch(vec!["--bitcoind-pid-file".into(), pid_file.clone().into()]).await;
     let refused = format!(
         "pid file {} names pid {pid}, which uid 0 runs, not the file's owner uid {BITCOIND_UID}",
         pid_file.display()
@@ -646,11 +634,11 @@ async fn launcher_refuses_a_pid_file_naming_another_users_process() {
     // The other node's own directory and pid file, and the node's `regtest` a symlink to it.
     let others = TempDir::new("other-node");
     std::fs::write(others.path().join("bitcoind.pid"), format!("{pid}\n")).unwrap();
-    std::fs::remove_dir_all(regtest).unwrap();
-    std::os::unix::fs::symlink(others.path(), regtest).unwrap();
-    std::os::unix::fs::lchown(regtest, Some(BITCOIND_UID), Some(BITCOIND_UID)).unwrap();
+    std::fs::remove_dir_all(&regtest).unwrap();
+    std::os::unix::fs::symlink(others.path(), &regtest).unwrap();
+    std::os::unix::fs::lchown(&regtest, Some(BITCOIND_UID), Some(BITCOIND_UID)).unwrap();
     let user = BITCOIND_UID.to_string();
-    let stderr = refusal(vec![
+    let stderr = refused_launch(vec![
         "--bitcoind-pid-file".into(),
         pid_file.clone().into(),
         "--bitcoind-user".into(),
@@ -661,7 +649,8 @@ async fn launcher_refuses_a_pid_file_naming_another_users_process() {
         format!("pid file {} belongs to uid 0, not to --bitcoind-user (uid {BITCOIND_UID})", pid_file.display());
     assert!(stderr.contains(&refused), "{stderr}");
     let stderr =
-        refusal(vec!["--bitcoind-pid".into(), pid.to_string().into(), "--bitcoind-user".into(), user.into()]).await;
+        refused_launch(vec!["--bitcoind-pid".into(), pid.to_string().into(), "--bitcoind-user".into(), user.into()])
+            .await;
     assert!(
         stderr.contains(&format!("pid {pid} belongs to uid 0, not to --bitcoind-user (uid {BITCOIND_UID})")),
         "{stderr}"

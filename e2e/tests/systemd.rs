@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::{
-    assert_fired_exactly, bins, chown, notify_socket, receive, start_publisher, wall_ms, NatsServer, NodeDir,
-    Simulator, TempDir, BITCOIND_UID,
+    assert_fired_exactly, bins, notify_socket, receive, start_publisher, wall_ms, NatsServer, NodeDir, Simulator,
+    TempDir, BITCOIND_UID,
 };
 use ipc_protocol::Tracepoint;
 use tokio::process::Command;
@@ -242,20 +242,27 @@ struct LoaderUnit {
 }
 
 impl LoaderUnit {
-    /// The shipped unit, with the paths an operator's drop-in points at their node, and the
-    /// unit's user and the node's (`bitcoin`), which do not exist here, as `uid` and
-    /// `bitcoind_uid`.
-    fn new(dir: &Path, paths: &[(&str, &Path)], uid: u32, bitcoind_uid: u32) -> LoaderUnit {
+    /// The shipped unit, pointed at this build's loader, the simulator as bitcoind, a node's
+    /// pid file and the publisher's socket, as an operator's drop-in points it at their node;
+    /// the unit's user and the node's (`bitcoin`), which do not exist here, are `uid` and
+    /// [`BITCOIND_UID`].
+    fn for_node(dir: &Path, pid_file: &Path, socket: &Path, uid: u32) -> LoaderUnit {
+        let paths = [
+            ("/usr/local/bin/ebpf-loader", bins().loader.as_path()),
+            ("/usr/bin/bitcoind", bins().simulator.as_path()),
+            ("/run/bitcoind/bitcoind.pid", pid_file),
+            ("/run/peer-observer-ebpf/publisher.sock", socket),
+        ];
         let read = |unit: &str| {
             let mut text =
                 std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd").join(unit)).unwrap();
-            for (from, to) in paths {
+            for (from, to) in &paths {
                 text = text.replace(from, to.to_str().unwrap());
             }
             if unit.ends_with(".service") {
                 assert!(text.contains("--bitcoind-user bitcoin "), "the unit names bitcoind's user");
             }
-            text.replace("--bitcoind-user bitcoin ", &format!("--bitcoind-user {bitcoind_uid} "))
+            text.replace("--bitcoind-user bitcoin ", &format!("--bitcoind-user {BITCOIND_UID} "))
         };
         let path = directives(&read("peer-observer-ebpf-loader.path"), "[Path]");
         assert_eq!(path.keys().collect::<Vec<_>>(), ["PathExists", "Unit"], "the .path unit's directives");
@@ -439,17 +446,7 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
     let _publisher = start_publisher(&nats.address, &socket, &["--loader-uid", &loader_uid.to_string()]).await;
     let node = Arc::new(NodeDir::new());
     let pid_file = node.pid_file();
-    let unit = LoaderUnit::new(
-        dir.path(),
-        &[
-            ("/usr/local/bin/ebpf-loader", &bins().loader),
-            ("/usr/bin/bitcoind", &bins().simulator),
-            ("/run/bitcoind/bitcoind.pid", &pid_file),
-            ("/run/peer-observer-ebpf/publisher.sock", &socket),
-        ],
-        loader_uid,
-        BITCOIND_UID,
-    );
+    let unit = LoaderUnit::for_node(dir.path(), &pid_file, &socket, loader_uid);
     let client = async_nats::connect(&nats.address).await.unwrap();
     let mut subscriber = e2e::subscribe_in_place(&client, "mempool").await;
 
@@ -493,7 +490,6 @@ async fn the_loader_unit_reaches_a_private_pid_file_and_follows_a_restarted_bitc
 /// other node's pid directly, it refuses that too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loader_unit_refuses_a_pid_file_symlinked_to_another_users_node() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("unit-symlink");
     let mut other = e2e::another_users_node();
     let other_pid = other.id().unwrap();
@@ -502,24 +498,11 @@ async fn the_loader_unit_refuses_a_pid_file_symlinked_to_another_users_node() {
     // Where the node writes its pid file: a 0700 directory of its user, the link its user's.
     let node = NodeDir::new();
     let pid_file = node.pid_file();
-    let regtest = pid_file.parent().unwrap();
-    std::fs::create_dir(regtest).unwrap();
-    std::fs::set_permissions(regtest, std::fs::Permissions::from_mode(0o700)).unwrap();
-    chown(regtest, BITCOIND_UID);
+    node.network_dir();
     std::os::unix::fs::symlink(&others_pid_file, &pid_file).unwrap();
     std::os::unix::fs::lchown(&pid_file, Some(BITCOIND_UID), Some(BITCOIND_UID)).unwrap();
     let socket = dir.path().join("publisher.sock");
-    let unit = LoaderUnit::new(
-        dir.path(),
-        &[
-            ("/usr/local/bin/ebpf-loader", &bins().loader),
-            ("/usr/bin/bitcoind", &bins().simulator),
-            ("/run/bitcoind/bitcoind.pid", &pid_file),
-            ("/run/peer-observer-ebpf/publisher.sock", &socket),
-        ],
-        65532,
-        BITCOIND_UID,
-    );
+    let unit = LoaderUnit::for_node(dir.path(), &pid_file, &socket, 65532);
 
     let mut loader = unit.spawn().expect("systemd opens what the link names");
     let status =
